@@ -1,0 +1,80 @@
+//! cgroup bind4/bind6: only the agent may bind the reserved upstream source ports; others get EPERM.
+use core::ptr::{addr_of, read_volatile};
+
+use agent_common::{Event, EventKind, HOST_COUNTERS};
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+
+use crate::maps::{count, in_upstream_range, report, settings};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[cgroup_sock_addr(bind4)]
+pub fn moat_bind4(ctx: SockAddrContext) -> i32 {
+    let a = ctx.sock_addr;
+    // SAFETY: context pointer from the kernel; user_ip4 is readable in bind4 programs.
+    let ip4 = unsafe { read_volatile(addr_of!((*a).user_ip4)) };
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&ip4.to_ne_bytes());
+    guard(&ctx, addr)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn moat_bind6(ctx: SockAddrContext) -> i32 {
+    let a = ctx.sock_addr;
+    let mut addr = [0u8; 16];
+    for i in 0..4 {
+        // SAFETY: context pointer from the kernel; user_ip6 is readable in bind6 programs.
+        let w = unsafe { read_volatile(addr_of!((*a).user_ip6[i])) };
+        addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    guard(&ctx, addr)
+}
+
+fn guard(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
+    let a: *const bpf_sock_addr = ctx.sock_addr;
+    // SAFETY: context pointer from the kernel; both fields are allowed, aligned 4-byte loads.
+    let (family, user_port) = unsafe {
+        (
+            read_volatile(addr_of!((*a).user_family)),
+            read_volatile(addr_of!((*a).user_port)),
+        )
+    };
+    // user_port holds the port in network order in its low 16 bits.
+    let port = u16::from_be(user_port as u16) as u32;
+    let s = settings();
+    if !in_upstream_range(&s, port) {
+        return ALLOW;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if s.agent_tgid != 0 && tgid == s.agent_tgid {
+        return ALLOW;
+    }
+
+    count(HOST_COUNTERS, |c| &mut c.bind_denied);
+    let e = Event {
+        kind: EventKind::BindDenied as u32,
+        family,
+        src_addr: addr,
+        dst_addr: [0; 16],
+        src_port: port,
+        dst_port: 0,
+        pid: tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        // SAFETY: helpers without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    report(&e);
+    DENY
+}

@@ -1,0 +1,17 @@
+//! Moat's kernel programs: steer protected ports to the proxy (sk_lookup), guard the upstream identity (bind4/6).
+#![no_std]
+#![no_main]
+
+mod guard;
+mod maps;
+mod steer;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

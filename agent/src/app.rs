@@ -1,0 +1,228 @@
+//! The commands: run the agent, check a config, show status, detach.
+use std::{os::fd::AsFd as _, path::Path, sync::Arc};
+
+use agent_common::{HOST_COUNTERS, Settings};
+use serde_json::{Value, json};
+
+use crate::{
+    audit::{self, AuditLog},
+    config::{Cgroup, Config},
+    error::AppError,
+    events, listen, relay,
+    steer::{self, Hooks, Kernel},
+    upstream::{self, Upstream},
+};
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(config_path: &Path) -> Result<(), AppError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let (audit, writer) = AuditLog::open(&config.audit.path)?;
+
+    let cgroup = match &config.agent.cgroup {
+        Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,
+        Cgroup::Path(p) => p.clone(),
+    };
+    upstream::reserve_ports(config.agent.upstream_ports).map_err(AppError::io(
+        "reserving the upstream ports in net.ipv4.ip_local_reserved_ports",
+    ))?;
+    let hooks = Hooks {
+        netns: "/proc/self/ns/net".into(),
+        cgroup,
+    };
+    let mut kernel = Kernel::attach_or_adopt(&config.agent.bpffs, &hooks)?;
+    kernel.set_settings(Settings {
+        upstream_port_lo: config.agent.upstream_ports.lo.into(),
+        upstream_port_hi: config.agent.upstream_ports.hi.into(),
+        agent_tgid: std::process::id(),
+        _pad: 0,
+    })?;
+
+    let listener = listen::proxy_listener().map_err(AppError::io("creating the proxy listener"))?;
+    let proxy_addr = listener
+        .local_addr()
+        .map_err(AppError::io("reading the proxy address"))?;
+    kernel.set_proxy(listener.as_fd())?;
+    let wanted: Vec<(u16, u32)> = config
+        .servers
+        .iter()
+        .zip(1..)
+        .map(|(s, id)| (s.port, id))
+        .collect();
+    kernel.reconcile(&wanted)?;
+
+    let servers: Vec<Value> = config
+        .servers
+        .iter()
+        .map(|s| json!({"name": s.name, "port": s.port, "upstream": s.upstream.to_string()}))
+        .collect();
+    audit
+        .record(
+            "config",
+            audit::agent_event(
+                "started",
+                json!({
+                    "config": config_path.display().to_string(),
+                    "pid": std::process::id(),
+                    "adopted_pins": kernel.adopted,
+                    "servers": servers,
+                }),
+            ),
+        )
+        .await;
+    tracing::info!(
+        bpffs = %kernel.dir.display(),
+        adopted = kernel.adopted,
+        proxy = %proxy_addr,
+        ports = ?wanted.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        "moat is protecting its ports"
+    );
+
+    let ring = kernel.take_events().expect("events are taken once");
+    let events_task = tokio::spawn({
+        let (config, audit) = (config.clone(), audit.clone());
+        async move { events::forward(ring, &config, audit).await }
+    });
+    let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
+    let serve = relay::serve(listener, config.clone(), upstream, audit.clone());
+
+    tokio::select! {
+        () = serve => {}
+        () = shutdown_signal() => tracing::info!("stopping; protected ports stay closed until the agent is back"),
+    }
+    events_task.abort();
+    audit
+        .record(
+            "config",
+            audit::agent_event("stopped", json!({"pid": std::process::id()})),
+        )
+        .await;
+    audit.flush().await;
+    drop(audit);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Validates a config file; prints a summary.
+pub fn check(config_path: &Path) -> Result<String, AppError> {
+    let c = Config::load(config_path)?;
+    let mut out = format!(
+        "{}: ok, {} server(s)\n",
+        config_path.display(),
+        c.servers.len()
+    );
+    for s in &c.servers {
+        out.push_str(&format!("  {} port {} -> {}\n", s.name, s.port, s.upstream));
+    }
+    Ok(out)
+}
+
+/// Status as JSON, read from the pins alone: works while the agent is down.
+pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> {
+    let links: serde_json::Map<String, Value> = steer::LINKS
+        .iter()
+        .map(|l| ((*l).to_string(), bpffs.join(l).exists().into()))
+        .collect();
+    let kernel = match Kernel::open(bpffs, true) {
+        Ok(k) => k,
+        Err(steer::SteerError::NotAttached { .. }) => {
+            return Ok(json!({ "bpffs": bpffs.display().to_string(), "attached": false }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let settings = kernel.settings()?;
+    let agent_running =
+        settings.agent_tgid != 0 && Path::new(&format!("/proc/{}", settings.agent_tgid)).exists();
+    let host = kernel.counters(HOST_COUNTERS);
+    let ports: Vec<Value> = kernel
+        .ports()
+        .into_iter()
+        .map(|(port, id)| {
+            let c = kernel.counters(port.into());
+            let name = config
+                .and_then(|c| c.server_by_port(port))
+                .map(|s| s.name.clone());
+            json!({
+                "port": port, "server_id": id, "server": name,
+                "steered": c.steered, "dropped": c.dropped, "passed": c.passed,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "bpffs": bpffs.display().to_string(),
+        "attached": links.values().all(|v| v == &Value::Bool(true)),
+        "links": links,
+        "proxy_socket": kernel.proxy_socket()?,
+        "agent_pid": settings.agent_tgid,
+        "agent_running": agent_running,
+        "upstream_ports": format!("{}-{}", settings.upstream_port_lo, settings.upstream_port_hi),
+        "bind_denied": host.bind_denied,
+        "events_lost": host.events_lost,
+        "ports": ports,
+    }))
+}
+
+/// Human-readable status.
+pub fn status_text(s: &Value) -> String {
+    let mut out = format!("pins: {}\n", s["bpffs"].as_str().unwrap_or("?"));
+    if s["attached"] != true && s.get("links").is_none() {
+        out.push_str("not attached: no protected ports (run `moat run`)\n");
+        return out;
+    }
+    let attached = if s["attached"] == true {
+        "attached"
+    } else {
+        "PARTIALLY attached (run `moat detach`, then `moat run`)"
+    };
+    out.push_str(&format!("programs: {attached}\n"));
+    out.push_str(&match s["proxy_socket"].as_u64() {
+        Some(c) => {
+            format!("proxy socket: present (cookie {c}), connections are steered to the agent\n")
+        }
+        None => "proxy socket: ABSENT, connections to protected ports are dropped (fail closed)\n"
+            .into(),
+    });
+    out.push_str(&format!(
+        "agent: pid {} ({})\nupstream source ports: {}\nbind denied: {}   events lost: {}\n",
+        s["agent_pid"],
+        if s["agent_running"] == true {
+            "running"
+        } else {
+            "not running"
+        },
+        s["upstream_ports"].as_str().unwrap_or("?"),
+        s["bind_denied"],
+        s["events_lost"],
+    ));
+    out.push_str(&format!(
+        "{:<7} {:<20} {:>10} {:>10} {:>10}\n",
+        "PORT", "SERVER", "STEERED", "DROPPED", "PASSED"
+    ));
+    for p in s["ports"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<7} {:<20} {:>10} {:>10} {:>10}\n",
+            p["port"].to_string(),
+            p["server"]
+                .as_str()
+                .map_or_else(|| format!("#{}", p["server_id"]), str::to_string),
+            p["steered"].to_string(),
+            p["dropped"].to_string(),
+            p["passed"].to_string()
+        ));
+    }
+    out
+}
+
+/// Removes the programs; the protected ports open again.
+pub fn detach(bpffs: &Path) -> Result<(), AppError> {
+    Ok(steer::detach(bpffs)?)
+}

@@ -1,0 +1,169 @@
+//! The audit log: one JSON object per line, numbered, written by one task fed through a bounded channel.
+use std::{
+    io::{self, Read as _, Seek as _, SeekFrom, Write as _},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+const QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[error("audit log {path}: {source}")]
+pub struct AuditError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+enum Msg {
+    Record(Map<String, Value>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the audit writer; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditLog {
+    /// Opens (appending) the log at `path` and starts its writer. Numbering continues from the
+    /// last record already in the file.
+    pub fn open(path: &Path) -> Result<(Self, tokio::task::JoinHandle<()>), AuditError> {
+        let err = |source| AuditError {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(err)?;
+        let seq = last_seq(&mut file).map_err(err)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::task::spawn_blocking({
+            let path = path.to_owned();
+            move || write_loop(file, path, seq, rx)
+        });
+        Ok((Self { tx }, writer))
+    }
+
+    /// Queues a record; `kind` and the object's fields are written with `ts` and `seq` added.
+    /// Waits when the queue is full rather than lose the record.
+    pub async fn record(&self, kind: &str, fields: Value) {
+        let mut m = Map::new();
+        m.insert("kind".into(), kind.into());
+        if let Value::Object(f) = fields {
+            m.extend(f);
+        }
+        if self.tx.send(Msg::Record(m)).await.is_err() {
+            tracing::error!("audit writer has stopped; record lost");
+        }
+    }
+
+    /// Waits until every record queued so far is written to the file.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Receiver<Msg>) {
+    let mut out = io::BufWriter::new(file);
+    while let Some(msg) = rx.blocking_recv() {
+        let mut pending = Some(msg);
+        // Write everything already queued, then flush once.
+        while let Some(msg) = pending.take().or_else(|| rx.try_recv().ok()) {
+            match msg {
+                Msg::Record(fields) => {
+                    seq += 1;
+                    let mut m = Map::new();
+                    m.insert(
+                        "ts".into(),
+                        humantime::format_rfc3339_micros(SystemTime::now())
+                            .to_string()
+                            .into(),
+                    );
+                    m.insert("seq".into(), seq.into());
+                    m.extend(fields);
+                    let line = Value::Object(m).to_string();
+                    if let Err(e) = writeln!(out, "{line}") {
+                        tracing::error!(path = %path.display(), "audit write failed: {e}");
+                    }
+                }
+                Msg::Flush(done) => {
+                    if let Err(e) = out.flush() {
+                        tracing::error!(path = %path.display(), "audit flush failed: {e}");
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+        if let Err(e) = out.flush() {
+            tracing::error!(path = %path.display(), "audit flush failed: {e}");
+        }
+    }
+}
+
+/// The `seq` of the last record in the file, or 0.
+fn last_seq(file: &mut std::fs::File) -> io::Result<u64> {
+    let len = file.seek(SeekFrom::End(0))?;
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = String::new();
+    file.read_to_string(&mut tail)?;
+    Ok(tail
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0))
+}
+
+/// A record for a started or stopped agent.
+pub fn agent_event(event: &str, extra: Value) -> Value {
+    let mut v = json!({ "event": event });
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_are_numbered_and_numbering_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("moat-audit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/audit.jsonl");
+        for _ in 0..2 {
+            let (log, writer) = AuditLog::open(&path).unwrap();
+            log.record("kernel", json!({"event": "dropped"})).await;
+            log.record("config", json!({"event": "started"})).await;
+            log.flush().await;
+            drop(log);
+            writer.await.unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let recs: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(recs[2]["kind"], "kernel");
+        assert_eq!(recs[3]["event"], "started");
+        assert!(recs[0]["ts"].as_str().unwrap().ends_with('Z'));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

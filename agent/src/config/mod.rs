@@ -1,0 +1,338 @@
+//! The agent's config file: parsed into validated types, with every error reported at once.
+mod yaml;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+#[cfg(test)]
+use yaml::Problem;
+pub use yaml::Problems;
+use yaml::{Node, Report};
+
+pub const DEFAULT_UPSTREAM_PORTS: PortRange = PortRange {
+    lo: 64000,
+    hi: 64999,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] Problems),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub agent: Agent,
+    pub audit: Audit,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+    /// Directory on a bpffs where this instance pins its programs, links and maps.
+    pub bpffs: PathBuf,
+    pub cgroup: Cgroup,
+    /// Source ports reserved for the agent's upstream connections.
+    pub upstream_ports: PortRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// The cgroup2 root, found in /proc/mounts.
+    Auto,
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+
+    pub fn len(&self) -> u32 {
+        u32::from(self.hi) - u32::from(self.lo) + 1
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    /// Every inbound TCP connection to this port, on any local address, goes through Moat.
+    pub port: u16,
+    /// Where the real server listens.
+    pub upstream: SocketAddr,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::parse(&path.display().to_string(), &text)?)
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, Problems> {
+        let fail = |problems| Problems {
+            file: file.to_string(),
+            problems,
+        };
+        let raw = yaml::parse(text).map_err(|p| fail(vec![p]))?;
+        let mut report = Report::default();
+        let config = read_config(&Node::root(&raw), &mut report);
+        match config {
+            Some(c) if report.problems.is_empty() => Ok(c),
+            _ => Err(fail(report.problems)),
+        }
+    }
+
+    pub fn server_by_port(&self, port: u16) -> Option<&Server> {
+        self.servers.iter().find(|s| s.port == port)
+    }
+}
+
+fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
+    let m = root.mapping(&["agent", "audit", "servers"], r)?;
+    let agent = match m.get("agent") {
+        Some(n) => read_agent(n, r),
+        None => Some(Agent::default()),
+    };
+    let audit = match m.get("audit") {
+        Some(n) => read_audit(n, r),
+        None => Some(Audit::default()),
+    };
+    let servers = m.require("servers", r).map(|n| read_servers(n, r));
+    let (agent, audit, servers) = (agent?, audit?, servers?);
+
+    for s in &servers {
+        if agent.upstream_ports.contains(s.port) {
+            r.add(
+                &m.at,
+                format!(
+                    "server `{}` port {} is inside agent.upstream_ports {}",
+                    s.name, s.port, agent.upstream_ports
+                ),
+            );
+        }
+    }
+    Some(Config {
+        agent,
+        audit,
+        servers,
+    })
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/moat".into(),
+            bpffs: "/sys/fs/bpf/moat".into(),
+            cgroup: Cgroup::Auto,
+            upstream_ports: DEFAULT_UPSTREAM_PORTS,
+        }
+    }
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            path: "/var/log/moat/audit.jsonl".into(),
+        }
+    }
+}
+
+fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
+    let m = n.mapping(&["state_dir", "bpffs", "cgroup", "upstream_ports"], r)?;
+    let mut a = Agent::default();
+    if let Some(v) = m.get("state_dir") {
+        a.state_dir = absolute_path(v, r)?;
+    }
+    if let Some(v) = m.get("bpffs") {
+        a.bpffs = absolute_path(v, r)?;
+    }
+    if let Some(v) = m.get("cgroup") {
+        let s = v.string(r)?;
+        a.cgroup = if s == "auto" {
+            Cgroup::Auto
+        } else {
+            Cgroup::Path(absolute_path(v, r)?)
+        };
+    }
+    if let Some(v) = m.get("upstream_ports") {
+        a.upstream_ports = port_range(v, r)?;
+    }
+    Some(a)
+}
+
+fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
+    let m = n.mapping(&["path"], r)?;
+    let mut a = Audit::default();
+    if let Some(v) = m.get("path") {
+        a.path = absolute_path(v, r)?;
+    }
+    Some(a)
+}
+
+fn read_servers(n: &Node<'_>, r: &mut Report) -> Vec<Server> {
+    let items = n.sequence(r);
+    if items.is_empty() && r.problems.is_empty() {
+        r.add(n, "list at least one server to protect");
+    }
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut ports: HashMap<u16, String> = HashMap::new();
+    let mut servers = Vec::new();
+    for item in &items {
+        let Some(s) = read_server(item, r) else {
+            continue;
+        };
+        if let Some(other) = names.insert(s.name.clone(), item.path.clone()) {
+            r.add(
+                item,
+                format!("server name `{}` is already used by {other}", s.name),
+            );
+        }
+        if let Some(other) = ports.insert(s.port, s.name.clone()) {
+            r.add(
+                item,
+                format!("port {} is already protected by server `{other}`", s.port),
+            );
+        }
+        servers.push(s);
+    }
+    servers
+}
+
+fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
+    let m = n.mapping(&["name", "port", "upstream"], r)?;
+    let name = m.require("name", r).and_then(|v| {
+        let s = v.string(r)?;
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            r.add(v, "a server name is 1 to 64 letters, digits, `-` or `_`");
+            return None;
+        }
+        Some(s)
+    });
+    let port = m.require("port", r).and_then(|v| port(v, r));
+    let upstream = match (m.get("upstream"), port) {
+        (Some(v), Some(p)) => upstream(v, p, r),
+        (None, Some(p)) => Some(SocketAddr::from(([127, 0, 0, 1], p))),
+        _ => None,
+    };
+    Some(Server {
+        name: name?,
+        port: port?,
+        upstream: upstream?,
+    })
+}
+
+fn port(v: &Node<'_>, r: &mut Report) -> Option<u16> {
+    let i = v.integer(r)?;
+    match u16::try_from(i) {
+        Ok(p) if p != 0 => Some(p),
+        _ => {
+            r.add(v, format!("expected a port from 1 to 65535, found {i}"));
+            None
+        }
+    }
+}
+
+fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {
+    let s = v.text(r)?;
+    let parsed = match s.split_once('-') {
+        Some((a, b)) => a
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .zip(b.trim().parse::<u16>().ok()),
+        None => None,
+    };
+    match parsed {
+        Some((lo, hi)) if lo >= 1024 && lo <= hi && hi - lo >= 15 => Some(PortRange { lo, hi }),
+        _ => {
+            r.add(
+                v,
+                format!(
+                    "expected a port range `LO-HI` of at least 16 ports from 1024 up, found {s:?}"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `http://IP:PORT` (the port defaults to the protected port).
+fn upstream(v: &Node<'_>, protected_port: u16, r: &mut Report) -> Option<SocketAddr> {
+    let s = v.string(r)?;
+    let Some(rest) = s.strip_prefix("http://") else {
+        r.add(v, format!("expected `http://IP:PORT`, found {s:?}"));
+        return None;
+    };
+    let rest = rest.trim_end_matches('/');
+    let addr = rest
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            rest.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, protected_port))
+        })
+        .or_else(|| {
+            rest.strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .and_then(|x| x.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, protected_port))
+        });
+    match addr {
+        Some(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+        _ => {
+            r.add(
+                v,
+                format!("expected `http://IP:PORT` with an IP address and a port, found {s:?}"),
+            );
+            None
+        }
+    }
+}
+
+fn absolute_path(v: &Node<'_>, r: &mut Report) -> Option<PathBuf> {
+    let s = v.string(r)?;
+    let p = PathBuf::from(&s);
+    if !p.is_absolute() {
+        r.add(v, format!("expected an absolute path, found {s:?}"));
+        return None;
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests;

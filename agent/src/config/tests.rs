@@ -1,0 +1,151 @@
+use super::*;
+
+fn problems(text: &str) -> Vec<Problem> {
+    Config::parse("moat.yaml", text)
+        .expect_err("config should be rejected")
+        .problems
+}
+
+#[test]
+fn minimal_config_gets_safe_defaults() {
+    let c = Config::parse("moat.yaml", "servers:\n  - name: files\n    port: 8000\n").unwrap();
+    assert_eq!(c.agent, Agent::default());
+    assert_eq!(c.audit.path, PathBuf::from("/var/log/moat/audit.jsonl"));
+    assert_eq!(c.servers[0].upstream, "127.0.0.1:8000".parse().unwrap());
+}
+
+#[test]
+fn full_config_is_read() {
+    let text = "\
+agent:
+  state_dir: /tmp/s
+  bpffs: /sys/fs/bpf/t
+  cgroup: /sys/fs/cgroup/unified/t
+  upstream_ports: 50000-50099
+audit:
+  path: /tmp/a.jsonl
+servers:
+  - name: files
+    port: 8000
+    upstream: http://127.0.0.1:9000
+  - name: v6
+    port: 8001
+    upstream: http://[::1]:8001
+";
+    let c = Config::parse("moat.yaml", text).unwrap();
+    assert_eq!(
+        c.agent.cgroup,
+        Cgroup::Path("/sys/fs/cgroup/unified/t".into())
+    );
+    assert_eq!(
+        c.agent.upstream_ports,
+        PortRange {
+            lo: 50000,
+            hi: 50099
+        }
+    );
+    assert_eq!(c.servers[0].upstream, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.servers[1].upstream, "[::1]:8001".parse().unwrap());
+    assert_eq!(c.server_by_port(8001).unwrap().name, "v6");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let p = problems("servers:\n  - name: files\n    port: 8000\n    prot: 9\n");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].key, "servers[0].prot");
+    assert_eq!(p[0].line, 4);
+    assert!(p[0].message.contains("unknown key"), "{}", p[0].message);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = "\
+agent:
+  upstream_ports: 10-20
+  colour: blue
+servers:
+  - name: files
+    port: 70000
+  - name: 'bad name'
+    port: 8001
+    upstream: https://127.0.0.1:1
+";
+    let p = problems(text);
+    let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(keys.contains(&("agent.upstream_ports", 2)), "{keys:?}");
+    assert!(keys.contains(&("agent.colour", 3)), "{keys:?}");
+    assert!(keys.contains(&("servers[0].port", 6)), "{keys:?}");
+    assert!(keys.contains(&("servers[1].name", 7)), "{keys:?}");
+    assert!(keys.contains(&("servers[1].upstream", 9)), "{keys:?}");
+    assert_eq!(p.len(), 5, "{p:?}");
+    let shown = Config::parse("moat.yaml", text).unwrap_err().to_string();
+    assert!(
+        shown.contains("moat.yaml:6:11: servers[0].port: expected a port"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn duplicate_ports_and_names_are_rejected() {
+    let p = problems("servers:\n  - {name: a, port: 8000}\n  - {name: a, port: 8000}\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|p| p.key == "servers[1]"));
+}
+
+#[test]
+fn protected_port_inside_the_reserved_range_is_rejected() {
+    let p = problems("agent: {upstream_ports: 8000-8100}\nservers:\n  - {name: a, port: 8050}\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("inside agent.upstream_ports"));
+}
+
+#[test]
+fn missing_and_mistyped_values_are_errors() {
+    let p = problems("servers:\n  - port: '8000'\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("missing required key `name`"))
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.key == "servers[0].port" && p.message.contains("integer"))
+    );
+    assert_eq!(
+        problems("servers: []\n")[0].message,
+        "list at least one server to protect"
+    );
+    assert_eq!(
+        problems("agent: {}\n")[0].message,
+        "missing required key `servers`"
+    );
+    assert!(
+        problems("agent: {bpffs: relative/dir}\nservers: [{name: a, port: 1}]\n")[0]
+            .message
+            .contains("absolute path")
+    );
+}
+
+#[test]
+fn syntax_errors_and_empty_files_are_located() {
+    let p = problems("servers:\n  - name: [unclosed\n");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].message.starts_with("invalid YAML"), "{}", p[0].message);
+    assert!(p[0].line >= 2);
+    assert_eq!(problems("")[0].message, "the file is empty");
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs in {}", dir.display());
+}

@@ -1,0 +1,32 @@
+//! The agent's top-level error: what failed, with the context a user needs to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Steer(#[from] crate::steer::SteerError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
+    NoBpffs,
+}
+
+impl AppError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+
+    /// Exit status: 2 for a config the user must fix, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}

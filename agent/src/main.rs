@@ -1,0 +1,117 @@
+//! `moat`: the command line, a thin layer over [`app`].
+mod app;
+mod audit;
+mod config;
+mod error;
+mod events;
+mod listen;
+mod relay;
+mod steer;
+mod upstream;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::{config::Config, error::AppError};
+
+#[derive(Parser)]
+#[command(
+    name = "moat",
+    version,
+    about = "Kernel-enforced protection and audit for MCP servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: attach (or adopt) the kernel programs and serve the protected ports.
+    Run {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file.
+    Check {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
+    /// Show attached programs, protected ports, counters and the proxy socket (works while the agent is down).
+    Status {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The pin directory (default: agent.bpffs of the config).
+        #[arg(long)]
+        bpffs: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the pinned programs: the protected ports open again.
+    Detach {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        bpffs: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = dispatch(Cli::parse().command) {
+        eprintln!("moat: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), AppError> {
+    match command {
+        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(AppError::io("starting the runtime"))?
+            .block_on(app::run(&config)),
+        Command::Check { config } => {
+            print!("{}", app::check(&config)?);
+            Ok(())
+        }
+        Command::Status {
+            config,
+            bpffs,
+            json,
+        } => {
+            let config = config.map(|p| Config::load(&p)).transpose()?;
+            let dir = pin_dir(bpffs, config.as_ref())?;
+            let s = app::status(&dir, config.as_ref())?;
+            if json {
+                println!("{s}");
+            } else {
+                print!("{}", app::status_text(&s));
+            }
+            Ok(())
+        }
+        Command::Detach { config, bpffs } => {
+            let config = config.map(|p| Config::load(&p)).transpose()?;
+            let dir = pin_dir(bpffs, config.as_ref())?;
+            app::detach(&dir)?;
+            println!(
+                "detached: removed {}; the protected ports are open again",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn pin_dir(bpffs: Option<PathBuf>, config: Option<&Config>) -> Result<PathBuf, AppError> {
+    bpffs
+        .or_else(|| config.map(|c| c.agent.bpffs.clone()))
+        .ok_or(AppError::NoBpffs)
+}

@@ -1,0 +1,388 @@
+//! The kernel side of Moat: load, attach and pin the programs, or adopt the pins of an earlier run.
+//!
+//! Everything lives in one bpffs directory per instance. Programs, links and maps are pinned in a
+//! temporary directory that is then renamed into place, so a directory that exists is complete.
+//! The pins keep the programs attached when the agent dies; with no proxy socket in the sockmap,
+//! the steering program drops every connection to a protected port (fail closed). Only
+//! [`detach`] removes them.
+pub mod sys;
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsFd, BorrowedFd},
+    path::{Path, PathBuf},
+};
+
+use agent_common::{
+    Counters, HOST_COUNTERS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SETTINGS,
+    PROG_BIND4, PROG_BIND6, PROG_STEER, PROXY_SLOT, PortEntry, Settings,
+};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SkLookup,
+        links::{FdLink, LinkError},
+    },
+};
+
+/// Pinned map files, by map name.
+const MAPS: [(&str, &str); 5] = [
+    (MAP_PORTS, "map_ports"),
+    (MAP_PROXY, "map_proxy"),
+    (MAP_COUNTERS, "map_counters"),
+    (MAP_SETTINGS, "map_settings"),
+    (MAP_EVENTS, "map_events"),
+];
+/// Pinned links; removing them (and detaching) is what opens the ports again.
+pub const LINKS: [&str; 3] = ["link_steer", "link_bind4", "link_bind6"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SteerError {
+    #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs { path: PathBuf },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("nothing is attached: {path} does not exist")]
+    NotAttached { path: PathBuf },
+}
+
+fn bpf_err(
+    what: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SteerError {
+    let what = what.into();
+    move |source| SteerError::Bpf { what, source }
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SteerError {
+    let path = path.to_owned();
+    move |source| SteerError::Io { what, path, source }
+}
+
+/// Where the programs attach.
+pub struct Hooks {
+    /// A network namespace file, e.g. /proc/self/ns/net.
+    pub netns: PathBuf,
+    /// A cgroup2 directory.
+    pub cgroup: PathBuf,
+}
+
+/// Open handles on the pinned maps of one instance.
+pub struct Kernel {
+    pub dir: PathBuf,
+    /// True when the pins existed before this process started.
+    pub adopted: bool,
+    ports: HashMap<MapData, u32, PortEntry>,
+    counters: PerCpuHashMap<MapData, u32, Counters>,
+    settings: Array<MapData, Settings>,
+    proxy: MapData,
+    events: Option<RingBuf<MapData>>,
+}
+
+impl Kernel {
+    /// Adopts the pins in `dir`, or loads, attaches and pins the programs if there are none.
+    pub fn attach_or_adopt(dir: &Path, hooks: &Hooks) -> Result<Self, SteerError> {
+        check_bpffs(dir)?;
+        if dir.exists() {
+            return Self::open(dir, true);
+        }
+        load_and_pin(dir, hooks)?;
+        Self::open(dir, false)
+    }
+
+    /// Opens the pins of `dir` without attaching anything (status, detach, restart).
+    pub fn open(dir: &Path, adopted: bool) -> Result<Self, SteerError> {
+        if !dir.exists() {
+            return Err(SteerError::NotAttached {
+                path: dir.to_owned(),
+            });
+        }
+        let map = |name: &str| -> Result<Map, SteerError> {
+            let file = pin_file(name);
+            let path = dir.join(file);
+            let data = MapData::from_pin(&path)
+                .map_err(|e| bpf_err(format!("opening pinned map {}", path.display()))(e.into()))?;
+            Map::from_map_data(data)
+                .map_err(|e| bpf_err(format!("reading pinned map {}", path.display()))(e.into()))
+        };
+        let typed = |name: &str| format!("pinned map {name} has an unexpected type");
+        let ports =
+            HashMap::try_from(map(MAP_PORTS)?).map_err(|e| bpf_err(typed(MAP_PORTS))(e.into()))?;
+        let counters = PerCpuHashMap::try_from(map(MAP_COUNTERS)?)
+            .map_err(|e| bpf_err(typed(MAP_COUNTERS))(e.into()))?;
+        let settings = Array::try_from(map(MAP_SETTINGS)?)
+            .map_err(|e| bpf_err(typed(MAP_SETTINGS))(e.into()))?;
+        let events = RingBuf::try_from(map(MAP_EVENTS)?)
+            .map_err(|e| bpf_err(typed(MAP_EVENTS))(e.into()))?;
+        let proxy_path = dir.join(pin_file(MAP_PROXY));
+        let proxy = MapData::from_pin(&proxy_path).map_err(|e| {
+            bpf_err(format!("opening pinned map {}", proxy_path.display()))(e.into())
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            adopted,
+            ports,
+            counters,
+            settings,
+            proxy,
+            events: Some(events),
+        })
+    }
+
+    pub fn settings(&self) -> Result<Settings, SteerError> {
+        self.settings
+            .get(&0, 0)
+            .map_err(|e| bpf_err("reading settings")(e.into()))
+    }
+
+    pub fn set_settings(&mut self, s: Settings) -> Result<(), SteerError> {
+        self.settings
+            .set(0, s, 0)
+            .map_err(|e| bpf_err("writing settings")(e.into()))
+    }
+
+    /// Puts the proxy's listening socket in the sockmap: from now on protected ports are steered to it.
+    pub fn set_proxy(&self, listener: BorrowedFd<'_>) -> Result<(), SteerError> {
+        sys::sockmap_set(self.proxy.fd().as_fd(), PROXY_SLOT, listener)
+            .map_err(|e| bpf_err("putting the proxy socket in the sockmap")(e.into()))
+    }
+
+    /// The cookie of the proxy socket, or None when no agent is serving (connections are dropped).
+    pub fn proxy_socket(&self) -> Result<Option<u64>, SteerError> {
+        sys::sockmap_cookie(self.proxy.fd().as_fd(), PROXY_SLOT)
+            .map_err(|e| bpf_err("reading the sockmap")(e.into()))
+    }
+
+    /// Makes the protected-port map equal `wanted` (port, server id), keeping the counters of
+    /// ports that stay and creating counters for new ones.
+    pub fn reconcile(&mut self, wanted: &[(u16, u32)]) -> Result<(), SteerError> {
+        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| bpf_err("counting CPUs")(e.into()))?;
+        let zero = || PerCpuValues::try_from(vec![Counters::default(); ncpus]);
+        for key in std::iter::once(HOST_COUNTERS).chain(wanted.iter().map(|(p, _)| u32::from(*p))) {
+            if self.counters.get(&key, 0).is_err() {
+                let z = zero().map_err(|e| bpf_err("creating counters")(e.into()))?;
+                self.counters
+                    .insert(key, z, 0)
+                    .map_err(|e| bpf_err(format!("creating counters for port {key}"))(e.into()))?;
+            }
+        }
+        for (port, id) in wanted {
+            self.ports
+                .insert(u32::from(*port), PortEntry { server_id: *id }, 0)
+                .map_err(|e| bpf_err(format!("protecting port {port}"))(e.into()))?;
+        }
+        let stale: Vec<u32> = self
+            .ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.iter().any(|(p, _)| u32::from(*p) == *k))
+            .collect();
+        for port in stale {
+            self.ports
+                .remove(&port)
+                .map_err(|e| bpf_err(format!("unprotecting port {port}"))(e.into()))?;
+            let _ = self.counters.remove(&port);
+        }
+        Ok(())
+    }
+
+    /// Protected ports and their server ids, sorted by port.
+    pub fn ports(&self) -> Vec<(u16, u32)> {
+        let mut v: Vec<(u16, u32)> = self
+            .ports
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, e)| (k as u16, e.server_id))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Counters summed over CPUs for `key` (a port, or [`HOST_COUNTERS`]).
+    pub fn counters(&self, key: u32) -> Counters {
+        let mut total = Counters::default();
+        if let Ok(per_cpu) = self.counters.get(&key, 0) {
+            per_cpu.iter().for_each(|c| total.add(c));
+        }
+        total
+    }
+
+    /// Hands the event ring buffer to its reader (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+}
+
+fn pin_file(map_name: &str) -> &'static str {
+    MAPS.iter()
+        .find(|(n, _)| *n == map_name)
+        .map(|(_, f)| *f)
+        .expect("known map")
+}
+
+fn check_bpffs(dir: &Path) -> Result<(), SteerError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    match sys::is_bpffs(parent) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SteerError::NotBpffs {
+            path: parent.to_owned(),
+        }),
+        Err(e) => Err(SteerError::Io {
+            what: "checking",
+            path: parent.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// Loads the programs, attaches them to `hooks`, pins everything in a temporary directory and
+/// renames it to `dir`. On error nothing is left behind.
+fn load_and_pin(dir: &Path, hooks: &Hooks) -> Result<(), SteerError> {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("moat");
+    // bpffs refuses names with a dot.
+    let tmp = dir.with_file_name(format!("{name}-tmp-{}", std::process::id()));
+    std::fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+    let result = pin_into(&tmp, hooks)
+        .and_then(|()| std::fs::rename(&tmp, dir).map_err(io_err("renaming into place", dir)));
+    if result.is_err() {
+        remove_pins(&tmp);
+    }
+    result
+}
+
+fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
+    let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+        env!("OUT_DIR"),
+        "/moat-ebpf"
+    )))
+    .map_err(|e| bpf_err("loading the kernel programs")(e.into()))?;
+    for (name, file) in MAPS {
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| bpf_err(format!("map {name}"))("missing from the object".into()))?;
+        map.pin(tmp.join(file))
+            .map_err(|e| bpf_err(format!("pinning map {name}"))(e.into()))?;
+    }
+
+    let netns =
+        File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
+    let steer: &mut SkLookup = program(&mut ebpf, PROG_STEER)?;
+    steer
+        .load()
+        .map_err(|e| bpf_err("loading the steering program")(e.into()))?;
+    let id = steer
+        .attach(&netns)
+        .map_err(|e| bpf_err("attaching sk_lookup to the network namespace")(e.into()))?;
+    let link: FdLink = steer
+        .take_link(id)
+        .map_err(|e| bpf_err("taking the sk_lookup link")(e.into()))?
+        .into();
+    link.pin(tmp.join("link_steer"))
+        .map_err(|e| bpf_err("pinning the sk_lookup link")(e.into()))?;
+    steer
+        .pin(tmp.join("prog_steer"))
+        .map_err(|e| bpf_err("pinning the sk_lookup program")(e.into()))?;
+
+    let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
+    for (prog, file) in [(PROG_BIND4, "bind4"), (PROG_BIND6, "bind6")] {
+        let p: &mut CgroupSockAddr = program(&mut ebpf, prog)?;
+        p.load()
+            .map_err(|e| bpf_err(format!("loading {prog}"))(e.into()))?;
+        let id = p
+            .attach(&cgroup, CgroupAttachMode::default())
+            .map_err(|e| {
+                bpf_err(format!("attaching {prog} to {}", hooks.cgroup.display()))(e.into())
+            })?;
+        let link: FdLink = p
+            .take_link(id)
+            .map_err(|e| bpf_err(format!("taking the {prog} link"))(e.into()))?
+            .try_into()
+            .map_err(|e: LinkError| bpf_err(format!("{prog} link"))(e.into()))?;
+        link.pin(tmp.join(format!("link_{file}")))
+            .map_err(|e| bpf_err(format!("pinning the {prog} link"))(e.into()))?;
+        p.pin(tmp.join(format!("prog_{file}")))
+            .map_err(|e| bpf_err(format!("pinning {prog}"))(e.into()))?;
+    }
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SteerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| bpf_err(format!("program {name}"))("missing from the object".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| bpf_err(format!("program {name}"))(e.into()))
+}
+
+/// Detaches every pinned link of the instance in `dir` (for all holders, also a running agent)
+/// and removes the directory. This is the only way the protected ports open again.
+pub fn detach(dir: &Path) -> Result<(), SteerError> {
+    if !dir.exists() {
+        return Err(SteerError::NotAttached {
+            path: dir.to_owned(),
+        });
+    }
+    for link in LINKS {
+        let path = dir.join(link);
+        match sys::obj_get(&path) {
+            Ok(fd) => sys::link_detach(fd).map_err(io_err("detaching", &path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SteerError::Io {
+                    what: "opening",
+                    path,
+                    source: e,
+                });
+            }
+        }
+    }
+    remove_pins(dir);
+    if dir.exists() {
+        return Err(SteerError::Io {
+            what: "removing",
+            path: dir.to_owned(),
+            source: io::Error::other("the directory is not empty"),
+        });
+    }
+    Ok(())
+}
+
+fn remove_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The cgroup2 mount point, for `cgroup: auto`.
+pub fn cgroup2_root() -> io::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .next()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup2 filesystem in /proc/mounts",
+            )
+        })
+}

@@ -1,0 +1,103 @@
+//! Connections to the real server from the reserved upstream identity, which the kernel lets through.
+use std::{
+    io,
+    net::SocketAddr,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::config::PortRange;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("refusing to connect upstream to the proxy's own address {0}")]
+    Loop(SocketAddr),
+    #[error("every reserved upstream source port ({0}) is in use")]
+    Exhausted(PortRange),
+    #[error("connecting to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+}
+
+/// Binds each upstream socket to (upstream address, a reserved source port): local, from the
+/// reserved range, and so passed by the steering program to the real server's socket.
+pub struct Upstream {
+    ports: PortRange,
+    next: AtomicU32,
+    proxy: SocketAddr,
+}
+
+impl Upstream {
+    pub fn new(ports: PortRange, proxy: SocketAddr) -> Self {
+        Self {
+            ports,
+            next: AtomicU32::new(std::process::id()),
+            proxy,
+        }
+    }
+
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+        if crate::listen::canonical(addr) == crate::listen::canonical(self.proxy) {
+            return Err(UpstreamError::Loop(addr));
+        }
+        let err = |source| UpstreamError::Connect { addr, source };
+        let n = self.ports.len();
+        for _ in 0..n {
+            let port = self.ports.lo + (self.next.fetch_add(1, Ordering::Relaxed) % n) as u16;
+            let socket = new_socket(addr).map_err(err)?;
+            match socket.bind(&SocketAddr::new(addr.ip(), port).into()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+                // Not an address of this host: the server is elsewhere and no exemption applies.
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                    return TcpStream::connect(addr).await.map_err(err);
+                }
+                Err(e) => return Err(err(e)),
+            }
+            let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+            match socket.connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(err)?;
+                    return Ok(stream);
+                }
+                // The same 4-tuple is still in use (e.g. TIME_WAIT): try the next port.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Err(UpstreamError::Exhausted(self.ports))
+    }
+}
+
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Keeps the kernel's automatic port choice out of `ports` in this network namespace
+/// (`net.ipv4.ip_local_reserved_ports`, which also covers IPv6).
+pub fn reserve_ports(ports: PortRange) -> io::Result<()> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let current = std::fs::read_to_string(PATH)?;
+    let current = current.trim();
+    let entry = ports.to_string();
+    if current.split(',').any(|e| e.trim() == entry) {
+        return Ok(());
+    }
+    let value = if current.is_empty() {
+        entry
+    } else {
+        format!("{current},{entry}")
+    };
+    std::fs::write(PATH, value)
+}
