@@ -1,0 +1,387 @@
+//! Test hosts for the privileged tests: a fresh network namespace (and a "remote" one joined by a
+//! veth pair), a child cgroup and a bpffs directory per test, and the real `moat` binary.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    io::{BufRead as _, BufReader, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+use serde_json::Value;
+
+pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
+pub const PORT: u16 = 8000;
+pub const RESERVED: (u16, u16) = (64000, 64099);
+pub const HOST_V4: &str = "10.99.0.1";
+pub const REMOTE_V4: &str = "10.99.0.2";
+pub const HOST_V6: &str = "fd99::1";
+pub const REMOTE_V6: &str = "fd99::2";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn sh(script: &str) {
+    run(Command::new("sh").args(["-ec", script]));
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the privileged tests load kernel programs and create network namespaces: run them as root \
+         (`sudo cargo xtask test`)"
+    );
+}
+
+fn mount_point(fstype: &str) -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&fstype)).then(|| PathBuf::from(f[1]))
+        })
+}
+
+/// One test's machine: the protected host namespace, a remote namespace, a cgroup, pins.
+pub struct Host {
+    pub name: String,
+    pub netns: PathBuf,
+    pub remote_netns: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub audit: PathBuf,
+    agent: Option<Child>,
+    servers: Vec<Server>,
+}
+
+impl Host {
+    pub fn new() -> Self {
+        require_root();
+        let name = format!(
+            "moat-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let bpffs_root = mount_point("bpf").unwrap_or_else(|| {
+            std::fs::create_dir_all("/sys/fs/bpf").unwrap();
+            sh("mount -t bpf bpf /sys/fs/bpf");
+            PathBuf::from("/sys/fs/bpf")
+        });
+        let cgroup_root = mount_point("cgroup2").expect("a cgroup2 filesystem is mounted");
+        let cgroup = cgroup_root.join(&name);
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h, r) = (&name, format!("{name}-r"));
+        let (vh, vr) = (
+            format!("vh{}", &h[6..].replace('-', "")),
+            format!("vr{}", &h[6..].replace('-', "")),
+        );
+        sh(&format!(
+            "ip netns add {h}; ip netns add {r}
+             ip -n {h} link set lo up; ip -n {r} link set lo up
+             ip link add {vh} netns {h} type veth peer name {vr} netns {r}
+             ip -n {h} addr add {HOST_V4}/24 dev {vh}; ip -n {r} addr add {REMOTE_V4}/24 dev {vr}
+             ip -n {h} addr add {HOST_V6}/64 dev {vh} nodad; ip -n {r} addr add {REMOTE_V6}/64 dev {vr} nodad
+             ip -n {h} link set {vh} up; ip -n {r} link set {vr} up"
+        ));
+        let host = Self {
+            netns: PathBuf::from("/run/netns").join(h),
+            remote_netns: PathBuf::from("/run/netns").join(&r),
+            cgroup,
+            bpffs: bpffs_root.join(&name),
+            config: dir.join("moat.yaml"),
+            audit: dir.join("audit.jsonl"),
+            dir,
+            name,
+            agent: None,
+            servers: Vec::new(),
+        };
+        host.write_config(&format!("servers:\n  - name: files\n    port: {PORT}\n"));
+        host
+    }
+
+    /// Writes the config with this host's agent section and the given `servers:` section.
+    pub fn write_config(&self, servers: &str) {
+        let text = format!(
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n  path: {}\n{servers}",
+            self.bpffs.display(),
+            self.cgroup.display(),
+            self.dir.join("state").display(),
+            RESERVED.0,
+            RESERVED.1,
+            self.audit.display(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// A command that runs inside the host namespace and the test's cgroup.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
+            .arg("sh")
+            .arg(&self.cgroup)
+            .arg(&self.netns)
+            .arg("--")
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = File::create(self.dir.join("agent.log")).unwrap();
+        let child = self
+            .command(MOAT, &["run", "-c", self.config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.try_status();
+            if s.as_ref()
+                .is_some_and(|s| s["proxy_socket"].is_u64() && s["agent_running"] == true)
+            {
+                return;
+            }
+            if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited ({status}): {}", self.agent_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready: {}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no cleanup runs in the agent.
+    pub fn kill_agent(&mut self) {
+        let mut child = self.agent.take().expect("agent running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop_agent(&mut self) {
+        let mut child = self.agent.take().expect("agent running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent exit: {status}: {}",
+            self.agent_log()
+        );
+    }
+
+    fn try_status(&self) -> Option<Value> {
+        let out = Command::new(MOAT)
+            .args(["status", "--json", "--bpffs"])
+            .arg(&self.bpffs)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status().expect("moat status --json works")
+    }
+
+    pub fn port_counters(&self, port: u16) -> Value {
+        let s = self.status();
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn detach(&self) -> Output {
+        Command::new(MOAT)
+            .args(["detach", "--bpffs"])
+            .arg(&self.bpffs)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `f` on a thread inside the host (or remote) network namespace.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        remote: bool,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let ns = if remote {
+            &self.remote_netns
+        } else {
+            &self.netns
+        }
+        .clone();
+        std::thread::spawn(move || {
+            setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A server in the host namespace on [::]:port (dual stack) that answers each connection
+    /// with the peer address it sees, and counts its accepts.
+    pub fn start_server(&mut self, port: u16) -> Arc<AtomicUsize> {
+        let ns = self.netns.clone();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn({
+            let (accepts, stop) = (accepts.clone(), stop.clone());
+            move || {
+                setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+                let l = TcpListener::bind(("::", port)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                ready_tx.send(()).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut s, peer)) => {
+                            accepts.fetch_add(1, Ordering::SeqCst);
+                            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                            let _ = s.set_nonblocking(false);
+                            let _ = writeln!(s, "{peer}");
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            }
+        });
+        ready_rx.recv().unwrap();
+        self.servers.push(Server {
+            stop,
+            thread: Some(thread),
+        });
+        accepts
+    }
+
+    /// Audit records, parsed.
+    pub fn audit_records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l}: {e}")))
+            .collect()
+    }
+
+    /// Waits until an audit record matches `pred` (records are written asynchronously).
+    pub fn wait_audit(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.audit_records().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit record {what} in:\n{}",
+                std::fs::read_to_string(&self.audit).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        for s in &mut self.servers {
+            s.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+        let _ = self.detach();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}-r", self.name)])
+            .status();
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Connects, reads the server's one line (the peer address it saw). Err when refused or timed out.
+pub fn fetch(addr: SocketAddr, source_port: Option<u16>) -> std::io::Result<SocketAddr> {
+    let s = match source_port {
+        None => TcpStream::connect_timeout(&addr, Duration::from_secs(3))?,
+        Some(port) => {
+            let sock = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )?;
+            let local: SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], port).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, port).into()
+            };
+            sock.set_reuse_address(true)?;
+            sock.bind(&local.into())?;
+            sock.connect_timeout(&addr.into(), Duration::from_secs(3))?;
+            sock.into()
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line)?;
+    line.trim()
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("bad reply {line:?}: {e}")))
+}
+
+pub fn in_reserved(addr: SocketAddr) -> bool {
+    (RESERVED.0..=RESERVED.1).contains(&addr.port())
+}
