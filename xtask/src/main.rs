@@ -1,1 +1,51 @@
-fn main() {}
+//! `cargo xtask`: set up the toolchain, run the demo, the tests and the benchmarks.
+mod bench;
+mod demo;
+mod host;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <setup | demo | test [cargo test args] | bench steer>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("demo") => setup::run().and_then(|()| demo::run()),
+        Some("test") => setup::run().and_then(|()| test(&args[1..])),
+        Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
+        _ => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type Result<T = ()> = std::result::Result<T, String>;
+
+/// Runs a command, failing with its name when it fails.
+pub fn sh(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
+}
+
+/// Unit tests, then the privileged end-to-end tests (root: network namespaces, kernel programs).
+fn test(extra: &[String]) -> Result {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(
+            "the tests load kernel programs and create network namespaces: run as root".into(),
+        );
+    }
+    sh(Command::new(env!("CARGO"))
+        .args(["test", "--workspace", "--exclude", "agent-ebpf"])
+        .args(extra))
+}

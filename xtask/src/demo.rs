@@ -1,0 +1,269 @@
+//! `cargo xtask demo`: Moat protecting a real MCP server (the npm "everything" server) in a
+//! private network namespace: steered requests, a denied bypass, fail closed, recovery.
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::{
+    Result,
+    host::{Lab, build_moat, workspace},
+    sh,
+};
+
+const PORT: u16 = 3001;
+const SERVER_PKG: &str = "@modelcontextprotocol/server-everything@2026.8.31";
+
+pub fn run() -> Result {
+    let moat = build_moat()?;
+    let server = install_server()?;
+    let mut lab = Lab::new(
+        "moat-demo",
+        moat,
+        &format!("servers:\n  - name: everything\n    port: {PORT}\n"),
+    )?;
+
+    step("1. An unmodified MCP server (server-everything, Streamable HTTP) listens on port 3001");
+    let mut cmd = lab.command("env");
+    cmd.arg(format!("PORT={PORT}"))
+        .arg(&server)
+        .arg("streamableHttp");
+    lab.spawn(cmd, "server.log")?;
+    wait_for(&lab, "the MCP server to listen", || {
+        mcp_initialize(&lab).is_ok()
+    })?;
+    say("without Moat, anyone reaches it directly:");
+    say(&format!(
+        "  initialize -> {}",
+        server_name(&mcp_initialize(&lab)?)
+    ));
+
+    step("2. Moat starts: the kernel now steers every connection to port 3001 through the agent");
+    lab.start_agent()?;
+    let session = mcp_initialize(&lab)?;
+    say(&format!(
+        "  initialize through Moat -> {} (session {})",
+        server_name(&session),
+        session.session
+    ));
+    let tools = mcp_call(&lab, &session.session, "tools/list")?;
+    let n = tools["result"]["tools"].as_array().map_or(0, Vec::len);
+    say(&format!("  tools/list through Moat -> {n} tools"));
+    show_audit(
+        &lab,
+        "  audit:",
+        |r| r["event"] == "steered" || r["kind"] == "connection",
+        4,
+    )?;
+
+    step("3. A local process tries to take the agent's upstream identity to bypass the proxy");
+    let out = output(lab.command("python3").args([
+        "-c",
+        "import socket\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', 64000)); print('bound (bypass possible!)')\nexcept OSError as e:\n    print('bind 127.0.0.1:64000 ->', e)",
+    ]))?;
+    say(&format!(
+        "  {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ));
+    show_audit(&lab, "  audit:", |r| r["event"] == "bind_denied", 1)?;
+
+    step("4. The agent is killed (SIGKILL): the port fails closed");
+    lab.kill_agent();
+    match mcp_initialize(&lab) {
+        Ok(_) => return Err("the server was reachable with the agent down".into()),
+        Err(e) => say(&format!("  initialize -> {e}")),
+    }
+    print_status(&lab)?;
+
+    step("5. The agent restarts: it adopts the pinned programs and service resumes");
+    lab.start_agent()?;
+    let again = mcp_initialize(&lab)?;
+    say(&format!(
+        "  initialize through Moat -> {}",
+        server_name(&again)
+    ));
+    show_audit(
+        &lab,
+        "  audit (the drop seen while the agent was down):",
+        |r| r["event"] == "dropped",
+        1,
+    )?;
+    print_status(&lab)?;
+
+    step("6. Cleanup: `moat detach` removes the programs; the namespace is deleted");
+    lab.kill_agent();
+    let out = output(
+        Command::new(&lab.moat)
+            .args(["detach", "--bpffs"])
+            .arg(&lab.bpffs),
+    )?;
+    say(&format!(
+        "  {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ));
+    say(&format!(
+        "\nThe full audit log of this run: {}",
+        lab.audit.display()
+    ));
+    Ok(())
+}
+
+fn step(s: &str) {
+    println!("\n== {s}");
+}
+
+fn say(s: &str) {
+    println!("{s}");
+}
+
+/// Installs the MCP server from npm into target/ once; returns its executable.
+fn install_server() -> Result<PathBuf> {
+    let prefix = workspace().join("target/demo-npm");
+    let bin = prefix.join("node_modules/.bin/mcp-server-everything");
+    if !bin.exists() {
+        say(&format!("installing {SERVER_PKG} from npm"));
+        sh(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(SERVER_PKG))?;
+    }
+    Ok(bin)
+}
+
+fn output(cmd: &mut Command) -> Result<Output> {
+    cmd.output().map_err(|e| format!("{cmd:?}: {e}"))
+}
+
+fn wait_for(_lab: &Lab, what: &str, mut ready: impl FnMut() -> bool) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("timed out waiting for {what}"))
+}
+
+struct Session {
+    session: String,
+    body: Value,
+}
+
+fn server_name(s: &Session) -> String {
+    let info = &s.body["result"]["serverInfo"];
+    format!(
+        "{} {}",
+        info["name"].as_str().unwrap_or("?"),
+        info["version"].as_str().unwrap_or("")
+    )
+}
+
+/// POSTs JSON-RPC to the server with curl from inside the namespace; returns headers and the
+/// JSON body (from a JSON or an SSE response).
+fn post(lab: &Lab, session: Option<&str>, body: &str) -> Result<(String, Value)> {
+    let mut cmd = lab.command("curl");
+    cmd.args(["-sS", "-m", "5", "-D", "-", "-X", "POST"])
+        .arg(format!("http://127.0.0.1:{PORT}/mcp"))
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+        ]);
+    if let Some(s) = session {
+        cmd.args([
+            "-H",
+            &format!("mcp-session-id: {s}"),
+            "-H",
+            "mcp-protocol-version: 2025-06-18",
+        ]);
+    }
+    let out = output(cmd.args(["-d", body]))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let json = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or(rest)
+        .trim();
+    let v = serde_json::from_str(json).map_err(|e| format!("unexpected response ({e}): {text}"))?;
+    Ok((head.to_string(), v))
+}
+
+fn mcp_initialize(lab: &Lab) -> Result<Session> {
+    let (head, body) = post(
+        lab,
+        None,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"moat-demo","version":"1"}}}"#,
+    )?;
+    let session = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id:")
+                .map(|_| l[15..].trim().to_string())
+        })
+        .unwrap_or_default();
+    if !session.is_empty() {
+        post(
+            lab,
+            Some(&session),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        )
+        .ok();
+    }
+    Ok(Session { session, body })
+}
+
+fn mcp_call(lab: &Lab, session: &str, method: &str) -> Result<Value> {
+    post(
+        lab,
+        Some(session),
+        &format!(r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#),
+    )
+    .map(|(_, v)| v)
+}
+
+fn show_audit(lab: &Lab, title: &str, pick: impl Fn(&Value) -> bool, n: usize) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&lab.audit).unwrap_or_default();
+        let recs: Vec<&str> = text
+            .lines()
+            .filter(|l| serde_json::from_str(l).is_ok_and(|v: Value| pick(&v)))
+            .collect();
+        if recs.len() >= n || Instant::now() > deadline {
+            say(title);
+            for r in recs.iter().rev().take(n).rev() {
+                say(&format!("    {r}"));
+            }
+            return if recs.is_empty() {
+                Err(format!("no audit record for: {title}"))
+            } else {
+                Ok(())
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_status(lab: &Lab) -> Result {
+    let out = output(
+        Command::new(&lab.moat)
+            .args(["status", "--bpffs"])
+            .arg(&lab.bpffs)
+            .args(["-c"])
+            .arg(&lab.config),
+    )?;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        say(&format!("  | {l}"));
+    }
+    Ok(())
+}

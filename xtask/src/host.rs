@@ -1,0 +1,199 @@
+//! A private test host for the demo and the benchmarks: a network namespace, a child cgroup and
+//! a pin directory of its own, the `moat` binary, and cleanup on drop.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+use serde_json::Value;
+
+use crate::{Result, sh};
+
+pub struct Lab {
+    pub name: String,
+    pub netns: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub audit: PathBuf,
+    pub moat: PathBuf,
+    agent: Option<Child>,
+    children: Vec<Child>,
+}
+
+/// Builds the agent (release profile) and returns its path.
+pub fn build_moat() -> Result<PathBuf> {
+    sh(Command::new(env!("CARGO")).args(["build", "--quiet", "--release", "-p", "moat"]))?;
+    Ok(workspace().join("target/release/moat"))
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn mount_point(fstype: &str) -> Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&fstype)).then(|| PathBuf::from(f[1]))
+        })
+        .ok_or_else(|| format!("no {fstype} filesystem mounted"))
+}
+
+impl Lab {
+    /// A fresh host named `name` whose config protects `servers` (a YAML `servers:` list).
+    pub fn new(name: &str, moat: PathBuf, servers: &str) -> Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("this needs root (network namespaces, kernel programs)".into());
+        }
+        let dir = workspace().join("target").join(name);
+        let lab = Self {
+            name: name.into(),
+            netns: PathBuf::from("/run/netns").join(name),
+            cgroup: mount_point("cgroup2")?.join(name),
+            bpffs: mount_point("bpf")?.join(name),
+            config: dir.join("moat.yaml"),
+            audit: dir.join("audit.jsonl"),
+            dir,
+            moat,
+            agent: None,
+            children: Vec::new(),
+        };
+        lab.cleanup();
+        std::fs::create_dir_all(&lab.dir).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&lab.audit);
+        std::fs::create_dir_all(&lab.cgroup)
+            .map_err(|e| format!("{}: {e}", lab.cgroup.display()))?;
+        sh(Command::new("ip").args(["netns", "add", name]))?;
+        sh(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
+        let config = format!(
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: 64000-64999\naudit:\n  path: {}\n{servers}",
+            lab.bpffs.display(),
+            lab.cgroup.display(),
+            lab.dir.join("state").display(),
+            lab.audit.display()
+        );
+        std::fs::write(&lab.config, config).map_err(|e| e.to_string())?;
+        Ok(lab)
+    }
+
+    /// A command run inside the host's network namespace and cgroup.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
+            .arg("sh")
+            .arg(&self.cgroup)
+            .arg(&self.netns)
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Starts a background process that is killed when the host is dropped.
+    pub fn spawn(&mut self, mut cmd: Command, log: &str) -> Result {
+        let log = File::create(self.dir.join(log)).map_err(|e| e.to_string())?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = cmd
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{cmd:?}: {e}"))?;
+        self.children.push(child);
+        Ok(())
+    }
+
+    pub fn start_agent(&mut self) -> Result {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = self.command(&self.moat);
+        cmd.args(["run", "-c"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.agent = Some(cmd.spawn().map_err(|e| e.to_string())?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self
+                .status()
+                .is_some_and(|s| s["proxy_socket"].is_u64() && s["agent_running"] == true)
+            {
+                return Ok(());
+            }
+            if let Some(st) = self
+                .agent
+                .as_mut()
+                .and_then(|a| a.try_wait().ok().flatten())
+            {
+                return Err(format!(
+                    "agent exited ({st}); see {}",
+                    self.dir.join("agent.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("agent did not become ready".into())
+    }
+
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(&self.moat)
+            .args(["status", "--json", "--bpffs"])
+            .arg(&self.bpffs)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Runs `f` on a thread inside the host's network namespace.
+    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = self.netns.clone();
+        std::thread::spawn(move || {
+            setns(File::open(ns).expect("netns"), CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in the namespace")
+    }
+
+    fn cleanup(&self) {
+        let _ = Command::new(&self.moat)
+            .args(["detach", "--bpffs"])
+            .arg(&self.bpffs)
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_agent();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.cleanup();
+    }
+}
