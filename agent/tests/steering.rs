@@ -316,3 +316,56 @@ fn a_bad_config_is_refused_with_the_key_and_line() {
     }
     assert!(!host.bpffs.exists(), "nothing is attached for a bad config");
 }
+
+#[test]
+fn a_restart_reconciles_the_protected_ports_with_the_config() {
+    let mut host = Host::new();
+    host.start_server(PORT);
+    host.start_server(8001);
+    host.write_config(&format!(
+        "servers:\n  - {{name: files, port: {PORT}}}\n  - {{name: notes, port: 8001}}\n"
+    ));
+    host.start_agent();
+    assert!(in_reserved(
+        host.in_ns(false, || fetch(addr("127.0.0.1", 8001), None))
+            .unwrap()
+    ));
+    host.kill_agent();
+
+    host.write_config(&format!("servers:\n  - {{name: files, port: {PORT}}}\n"));
+    host.start_agent();
+    let ports: Vec<u64> = host.status()["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [u64::from(PORT)]);
+    assert!(
+        !in_reserved(
+            host.in_ns(false, || fetch(addr("127.0.0.1", 8001), None))
+                .unwrap()
+        ),
+        "8001 is no longer protected"
+    );
+    assert!(in_reserved(
+        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+            .unwrap()
+    ));
+}
+
+#[test]
+fn an_unreachable_upstream_closes_the_client_and_is_audited() {
+    let mut host = Host::new();
+    host.start_agent(); // nothing listens on the upstream port
+    let err = host
+        .in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+        .unwrap_err();
+    // Accepted by the agent (steered), then closed without a byte: no hang, no server.
+    assert!(err.to_string().starts_with("bad reply \"\""), "{err:?}");
+    let r = host.wait_audit("the failed upstream", |r| {
+        r["kind"] == "connection" && r["error"].is_string()
+    });
+    assert!(r["error"].as_str().unwrap().contains("refused"), "{r}");
+    assert_eq!(r["server"], "files");
+}
