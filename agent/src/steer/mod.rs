@@ -21,10 +21,7 @@ use agent_common::{
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{
-        CgroupAttachMode, CgroupSockAddr, SkLookup,
-        links::{FdLink, LinkError},
-    },
+    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, links::FdLink},
 };
 
 /// Pinned map files, by map name.
@@ -57,11 +54,25 @@ pub enum SteerError {
     NotAttached { path: PathBuf },
 }
 
-fn bpf_err(
-    what: impl Into<String>,
-) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> SteerError {
-    let what = what.into();
-    move |source| SteerError::Bpf { what, source }
+/// Adds what was being done to a bpf error.
+trait Context<T> {
+    fn context(self, what: impl Into<String>) -> Result<T, SteerError>;
+}
+
+impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Context<T> for Result<T, E> {
+    fn context(self, what: impl Into<String>) -> Result<T, SteerError> {
+        self.map_err(|e| SteerError::Bpf {
+            what: what.into(),
+            source: e.into(),
+        })
+    }
+}
+
+fn missing(what: String) -> SteerError {
+    SteerError::Bpf {
+        what,
+        source: "missing from the object".into(),
+    }
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SteerError {
@@ -111,23 +122,17 @@ impl Kernel {
             let file = pin_file(name);
             let path = dir.join(file);
             let data = MapData::from_pin(&path)
-                .map_err(|e| bpf_err(format!("opening pinned map {}", path.display()))(e.into()))?;
-            Map::from_map_data(data)
-                .map_err(|e| bpf_err(format!("reading pinned map {}", path.display()))(e.into()))
+                .context(format!("opening pinned map {}", path.display()))?;
+            Map::from_map_data(data).context(format!("reading pinned map {}", path.display()))
         };
         let typed = |name: &str| format!("pinned map {name} has an unexpected type");
-        let ports =
-            HashMap::try_from(map(MAP_PORTS)?).map_err(|e| bpf_err(typed(MAP_PORTS))(e.into()))?;
-        let counters = PerCpuHashMap::try_from(map(MAP_COUNTERS)?)
-            .map_err(|e| bpf_err(typed(MAP_COUNTERS))(e.into()))?;
-        let settings = Array::try_from(map(MAP_SETTINGS)?)
-            .map_err(|e| bpf_err(typed(MAP_SETTINGS))(e.into()))?;
-        let events = RingBuf::try_from(map(MAP_EVENTS)?)
-            .map_err(|e| bpf_err(typed(MAP_EVENTS))(e.into()))?;
+        let ports = HashMap::try_from(map(MAP_PORTS)?).context(typed(MAP_PORTS))?;
+        let counters = PerCpuHashMap::try_from(map(MAP_COUNTERS)?).context(typed(MAP_COUNTERS))?;
+        let settings = Array::try_from(map(MAP_SETTINGS)?).context(typed(MAP_SETTINGS))?;
+        let events = RingBuf::try_from(map(MAP_EVENTS)?).context(typed(MAP_EVENTS))?;
         let proxy_path = dir.join(pin_file(MAP_PROXY));
-        let proxy = MapData::from_pin(&proxy_path).map_err(|e| {
-            bpf_err(format!("opening pinned map {}", proxy_path.display()))(e.into())
-        })?;
+        let proxy = MapData::from_pin(&proxy_path)
+            .context(format!("opening pinned map {}", proxy_path.display()))?;
         Ok(Self {
             dir: dir.to_owned(),
             adopted,
@@ -140,46 +145,43 @@ impl Kernel {
     }
 
     pub fn settings(&self) -> Result<Settings, SteerError> {
-        self.settings
-            .get(&0, 0)
-            .map_err(|e| bpf_err("reading settings")(e.into()))
+        self.settings.get(&0, 0).context("reading settings")
     }
 
     pub fn set_settings(&mut self, s: Settings) -> Result<(), SteerError> {
-        self.settings
-            .set(0, s, 0)
-            .map_err(|e| bpf_err("writing settings")(e.into()))
+        self.settings.set(0, s, 0).context("writing settings")
     }
 
     /// Puts the proxy's listening socket in the sockmap: from now on protected ports are steered to it.
     pub fn set_proxy(&self, listener: BorrowedFd<'_>) -> Result<(), SteerError> {
         sys::sockmap_set(self.proxy.fd().as_fd(), PROXY_SLOT, listener)
-            .map_err(|e| bpf_err("putting the proxy socket in the sockmap")(e.into()))
+            .context("putting the proxy socket in the sockmap")
     }
 
     /// The cookie of the proxy socket, or None when no agent is serving (connections are dropped).
     pub fn proxy_socket(&self) -> Result<Option<u64>, SteerError> {
-        sys::sockmap_cookie(self.proxy.fd().as_fd(), PROXY_SLOT)
-            .map_err(|e| bpf_err("reading the sockmap")(e.into()))
+        sys::sockmap_cookie(self.proxy.fd().as_fd(), PROXY_SLOT).context("reading the sockmap")
     }
 
     /// Makes the protected-port map equal `wanted` (port, server id), keeping the counters of
     /// ports that stay and creating counters for new ones.
     pub fn reconcile(&mut self, wanted: &[(u16, u32)]) -> Result<(), SteerError> {
-        let ncpus = aya::util::nr_cpus().map_err(|(_, e)| bpf_err("counting CPUs")(e.into()))?;
+        let ncpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| e)
+            .context("counting CPUs")?;
         let zero = || PerCpuValues::try_from(vec![Counters::default(); ncpus]);
         for key in std::iter::once(HOST_COUNTERS).chain(wanted.iter().map(|(p, _)| u32::from(*p))) {
             if self.counters.get(&key, 0).is_err() {
-                let z = zero().map_err(|e| bpf_err("creating counters")(e.into()))?;
+                let z = zero().context("creating counters")?;
                 self.counters
                     .insert(key, z, 0)
-                    .map_err(|e| bpf_err(format!("creating counters for port {key}"))(e.into()))?;
+                    .context(format!("creating counters for port {key}"))?;
             }
         }
         for (port, id) in wanted {
             self.ports
                 .insert(u32::from(*port), PortEntry { server_id: *id }, 0)
-                .map_err(|e| bpf_err(format!("protecting port {port}"))(e.into()))?;
+                .context(format!("protecting port {port}"))?;
         }
         let stale: Vec<u32> = self
             .ports
@@ -190,7 +192,7 @@ impl Kernel {
         for port in stale {
             self.ports
                 .remove(&port)
-                .map_err(|e| bpf_err(format!("unprotecting port {port}"))(e.into()))?;
+                .context(format!("unprotecting port {port}"))?;
             let _ = self.counters.remove(&port);
         }
         Ok(())
@@ -265,53 +267,48 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
         env!("OUT_DIR"),
         "/moat-ebpf"
     )))
-    .map_err(|e| bpf_err("loading the kernel programs")(e.into()))?;
+    .context("loading the kernel programs")?;
     for (name, file) in MAPS {
         let map = ebpf
             .map(name)
-            .ok_or_else(|| bpf_err(format!("map {name}"))("missing from the object".into()))?;
+            .ok_or_else(|| missing(format!("map {name}")))?;
         map.pin(tmp.join(file))
-            .map_err(|e| bpf_err(format!("pinning map {name}"))(e.into()))?;
+            .context(format!("pinning map {name}"))?;
     }
 
     let netns =
         File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
     let steer: &mut SkLookup = program(&mut ebpf, PROG_STEER)?;
-    steer
-        .load()
-        .map_err(|e| bpf_err("loading the steering program")(e.into()))?;
+    steer.load().context("loading the steering program")?;
     let id = steer
         .attach(&netns)
-        .map_err(|e| bpf_err("attaching sk_lookup to the network namespace")(e.into()))?;
+        .context("attaching sk_lookup to the network namespace")?;
     let link: FdLink = steer
         .take_link(id)
-        .map_err(|e| bpf_err("taking the sk_lookup link")(e.into()))?
+        .context("taking the sk_lookup link")?
         .into();
     link.pin(tmp.join("link_steer"))
-        .map_err(|e| bpf_err("pinning the sk_lookup link")(e.into()))?;
+        .context("pinning the sk_lookup link")?;
     steer
         .pin(tmp.join("prog_steer"))
-        .map_err(|e| bpf_err("pinning the sk_lookup program")(e.into()))?;
+        .context("pinning the sk_lookup program")?;
 
     let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
     for (prog, file) in [(PROG_BIND4, "bind4"), (PROG_BIND6, "bind6")] {
         let p: &mut CgroupSockAddr = program(&mut ebpf, prog)?;
-        p.load()
-            .map_err(|e| bpf_err(format!("loading {prog}"))(e.into()))?;
+        p.load().context(format!("loading {prog}"))?;
         let id = p
             .attach(&cgroup, CgroupAttachMode::default())
-            .map_err(|e| {
-                bpf_err(format!("attaching {prog} to {}", hooks.cgroup.display()))(e.into())
-            })?;
+            .context(format!("attaching {prog} to {}", hooks.cgroup.display()))?;
         let link: FdLink = p
             .take_link(id)
-            .map_err(|e| bpf_err(format!("taking the {prog} link"))(e.into()))?
+            .context(format!("taking the {prog} link"))?
             .try_into()
-            .map_err(|e: LinkError| bpf_err(format!("{prog} link"))(e.into()))?;
+            .context(format!("{prog} link"))?;
         link.pin(tmp.join(format!("link_{file}")))
-            .map_err(|e| bpf_err(format!("pinning the {prog} link"))(e.into()))?;
+            .context(format!("pinning the {prog} link"))?;
         p.pin(tmp.join(format!("prog_{file}")))
-            .map_err(|e| bpf_err(format!("pinning {prog}"))(e.into()))?;
+            .context(format!("pinning {prog}"))?;
     }
     Ok(())
 }
@@ -321,9 +318,9 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     ebpf.program_mut(name)
-        .ok_or_else(|| bpf_err(format!("program {name}"))("missing from the object".into()))?
+        .ok_or_else(|| missing(format!("program {name}")))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| bpf_err(format!("program {name}"))(e.into()))
+        .context(format!("program {name}"))
 }
 
 /// Detaches every pinned link of the instance in `dir` (for all holders, also a running agent)
