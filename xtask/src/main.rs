@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the toolchain, run the demo, the tests and the benchmarks.
 mod bench;
 mod demo;
+mod fixtures;
 mod host;
 mod setup;
 

@@ -1,17 +1,26 @@
 //! Installs what building and testing Moat needs, when it is missing: LLVM 22, rust-src,
-//! bpf-linker, a mounted bpffs. Fast when everything is present.
+//! bpf-linker, a mounted bpffs, the real MCP clients and servers of the tests (`fixtures`).
+//! Fast when everything is present.
 use std::{path::Path, process::Command};
 
 use crate::{Result, sh};
 
 const LLVM: &str = "/usr/lib/llvm-22";
-const APT: &[&str] = &["llvm-22-dev", "iproute2", "util-linux", "python3", "curl"];
+const APT: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "util-linux",
+    "python3",
+    "python3-venv",
+    "curl",
+];
 
 pub fn run() -> Result {
     apt()?;
     rust_src()?;
     bpf_linker()?;
-    bpffs()
+    bpffs()?;
+    crate::fixtures::install()
 }
 
 fn have(program: &str, arg: &str) -> bool {
