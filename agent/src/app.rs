@@ -1,5 +1,5 @@
 //! The commands: run the agent, check a config, show status, detach.
-use std::{os::fd::AsFd as _, path::Path, sync::Arc};
+use std::{collections::HashMap, os::fd::AsFd as _, path::Path, sync::Arc};
 
 use agent_common::{HOST_COUNTERS, Settings};
 use serde_json::{Value, json};
@@ -8,14 +8,82 @@ use crate::{
     audit::{self, AuditLog},
     config::{Cgroup, Config},
     error::AppError,
-    events, listen, relay,
+    events,
+    http::{Proxy, Site, forward},
+    listen,
+    serve::{self, Protected, Sites},
     steer::{self, Hooks, Kernel},
+    tls::{self, ServerTls},
     upstream::{self, Upstream},
 };
+
+/// Loads each server's certificates; every failure is reported.
+fn load_sites(config: &Config) -> Result<Sites, AppError> {
+    let mut by_port = HashMap::new();
+    let mut errors = Vec::new();
+    for s in &config.servers {
+        let tls = if s.plaintext {
+            None
+        } else {
+            match ServerTls::load(&s.tls.certs) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(format!("server `{}`: {e}", s.name));
+                    continue;
+                }
+            }
+        };
+        by_port.insert(
+            s.port,
+            Arc::new(Protected {
+                site: Site::new(s.clone()),
+                tls,
+            }),
+        );
+    }
+    if errors.is_empty() {
+        Ok(Sites { by_port })
+    } else {
+        Err(AppError::Tls(errors.join("\n")))
+    }
+}
+
+/// Reloads certificates whose files changed, logging and auditing each outcome.
+async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
+    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
+    loop {
+        tick.tick().await;
+        for p in sites.by_port.values() {
+            let Some(t) = &p.tls else { continue };
+            for (path, result) in t.reload_changed() {
+                let (event, error) = match &result {
+                    Ok(()) => ("tls_reloaded", None),
+                    Err(e) => ("tls_reload_failed", Some(e.to_string())),
+                };
+                match &error {
+                    None => {
+                        tracing::info!(server = %p.site.server.name, cert = %path.display(), "certificate reloaded")
+                    }
+                    Some(e) => {
+                        tracing::error!(server = %p.site.server.name, "certificate reload failed, keeping the old one: {e}")
+                    }
+                }
+                let extra = json!({"server": p.site.server.name, "cert": path.display().to_string(), "error": error});
+                audit
+                    .record("config", audit::agent_event(event, extra))
+                    .await;
+            }
+        }
+    }
+}
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Arc::new(Config::load(config_path)?);
+    let sites = Arc::new(load_sites(&config)?);
+    for s in config.servers.iter().filter(|s| s.plaintext) {
+        tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: plain HTTP on a protected port; requests and tokens cross the network unencrypted");
+    }
     let (audit, writer) = AuditLog::open(&config.audit.path)?;
 
     let cgroup = match &config.agent.cgroup {
@@ -83,13 +151,19 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         async move { events::forward(ring, &config, audit).await }
     });
     let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
-    let serve = relay::serve(listener, config.clone(), upstream, audit.clone());
+    let proxy = Arc::new(Proxy {
+        client: forward::client(upstream),
+        audit: audit.clone(),
+    });
+    let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
+    let serve = serve::serve(listener, sites, proxy, audit.clone());
 
     tokio::select! {
         () = serve => {}
         () = shutdown_signal() => tracing::info!("stopping; protected ports stay closed until the agent is back"),
     }
     events_task.abort();
+    reload_task.abort();
     audit
         .record(
             "config",

@@ -12,6 +12,10 @@ pub enum AppError {
         what: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(String),
+    #[error(transparent)]
+    Cert(#[from] crate::tls::selfsigned::CertError),
     #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
     NoBpffs,
 }
@@ -25,7 +29,7 @@ impl AppError {
     /// Exit status: 2 for a config the user must fix, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Tls(_) => 2,
             _ => 1,
         }
     }

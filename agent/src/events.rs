@@ -109,7 +109,11 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config::parse("t.yaml", "servers: [{name: files, port: 8000}]").unwrap()
+        Config::parse(
+            "t.yaml",
+            "servers: [{name: files, port: 8000, dangerous: {plaintext: true}}]",
+        )
+        .unwrap()
     }
 
     #[test]

@@ -4,9 +4,12 @@ mod audit;
 mod config;
 mod error;
 mod events;
+mod http;
 mod listen;
-mod relay;
+mod mcp;
+mod serve;
 mod steer;
+mod tls;
 mod upstream;
 
 use std::path::PathBuf;
@@ -48,12 +51,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Development certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Remove the pinned programs: the protected ports open again.
     Detach {
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[arg(long)]
         bpffs: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write NAME.crt, NAME.key and NAME-ca.crt (a development CA to trust) into --out.
+    SelfSigned {
+        name: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -95,6 +111,16 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             } else {
                 print!("{}", app::status_text(&s));
             }
+            Ok(())
+        }
+        Command::Cert(CertCommand::SelfSigned { name, out }) => {
+            let w = tls::selfsigned::write(&name, &out)?;
+            println!(
+                "certificate: {}\nkey:         {}\nCA to trust: {}",
+                w.cert.display(),
+                w.key.display(),
+                w.ca.display()
+            );
             Ok(())
         }
         Command::Detach { config, bpffs } => {

@@ -16,6 +16,8 @@ pub enum UpstreamError {
     Loop(SocketAddr),
     #[error("every reserved upstream source port ({0}) is in use")]
     Exhausted(PortRange),
+    #[error("not an upstream address: {0}")]
+    BadAddress(String),
     #[error("connecting to {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
 }

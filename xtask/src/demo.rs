@@ -15,16 +15,30 @@ use crate::{
 };
 
 const PORT: u16 = 3001;
-const SERVER_PKG: &str = "@modelcontextprotocol/server-everything@2026.8.31";
 
 pub fn run() -> Result {
     let moat = build_moat()?;
-    let server = install_server()?;
-    let mut lab = Lab::new(
-        "moat-demo",
-        moat,
-        &format!("servers:\n  - name: everything\n    port: {PORT}\n"),
-    )?;
+    // Installed by `cargo xtask setup` with the test fixtures.
+    let server = crate::fixtures::npm_bin("mcp-server-everything");
+    let certs = workspace().join("target/moat-demo-certs");
+    sh(Command::new(&moat)
+        .args(["cert", "self-signed", "localhost", "--out"])
+        .arg(&certs)
+        .stdout(std::process::Stdio::null()))?;
+    let servers = format!(
+        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n",
+        certs.join("localhost.crt").display(),
+        certs.join("localhost.key").display()
+    );
+    let mut lab = Lab::new("moat-demo", moat, &servers)?;
+    let direct = Target {
+        url: format!("http://127.0.0.1:{PORT}/mcp"),
+        cafile: None,
+    };
+    let tls = Target {
+        url: format!("https://localhost:{PORT}/mcp"),
+        cafile: Some(certs.join("localhost-ca.crt")),
+    };
 
     step("1. An unmodified MCP server (server-everything, Streamable HTTP) listens on port 3001");
     let mut cmd = lab.command("env");
@@ -33,31 +47,32 @@ pub fn run() -> Result {
         .arg("streamableHttp");
     lab.spawn(cmd, "server.log")?;
     wait_for(&lab, "the MCP server to listen", || {
-        mcp_initialize(&lab).is_ok()
+        mcp_initialize(&lab, &direct).is_ok()
     })?;
     say("without Moat, anyone reaches it directly:");
     say(&format!(
         "  initialize -> {}",
-        server_name(&mcp_initialize(&lab)?)
+        server_name(&mcp_initialize(&lab, &direct)?)
     ));
 
     step("2. Moat starts: the kernel now steers every connection to port 3001 through the agent");
     lab.start_agent()?;
-    let session = mcp_initialize(&lab)?;
+    match mcp_initialize(&lab, &direct) {
+        Ok(_) => return Err("plain HTTP still reached the server".into()),
+        Err(e) => say(&format!(
+            "  plain HTTP to the port now fails (Moat serves TLS only): {e}"
+        )),
+    }
+    let session = mcp_initialize(&lab, &tls)?;
     say(&format!(
         "  initialize through Moat -> {} (session {})",
         server_name(&session),
         session.session
     ));
-    let tools = mcp_call(&lab, &session.session, "tools/list")?;
+    let tools = mcp_call(&lab, &tls, &session.session, "tools/list")?;
     let n = tools["result"]["tools"].as_array().map_or(0, Vec::len);
     say(&format!("  tools/list through Moat -> {n} tools"));
-    show_audit(
-        &lab,
-        "  audit:",
-        |r| r["event"] == "steered" || r["kind"] == "connection",
-        4,
-    )?;
+    show_audit(&lab, "  audit:", |r| r["kind"] == "request", 3)?;
 
     step("3. A local process tries to take the agent's upstream identity to bypass the proxy");
     let out = output(lab.command("python3").args([
@@ -72,7 +87,7 @@ pub fn run() -> Result {
 
     step("4. The agent is killed (SIGKILL): the port fails closed");
     lab.kill_agent();
-    match mcp_initialize(&lab) {
+    match mcp_initialize(&lab, &tls) {
         Ok(_) => return Err("the server was reachable with the agent down".into()),
         Err(e) => say(&format!("  initialize -> {e}")),
     }
@@ -80,7 +95,7 @@ pub fn run() -> Result {
 
     step("5. The agent restarts: it adopts the pinned programs and service resumes");
     lab.start_agent()?;
-    let again = mcp_initialize(&lab)?;
+    let again = mcp_initialize(&lab, &tls)?;
     say(&format!(
         "  initialize through Moat -> {}",
         server_name(&again)
@@ -119,20 +134,6 @@ fn say(s: &str) {
     println!("{s}");
 }
 
-/// Installs the MCP server from npm into target/ once; returns its executable.
-fn install_server() -> Result<PathBuf> {
-    let prefix = workspace().join("target/demo-npm");
-    let bin = prefix.join("node_modules/.bin/mcp-server-everything");
-    if !bin.exists() {
-        say(&format!("installing {SERVER_PKG} from npm"));
-        sh(Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg(SERVER_PKG))?;
-    }
-    Ok(bin)
-}
-
 fn output(cmd: &mut Command) -> Result<Output> {
     cmd.output().map_err(|e| format!("{cmd:?}: {e}"))
 }
@@ -164,16 +165,25 @@ fn server_name(s: &Session) -> String {
 
 /// POSTs JSON-RPC to the server with curl from inside the namespace; returns headers and the
 /// JSON body (from a JSON or an SSE response).
-fn post(lab: &Lab, session: Option<&str>, body: &str) -> Result<(String, Value)> {
+/// Where a client sends its requests: the server directly, or through Moat over TLS.
+struct Target {
+    url: String,
+    cafile: Option<PathBuf>,
+}
+
+fn post(lab: &Lab, to: &Target, session: Option<&str>, body: &str) -> Result<(String, Value)> {
     let mut cmd = lab.command("curl");
     cmd.args(["-sS", "-m", "5", "-D", "-", "-X", "POST"])
-        .arg(format!("http://127.0.0.1:{PORT}/mcp"))
-        .args([
-            "-H",
-            "content-type: application/json",
-            "-H",
-            "accept: application/json, text/event-stream",
-        ]);
+        .arg(&to.url);
+    if let Some(ca) = &to.cafile {
+        cmd.arg("--cacert").arg(ca);
+    }
+    cmd.args([
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+    ]);
     if let Some(s) = session {
         cmd.args([
             "-H",
@@ -197,9 +207,10 @@ fn post(lab: &Lab, session: Option<&str>, body: &str) -> Result<(String, Value)>
     Ok((head.to_string(), v))
 }
 
-fn mcp_initialize(lab: &Lab) -> Result<Session> {
+fn mcp_initialize(lab: &Lab, to: &Target) -> Result<Session> {
     let (head, body) = post(
         lab,
+        to,
         None,
         r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"moat-demo","version":"1"}}}"#,
     )?;
@@ -214,6 +225,7 @@ fn mcp_initialize(lab: &Lab) -> Result<Session> {
     if !session.is_empty() {
         post(
             lab,
+            to,
             Some(&session),
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         )
@@ -222,9 +234,10 @@ fn mcp_initialize(lab: &Lab) -> Result<Session> {
     Ok(Session { session, body })
 }
 
-fn mcp_call(lab: &Lab, session: &str, method: &str) -> Result<Value> {
+fn mcp_call(lab: &Lab, to: &Target, session: &str, method: &str) -> Result<Value> {
     post(
         lab,
+        to,
         Some(session),
         &format!(r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#),
     )

@@ -8,6 +8,9 @@ use std::{
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+mod request;
+pub use request::RequestRecord;
+
 const QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,30 @@ impl AuditLog {
         }
         if self.tx.send(Msg::Record(m)).await.is_err() {
             tracing::error!("audit writer has stopped; record lost");
+        }
+    }
+
+    /// Queues a record from synchronous code (e.g. a destructor): when the queue is full, a task
+    /// waits for room, so the record is never dropped.
+    pub fn record_now(&self, kind: &str, fields: Value) {
+        let mut m = Map::new();
+        m.insert("kind".into(), kind.into());
+        if let Value::Object(f) = fields {
+            m.extend(f);
+        }
+        match self.tx.try_send(Msg::Record(m)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    if tx.send(msg).await.is_err() {
+                        tracing::error!("audit writer has stopped; record lost");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("audit writer has stopped; record lost")
+            }
         }
     }
 

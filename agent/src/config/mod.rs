@@ -1,12 +1,12 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
+mod server;
 mod yaml;
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+pub use server::Limits;
+pub use server::{Server, TlsCert, url_authority as server_url_authority};
 #[cfg(test)]
 use yaml::Problem;
 pub use yaml::Problems;
@@ -79,15 +79,6 @@ pub struct Audit {
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    pub name: String,
-    /// Every inbound TCP connection to this port, on any local address, goes through Moat.
-    pub port: u16,
-    /// Where the real server listens.
-    pub upstream: SocketAddr,
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -127,7 +118,7 @@ fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
         Some(n) => read_audit(n, r),
         None => Some(Audit::default()),
     };
-    let servers = m.require("servers", r).map(|n| read_servers(n, r));
+    let servers = m.require("servers", r).map(|n| server::read_servers(n, r));
     let (agent, audit, servers) = (agent?, audit?, servers?);
 
     for s in &servers {
@@ -199,74 +190,7 @@ fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
     Some(a)
 }
 
-fn read_servers(n: &Node<'_>, r: &mut Report) -> Vec<Server> {
-    let items = n.sequence(r);
-    if items.is_empty() && r.problems.is_empty() {
-        r.add(n, "list at least one server to protect");
-    }
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut ports: HashMap<u16, String> = HashMap::new();
-    let mut servers = Vec::new();
-    for item in &items {
-        let Some(s) = read_server(item, r) else {
-            continue;
-        };
-        if let Some(other) = names.insert(s.name.clone(), item.path.clone()) {
-            r.add(
-                item,
-                format!("server name `{}` is already used by {other}", s.name),
-            );
-        }
-        if let Some(other) = ports.insert(s.port, s.name.clone()) {
-            r.add(
-                item,
-                format!("port {} is already protected by server `{other}`", s.port),
-            );
-        }
-        servers.push(s);
-    }
-    servers
-}
-
-fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
-    let m = n.mapping(&["name", "port", "upstream"], r)?;
-    let name = m.require("name", r).and_then(|v| {
-        let s = v.string(r)?;
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
-            r.add(v, "a server name is 1 to 64 letters, digits, `-` or `_`");
-            return None;
-        }
-        Some(s)
-    });
-    let port = m.require("port", r).and_then(|v| port(v, r));
-    let upstream = match (m.get("upstream"), port) {
-        (Some(v), Some(p)) => upstream(v, p, r),
-        (None, Some(p)) => Some(SocketAddr::from(([127, 0, 0, 1], p))),
-        _ => None,
-    };
-    Some(Server {
-        name: name?,
-        port: port?,
-        upstream: upstream?,
-    })
-}
-
-fn port(v: &Node<'_>, r: &mut Report) -> Option<u16> {
-    let i = v.integer(r)?;
-    match u16::try_from(i) {
-        Ok(p) if p != 0 => Some(p),
-        _ => {
-            r.add(v, format!("expected a port from 1 to 65535, found {i}"));
-            None
-        }
-    }
-}
-
-fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {
+pub(crate) fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {
     let s = v.text(r)?;
     let parsed = match s.split_once('-') {
         Some((a, b)) => a
@@ -290,41 +214,7 @@ fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {
     }
 }
 
-/// `http://IP:PORT` (the port defaults to the protected port).
-fn upstream(v: &Node<'_>, protected_port: u16, r: &mut Report) -> Option<SocketAddr> {
-    let s = v.string(r)?;
-    let Some(rest) = s.strip_prefix("http://") else {
-        r.add(v, format!("expected `http://IP:PORT`, found {s:?}"));
-        return None;
-    };
-    let rest = rest.trim_end_matches('/');
-    let addr = rest
-        .parse::<SocketAddr>()
-        .ok()
-        .or_else(|| {
-            rest.parse::<IpAddr>()
-                .ok()
-                .map(|ip| SocketAddr::new(ip, protected_port))
-        })
-        .or_else(|| {
-            rest.strip_prefix('[')
-                .and_then(|x| x.strip_suffix(']'))
-                .and_then(|x| x.parse::<IpAddr>().ok())
-                .map(|ip| SocketAddr::new(ip, protected_port))
-        });
-    match addr {
-        Some(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
-        _ => {
-            r.add(
-                v,
-                format!("expected `http://IP:PORT` with an IP address and a port, found {s:?}"),
-            );
-            None
-        }
-    }
-}
-
-fn absolute_path(v: &Node<'_>, r: &mut Report) -> Option<PathBuf> {
+pub(crate) fn absolute_path(v: &Node<'_>, r: &mut Report) -> Option<PathBuf> {
     let s = v.string(r)?;
     let p = PathBuf::from(&s);
     if !p.is_absolute() {

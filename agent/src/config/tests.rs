@@ -8,8 +8,26 @@ fn problems(text: &str) -> Vec<Problem> {
 
 #[test]
 fn minimal_config_gets_safe_defaults() {
-    let c = Config::parse("moat.yaml", "servers:\n  - name: files\n    port: 8000\n").unwrap();
+    let c = Config::parse(
+        "moat.yaml",
+        "servers:\n  - name: files\n    port: 8000\n    tls: {cert: /c.pem, key: /k.pem}\n",
+    )
+    .unwrap();
     assert_eq!(c.agent, Agent::default());
+    let s = &c.servers[0];
+    assert_eq!(
+        (s.endpoint.as_str(), s.legacy_sse.as_deref(), s.plaintext),
+        ("/mcp", None, false)
+    );
+    assert_eq!(
+        s.tls.certs,
+        [TlsCert {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into()
+        }]
+    );
+    assert_eq!(s.limits, Limits::default());
+    assert!(s.allowed_origins.is_empty());
     assert_eq!(c.audit.path, PathBuf::from("/var/log/moat/audit.jsonl"));
     assert_eq!(c.servers[0].upstream, "127.0.0.1:8000".parse().unwrap());
 }
@@ -28,9 +46,19 @@ servers:
   - name: files
     port: 8000
     upstream: http://127.0.0.1:9000
+    public_url: https://files.example.com:8000/files/mcp
+    legacy_sse: /sse
+    tls:
+      - {cert: /a.crt, key: /a.key}
+      - {cert: /b.crt, key: /b.key}
+    allowed_origins: [https://claude.ai]
+    allowed_hosts: [files.internal]
+    limits: {max_body: 65536, header_timeout_ms: 500}
   - name: v6
     port: 8001
     upstream: http://[::1]:8001
+    endpoint: /
+    dangerous: {plaintext: true}
 ";
     let c = Config::parse("moat.yaml", text).unwrap();
     assert_eq!(
@@ -47,11 +75,30 @@ servers:
     assert_eq!(c.servers[0].upstream, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(c.servers[1].upstream, "[::1]:8001".parse().unwrap());
     assert_eq!(c.server_by_port(8001).unwrap().name, "v6");
+    let (files, v6) = (&c.servers[0], &c.servers[1]);
+    assert_eq!(
+        files.endpoint, "/files/mcp",
+        "defaults to the path of public_url"
+    );
+    assert_eq!(files.legacy_sse.as_deref(), Some("/sse"));
+    assert_eq!(files.tls.certs.len(), 2);
+    assert_eq!(files.allowed_origins, ["https://claude.ai"]);
+    assert_eq!(files.allowed_hosts, ["files.internal"]);
+    assert_eq!(files.limits.max_body, 65536);
+    assert_eq!(
+        files.limits.header_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(files.limits.body_timeout, Limits::default().body_timeout);
+    assert!(!files.plaintext && v6.plaintext && v6.tls.certs.is_empty());
+    assert_eq!(v6.endpoint, "/");
 }
 
 #[test]
 fn unknown_key_is_named_with_its_line() {
-    let p = problems("servers:\n  - name: files\n    port: 8000\n    prot: 9\n");
+    let p = problems(
+        "servers:\n  - name: files\n    port: 8000\n    prot: 9\n    dangerous: {plaintext: true}\n",
+    );
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].key, "servers[0].prot");
     assert_eq!(p[0].line, 4);
@@ -67,17 +114,19 @@ agent:
 servers:
   - name: files
     port: 70000
+    tls: {cert: /c, key: /k}
   - name: 'bad name'
     port: 8001
     upstream: https://127.0.0.1:1
+    dangerous: {plaintext: true}
 ";
     let p = problems(text);
     let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
     assert!(keys.contains(&("agent.upstream_ports", 2)), "{keys:?}");
     assert!(keys.contains(&("agent.colour", 3)), "{keys:?}");
     assert!(keys.contains(&("servers[0].port", 6)), "{keys:?}");
-    assert!(keys.contains(&("servers[1].name", 7)), "{keys:?}");
-    assert!(keys.contains(&("servers[1].upstream", 9)), "{keys:?}");
+    assert!(keys.contains(&("servers[1].name", 8)), "{keys:?}");
+    assert!(keys.contains(&("servers[1].upstream", 10)), "{keys:?}");
     assert_eq!(p.len(), 5, "{p:?}");
     let shown = Config::parse("moat.yaml", text).unwrap_err().to_string();
     assert!(
@@ -88,21 +137,25 @@ servers:
 
 #[test]
 fn duplicate_ports_and_names_are_rejected() {
-    let p = problems("servers:\n  - {name: a, port: 8000}\n  - {name: a, port: 8000}\n");
+    let p = problems(
+        "servers:\n  - {name: a, port: 8000, dangerous: {plaintext: true}}\n  - {name: a, port: 8000, dangerous: {plaintext: true}}\n",
+    );
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p.iter().all(|p| p.key == "servers[1]"));
 }
 
 #[test]
 fn protected_port_inside_the_reserved_range_is_rejected() {
-    let p = problems("agent: {upstream_ports: 8000-8100}\nservers:\n  - {name: a, port: 8050}\n");
+    let p = problems(
+        "agent: {upstream_ports: 8000-8100}\nservers:\n  - {name: a, port: 8050, dangerous: {plaintext: true}}\n",
+    );
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].message.contains("inside agent.upstream_ports"));
 }
 
 #[test]
 fn missing_and_mistyped_values_are_errors() {
-    let p = problems("servers:\n  - port: '8000'\n");
+    let p = problems("servers:\n  - port: '8000'\n    dangerous: {plaintext: true}\n");
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(
         p.iter()
@@ -124,6 +177,47 @@ fn missing_and_mistyped_values_are_errors() {
         problems("agent: {bpffs: relative/dir}\nservers: [{name: a, port: 1}]\n")[0]
             .message
             .contains("absolute path")
+    );
+}
+
+#[test]
+fn tls_is_required_unless_plaintext_is_asked_for_by_name() {
+    let p = problems("servers:\n  - {name: a, port: 8000}\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("missing `tls`"), "{}", p[0].message);
+    let p = problems("servers:\n  - {name: a, port: 8000, dangerous: {plaintext: yes}}\n");
+    assert!(
+        p.iter().any(|p| p.key == "servers[0].dangerous.plaintext"),
+        "{p:?}"
+    );
+    let p = problems("servers:\n  - {name: a, port: 8000, tls: {cert: c.pem}}\n");
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("missing required key `key`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.key == "servers[0].tls.cert" && p.message.contains("absolute")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn paths_urls_and_limits_are_checked() {
+    let p = problems(
+        "servers:\n  - name: a\n    port: 8000\n    dangerous: {plaintext: true}\n    endpoint: mcp\n    public_url: files.example.com/mcp\n    limits: {max_body: 10, body_timeout_ms: x}\n",
+    );
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "servers[0].public_url",
+            "servers[0].endpoint",
+            "servers[0].limits.max_body",
+            "servers[0].limits.body_timeout_ms"
+        ],
+        "{p:?}"
     );
 }
 

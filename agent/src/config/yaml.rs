@@ -112,6 +112,23 @@ impl<'a> Node<'a> {
         }
     }
 
+    pub fn is_sequence(&self) -> bool {
+        matches!(self.data(), YamlDataOwned::Sequence(_))
+    }
+
+    pub fn boolean(&self, report: &mut Report) -> Option<bool> {
+        match self.data() {
+            YamlDataOwned::Value(ScalarOwned::Boolean(b)) => Some(*b),
+            _ => {
+                report.add(
+                    self,
+                    format!("expected true or false, found {}", self.describe()),
+                );
+                None
+            }
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self.data(), YamlDataOwned::Value(ScalarOwned::Null))
     }

@@ -4,7 +4,7 @@
 
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
@@ -118,7 +118,9 @@ impl Host {
             agent: None,
             servers: Vec::new(),
         };
-        host.write_config(&format!("servers:\n  - name: files\n    port: {PORT}\n"));
+        host.write_config(&format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n"
+        ));
         host
     }
 
@@ -262,15 +264,15 @@ impl Host {
         .unwrap()
     }
 
-    /// A server in the host namespace on [::]:port (dual stack) that answers each connection
-    /// with the peer address it sees, and counts its accepts.
+    /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack): every
+    /// request is answered with the peer address it came from. Counts requests.
     pub fn start_server(&mut self, port: u16) -> Arc<AtomicUsize> {
         let ns = self.netns.clone();
-        let accepts = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn({
-            let (accepts, stop) = (accepts.clone(), stop.clone());
+            let (requests, stop) = (requests.clone(), stop.clone());
             move || {
                 setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
                 let l = TcpListener::bind(("::", port)).unwrap();
@@ -278,11 +280,9 @@ impl Host {
                 ready_tx.send(()).unwrap();
                 while !stop.load(Ordering::Relaxed) {
                     match l.accept() {
-                        Ok((mut s, peer)) => {
-                            accepts.fetch_add(1, Ordering::SeqCst);
-                            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-                            let _ = s.set_nonblocking(false);
-                            let _ = writeln!(s, "{peer}");
+                        Ok((s, peer)) => {
+                            let requests = requests.clone();
+                            std::thread::spawn(move || serve_http(s, peer, &requests));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
@@ -294,7 +294,7 @@ impl Host {
             stop,
             thread: Some(thread),
         });
-        accepts
+        requests
     }
 
     /// Audit records, parsed.
@@ -353,7 +353,62 @@ struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Connects, reads the server's one line (the peer address it saw). Err when refused or timed out.
+/// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
+fn serve_http(s: TcpStream, peer: SocketAddr, requests: &AtomicUsize) {
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    while let Some(body) = read_http(&mut reader) {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let id = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .map_or(Value::Null, |v| v["id"].clone());
+        let reply =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"peer": peer.to_string()}})
+                .to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            reply.len()
+        );
+        // One write: a head and body in two segments meet Nagle and delayed ACKs (40 ms).
+        if w.write_all(format!("{head}{reply}").as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 message (head and content-length body); None at EOF.
+pub fn read_http(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut len = 0usize;
+    let mut first = true;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if first {
+            first = false;
+            continue;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// POSTs a JSON-RPC ping over plain HTTP and returns the peer address the server saw. Err when
+/// refused, timed out, or answered without a result.
 pub fn fetch(addr: SocketAddr, source_port: Option<u16>) -> std::io::Result<SocketAddr> {
     let s = match source_port {
         None => TcpStream::connect_timeout(&addr, Duration::from_secs(3))?,
@@ -375,11 +430,20 @@ pub fn fetch(addr: SocketAddr, source_port: Option<u16>) -> std::io::Result<Sock
         }
     };
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    line.trim()
-        .parse()
-        .map_err(|e| std::io::Error::other(format!("bad reply {line:?}: {e}")))
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    (&s).write_all(req.as_bytes())?;
+    let mut reader = BufReader::new(&s);
+    let reply = read_http(&mut reader)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no HTTP reply"))?;
+    let v: Value = serde_json::from_slice(&reply).map_err(std::io::Error::other)?;
+    v["result"]["peer"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no peer in reply {v}")))
 }
 
 pub fn in_reserved(addr: SocketAddr) -> bool {

@@ -1,0 +1,372 @@
+//! The `servers:` list: one protected MCP server per port, with its TLS, origins, paths and limits.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use super::{
+    absolute_path,
+    yaml::{Node, Report},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    /// Every inbound TCP connection to this port, on any local address, goes through Moat.
+    pub port: u16,
+    /// Where the real server listens (`http://IP:PORT`).
+    pub upstream: SocketAddr,
+    /// The URL clients use, e.g. `https://files.example.com:8000/mcp`.
+    pub public_url: Option<String>,
+    /// The Streamable HTTP endpoint path (default: the path of `public_url`, else `/mcp`).
+    pub endpoint: String,
+    /// GET path of the legacy (2024-11-05) HTTP+SSE transport, when the server speaks it.
+    pub legacy_sse: Option<String>,
+    /// Certificates; empty only with `dangerous.plaintext`.
+    pub tls: Tls,
+    /// Origins allowed in an `Origin` header (exact match); any other origin gets 403.
+    pub allowed_origins: Vec<String>,
+    /// Host header values accepted besides `public_url`'s host, IP literals and `localhost`.
+    pub allowed_hosts: Vec<String>,
+    pub limits: Limits,
+    /// Plain HTTP on the protected port (`dangerous: { plaintext: true }`).
+    pub plaintext: bool,
+}
+
+/// One or more certificates; with several, the client's SNI name picks one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    pub certs: Vec<TlsCert>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body (bytes); larger ones get 413 and are never forwarded.
+    pub max_body: usize,
+    /// Time to receive a request's headers (slowloris) and to finish a TLS handshake.
+    pub header_timeout: Duration,
+    /// Time to receive a whole request body.
+    pub body_timeout: Duration,
+    /// Time for the upstream to answer with response headers.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: 4 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub(super) fn read_servers(n: &Node<'_>, r: &mut Report) -> Vec<Server> {
+    let items = n.sequence(r);
+    if items.is_empty() && r.problems.is_empty() {
+        r.add(n, "list at least one server to protect");
+    }
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut ports: HashMap<u16, String> = HashMap::new();
+    let mut servers = Vec::new();
+    for item in &items {
+        let Some(s) = read_server(item, r) else {
+            continue;
+        };
+        if let Some(other) = names.insert(s.name.clone(), item.path.clone()) {
+            r.add(
+                item,
+                format!("server name `{}` is already used by {other}", s.name),
+            );
+        }
+        if let Some(other) = ports.insert(s.port, s.name.clone()) {
+            r.add(
+                item,
+                format!("port {} is already protected by server `{other}`", s.port),
+            );
+        }
+        servers.push(s);
+    }
+    servers
+}
+
+const SERVER_KEYS: &[&str] = &[
+    "name",
+    "port",
+    "upstream",
+    "public_url",
+    "endpoint",
+    "legacy_sse",
+    "tls",
+    "allowed_origins",
+    "allowed_hosts",
+    "limits",
+    "dangerous",
+];
+
+fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
+    let m = n.mapping(SERVER_KEYS, r)?;
+    let name = m.require("name", r).and_then(|v| {
+        let s = v.string(r)?;
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            r.add(v, "a server name is 1 to 64 letters, digits, `-` or `_`");
+            return None;
+        }
+        Some(s)
+    });
+    let port = m.require("port", r).and_then(|v| port(v, r));
+    let upstream = match (m.get("upstream"), port) {
+        (Some(v), Some(p)) => upstream(v, p, r),
+        (None, Some(p)) => Some(SocketAddr::from(([127, 0, 0, 1], p))),
+        _ => None,
+    };
+    let public_url = m.get("public_url").and_then(|v| {
+        let s = v.string(r)?;
+        match url_path(&s) {
+            Some(_) if s.starts_with("https://") || s.starts_with("http://") => Some(s),
+            _ => {
+                r.add(
+                    v,
+                    format!("expected an absolute URL like `https://host:port/mcp`, found {s:?}"),
+                );
+                None
+            }
+        }
+    });
+    let endpoint = match m.get("endpoint") {
+        Some(v) => path(v, r),
+        None => Some(
+            public_url
+                .as_deref()
+                .and_then(url_path)
+                .filter(|p| *p != "/")
+                .unwrap_or("/mcp")
+                .to_string(),
+        ),
+    };
+    let legacy_sse = m.get("legacy_sse").map(|v| path(v, r));
+    let plaintext = match m.get("dangerous") {
+        Some(v) => dangerous(v, r),
+        None => Some(false),
+    };
+    let tls = match m.get("tls") {
+        Some(v) => tls(v, r),
+        None => Some(Tls::default()),
+    };
+    if let (Some(t), Some(false)) = (&tls, plaintext)
+        && t.certs.is_empty()
+    {
+        r.add(
+            &m.at,
+            "missing `tls` (a certificate and key), or `dangerous: { plaintext: true }`",
+        );
+    }
+    let allowed_origins = string_list(m.get("allowed_origins"), r);
+    let allowed_hosts = string_list(m.get("allowed_hosts"), r);
+    let limits = match m.get("limits") {
+        Some(v) => limits(v, r),
+        None => Some(Limits::default()),
+    };
+    Some(Server {
+        name: name?,
+        port: port?,
+        upstream: upstream?,
+        public_url,
+        endpoint: endpoint?,
+        legacy_sse: match legacy_sse {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        tls: tls?,
+        allowed_origins: allowed_origins?,
+        allowed_hosts: allowed_hosts?,
+        limits: limits?,
+        plaintext: plaintext?,
+    })
+}
+
+/// The path of an absolute http(s) URL.
+fn url_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let (authority, path) = rest
+        .find('/')
+        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    (!authority.is_empty() && !path.contains(['?', '#'])).then_some(path)
+}
+
+/// The `host[:port]` of an absolute http(s) URL.
+pub fn url_authority(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    Some(rest.split('/').next().unwrap_or(rest))
+}
+
+fn path(v: &Node<'_>, r: &mut Report) -> Option<String> {
+    let s = v.string(r)?;
+    if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+        r.add(
+            v,
+            format!("expected a URL path starting with `/`, found {s:?}"),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn dangerous(v: &Node<'_>, r: &mut Report) -> Option<bool> {
+    let m = v.mapping(&["plaintext"], r)?;
+    match m.get("plaintext") {
+        Some(p) => p.boolean(r),
+        None => Some(false),
+    }
+}
+
+fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
+    let items = if v.is_sequence() {
+        v.sequence(r)
+    } else {
+        vec![Node {
+            raw: v.raw,
+            path: v.path.clone(),
+        }]
+    };
+    let mut certs = Vec::new();
+    let mut ok = true;
+    for item in &items {
+        let Some(m) = item.mapping(&["cert", "key"], r) else {
+            ok = false;
+            continue;
+        };
+        let cert = m.require("cert", r).and_then(|c| absolute_path(c, r));
+        let key = m.require("key", r).and_then(|k| absolute_path(k, r));
+        match (cert, key) {
+            (Some(cert), Some(key)) => certs.push(TlsCert { cert, key }),
+            _ => ok = false,
+        }
+    }
+    if items.is_empty() {
+        r.add(v, "list at least one certificate");
+        return None;
+    }
+    ok.then_some(Tls { certs })
+}
+
+fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
+    let Some(v) = v else { return Some(Vec::new()) };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in v.sequence(r) {
+        match item.string(r) {
+            Some(s) => out.push(s),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
+    let m = v.mapping(
+        &[
+            "max_body",
+            "header_timeout_ms",
+            "body_timeout_ms",
+            "upstream_timeout_ms",
+        ],
+        r,
+    )?;
+    let mut l = Limits::default();
+    let mut ok = true;
+    let mut num = |key: &str, min: i64, max: i64| -> Option<u64> {
+        let n = m.get(key)?;
+        let i = n.integer(r);
+        match i {
+            Some(i) if (min..=max).contains(&i) => Some(i as u64),
+            Some(i) => {
+                r.add(
+                    n,
+                    format!("expected a number from {min} to {max}, found {i}"),
+                );
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        }
+    };
+    if let Some(b) = num("max_body", 1024, 1 << 30) {
+        l.max_body = b as usize;
+    }
+    for (key, field) in [
+        ("header_timeout_ms", &mut l.header_timeout),
+        ("body_timeout_ms", &mut l.body_timeout),
+        ("upstream_timeout_ms", &mut l.upstream_timeout),
+    ] {
+        if let Some(ms) = num(key, 10, 86_400_000) {
+            *field = Duration::from_millis(ms);
+        }
+    }
+    ok.then_some(l)
+}
+
+fn port(v: &Node<'_>, r: &mut Report) -> Option<u16> {
+    let i = v.integer(r)?;
+    match u16::try_from(i) {
+        Ok(p) if p != 0 => Some(p),
+        _ => {
+            r.add(v, format!("expected a port from 1 to 65535, found {i}"));
+            None
+        }
+    }
+}
+
+/// `http://IP:PORT` (the port defaults to the protected port).
+fn upstream(v: &Node<'_>, protected_port: u16, r: &mut Report) -> Option<SocketAddr> {
+    let s = v.string(r)?;
+    let Some(rest) = s.strip_prefix("http://") else {
+        r.add(v, format!("expected `http://IP:PORT`, found {s:?}"));
+        return None;
+    };
+    let rest = rest.trim_end_matches('/');
+    let addr = rest
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| {
+            rest.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, protected_port))
+        })
+        .or_else(|| {
+            rest.strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .and_then(|x| x.parse::<IpAddr>().ok())
+                .map(|ip| SocketAddr::new(ip, protected_port))
+        });
+    match addr {
+        Some(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+        _ => {
+            r.add(
+                v,
+                format!("expected `http://IP:PORT` with an IP address and a port, found {s:?}"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The one place where a refused or failed request becomes an HTTP status and a JSON-RPC error.
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::Value;
+
+use super::body::{ProxyBody, full};
+use crate::mcp::DecodeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no MCP endpoint at {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("request body not received in time")]
+    BodyTimeout,
+    #[error("reading the request body: {0}")]
+    ClientBody(String),
+    #[error("host {0:?} is not served here")]
+    BadHost(String),
+    #[error("origin {0:?} is not allowed")]
+    BadOrigin(String),
+    #[error("unsupported MCP-Protocol-Version {0:?}")]
+    BadProtocolVersion(String),
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("unknown or closed SSE session")]
+    UnknownSession,
+    #[error("upstream unavailable: {0}")]
+    UpstreamConnect(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) | Self::UnknownSession => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::ClientBody(_) | Self::BadProtocolVersion(_) => StatusCode::BAD_REQUEST,
+            Self::BadHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::BadOrigin(_) => StatusCode::FORBIDDEN,
+            Self::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Decode(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn jsonrpc_code(&self) -> i64 {
+        match self {
+            Self::Decode(e) => e.jsonrpc_code(),
+            Self::BadProtocolVersion(_) => -32022,
+            Self::BodyTooLarge(_) => -32600,
+            Self::UpstreamConnect(_) | Self::UpstreamTimeout => -32603,
+            _ => -32000,
+        }
+    }
+
+    /// The response the client gets: the status, and a JSON-RPC error it can read.
+    pub fn response(&self, id: Option<&Value>) -> Response<ProxyBody> {
+        let body = crate::mcp::error_body(id, self.jsonrpc_code(), &self.to_string());
+        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Self::MethodNotAllowed(_) = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,232 @@
+//! The MCP-aware HTTP proxy: admit, read and decode the request, forward it, stream the answer.
+//! Every request gets exactly one audit record, written when it ends, however it ends.
+pub mod admit;
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod legacy;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, header};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use self::{
+    admit::Route,
+    body::{Audited, ProxyBody, full},
+    error::ProxyError,
+    forward::UpstreamClient,
+};
+use crate::{
+    audit::{AuditLog, RequestRecord},
+    config::Server,
+    mcp::{self, Decoded, Revision},
+};
+
+/// One protected server, as the proxy serves it.
+pub struct Site {
+    pub server: Server,
+    pub legacy: Arc<legacy::Sessions>,
+    pub limits: mcp::Limits,
+}
+
+impl Site {
+    pub fn new(server: Server) -> Self {
+        let limits = mcp::Limits {
+            max_body: server.limits.max_body,
+            ..mcp::Limits::default()
+        };
+        Self {
+            server,
+            legacy: Arc::default(),
+            limits,
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct Proxy {
+    pub client: UpstreamClient,
+    pub audit: AuditLog,
+}
+
+/// Who is asking, from the connection.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub dst: SocketAddr,
+    pub tls: Option<String>,
+}
+
+impl Proxy {
+    pub async fn handle(
+        &self,
+        site: &Site,
+        conn: &Conn,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let mut record = RequestRecord::new(
+            &self.audit,
+            &site.server.name,
+            conn.peer,
+            conn.dst,
+            conn.tls.as_deref(),
+        );
+        record.set(
+            "http",
+            json!({ "method": req.method().as_str(), "path": req.uri().path(), "version": format!("{:?}", req.version()) }),
+        );
+        match self.proxy(site, req, &mut record).await {
+            Ok((resp, observer)) => {
+                let status = resp.status().as_u16();
+                record.set("status", status.into());
+                let upstream_ms = record.elapsed_ms();
+                record.set("upstream", json!({ "status": status, "ms": upstream_ms }));
+                let (parts, body) = resp.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    ProxyBody::new(Audited::new(body, record, observer)),
+                ))
+            }
+            Err(e) => {
+                let resp = e.response(record.mcp_id());
+                record.fail(resp.status().as_u16(), &e.to_string());
+                if let ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout = e {
+                    record.set("upstream", json!({ "error": e.to_string() }));
+                }
+                Ok(resp)
+            }
+        }
+    }
+
+    async fn proxy(
+        &self,
+        site: &Site,
+        req: Request<Incoming>,
+        record: &mut RequestRecord,
+    ) -> Result<(Response<Incoming>, Option<Box<dyn body::Observer>>), ProxyError> {
+        let server = &site.server;
+        admit::check_host(server, req.uri(), req.headers())?;
+        admit::check_origin(server, req.headers())?;
+        let route = admit::route(server, req.method(), req.uri(), |t| site.legacy.is_live(t))?;
+        let session = header_str(req.headers(), "mcp-session-id")
+            .or_else(|| {
+                req.uri()
+                    .path_and_query()
+                    .and_then(|pq| legacy::session_of(pq.as_str()))
+            })
+            .map(str::to_string);
+        record.set_mcp(json!({ "session": session }));
+
+        let (parts, incoming) = req.into_parts();
+        let body = if parts.method == Method::POST {
+            let bytes = read_body(site, &parts.headers, incoming).await?;
+            let decoded = decode(
+                site,
+                &parts.headers,
+                &bytes,
+                route == Route::Streamable,
+                session.as_deref(),
+                record,
+            )?;
+            record.set_mcp(mcp_fields(&decoded, session.as_deref(), &parts.headers));
+            full(bytes)
+        } else {
+            full(Bytes::new())
+        };
+        let up = forward::upstream_request(&parts, server.upstream, body);
+        let resp = forward::send(&self.client, up, server.limits.upstream_timeout).await?;
+        let observer = (route == Route::LegacyStream && resp.status().is_success())
+            .then(|| site.legacy.observer());
+        Ok((resp, observer))
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the whole body, within the size and time limits; a body over the limit is refused
+/// before it is read to the end, and never forwarded.
+async fn read_body(site: &Site, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
+    let json = header_str(headers, header::CONTENT_TYPE.as_str())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ProxyError::UnsupportedMediaType);
+    }
+    let max = site.server.limits.max_body;
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ProxyError::BodyTooLarge(max));
+    }
+    let collect = Limited::new(body, max).collect();
+    match tokio::time::timeout(site.server.limits.body_timeout, collect).await {
+        Err(_) => Err(ProxyError::BodyTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::BodyTooLarge(max))
+        }
+        Ok(Err(e)) => Err(ProxyError::ClientBody(e.to_string())),
+    }
+}
+
+/// Decodes the whole message and checks the headers that must agree with it.
+fn decode(
+    site: &Site,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    streamable: bool,
+    session: Option<&str>,
+    record: &mut RequestRecord,
+) -> Result<Decoded, ProxyError> {
+    let revision = match header_str(headers, "mcp-protocol-version") {
+        None if streamable => Revision::V2025_03_26,
+        None => Revision::V2024_11_05,
+        Some(v) => {
+            Revision::from_header(v).ok_or_else(|| ProxyError::BadProtocolVersion(v.into()))?
+        }
+    };
+    let decoded = mcp::decode(bytes, revision, &site.limits)?;
+    if let Some(first) = decoded.messages.first() {
+        // Known before any later check fails, so an error answers with the request's id.
+        record.set_mcp(json!({ "id": first.id, "method": first.method, "tool": first.tool, "session": session }));
+    }
+    for m in &decoded.messages {
+        mcp::check_headers(
+            m,
+            header_str(headers, "mcp-method"),
+            header_str(headers, "mcp-name"),
+            revision,
+        )?;
+    }
+    Ok(decoded)
+}
+
+fn mcp_fields(d: &Decoded, session: Option<&str>, headers: &HeaderMap) -> Value {
+    let m = d.messages.first();
+    let mut v = json!({
+        "method": m.and_then(|m| m.method.clone()),
+        "id": m.and_then(|m| m.id.clone()),
+        "tool": m.and_then(|m| m.tool.clone()),
+        "resource": m.and_then(|m| m.resource.clone()),
+        "prompt": m.and_then(|m| m.prompt.clone()),
+        "session": session,
+        "protocol_version": header_str(headers, "mcp-protocol-version")
+            .map(str::to_string)
+            .or_else(|| m.and_then(|m| m.protocol_version.clone())),
+    });
+    if d.batch {
+        v["batch"] = json!(
+            d.messages
+                .iter()
+                .map(|m| json!({"method": m.method, "id": m.id, "tool": m.tool}))
+                .collect::<Vec<_>>()
+        );
+    }
+    v
+}

@@ -1,0 +1,267 @@
+//! JSON-RPC 2.0 / MCP message decoding: what a POST body is, and what the proxy decides on.
+use serde_json::{Map, Value};
+
+use super::{
+    Limits, Revision,
+    error::DecodeError,
+    strict::{self, StrictError},
+};
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a `method` and an `id`.
+    Request,
+    /// Has a `method` and no `id`.
+    Notification,
+    /// A client's reply to a server request: an `id` and a `result` or an `error`.
+    Response,
+}
+
+/// One decoded message: its kind and the fields policy and audit need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: Kind,
+    /// A string or an integer, as sent; `None` for notifications.
+    pub id: Option<Value>,
+    /// `None` for responses.
+    pub method: Option<String>,
+    /// `tools/call`: `params.name`.
+    pub tool: Option<String>,
+    /// `tools/call`: `params.arguments` (an object) when present.
+    pub arguments: Option<Value>,
+    /// `resources/read`, `resources/subscribe`, `resources/unsubscribe`: `params.uri`.
+    pub resource: Option<String>,
+    /// `prompts/get`: `params.name`.
+    pub prompt: Option<String>,
+    /// `initialize`: `params.protocolVersion`.
+    pub protocol_version: Option<String>,
+}
+
+/// A decoded POST body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// In body order; exactly one unless `batch`.
+    pub messages: Vec<Message>,
+    /// The body was a JSON array (even of one message).
+    pub batch: bool,
+}
+
+/// Decodes a whole POST body under `revision`'s rules, or says why it is refused.
+pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decoded, DecodeError> {
+    if body.len() > limits.max_body {
+        return Err(DecodeError::TooLarge {
+            size: body.len(),
+            limit: limits.max_body,
+            unit: "bytes",
+        });
+    }
+    let value = strict::parse(body, limits.max_depth).map_err(|e| match e {
+        StrictError::Parse(m) => DecodeError::Parse(m),
+        StrictError::TooDeep(limit) => DecodeError::TooDeep { limit },
+    })?;
+    match value {
+        Value::Array(items) => {
+            if !revision.allows_batch() {
+                return Err(DecodeError::BatchNotAllowed { revision });
+            }
+            if items.is_empty() {
+                return Err(invalid_request(None, "empty batch"));
+            }
+            if items.len() > limits.max_batch {
+                return Err(DecodeError::TooLarge {
+                    size: items.len(),
+                    limit: limits.max_batch,
+                    unit: "messages in the batch",
+                });
+            }
+            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
+            Ok(Decoded {
+                messages,
+                batch: true,
+            })
+        }
+        other => Ok(Decoded {
+            messages: vec![message(other)?],
+            batch: false,
+        }),
+    }
+}
+
+/// The tool names of a `tools/list` result message (`{"result":{"tools":[{"name":..},..]}}`), in
+/// order; `None` when it has another shape or any tool lacks a string name.
+pub fn tool_names(result_message: &Value) -> Option<Vec<String>> {
+    if result_message.get("jsonrpc")? != "2.0" || result_message.get("error").is_some() {
+        return None;
+    }
+    let tools = result_message.get("result")?.get("tools")?.as_array()?;
+    tools
+        .iter()
+        .map(|tool| tool.get("name")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn message(value: Value) -> Result<Message, DecodeError> {
+    let Value::Object(mut object) = value else {
+        return Err(invalid_request(None, "a message must be a JSON object"));
+    };
+    let raw_id = object.remove("id");
+    let id = raw_id.clone().filter(valid_id);
+    // Errors name the id only when it is a request's: responses and notifications get no reply.
+    let request_id = || id.clone().filter(|_| object.contains_key("method"));
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid_request(request_id(), "\"jsonrpc\" must be \"2.0\""));
+    }
+    let has_result = object.contains_key("result");
+    let has_error = object.contains_key("error");
+    match object.remove("method") {
+        Some(Value::String(method)) => {
+            if has_result || has_error {
+                return Err(invalid_request(
+                    id,
+                    "a message with a method has no result or error",
+                ));
+            }
+            let kind = match raw_id {
+                None => Kind::Notification,
+                Some(_) if id.is_some() => Kind::Request,
+                Some(_) => {
+                    return Err(invalid_request(
+                        None,
+                        "a request id must be a string or an integer",
+                    ));
+                }
+            };
+            let params = match object.remove("params") {
+                None => None,
+                Some(Value::Object(params)) => Some(params),
+                Some(_) => return Err(invalid_params(id, "params must be an object")),
+            };
+            let mut msg = Message {
+                kind,
+                id,
+                method: None,
+                tool: None,
+                arguments: None,
+                resource: None,
+                prompt: None,
+                protocol_version: None,
+            };
+            read_params(&mut msg, &method, params)?;
+            msg.method = Some(method);
+            Ok(msg)
+        }
+        Some(_) => Err(invalid_request(id, "\"method\" must be a string")),
+        None => {
+            let Some(id) = id else {
+                return Err(invalid_request(
+                    None,
+                    if raw_id.is_some() {
+                        "a response id must be a string or an integer"
+                    } else {
+                        "a message needs a method, or an id with a result or an error"
+                    },
+                ));
+            };
+            check_response(&object)?;
+            Ok(Message {
+                kind: Kind::Response,
+                id: Some(id),
+                method: None,
+                tool: None,
+                arguments: None,
+                resource: None,
+                prompt: None,
+                protocol_version: None,
+            })
+        }
+    }
+}
+
+fn check_response(object: &Map<String, Value>) -> Result<(), DecodeError> {
+    let reason = match (object.get("result"), object.get("error")) {
+        (Some(_), Some(_)) => "a response has a result or an error, not both",
+        (None, None) => "a response needs a result or an error",
+        (Some(result), None) if result.is_object() => return Ok(()),
+        (Some(_), None) => "a response's result must be an object",
+        (None, Some(error)) => {
+            let code_ok = error.get("code").is_some_and(Value::is_i64);
+            let message_ok = error.get("message").is_some_and(Value::is_string);
+            if code_ok && message_ok {
+                return Ok(());
+            }
+            "a response's error must be an object with an integer code and a string message"
+        }
+    };
+    Err(invalid_request(None, reason))
+}
+
+/// Fills in the fields of the methods the proxy decides on. Applies to notifications too: a
+/// "notification" named `tools/call` must not slip past a rule on the tool.
+fn read_params(
+    msg: &mut Message,
+    method: &str,
+    params: Option<Map<String, Value>>,
+) -> Result<(), DecodeError> {
+    let (key, what) = match method {
+        "tools/call" => ("name", "tool"),
+        "prompts/get" => ("name", "prompt"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", "resource"),
+        "initialize" => ("protocolVersion", "protocol version"),
+        _ => return Ok(()),
+    };
+    let Some(mut params) = params else {
+        return Err(invalid_params(
+            msg.id.clone(),
+            format!("{method} needs params with a string \"{key}\""),
+        ));
+    };
+    let Some(Value::String(value)) = params.remove(key) else {
+        return Err(invalid_params(
+            msg.id.clone(),
+            format!("{method}: the {what} (params.{key}) must be a string"),
+        ));
+    };
+    match method {
+        "tools/call" => {
+            msg.arguments = match params.remove("arguments") {
+                None => None,
+                Some(arguments @ Value::Object(_)) => Some(arguments),
+                Some(_) => {
+                    return Err(invalid_params(
+                        msg.id.clone(),
+                        "tools/call: params.arguments must be an object",
+                    ));
+                }
+            };
+            msg.tool = Some(value);
+        }
+        "prompts/get" => msg.prompt = Some(value),
+        "initialize" => msg.protocol_version = Some(value),
+        _ => msg.resource = Some(value),
+    }
+    Ok(())
+}
+
+/// MCP request ids: a string or an integer (not null, not a fraction, not an object).
+fn valid_id(id: &Value) -> bool {
+    match id {
+        Value::String(_) => true,
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
+    }
+}
+
+fn invalid_request(id: Option<Value>, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidRequest {
+        id,
+        reason: reason.into(),
+    }
+}
+
+fn invalid_params(id: Option<Value>, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidParams {
+        id,
+        reason: reason.into(),
+    }
+}

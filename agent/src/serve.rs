@@ -1,0 +1,137 @@
+//! Accepts steered connections: finds the protected server from the original destination,
+//! terminates TLS, and serves HTTP/1.1 and HTTP/2 with the proxy.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    audit::AuditLog,
+    http::{Conn, Proxy, Site},
+    listen::canonical,
+    tls::ServerTls,
+};
+
+/// A protected server: how to serve it, and its TLS (None only with `dangerous.plaintext`).
+pub struct Protected {
+    pub site: Site,
+    pub tls: Option<ServerTls>,
+}
+
+pub struct Sites {
+    pub by_port: HashMap<u16, Arc<Protected>>,
+}
+
+/// Serves steered connections until the listener fails.
+pub async fn serve(listener: TcpListener, sites: Arc<Sites>, proxy: Arc<Proxy>, audit: AuditLog) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (sites, proxy, audit) = (sites.clone(), proxy.clone(), audit.clone());
+        tokio::spawn(async move { connection(stream, &sites, proxy, &audit).await });
+    }
+}
+
+async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: &AuditLog) {
+    let (Ok(peer), Ok(dst)) = (stream.peer_addr(), stream.local_addr()) else {
+        return;
+    };
+    let (peer, dst) = (canonical(peer), canonical(dst));
+    let conn_record = |error: String| json!({ "conn": { "peer": peer.to_string(), "dst": dst.to_string() }, "error": error });
+    // getsockname() is the original destination: it names the protected server.
+    let Some(p) = sites.by_port.get(&dst.port()).cloned() else {
+        audit
+            .record(
+                "connection",
+                conn_record("no protected server on this port".into()),
+            )
+            .await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let limits = p.site.server.limits;
+    match &p.tls {
+        None => {
+            http(
+                TokioIo::new(stream),
+                p.clone(),
+                proxy,
+                Conn {
+                    peer,
+                    dst,
+                    tls: None,
+                },
+            )
+            .await
+        }
+        Some(tls) => {
+            let accept = TlsAcceptor::from(tls.config.clone()).accept(stream);
+            match tokio::time::timeout(limits.header_timeout, accept).await {
+                Ok(Ok(tls_stream)) => {
+                    let version = tls_stream
+                        .get_ref()
+                        .1
+                        .protocol_version()
+                        .map(|v| format!("{v:?}"));
+                    let conn = Conn {
+                        peer,
+                        dst,
+                        tls: version,
+                    };
+                    http(TokioIo::new(tls_stream), p.clone(), proxy, conn).await;
+                }
+                Ok(Err(e)) => {
+                    let mut r = conn_record(format!("TLS handshake: {e}"));
+                    r["server"] = json!(p.site.server.name);
+                    audit.record("connection", r).await;
+                }
+                Err(_) => {
+                    let mut r = conn_record("TLS handshake timed out".into());
+                    r["server"] = json!(p.site.server.name);
+                    audit.record("connection", r).await;
+                }
+            }
+        }
+    }
+}
+
+async fn http<I>(io: TokioIo<I>, p: Arc<Protected>, proxy: Arc<Proxy>, conn: Conn)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = p.site.server.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024);
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let (p, proxy, conn) = (p.clone(), proxy.clone(), conn.clone());
+        async move { proxy.handle(&p.site, &conn, req).await }
+    });
+    if let Err(e) = builder.serve_connection(io, service).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
