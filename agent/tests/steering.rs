@@ -40,7 +40,7 @@ fn local_and_remote_clients_are_steered_through_the_agent_v4_and_v6() {
             "remote {dst}: server saw {seen}"
         );
     }
-    assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(accepts.count(), 6);
 
     // getsockname() on the accepted socket is the original destination: the audit record of
     // each relayed connection names it.
@@ -100,7 +100,7 @@ fn a_port_that_is_not_protected_is_untouched() {
         .in_ns(true, || fetch(addr(HOST_V4, 9000), None))
         .unwrap();
     assert_eq!(remote.ip().to_string(), REMOTE_V4);
-    assert_eq!(other.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(other.count(), 3);
     let c = host.port_counters(PORT);
     assert_eq!(c["steered"], 0, "{c}");
     assert!(
@@ -136,7 +136,7 @@ fn a_remote_peer_using_the_reserved_source_port_is_still_steered() {
                     .is_some_and(|p| p.ends_with(&format!(":{sport}")))
         });
     }
-    assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(accepts.count(), 2);
     assert_eq!(host.port_counters(PORT)["steered"], 2);
 }
 
@@ -214,11 +214,7 @@ fn with_the_agent_killed_the_port_fails_closed_and_a_restart_resumes() {
     });
     assert_eq!(refused, 100);
     assert_eq!(remote_refused, 10);
-    assert_eq!(
-        accepts.load(std::sync::atomic::Ordering::SeqCst),
-        3,
-        "a connection reached the server"
-    );
+    assert_eq!(accepts.count(), 3, "a connection reached the server");
     let down = host.port_counters(PORT);
     assert!(down["dropped"].as_u64().unwrap() >= 110, "{down}");
 

@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
@@ -265,10 +265,10 @@ impl Host {
     }
 
     /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack): every
-    /// request is answered with the peer address it came from. Counts requests.
-    pub fn start_server(&mut self, port: u16) -> Arc<AtomicUsize> {
+    /// request is answered with the peer address it came from, and recorded.
+    pub fn start_server(&mut self, port: u16) -> Arc<Recorded> {
         let ns = self.netns.clone();
-        let requests = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Recorded::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn({
@@ -353,18 +353,62 @@ struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Serves keep-alive HTTP/1.1 requests on one connection until it closes.
-fn serve_http(s: TcpStream, peer: SocketAddr, requests: &AtomicUsize) {
+/// What the test server received.
+#[derive(Default)]
+pub struct Recorded {
+    count: AtomicUsize,
+    /// Each request's head (request line and headers) and body.
+    pub requests: Mutex<Vec<(String, String)>>,
+}
+
+impl Recorded {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// Serves keep-alive HTTP/1.1 requests on one connection until it closes. A request whose
+/// method is `stream` gets a long SSE stream (an event every 50 ms) instead.
+fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let _ = s.set_nonblocking(false);
+    let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    while let Some(body) = read_http(&mut reader) {
-        requests.fetch_add(1, Ordering::SeqCst);
-        let id = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .map_or(Value::Null, |v| v["id"].clone());
+    while let Some((head, body)) = read_http_with_head(&mut reader) {
+        requests.count.fetch_add(1, Ordering::SeqCst);
+        requests
+            .requests
+            .lock()
+            .unwrap()
+            .push((head, String::from_utf8_lossy(&body).into_owned()));
+        let msg = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+        let id = msg["id"].clone();
+        if msg["method"] == "stream" {
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+            for i in 0..600 {
+                let event = format!(
+                    "event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":{i}}}}}\n\n"
+                );
+                if w.write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
         let reply =
             serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"peer": peer.to_string()}})
                 .to_string();
@@ -381,17 +425,19 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &AtomicUsize) {
 
 /// Reads one HTTP/1.1 message (head and content-length body); None at EOF.
 pub fn read_http(r: &mut impl BufRead) -> Option<Vec<u8>> {
+    read_http_with_head(r).map(|(_, body)| body)
+}
+
+/// Reads one HTTP/1.1 message; returns its head (start line and headers) and body.
+pub fn read_http_with_head(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
     let mut len = 0usize;
-    let mut first = true;
+    let mut head = String::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).ok()? == 0 {
             return None;
         }
-        if first {
-            first = false;
-            continue;
-        }
+        head.push_str(&line);
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -404,7 +450,7 @@ pub fn read_http(r: &mut impl BufRead) -> Option<Vec<u8>> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
-    Some(body)
+    Some((head, body))
 }
 
 /// POSTs a JSON-RPC ping over plain HTTP and returns the peer address the server saw. Err when
@@ -448,4 +494,39 @@ pub fn fetch(addr: SocketAddr, source_port: Option<u16>) -> std::io::Result<Sock
 
 pub fn in_reserved(addr: SocketAddr) -> bool {
     (RESERVED.0..=RESERVED.1).contains(&addr.port())
+}
+
+/// An HTTP response as a test reads it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: Value,
+}
+
+/// Sends `raw` (a whole HTTP/1.1 request) on a new connection to `addr` and reads one response.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Reply> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    (&s).write_all(raw)?;
+    let mut reader = BufReader::new(&s);
+    let (head, body) = read_http_with_head(&mut reader)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no HTTP reply"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = serde_json::from_slice(&body)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok(Reply { status, head, body })
+}
+
+/// A JSON-RPC POST to /mcp with extra header lines (each ending in \r\n).
+pub fn post(addr: SocketAddr, body: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{extra_headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

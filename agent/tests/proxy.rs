@@ -1,0 +1,398 @@
+//! Privileged adversarial tests of the HTTP proxy: what it refuses, what it never forwards, and
+//! that every request leaves exactly one audit record.
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+const LOCAL: &str = "127.0.0.1";
+
+fn dst() -> SocketAddr {
+    SocketAddr::new(LOCAL.parse().unwrap(), PORT)
+}
+
+/// A host whose protected server has small limits, so the tests stay fast.
+fn host() -> (Host, std::sync::Arc<Recorded>) {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n    allowed_origins: [https://claude.ai]\n    \
+         limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500}}\n"
+    ));
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    (host, upstream)
+}
+
+fn ask(host: &Host, raw: Vec<u8>) -> Reply {
+    host.in_ns(false, move || exchange(dst(), &raw))
+        .expect("a reply")
+}
+
+fn tools_call(name: &str, args_bytes: usize) -> String {
+    // `name` comes after the large arguments: the proxy must decide on the whole message.
+    format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"arguments":{{"blob":"{}"}},"name":"{name}"}}}}"#,
+        "a".repeat(args_bytes)
+    )
+}
+
+#[test]
+fn a_tool_name_after_large_arguments_is_read_and_over_the_limit_nothing_is_forwarded() {
+    let (host, upstream) = host();
+    let under = tools_call("delete_all", 65536 - 200);
+    assert!(under.len() <= 65536);
+    let r = ask(&host, post(dst(), &under, ""));
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = host.wait_audit("the call under the limit", |r| {
+        r["mcp"]["method"] == "tools/call" && r["status"] == 200
+    });
+    assert_eq!(
+        rec["mcp"]["tool"], "delete_all",
+        "decided on the real name: {rec}"
+    );
+    assert_eq!(upstream.count(), 1);
+
+    let over = tools_call("delete_all", 65536);
+    let r = ask(&host, post(dst(), &over, ""));
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.body["error"]["code"], -32600, "{r:?}");
+    // Without a Content-Length the limit still holds (chunked body).
+    let chunked = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{over}\r\n0\r\n\r\n",
+        dst(),
+        over.len()
+    );
+    let r = ask(&host, chunked.into_bytes());
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "nothing over the limit reached the server"
+    );
+}
+
+#[test]
+fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
+    let (host, upstream) = host();
+    let cases: &[(&str, &str, u16, i64)] = &[
+        ("not json", "{", 400, -32700),
+        (
+            "trailing garbage",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"} x"#,
+            400,
+            -32700,
+        ),
+        ("no jsonrpc", r#"{"id":1,"method":"ping"}"#, 400, -32600),
+        (
+            "float id",
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+            400,
+            -32600,
+        ),
+        (
+            "duplicate name",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"ok","name":"evil"}}"#,
+            400,
+            -32700,
+        ),
+        (
+            "name not a string",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+            400,
+            -32602,
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let r = ask(&host, post(dst(), body, ""));
+        assert_eq!(r.status, *status, "{what}: {r:?}");
+        assert_eq!(r.body["jsonrpc"], "2.0", "{what}: {r:?}");
+        assert_eq!(r.body["error"]["code"], *code, "{what}: {r:?}");
+    }
+    // Batches were removed in 2025-06-18.
+    let batch =
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
+    let r = ask(
+        &host,
+        post(dst(), batch, "mcp-protocol-version: 2025-06-18\r\n"),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            "mcp-protocol-version: 1999-01-01\r\n",
+        ),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    // Wrong content type, unknown path, wrong method.
+    let text_plain = String::from_utf8(post(dst(), "{}", ""))
+        .unwrap()
+        .replace("application/json\r\naccept", "text/plain\r\naccept");
+    let r = ask(&host, text_plain.into_bytes());
+    assert_eq!(r.status, 415, "{r:?}");
+    let r = ask(
+        &host,
+        format!("GET /admin HTTP/1.1\r\nhost: {}\r\n\r\n", dst()).into_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_i64()),
+        (404, Some(-32000)),
+        "{r:?}"
+    );
+    let r = ask(
+        &host,
+        format!(
+            "PUT /mcp HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\n\r\n",
+            dst()
+        )
+        .into_bytes(),
+    );
+    assert_eq!(r.status, 405, "{r:?}");
+    assert_eq!(
+        upstream.count(),
+        0,
+        "nothing malformed reached the server: {:?}",
+        upstream.bodies()
+    );
+}
+
+#[test]
+fn batches_are_decoded_whole_for_the_revision_that_allows_them() {
+    let (host, upstream) = host();
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}]"#;
+    let r = ask(
+        &host,
+        post(dst(), batch, "mcp-protocol-version: 2025-03-26\r\n"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = host.wait_audit("the batch", |r| r["mcp"]["batch"].is_array());
+    assert_eq!(rec["mcp"]["batch"][1]["tool"], "echo", "{rec}");
+    assert_eq!(upstream.bodies(), [batch], "forwarded byte for byte");
+}
+
+#[test]
+fn bad_origin_and_dns_rebinding_hosts_are_refused() {
+    let (host, upstream) = host();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let r = ask(&host, post(dst(), body, "origin: https://evil.example\r\n"));
+    assert_eq!(r.status, 403, "{r:?}");
+    let rebinding = String::from_utf8(post(dst(), body, ""))
+        .unwrap()
+        .replace(&format!("host: {}", dst()), "host: attacker.example:8000");
+    let r = ask(&host, rebinding.into_bytes());
+    assert_eq!(r.status, 421, "{r:?}");
+    assert_eq!(upstream.count(), 0);
+
+    // An allowed origin passes, rewritten for the loopback upstream; credentials stay behind.
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            body,
+            "origin: https://claude.ai\r\nauthorization: Bearer secret-token\r\ncookie: s=1\r\n",
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let (head, _) = upstream.requests.lock().unwrap()[0].clone();
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("origin: http://127.0.0.1:8000"), "{head}");
+    assert!(head.contains("host: 127.0.0.1:8000"), "{head}");
+    assert!(
+        !head.contains("secret-token")
+            && !head.contains("authorization")
+            && !head.contains("cookie"),
+        "{head}"
+    );
+    let audit = std::fs::read_to_string(&host.audit).unwrap();
+    assert!(
+        !audit.contains("secret-token"),
+        "the token is not in the audit log"
+    );
+}
+
+#[test]
+fn mcp_method_and_name_headers_must_match_the_body() {
+    let (host, upstream) = host();
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_file","arguments":{}}}"#;
+    let v = "mcp-protocol-version: 2026-07-28\r\n";
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            call,
+            &format!("{v}mcp-method: tools/call\r\nmcp-name: delete_all\r\n"),
+        ),
+    );
+    assert_eq!(
+        (
+            r.status,
+            r.body["error"]["code"].as_i64(),
+            r.body["id"].as_i64()
+        ),
+        (400, Some(-32020), Some(3)),
+        "{r:?}"
+    );
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            call,
+            &format!("{v}mcp-method: tools/list\r\nmcp-name: read_file\r\n"),
+        ),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = ask(&host, post(dst(), call, v));
+    assert_eq!(r.status, 400, "2026-07-28 requires the headers: {r:?}");
+    assert_eq!(upstream.count(), 0);
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            call,
+            &format!("{v}mcp-method: tools/call\r\nmcp-name: read_file\r\n"),
+        ),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = host.wait_audit("the rejected mismatch", |r| {
+        r["status"] == 400 && r["mcp"]["tool"] == "read_file"
+    });
+    assert!(
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("mcp-name"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let (host, upstream) = host();
+    // Headers that never finish (slowloris): the connection is closed after the header timeout.
+    let closed_after = host.in_ns(false, || {
+        let mut s = TcpStream::connect(dst()).unwrap();
+        s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        start.elapsed()
+    });
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "slowloris connection held for {closed_after:?}"
+    );
+
+    // A body that never finishes: 408 after the body timeout, never forwarded.
+    let r = host.in_ns(false, || {
+        let mut s = TcpStream::connect(dst()).unwrap();
+        s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\"").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    assert!(r.starts_with("HTTP/1.1 408"), "{r}");
+    assert_eq!(upstream.count(), 0);
+    host.wait_audit("the slow body", |r| {
+        r["status"] == 408 && r["outcome"] == "failed"
+    });
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_is_audited() {
+    let (host, upstream) = host();
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"stream"}"#;
+    let first = host.in_ns(false, move || {
+        let mut s = TcpStream::connect(dst()).unwrap();
+        s.write_all(&post(dst(), body, "")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+        // dropped here: the client goes away while the server is still streaming
+    });
+    assert!(first.contains("text/event-stream"), "{first}");
+    let rec = host.wait_audit("the abandoned stream", |r| {
+        r["mcp"]["id"] == 9 && r["outcome"].is_string()
+    });
+    assert_eq!(rec["outcome"], "client_disconnected", "{rec}");
+    assert_eq!(rec["status"], 200);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[test]
+fn every_request_leaves_exactly_one_audit_record() {
+    let (host, upstream) = host();
+    const N: usize = 1000;
+    let sent = host.in_ns(false, || {
+        let mut statuses = Vec::new();
+        for i in 0..N {
+            let raw = match i % 5 {
+                0 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo"}}}}"#), ""),
+                1 => post(dst(), "{broken", ""),
+                2 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), "origin: https://evil.example\r\n"),
+                3 => format!("GET /nowhere/{i} HTTP/1.1\r\nhost: {}\r\n\r\n", dst()).into_bytes(),
+                _ => post(dst(), &format!(r#"{{"jsonrpc":"2.0","method":"notifications/initialized","x":{i}}}"#), ""),
+            };
+            statuses.push(exchange(dst(), &raw).map(|r| r.status).unwrap_or(0));
+        }
+        statuses
+    });
+    assert!(sent.iter().all(|s| *s != 0), "every request got an answer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records: Vec<Value> = host
+            .audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "request")
+            .collect();
+        if records.len() >= N || Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.len(), N, "one record per request");
+    std::thread::sleep(Duration::from_millis(300));
+    let again = host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "request")
+        .count();
+    assert_eq!(again, N, "and no more");
+    let statuses: Vec<u64> = records
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    for (want, n) in [
+        (200u64, N / 5 * 2),
+        (400, N / 5),
+        (403, N / 5),
+        (404, N / 5),
+    ] {
+        assert_eq!(
+            statuses.iter().filter(|s| **s == want).count(),
+            n,
+            "status {want}"
+        );
+    }
+    assert_eq!(upstream.count(), N / 5 * 2);
+    let seqs: Vec<u64> = host
+        .audit_records()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers have no gaps"
+    );
+}
