@@ -73,6 +73,7 @@ pub struct Host {
     pub audit: PathBuf,
     agent: Option<Child>,
     servers: Vec<Server>,
+    children: Vec<Child>,
 }
 
 impl Host {
@@ -117,6 +118,7 @@ impl Host {
             name,
             agent: None,
             servers: Vec::new(),
+            children: Vec::new(),
         };
         host.write_config(&format!(
             "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n"
@@ -150,6 +152,30 @@ impl Host {
             .arg(program)
             .args(args);
         c
+    }
+
+    /// Starts a background process (inside the namespace, see [`Host::command`]), killed when
+    /// the host is dropped; its output goes to `log` in the test directory.
+    pub fn spawn(&mut self, mut cmd: Command, log: &str) {
+        let out = File::create(self.dir.join(log)).unwrap();
+        let err = out.try_clone().unwrap();
+        self.children
+            .push(cmd.stdout(out).stderr(err).spawn().unwrap());
+    }
+
+    /// Waits until something accepts TCP connections on 127.0.0.1:`port` in the namespace.
+    pub fn wait_port(&self, port: u16, what: &str) {
+        let ok = self.in_ns(false, move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        });
+        assert!(ok, "{what} did not listen on port {port}");
     }
 
     pub fn start_agent(&mut self) {
@@ -327,6 +353,10 @@ impl Drop for Host {
         if let Some(mut a) = self.agent.take() {
             let _ = a.kill();
             let _ = a.wait();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         for s in &mut self.servers {
             s.stop.store(true, Ordering::Relaxed);

