@@ -396,3 +396,38 @@ fn every_request_leaves_exactly_one_audit_record() {
         "sequence numbers have no gaps"
     );
 }
+
+#[test]
+fn stopping_the_agent_during_a_stream_exits_and_writes_its_record() {
+    let (mut host, _upstream) = host();
+    let body = r#"{"jsonrpc":"2.0","id":11,"method":"stream"}"#;
+    let client = std::thread::spawn({
+        let ns = host.netns.clone();
+        move || {
+            nix::sched::setns(
+                std::fs::File::open(ns).unwrap(),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            let mut s = TcpStream::connect(dst()).unwrap();
+            s.write_all(&post(dst(), body, "")).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut buf = vec![0u8; 65536];
+            // Read until the agent goes away.
+            while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+    });
+    host.wait_audit("the stream's steering", |r| r["event"] == "steered");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    host.stop_agent();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the agent took {:?} to stop",
+        start.elapsed()
+    );
+    client.join().unwrap();
+    let rec = host.wait_audit("the interrupted stream", |r| r["mcp"]["id"] == 11);
+    assert_eq!(rec["status"], 200, "{rec}");
+    host.wait_audit("the stop", |r| r["event"] == "stopped");
+}
