@@ -431,3 +431,51 @@ fn stopping_the_agent_during_a_stream_exits_and_writes_its_record() {
     assert_eq!(rec["status"], 200, "{rec}");
     host.wait_audit("the stop", |r| r["event"] == "stopped");
 }
+
+#[test]
+fn get_streams_deletes_and_resumption_headers_reach_the_server() {
+    let (host, upstream) = host();
+    let get = format!(
+        "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nmcp-session-id: s-1\r\n\
+         mcp-protocol-version: 2025-11-25\r\nlast-event-id: ev-41\r\n\r\n",
+        dst()
+    );
+    assert_eq!(ask(&host, get.into_bytes()).status, 200);
+    let delete = format!(
+        "DELETE /mcp HTTP/1.1\r\nhost: {}\r\nmcp-session-id: s-1\r\ncontent-length: 0\r\n\r\n",
+        dst()
+    );
+    assert_eq!(ask(&host, delete.into_bytes()).status, 200);
+    for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
+        let r = ask(
+            &host,
+            post(
+                dst(),
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+                &format!("mcp-protocol-version: {version}\r\n"),
+            ),
+        );
+        assert_eq!(r.status, 200, "{version}: {r:?}");
+    }
+    let heads: Vec<String> = upstream
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(h, _)| h.to_ascii_lowercase())
+        .collect();
+    assert!(
+        heads[0].starts_with("get /mcp ")
+            && heads[0].contains("last-event-id: ev-41")
+            && heads[0].contains("mcp-session-id: s-1"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].starts_with("delete /mcp ") && heads[1].contains("mcp-session-id: s-1"),
+        "{}",
+        heads[1]
+    );
+    let rec = host.wait_audit("the GET stream", |r| r["http"]["method"] == "GET");
+    assert_eq!(rec["mcp"]["session"], "s-1");
+}
