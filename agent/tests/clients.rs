@@ -146,6 +146,13 @@ fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
     assert!(call["mcp"]["session"].is_string(), "{call}");
     assert_eq!(find("resources/read")["mcp"]["resource"], "memo://notes");
     assert_eq!(find("prompts/get")["mcp"]["prompt"], "greet");
+    let listed = find("tools/list")["tools_listed"].clone();
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|t| t.contains(&"echo".into()) && t.contains(&"slow".into())),
+        "read from the SSE response: {listed}"
+    );
     let slow = recs
         .iter()
         .find(|r| r["mcp"]["tool"] == "slow")

@@ -479,3 +479,26 @@ fn get_streams_deletes_and_resumption_headers_reach_the_server() {
     let rec = host.wait_audit("the GET stream", |r| r["http"]["method"] == "GET");
     assert_eq!(rec["mcp"]["session"], "s-1");
 }
+
+#[test]
+fn tools_list_results_are_read_as_they_pass() {
+    let (host, _upstream) = host();
+    let r = ask(
+        &host,
+        post(
+            dst(),
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+            "",
+        ),
+    );
+    assert_eq!(
+        r.body["result"]["tools"][1]["name"], "add",
+        "passed through unchanged: {r:?}"
+    );
+    let rec = host.wait_audit("the listing", |r| r["mcp"]["method"] == "tools/list");
+    assert_eq!(
+        rec["tools_listed"],
+        serde_json::json!(["echo", "add"]),
+        "{rec}"
+    );
+}

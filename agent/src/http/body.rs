@@ -21,6 +21,8 @@ pub fn full(bytes: Bytes) -> ProxyBody {
 /// Sees each data chunk as it passes (e.g. to read SSE events); must not change it.
 pub trait Observer: Send + Sync + 'static {
     fn chunk(&mut self, data: &Bytes, record: &mut RequestRecord);
+    /// The response ended normally.
+    fn finish(&mut self, _record: &mut RequestRecord) {}
 }
 
 pub struct Audited<B> {
@@ -35,6 +37,17 @@ impl<B> Audited<B> {
             inner,
             record: Some(record),
             observer,
+        }
+    }
+}
+
+impl<B> Audited<B> {
+    fn finish(&mut self) {
+        if let Some(mut rec) = self.record.take() {
+            if let Some(obs) = self.observer.as_mut() {
+                obs.finish(&mut rec);
+            }
+            rec.complete();
         }
     }
 }
@@ -62,10 +75,8 @@ where
                     obs.chunk(data, rec);
                 }
                 // With a known length the server stops polling after the last byte.
-                if this.inner.is_end_stream()
-                    && let Some(mut rec) = this.record.take()
-                {
-                    rec.complete();
+                if this.inner.is_end_stream() {
+                    this.finish();
                 }
             }
             Poll::Ready(Some(Err(e))) => {
@@ -73,11 +84,7 @@ where
                     rec.broken(&format!("upstream response: {e}"));
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(mut rec) = this.record.take() {
-                    rec.complete();
-                }
-            }
+            Poll::Ready(None) => this.finish(),
             Poll::Pending => {}
         }
         polled

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod legacy;
+pub mod listing;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -122,6 +123,7 @@ impl Proxy {
         record.set_mcp(json!({ "session": session }));
 
         let (parts, incoming) = req.into_parts();
+        let mut lists_tools = false;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
             let decoded = decode(
@@ -133,14 +135,25 @@ impl Proxy {
                 record,
             )?;
             record.set_mcp(mcp_fields(&decoded, session.as_deref(), &parts.headers));
+            lists_tools = decoded
+                .messages
+                .iter()
+                .any(|m| m.method.as_deref() == Some("tools/list"));
             full(bytes)
         } else {
             full(Bytes::new())
         };
         let up = forward::upstream_request(&parts, server.upstream, body);
         let resp = forward::send(&self.client, up, server.limits.upstream_timeout).await?;
-        let observer = (route == Route::LegacyStream && resp.status().is_success())
-            .then(|| site.legacy.observer());
+        let observer = if !resp.status().is_success() {
+            None
+        } else if route == Route::LegacyStream {
+            Some(site.legacy.observer())
+        } else if lists_tools {
+            listing::ListObserver::new(header_str(resp.headers(), header::CONTENT_TYPE.as_str()))
+        } else {
+            None
+        };
         Ok((resp, observer))
     }
 }

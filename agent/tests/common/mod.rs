@@ -439,9 +439,12 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             }
             return;
         }
-        let reply =
-            serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"peer": peer.to_string()}})
-                .to_string();
+        let result = if msg["method"] == "tools/list" {
+            serde_json::json!({"tools": [{"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]})
+        } else {
+            serde_json::json!({"peer": peer.to_string()})
+        };
+        let reply = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             reply.len()
