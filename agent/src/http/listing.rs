@@ -12,10 +12,12 @@ const MAX: usize = 4 * 1024 * 1024;
 pub enum ListObserver {
     Json(BytesMut),
     Sse(mcp::SseParser),
+    /// Over the size cap: no longer read.
+    Skipped,
 }
 
 impl ListObserver {
-    pub fn new(content_type: Option<&str>) -> Option<Box<dyn Observer>> {
+    pub fn for_content_type(content_type: Option<&str>) -> Option<Box<dyn Observer>> {
         let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
         match ct.as_str() {
             "application/json" => Some(Box::new(Self::Json(BytesMut::new()))),
@@ -38,8 +40,7 @@ impl Observer for ListObserver {
                 if buf.len() + data.len() <= MAX {
                     buf.extend_from_slice(data);
                 } else {
-                    buf.clear();
-                    *self = Self::Sse(mcp::SseParser::new(0)); // stop reading: over the cap
+                    *self = Self::Skipped;
                 }
             }
             Self::Sse(parser) => {
@@ -52,6 +53,7 @@ impl Observer for ListObserver {
                     }
                 }
             }
+            Self::Skipped => {}
         }
     }
 

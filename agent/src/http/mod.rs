@@ -150,7 +150,10 @@ impl Proxy {
         } else if route == Route::LegacyStream {
             Some(site.legacy.observer())
         } else if lists_tools {
-            listing::ListObserver::new(header_str(resp.headers(), header::CONTENT_TYPE.as_str()))
+            listing::ListObserver::for_content_type(header_str(
+                resp.headers(),
+                header::CONTENT_TYPE.as_str(),
+            ))
         } else {
             None
         };
