@@ -83,21 +83,26 @@ fn requests(host: &Host) -> Vec<Value> {
         .collect()
 }
 
+/// The FastMCP fixture on 127.0.0.1:PORT in the namespace (its Host and Origin checks on).
+fn start_fastmcp(host: &mut Host, extra: &[&str]) {
+    let (script, port) = (script("fastmcp_server.py"), PORT.to_string());
+    let mut args = vec![
+        script.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let server = host.command(python().to_str().unwrap(), &args);
+    host.spawn(server, "fastmcp.log");
+}
+
 #[test]
 fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
     let mut host = Host::new();
     let ca = tls_config(&host, "fast", PORT, "");
-    let server = host.command(
-        python().to_str().unwrap(),
-        &[
-            script("fastmcp_server.py").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &PORT.to_string(),
-        ],
-    );
-    host.spawn(server, "fastmcp.log");
+    start_fastmcp(&mut host, &[]);
     host.wait_port(PORT, "FastMCP");
     host.start_agent();
 
@@ -172,18 +177,7 @@ fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
 fn the_legacy_sse_transport_works_through_moat() {
     let mut host = Host::new();
     let ca = tls_config(&host, "legacy", PORT, "    legacy_sse: /sse\n");
-    let server = host.command(
-        python().to_str().unwrap(),
-        &[
-            script("fastmcp_server.py").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &PORT.to_string(),
-            "--sse",
-        ],
-    );
-    host.spawn(server, "fastmcp.log");
+    start_fastmcp(&mut host, &["--sse"]);
     host.wait_port(PORT, "FastMCP (SSE)");
     host.start_agent();
 
