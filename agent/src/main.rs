@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod events;
 mod http;
+mod idle;
 mod listen;
 mod mcp;
 mod serve;

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     audit::AuditLog,
     http::{Conn, Proxy, Site},
+    idle::{Activity, Tracked},
     listen::canonical,
     tls::ServerTls,
 };
@@ -63,10 +64,13 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     };
     let _ = stream.set_nodelay(true);
     let limits = p.site.server.limits;
+    let activity = Activity::new();
+    let stream = Tracked::new(stream, activity.clone());
     match &p.tls {
         None => {
             http(
                 TokioIo::new(stream),
+                activity,
                 p.clone(),
                 proxy,
                 Conn {
@@ -91,7 +95,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         dst,
                         tls: version,
                     };
-                    http(TokioIo::new(tls_stream), p.clone(), proxy, conn).await;
+                    http(TokioIo::new(tls_stream), activity, p.clone(), proxy, conn).await;
                 }
                 Ok(Err(e)) => {
                     let mut r = conn_record(format!("TLS handshake: {e}"));
@@ -108,8 +112,13 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     }
 }
 
-async fn http<I>(io: TokioIo<I>, p: Arc<Protected>, proxy: Arc<Proxy>, conn: Conn)
-where
+async fn http<I>(
+    io: TokioIo<I>,
+    activity: Arc<Activity>,
+    p: Arc<Protected>,
+    proxy: Arc<Proxy>,
+    conn: Conn,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = p.site.server.limits;
@@ -127,11 +136,31 @@ where
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024);
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let (p, proxy, conn) = (p.clone(), proxy.clone(), conn.clone());
-        async move { proxy.handle(&p.site, &conn, req).await }
+    let idle = limits.idle_timeout;
+    let service = service_fn({
+        let activity = activity.clone();
+        move |req| {
+            let (p, proxy, conn, in_flight) =
+                (p.clone(), proxy.clone(), conn.clone(), activity.request());
+            async move { proxy.handle(&p.site, &conn, req, in_flight).await }
+        }
     });
-    if let Err(e) = builder.serve_connection(io, service).await {
-        tracing::debug!("connection ended: {e}");
+    let serving = builder.serve_connection(io, service);
+    tokio::pin!(serving);
+    loop {
+        tokio::select! {
+            r = &mut serving => {
+                if let Err(e) = r {
+                    tracing::debug!("connection ended: {e}");
+                }
+                return;
+            }
+            () = tokio::time::sleep(idle / 4) => {
+                if activity.idle_for() >= idle {
+                    tracing::debug!("closing an idle connection");
+                    return;
+                }
+            }
+        }
     }
 }

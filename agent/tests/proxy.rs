@@ -22,7 +22,7 @@ fn host() -> (Host, std::sync::Arc<Recorded>) {
     let mut host = Host::new();
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n    allowed_origins: [https://claude.ai]\n    \
-         limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500}}\n"
+         limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500, idle_timeout_ms: 1000}}\n"
     ));
     let upstream = host.start_server(PORT);
     host.start_agent();
@@ -500,5 +500,40 @@ fn tools_list_results_are_read_as_they_pass() {
         rec["tools_listed"],
         serde_json::json!(["echo", "add"]),
         "{rec}"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let (host, _upstream) = host();
+    let (silent, after_request) = host.in_ns(false, || {
+        let closed_after = |s: &mut TcpStream| {
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let start = Instant::now();
+            let mut buf = vec![0u8; 65536];
+            while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+            start.elapsed()
+        };
+        // Connects and never sends a byte.
+        let mut s = TcpStream::connect(dst()).unwrap();
+        let silent = closed_after(&mut s);
+        // One request on a keep-alive connection, then nothing.
+        let mut s = TcpStream::connect(dst()).unwrap();
+        s.write_all(&post(
+            dst(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            "",
+        ))
+        .unwrap();
+        let after_request = closed_after(&mut s);
+        (silent, after_request)
+    });
+    assert!(
+        silent < Duration::from_secs(5),
+        "a silent connection was held {silent:?}"
+    );
+    assert!(
+        after_request < Duration::from_secs(5),
+        "an idle keep-alive connection was held {after_request:?}"
     );
 }

@@ -57,6 +57,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time for the upstream to answer with response headers.
     pub upstream_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +68,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -287,6 +290,7 @@ fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
             "header_timeout_ms",
             "body_timeout_ms",
             "upstream_timeout_ms",
+            "idle_timeout_ms",
         ],
         r,
     )?;
@@ -318,6 +322,7 @@ fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
         ("header_timeout_ms", &mut l.header_timeout),
         ("body_timeout_ms", &mut l.body_timeout),
         ("upstream_timeout_ms", &mut l.upstream_timeout),
+        ("idle_timeout_ms", &mut l.idle_timeout),
     ] {
         if let Some(ms) = num(key, 10, 86_400_000) {
             *field = Duration::from_millis(ms);

@@ -53,7 +53,7 @@ servers:
       - {cert: /b.crt, key: /b.key}
     allowed_origins: [https://claude.ai]
     allowed_hosts: [files.internal]
-    limits: {max_body: 65536, header_timeout_ms: 500}
+    limits: {max_body: 65536, header_timeout_ms: 500, idle_timeout_ms: 2500}
   - name: v6
     port: 8001
     upstream: http://[::1]:8001
@@ -90,6 +90,10 @@ servers:
         std::time::Duration::from_millis(500)
     );
     assert_eq!(files.limits.body_timeout, Limits::default().body_timeout);
+    assert_eq!(
+        files.limits.idle_timeout,
+        std::time::Duration::from_millis(2500)
+    );
     assert!(!files.plaintext && v6.plaintext && v6.tls.certs.is_empty());
     assert_eq!(v6.endpoint, "/");
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, Full, combinators::BoxBody};
 
-use crate::audit::RequestRecord;
+use crate::{audit::RequestRecord, idle::InFlight};
 
 /// The body type of every response Moat sends.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -29,14 +29,22 @@ pub struct Audited<B> {
     inner: B,
     record: Option<RequestRecord>,
     observer: Option<Box<dyn Observer>>,
+    /// Keeps the connection from counting as idle while the response streams.
+    _in_flight: InFlight,
 }
 
 impl<B> Audited<B> {
-    pub fn new(inner: B, record: RequestRecord, observer: Option<Box<dyn Observer>>) -> Self {
+    pub fn new(
+        inner: B,
+        record: RequestRecord,
+        observer: Option<Box<dyn Observer>>,
+        in_flight: InFlight,
+    ) -> Self {
         Self {
             inner,
             record: Some(record),
             observer,
+            _in_flight: in_flight,
         }
     }
 }

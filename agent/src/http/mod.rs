@@ -24,6 +24,7 @@ use self::{
 use crate::{
     audit::{AuditLog, RequestRecord},
     config::Server,
+    idle::InFlight,
     mcp::{self, Decoded, Revision},
 };
 
@@ -63,11 +64,13 @@ pub struct Conn {
 }
 
 impl Proxy {
+    /// Serves one request; `in_flight` lives as long as its response.
     pub async fn handle(
         &self,
         site: &Site,
         conn: &Conn,
         req: Request<Incoming>,
+        in_flight: InFlight,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let mut record = RequestRecord::new(
             &self.audit,
@@ -89,7 +92,7 @@ impl Proxy {
                 let (parts, body) = resp.into_parts();
                 Ok(Response::from_parts(
                     parts,
-                    ProxyBody::new(Audited::new(body, record, observer)),
+                    ProxyBody::new(Audited::new(body, record, observer, in_flight)),
                 ))
             }
             Err(e) => {
