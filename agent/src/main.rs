@@ -75,10 +75,12 @@ enum CertCommand {
 }
 
 fn main() {
+    // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
+    // by default only its errors are shown, so clients cannot flood the log.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| "info,rustls=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
