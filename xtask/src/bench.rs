@@ -1,4 +1,5 @@
 //! `cargo xtask bench steer`: what steering costs, measured in a private network namespace.
+//! (`cargo xtask bench proxy`, the proxy's throughput and cost per request, is in `bench_proxy`.)
 //!
 //! 1. The new-connection rate to a port that is NOT protected, with the programs attached (agent
 //!    running) and detached, in many short alternating rounds. Every listener lookup in the
@@ -9,8 +10,9 @@
 //!    so the rate is counted in short slices and reported as the median and as the 95th
 //!    percentile (the machine's fast periods, where the program's cost is least hidden), with
 //!    a confidence interval from resampling whole rounds.
-//! 2. connect + first byte through the proxy (protected port) against the same kind of server
-//!    reached directly (a port that is not protected), samples interleaved, threads unpinned.
+//! 2. A new connection carrying one MCP request, to the first byte of the response, through the
+//!    proxy (protected port, served as plain HTTP) against the same kind of server reached
+//!    directly (a port that is not protected), samples interleaved, threads unpinned.
 //!
 //! A report, not a test: it prints numbers and whether the stated target was met, and never
 //! fails on timings.
@@ -38,7 +40,7 @@ use crate::{
     host::{self, Lab},
 };
 
-const USAGE: &str = "usage: cargo xtask bench steer";
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy>";
 /// Protected: steered to the agent, which relays to 127.0.0.1:8000.
 const PROTECTED: u16 = 8000;
 /// Not protected: the sk_lookup program runs for it and passes.
@@ -71,11 +73,19 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const SETTLE: Duration = Duration::from_millis(100);
 
 pub fn run(args: &[String]) -> Result {
-    if args != ["steer"] {
-        return Err(USAGE.into());
+    match args {
+        [a] if a == "steer" => steer(),
+        [a] if a == "proxy" => crate::bench_proxy::run(),
+        _ => Err(USAGE.into()),
     }
+}
+
+fn steer() -> Result {
     let moat = host::build_moat()?;
-    let servers = format!("servers:\n  - name: bench\n    port: {PROTECTED}\n");
+    // Plain HTTP: this measures steering and a new connection through the proxy, not TLS.
+    let servers = format!(
+        "servers:\n  - name: bench\n    port: {PROTECTED}\n    dangerous: {{plaintext: true}}\n"
+    );
     let mut lab = Lab::new("moat-bench", moat, &servers)?;
     let plain_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, PLAIN));
     let protected_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, PROTECTED));
@@ -91,7 +101,7 @@ pub fn run(args: &[String]) -> Result {
 
     // 1. Connection rate to the plain port, detached vs attached, alternating (D A, A D, ...)
     //    so that drift over the run falls on both sides alike.
-    let server = Server::start(&lab, PLAIN, cpu)?;
+    let server = Server::start(&lab, PLAIN, cpu, false)?;
     let mut attached = false;
     rate(&lab, plain_addr, Duration::from_millis(500), cpu); // warm-up, discarded
     // Per round: the attached and the detached arm's slices (conn/s).
@@ -164,10 +174,10 @@ pub fn run(args: &[String]) -> Result {
         println!("  failed connections: detached {det_err}, attached {att_err}");
     }
 
-    // 2. connect + first byte, steered vs direct, with the agent running. Declared after `lab`,
-    //    so the servers stop before the namespace goes.
-    let plain = Server::start(&lab, PLAIN, None)?;
-    let protected = Server::start(&lab, PROTECTED, None)?;
+    // 2. connect + request + first byte, steered vs direct, with the agent running. Declared
+    //    after `lab`, so the servers stop before the namespace goes.
+    let plain = Server::start(&lab, PLAIN, None, true)?;
+    let protected = Server::start(&lab, PROTECTED, None, true)?;
     if !attached {
         set_attached(&mut lab, true)?;
     }
@@ -192,7 +202,7 @@ pub fn run(args: &[String]) -> Result {
 
     println!();
     println!(
-        "connect to first byte, µs ({ROUNDS} rounds x {SAMPLES} samples per target, interleaved, agent running, unpinned)"
+        "connect + one MCP request to the first response byte, µs ({ROUNDS} rounds x {SAMPLES} samples per target, interleaved, agent running, unpinned)"
     );
     println!("  {:<16} {:>8} {:>8} {:>7}", "", "p50", "p99", "failed");
     println!(
@@ -313,7 +323,8 @@ fn port_counters(lab: &Lab, port: u16) -> Option<Value> {
 }
 
 /// A listener on [::]:port (dual stack) in the lab that answers every connection with one byte
-/// and closes it, on a thread of its own (pinned to `cpu`, if given).
+/// (or, `http`, reads one HTTP request and answers it with a small JSON-RPC result) and closes
+/// it, on a thread of its own (pinned to `cpu`, if given).
 struct Server {
     stop: Arc<AtomicBool>,
     accepts: Arc<AtomicU64>,
@@ -322,7 +333,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(lab: &Lab, port: u16, cpu: Option<usize>) -> Result<Self> {
+    fn start(lab: &Lab, port: u16, cpu: Option<usize>, http: bool) -> Result<Self> {
         let listener = lab
             .in_ns(move || -> io::Result<TcpListener> {
                 let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
@@ -342,6 +353,7 @@ impl Server {
             let (stop, accepts, upstream) = (stop.clone(), accepts.clone(), upstream.clone());
             move || {
                 pin(cpu);
+                let response = http_response();
                 while !stop.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((mut s, peer)) => {
@@ -349,7 +361,14 @@ impl Server {
                             if (UPSTREAM_PORTS.0..=UPSTREAM_PORTS.1).contains(&peer.port()) {
                                 upstream.fetch_add(1, Ordering::Relaxed);
                             }
-                            let _ = s.write_all(b"x");
+                            if http {
+                                let _ = s
+                                    .set_read_timeout(Some(TIMEOUT))
+                                    .and_then(|()| read_request(&mut s))
+                                    .and_then(|()| s.write_all(&response));
+                            } else {
+                                let _ = s.write_all(b"x");
+                            }
                         }
                         Err(e)
                             if matches!(
@@ -399,9 +418,69 @@ fn client_socket() -> io::Result<Socket> {
     Ok(s)
 }
 
-/// connect, then read the server's one byte.
-fn first_byte(s: &Socket, addr: SocketAddr) -> io::Result<()> {
+/// The request of the latency samples: an MCP `tools/call` the proxy admits and forwards.
+fn http_request() -> Vec<u8> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn http_response() -> Vec<u8> {
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Reads one HTTP/1.1 request: its headers, then a body of Content-Length bytes or chunks up
+/// to the last one (the proxy may forward either way).
+fn read_request(s: &mut impl io::Read) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let done = |body: &[u8]| match length {
+        Some(n) => body.len() >= n,
+        None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+        None => true,
+    };
+    while !done(&buf[end..]) {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// connect, send `request` (if any), then read the server's first byte.
+fn first_byte(s: &Socket, addr: SocketAddr, request: Option<&[u8]>) -> io::Result<()> {
     s.connect(&addr.into())?;
+    if let Some(r) = request {
+        (&*s).write_all(r)?;
+    }
     let mut b = [0u8; 1];
     match (&*s).read(&mut b)? {
         1 => Ok(()),
@@ -410,7 +489,7 @@ fn first_byte(s: &Socket, addr: SocketAddr) -> io::Result<()> {
 }
 
 fn fetch(addr: SocketAddr) -> io::Result<()> {
-    first_byte(&client_socket()?, addr)
+    first_byte(&client_socket()?, addr, None)
 }
 
 /// Connections per second to `addr` from one client in the lab (pinned to `cpu`, if given) in
@@ -447,9 +526,11 @@ impl Lat {
     }
 }
 
-/// `n` samples each of connect-to-first-byte to `a` and `b`, alternating which goes first.
+/// `n` samples each of connect + request to first response byte to `a` and `b`, alternating
+/// which goes first.
 fn latency(lab: &Lab, a: SocketAddr, b: SocketAddr, n: usize) -> (Lat, Lat) {
     lab.in_ns(move || {
+        let request = http_request();
         let mut lat = [Lat::default(), Lat::default()];
         for i in 0..n {
             let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -457,7 +538,7 @@ fn latency(lab: &Lab, a: SocketAddr, b: SocketAddr, n: usize) -> (Lat, Lat) {
                 let addr = [a, b][k];
                 let sample = client_socket().and_then(|s| {
                     let t = Instant::now();
-                    first_byte(&s, addr)?;
+                    first_byte(&s, addr, Some(&request))?;
                     Ok(t.elapsed())
                 });
                 match sample {
@@ -512,12 +593,12 @@ fn ratio_ci(rounds: &[[Vec<f64>; 2]]) -> (f64, f64) {
     (percentile(&ratios, 0.05), percentile(&ratios, 0.95))
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     percentile(v, 0.5)
 }
 
 /// Nearest-rank percentile; NaN when there are no samples.
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -527,10 +608,10 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[rank - 1]
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the toolchain, run the demo, the tests and the benchmarks.
 mod bench;
+mod bench_proxy;
 mod demo;
 mod fixtures;
 mod host;
@@ -7,7 +8,8 @@ mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | test [cargo test args] | bench steer>";
+const USAGE: &str =
+    "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy>>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +18,10 @@ fn main() -> ExitCode {
         Some("demo") => setup::run().and_then(|()| demo::run()),
         Some("test") => setup::run().and_then(|()| test(&args[1..])),
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
+        // Internal: the upstream server and the latency client of `bench proxy`, which runs
+        // them (release build).
+        Some(bench_proxy::UPSTREAM_CMD) => bench_proxy::serve_upstream(&args[1..]),
+        Some(bench_proxy::LATENCY_CMD) => bench_proxy::latency_client(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
