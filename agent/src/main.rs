@@ -17,6 +17,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// Per-request allocations from several threads: mimalloc avoids glibc's arena contention.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::{config::Config, error::AppError};
 
 #[derive(Parser)]

@@ -21,8 +21,19 @@ pub struct AuditError {
 }
 
 enum Msg {
-    Record(Map<String, Value>),
+    Record {
+        ts: SystemTime,
+        kind: &'static str,
+        fields: Map<String, Value>,
+    },
     Flush(oneshot::Sender<()>),
+}
+
+fn fields_of(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// A handle to the audit writer; cheap to clone.
@@ -57,28 +68,28 @@ impl AuditLog {
         Ok((Self { tx }, writer))
     }
 
-    /// Queues a record; `kind` and the object's fields are written with `ts` and `seq` added.
+    /// Queues a record of `kind` with the object's fields; `ts` (now) and `seq` are added.
     /// Waits when the queue is full rather than lose the record.
-    pub async fn record(&self, kind: &str, fields: Value) {
-        let mut m = Map::new();
-        m.insert("kind".into(), kind.into());
-        if let Value::Object(f) = fields {
-            m.extend(f);
-        }
-        if self.tx.send(Msg::Record(m)).await.is_err() {
+    pub async fn record(&self, kind: &'static str, fields: Value) {
+        let msg = Msg::Record {
+            ts: SystemTime::now(),
+            kind,
+            fields: fields_of(fields),
+        };
+        if self.tx.send(msg).await.is_err() {
             tracing::error!("audit writer has stopped; record lost");
         }
     }
 
     /// Queues a record from synchronous code (e.g. a destructor): when the queue is full, a task
     /// waits for room, so the record is never dropped.
-    pub fn record_now(&self, kind: &str, fields: Value) {
-        let mut m = Map::new();
-        m.insert("kind".into(), kind.into());
-        if let Value::Object(f) = fields {
-            m.extend(f);
-        }
-        match self.tx.try_send(Msg::Record(m)) {
+    pub fn record_now(&self, kind: &'static str, fields: Map<String, Value>) {
+        let msg = Msg::Record {
+            ts: SystemTime::now(),
+            kind,
+            fields,
+        };
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 let tx = self.tx.clone();
@@ -103,26 +114,16 @@ impl AuditLog {
     }
 }
 
+/// Writes records as they come, a batch at a time (one flush per batch).
 fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Receiver<Msg>) {
-    let mut out = io::BufWriter::new(file);
-    while let Some(msg) = rx.blocking_recv() {
-        let mut pending = Some(msg);
-        // Write everything already queued, then flush once.
-        while let Some(msg) = pending.take().or_else(|| rx.try_recv().ok()) {
+    let mut out = io::BufWriter::with_capacity(256 * 1024, file);
+    let mut batch = Vec::with_capacity(256);
+    while rx.blocking_recv_many(&mut batch, 256) > 0 {
+        for msg in batch.drain(..) {
             match msg {
-                Msg::Record(fields) => {
+                Msg::Record { ts, kind, fields } => {
                     seq += 1;
-                    let mut m = Map::new();
-                    m.insert(
-                        "ts".into(),
-                        humantime::format_rfc3339_micros(SystemTime::now())
-                            .to_string()
-                            .into(),
-                    );
-                    m.insert("seq".into(), seq.into());
-                    m.extend(fields);
-                    let line = Value::Object(m).to_string();
-                    if let Err(e) = writeln!(out, "{line}") {
+                    if let Err(e) = write_line(&mut out, ts, seq, kind, &fields) {
                         tracing::error!(path = %path.display(), "audit write failed: {e}");
                     }
                 }
@@ -138,6 +139,32 @@ fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Re
             tracing::error!(path = %path.display(), "audit flush failed: {e}");
         }
     }
+}
+
+/// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields.
+fn write_line(
+    out: &mut impl io::Write,
+    ts: SystemTime,
+    seq: u64,
+    kind: &str,
+    fields: &Map<String, Value>,
+) -> io::Result<()> {
+    write!(
+        out,
+        "{{\"ts\":\"{}\",\"seq\":{seq},\"kind\":",
+        humantime::format_rfc3339_micros(ts)
+    )?;
+    serde_json::to_writer(&mut *out, kind)?;
+    for (k, v) in fields {
+        if matches!(k.as_str(), "ts" | "seq" | "kind") {
+            continue;
+        }
+        out.write_all(b",")?;
+        serde_json::to_writer(&mut *out, k)?;
+        out.write_all(b":")?;
+        serde_json::to_writer(&mut *out, v)?;
+    }
+    out.write_all(b"}\n")
 }
 
 /// The `seq` of the last record in the file, or 0.

@@ -94,7 +94,7 @@ impl Drop for RequestRecord {
         };
         self.fields.insert("outcome".into(), outcome.into());
         self.fields.insert("ms".into(), self.elapsed_ms().into());
-        let fields = std::mem::take(&mut self.fields);
-        self.audit.record_now("request", Value::Object(fields));
+        self.audit
+            .record_now("request", std::mem::take(&mut self.fields));
     }
 }
