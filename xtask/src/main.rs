@@ -1,6 +1,5 @@
 //! `cargo xtask`: set up the toolchain, run the demo, the tests and the benchmarks.
 mod bench;
-mod bench_proxy;
 mod demo;
 mod fixtures;
 mod host;
@@ -20,8 +19,8 @@ fn main() -> ExitCode {
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
         // Internal: the upstream server and the latency client of `bench proxy`, which runs
         // them (release build).
-        Some(bench_proxy::UPSTREAM_CMD) => bench_proxy::serve_upstream(&args[1..]),
-        Some(bench_proxy::LATENCY_CMD) => bench_proxy::latency_client(&args[1..]),
+        Some(bench::proxy::UPSTREAM_CMD) => bench::proxy::serve_upstream(&args[1..]),
+        Some(bench::proxy::LATENCY_CMD) => bench::proxy::latency_client(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {

@@ -1,5 +1,4 @@
 //! `cargo xtask bench steer`: what steering costs, measured in a private network namespace.
-//! (`cargo xtask bench proxy`, the proxy's throughput and cost per request, is in `bench_proxy`.)
 //!
 //! 1. The new-connection rate to a port that is NOT protected, with the programs attached (agent
 //!    running) and detached, in many short alternating rounds. Every listener lookup in the
@@ -16,16 +15,13 @@
 //!
 //! A report, not a test: it prints numbers and whether the stated target was met, and never
 //! fails on timings.
+mod client;
+mod server;
+
 use std::{
-    io::{self, Read as _, Write as _},
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::{
@@ -33,14 +29,20 @@ use nix::{
     unistd::Pid,
 };
 use serde_json::{Value, json};
-use socket2::{Domain, Socket, Type};
 
+use self::{
+    client::{Lat, latency, rate},
+    server::Server,
+};
+use super::{
+    Machine,
+    stats::{median, percentile, round1, round3},
+};
 use crate::{
     Result,
     host::{self, Lab},
 };
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy>";
 /// Protected: steered to the agent, which relays to 127.0.0.1:8000.
 const PROTECTED: u16 = 8000;
 /// Not protected: the sk_lookup program runs for it and passes.
@@ -72,15 +74,7 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// Quiet time after the agent starts or stops, before measuring.
 const SETTLE: Duration = Duration::from_millis(100);
 
-pub fn run(args: &[String]) -> Result {
-    match args {
-        [a] if a == "steer" => steer(),
-        [a] if a == "proxy" => crate::bench_proxy::run(),
-        _ => Err(USAGE.into()),
-    }
-}
-
-fn steer() -> Result {
+pub fn run() -> Result {
     let moat = host::build_moat()?;
     // Plain HTTP: this measures steering and a new connection through the proxy, not TLS.
     let servers = format!(
@@ -90,14 +84,9 @@ fn steer() -> Result {
     let plain_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, PLAIN));
     let protected_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, PROTECTED));
 
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let kernel = kernel.trim().to_owned();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let machine = Machine::new();
     let cpu = first_cpu();
-    println!(
-        "moat bench steer: Linux {kernel}, {cpus} CPUs, namespace {}",
-        lab.name
-    );
+    println!("moat bench steer: {machine}, namespace {}", lab.name);
 
     // 1. Connection rate to the plain port, detached vs attached, alternating (D A, A D, ...)
     //    so that drift over the run falls on both sides alike.
@@ -244,8 +233,8 @@ fn steer() -> Result {
 
     let report = json!({
         "bench": "steer",
-        "kernel": kernel,
-        "cpus": cpus,
+        "kernel": machine.kernel,
+        "cpus": machine.cpus,
         "rate": {
             "port": PLAIN,
             "clients": 1,
@@ -322,236 +311,6 @@ fn port_counters(lab: &Lab, port: u16) -> Option<Value> {
         .cloned()
 }
 
-/// A listener on [::]:port (dual stack) in the lab that answers every connection with one byte
-/// (or, `http`, reads one HTTP request and answers it with a small JSON-RPC result) and closes
-/// it, on a thread of its own (pinned to `cpu`, if given).
-struct Server {
-    stop: Arc<AtomicBool>,
-    accepts: Arc<AtomicU64>,
-    upstream: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(lab: &Lab, port: u16, cpu: Option<usize>, http: bool) -> Result<Self> {
-        let listener = lab
-            .in_ns(move || -> io::Result<TcpListener> {
-                let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-                s.set_only_v6(false)?;
-                s.set_reuse_address(true)?;
-                s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-                s.listen(1024)?;
-                // accept() honours SO_RCVTIMEO: wake up now and then to see `stop`.
-                s.set_read_timeout(Some(Duration::from_millis(100)))?;
-                Ok(s.into())
-            })
-            .map_err(|e| format!("listening on [::]:{port} in the lab: {e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepts = Arc::new(AtomicU64::new(0));
-        let upstream = Arc::new(AtomicU64::new(0));
-        let thread = std::thread::spawn({
-            let (stop, accepts, upstream) = (stop.clone(), accepts.clone(), upstream.clone());
-            move || {
-                pin(cpu);
-                let response = http_response();
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut s, peer)) => {
-                            accepts.fetch_add(1, Ordering::Relaxed);
-                            if (UPSTREAM_PORTS.0..=UPSTREAM_PORTS.1).contains(&peer.port()) {
-                                upstream.fetch_add(1, Ordering::Relaxed);
-                            }
-                            if http {
-                                let _ = s
-                                    .set_read_timeout(Some(TIMEOUT))
-                                    .and_then(|()| read_request(&mut s))
-                                    .and_then(|()| s.write_all(&response));
-                            } else {
-                                let _ = s.write_all(b"x");
-                            }
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                            ) => {}
-                        // Out of descriptors and the like: back off.
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            stop,
-            accepts,
-            upstream,
-            thread: Some(thread),
-        })
-    }
-
-    fn accepts(&self) -> u64 {
-        self.accepts.load(Ordering::Relaxed)
-    }
-
-    /// Accepted connections whose peer port is one of the agent's upstream ports.
-    fn upstream(&self) -> u64 {
-        self.upstream.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A client socket (in the calling thread's namespace) that resets on close, so that neither
-/// side keeps the connection in TIME_WAIT, with connect and read bounded by TIMEOUT.
-fn client_socket() -> io::Result<Socket> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.set_linger(Some(Duration::ZERO))?;
-    s.set_write_timeout(Some(TIMEOUT))?;
-    s.set_read_timeout(Some(TIMEOUT))?;
-    Ok(s)
-}
-
-/// The request of the latency samples: an MCP `tools/call` the proxy admits and forwards.
-fn http_request() -> Vec<u8> {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
-    format!(
-        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn http_response() -> Vec<u8> {
-    let body = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Reads one HTTP/1.1 request: its headers, then a body of Content-Length bytes or chunks up
-/// to the last one (the proxy may forward either way).
-fn read_request(s: &mut impl io::Read) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(io::ErrorKind::InvalidData.into());
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    let done = |body: &[u8]| match length {
-        Some(n) => body.len() >= n,
-        None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
-        None => true,
-    };
-    while !done(&buf[end..]) {
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(())
-}
-
-/// connect, send `request` (if any), then read the server's first byte.
-fn first_byte(s: &Socket, addr: SocketAddr, request: Option<&[u8]>) -> io::Result<()> {
-    s.connect(&addr.into())?;
-    if let Some(r) = request {
-        (&*s).write_all(r)?;
-    }
-    let mut b = [0u8; 1];
-    match (&*s).read(&mut b)? {
-        1 => Ok(()),
-        _ => Err(io::ErrorKind::UnexpectedEof.into()),
-    }
-}
-
-fn fetch(addr: SocketAddr) -> io::Result<()> {
-    first_byte(&client_socket()?, addr, None)
-}
-
-/// Connections per second to `addr` from one client in the lab (pinned to `cpu`, if given) in
-/// each SLICE of `span`, and how many connections failed.
-fn rate(lab: &Lab, addr: SocketAddr, span: Duration, cpu: Option<usize>) -> (Vec<f64>, u64) {
-    lab.in_ns(move || {
-        pin(cpu);
-        let (mut slices, mut err) = (Vec::new(), 0);
-        let start = Instant::now();
-        while start.elapsed() < span {
-            let (t, mut ok) = (Instant::now(), 0u64);
-            while t.elapsed() < SLICE {
-                match fetch(addr) {
-                    Ok(()) => ok += 1,
-                    Err(_) => err += 1,
-                }
-            }
-            slices.push(ok as f64 / t.elapsed().as_secs_f64());
-        }
-        (slices, err)
-    })
-}
-
-#[derive(Default)]
-struct Lat {
-    us: Vec<f64>,
-    errors: u64,
-}
-
-impl Lat {
-    fn extend(&mut self, other: Lat) {
-        self.us.extend(other.us);
-        self.errors += other.errors;
-    }
-}
-
-/// `n` samples each of connect + request to first response byte to `a` and `b`, alternating
-/// which goes first.
-fn latency(lab: &Lab, a: SocketAddr, b: SocketAddr, n: usize) -> (Lat, Lat) {
-    lab.in_ns(move || {
-        let request = http_request();
-        let mut lat = [Lat::default(), Lat::default()];
-        for i in 0..n {
-            let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
-            for k in order {
-                let addr = [a, b][k];
-                let sample = client_socket().and_then(|s| {
-                    let t = Instant::now();
-                    first_byte(&s, addr, Some(&request))?;
-                    Ok(t.elapsed())
-                });
-                match sample {
-                    Ok(d) => lat[k].us.push(d.as_secs_f64() * 1e6),
-                    Err(_) => lat[k].errors += 1,
-                }
-            }
-        }
-        let [a, b] = lat;
-        (a, b)
-    })
-}
-
 /// The first CPU this process may run on.
 fn first_cpu() -> Option<usize> {
     let set = sched_getaffinity(Pid::from_raw(0)).ok()?;
@@ -591,27 +350,4 @@ fn ratio_ci(rounds: &[[Vec<f64>; 2]]) -> (f64, f64) {
         .collect();
     ratios.sort_by(f64::total_cmp);
     (percentile(&ratios, 0.05), percentile(&ratios, 0.95))
-}
-
-pub(crate) fn median(v: &[f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-/// Nearest-rank percentile; NaN when there are no samples.
-pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p * s.len() as f64).ceil() as usize).clamp(1, s.len());
-    s[rank - 1]
-}
-
-pub(crate) fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

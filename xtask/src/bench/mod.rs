@@ -1,0 +1,57 @@
+//! `cargo xtask bench <steer | proxy>`: picks the benchmark, and holds what both share: the
+//! machine line of their reports and the MCP request they send.
+//!
+//! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
+//! connection through the proxy) and `proxy` (the proxy's throughput and cost per request).
+pub mod proxy;
+mod stats;
+mod steer;
+
+use std::fmt;
+
+use crate::Result;
+
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy>";
+
+/// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
+const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+
+pub fn run(args: &[String]) -> Result {
+    match args {
+        [a] if a == "steer" => steer::run(),
+        [a] if a == "proxy" => proxy::run(),
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// MCP_CALL as an HTTP/1.1 POST to /mcp, with `host` as its Host header.
+fn mcp_post(host: &str) -> Vec<u8> {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{MCP_CALL}",
+        MCP_CALL.len()
+    )
+    .into_bytes()
+}
+
+/// The machine a report describes: the kernel release and the CPUs this process may use.
+/// Displays as `Linux <release>, <n> CPUs`.
+struct Machine {
+    kernel: String,
+    cpus: usize,
+}
+
+impl Machine {
+    fn new() -> Self {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        Self {
+            kernel: kernel.trim().to_owned(),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Linux {}, {} CPUs", self.kernel, self.cpus)
+    }
+}

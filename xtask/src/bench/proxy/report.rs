@@ -1,0 +1,326 @@
+//! The report of `bench proxy`: the throughput and latency tables, the verdicts on the targets,
+//! the checks, and everything once more as one JSON line.
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{
+    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, ROUNDS, TARGET_ADDED_MS, TARGET_CPU_US,
+    TARGET_RATIO, Target,
+    load::{LatRound, Run},
+    usage::{AuditTotal, PerRequest},
+};
+use crate::bench::{
+    Machine,
+    stats::{median, median_by, round1, round2, round3},
+};
+
+/// What `bench proxy` measured.
+pub struct Measured<'a> {
+    pub machine: Machine,
+    pub wrk_version: String,
+    pub targets: &'a [Target],
+    /// Per target: the wrk runs, and the latency client's rounds.
+    pub many: Vec<Vec<Run>>,
+    pub one: Vec<Vec<LatRound>>,
+    /// What the agent spent per request in each latency round.
+    pub one_agent: Vec<PerRequest>,
+    /// The agent: pid, threads, and VmRSS (KiB) once started and at its peak.
+    pub agent: u32,
+    pub threads: usize,
+    pub rss_idle: Option<u64>,
+    pub rss_hwm: Option<u64>,
+    pub audit: AuditTotal,
+    /// Requests the upstream served on DIRECT and on PLAIN (from Moat) while measuring.
+    pub served: [u64; 2],
+    pub elapsed: Duration,
+}
+
+/// Throughput of one target: its runs combined, and its per-round comparison with direct.
+struct Summary {
+    /// Medians over rounds, counts summed (`Run::combined`).
+    all: Run,
+    rps_rounds: Vec<f64>,
+    /// Median of (this target / direct) within each round.
+    ratio: f64,
+}
+
+impl Summary {
+    fn new(runs: &[Run], direct: &[Run]) -> Self {
+        Self {
+            all: Run::combined(runs),
+            rps_rounds: runs.iter().map(|r| r.rps).collect(),
+            ratio: against(runs, direct, |r, d| r.rps / d.rps),
+        }
+    }
+}
+
+/// Latency of one target: its rounds combined, and its per-round comparison with direct.
+struct LatSummary {
+    /// Medians over rounds of the rounds' percentiles, counts summed (`LatRound::combined`).
+    all: LatRound,
+    /// Median of (this p50 - direct p50) within each round.
+    added_ms: f64,
+}
+
+impl LatSummary {
+    fn new(rounds: &[LatRound], direct: &[LatRound]) -> Self {
+        Self {
+            all: LatRound::combined(rounds),
+            added_ms: against(rounds, direct, |r, d| r.p50_ms - d.p50_ms),
+        }
+    }
+}
+
+/// The median over rounds of `f(the target's round, direct's round)`.
+fn against<T>(rounds: &[T], direct: &[T], f: impl Fn(&T, &T) -> f64) -> f64 {
+    median(
+        &rounds
+            .iter()
+            .zip(direct)
+            .map(|(r, d)| f(r, d))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Prints the report: tables, verdicts and checks, then the JSON line.
+pub fn print(m: &Measured) {
+    // Medians over rounds; ratios and added latency within each round.
+    let many: Vec<Summary> = m
+        .many
+        .iter()
+        .map(|rs| Summary::new(rs, &m.many[0]))
+        .collect();
+    let lat: Vec<LatSummary> = m
+        .one
+        .iter()
+        .map(|rs| LatSummary::new(rs, &m.one[0]))
+        .collect();
+    let one_us = median_by(&m.one_agent, |u| u.cpu_us);
+    let one_cs = median_by(&m.one_agent, |u| u.switches);
+
+    throughput_table(m.targets, &many);
+    latency_table(m.targets, &lat, one_us, one_cs);
+    let targets = verdicts(&many, &lat);
+
+    println!();
+    println!(
+        "agent: pid {}, {} threads; VmRSS idle {} MiB, peak (VmHWM) {} MiB",
+        m.agent,
+        m.threads,
+        rss_mib(m.rss_idle).map_or("?".into(), |v| v.to_string()),
+        rss_mib(m.rss_hwm).map_or("?".into(), |v| v.to_string()),
+    );
+    println!(
+        "audit: {} records, {:.1} MB ({:.0} bytes/record), truncated after each round and deleted at the end",
+        m.audit.records,
+        m.audit.bytes as f64 / 1e6,
+        m.audit.bytes as f64 / m.audit.records.max(1) as f64
+    );
+    let answered = |i: usize| many[i].all.ok + lat[i].all.calls;
+    let bad: u64 = many.iter().map(|s| s.all.bad_status).sum();
+    let wrk_errors: u64 = many.iter().map(|s| s.all.errors).sum();
+    let lat_errors: u64 = lat.iter().map(|s| s.all.errors).sum();
+    println!(
+        "check: the upstream served {} on :{DIRECT} and {} from Moat on :{PLAIN}; clients counted {} direct and {} through Moat (measured rounds; the upstream also counts warm-up and cut-off requests); wrk non-2xx {bad}, wrk errors {wrk_errors}, latency client failures {lat_errors}",
+        m.served[0],
+        m.served[1],
+        answered(0),
+        answered(1) + answered(2),
+    );
+    println!(
+        "note: {} CPUs shared, unpinned, by the generator (1 thread), the upstream (1 thread) and the agent ({} threads): direct keeps two processes busy, the proxied targets three; {:.0} s measured",
+        m.machine.cpus,
+        m.threads,
+        m.elapsed.as_secs_f64()
+    );
+
+    let report = json!({
+        "bench": "proxy",
+        "kernel": m.machine.kernel,
+        "cpus": m.machine.cpus,
+        "generator": m.wrk_version,
+        "throughput": {
+            "connections": CONNS,
+            "rounds": ROUNDS,
+            "round_s": ROUND_S,
+            "targets": m.targets.iter().zip(&many).map(|(t, s)| throughput_json(t, s)).collect::<Vec<_>>(),
+        },
+        "latency": {
+            "connections_per_target": 1,
+            "rounds": LAT_ROUNDS,
+            "samples_per_round": LAT_SAMPLES,
+            "targets": m.targets.iter().zip(&lat).map(|(t, s)| latency_json(t, s)).collect::<Vec<_>>(),
+            "agent_cpu_us_per_req": round1(one_us),
+            "agent_cs_per_req": round2(one_cs),
+        },
+        "targets": targets,
+        "agent": {
+            "threads": m.threads,
+            "rss_idle_mib": rss_mib(m.rss_idle),
+            "rss_peak_mib": rss_mib(m.rss_hwm),
+        },
+        "audit": { "records": m.audit.records, "bytes": m.audit.bytes },
+        "upstream_served": { "direct": m.served[0], "via_moat": m.served[1] },
+        "wrk_non_2xx": bad,
+        "wrk_errors": wrk_errors,
+        "latency_failed": lat_errors,
+        "measured_s": round1(m.elapsed.as_secs_f64()),
+    });
+    println!();
+    println!("{report}");
+}
+
+fn throughput_table(targets: &[Target], many: &[Summary]) {
+    println!();
+    println!(
+        "throughput: {CONNS} keep-alive connections, wrk 1 thread, {ROUNDS} rounds x {ROUND_S} s per target, rotating order"
+    );
+    println!(
+        "  {:<18} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>7} {:>9} {:>8}",
+        "target",
+        "req/s",
+        "x dir",
+        "p50 ms",
+        "p99 ms",
+        "agent µs",
+        "agent cs",
+        "wrk µs",
+        "upstr µs",
+        "RSS MiB"
+    );
+    for (t, s) in targets.iter().zip(many) {
+        let opt = |v: Option<f64>, prec: usize| {
+            v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
+        };
+        let r = &s.all;
+        println!(
+            "  {:<18} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>7.1} {:>9.1} {:>8}",
+            t.label,
+            r.rps,
+            s.ratio,
+            r.p50_ms,
+            r.p99_ms,
+            opt(r.agent_us, 1),
+            opt(r.agent_cs, 2),
+            r.gen_us,
+            r.upstream_us,
+            opt(r.rss_kib.map(|k| k as f64 / 1024.0), 1),
+        );
+    }
+    println!(
+        "  (x dir: median of the per-round ratios to direct; µs: CPU time per answered request, user + system; cs: context switches per request; RSS: the agent's largest VmRSS after a round)"
+    );
+}
+
+fn latency_table(targets: &[Target], lat: &[LatSummary], one_us: f64, one_cs: f64) {
+    println!();
+    println!(
+        "latency: 1 keep-alive connection per target, one request at a time alternating between them, {LAT_ROUNDS} rounds x {LAT_SAMPLES} per target"
+    );
+    println!(
+        "  {:<18} {:>7} {:>7} {:>7} {:>8} {:>8}",
+        "target", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "failed"
+    );
+    for (t, s) in targets.iter().zip(lat) {
+        println!(
+            "  {:<18} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
+            t.label,
+            s.all.p50_ms,
+            s.all.p90_ms,
+            s.all.p99_ms,
+            if t.moat {
+                format!("{:.3}", s.added_ms)
+            } else {
+                String::new()
+            },
+            s.all.errors
+        );
+    }
+    println!(
+        "  (+p50: median of the per-round differences to direct) agent per request at one connection (http and https together): {one_us:.1} CPU-µs, {one_cs:.2} context switches"
+    );
+}
+
+/// Prints whether the proxied targets (http, https) met the targets, and returns that for the
+/// JSON line.
+fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
+    println!();
+    println!("targets (medians over rounds):");
+    let mut met_all = true;
+    let mut verdict = |name: &str, values: [f64; 2], ok: &dyn Fn(f64) -> bool| {
+        let parts: Vec<String> = ["http", "https"]
+            .iter()
+            .zip(values)
+            .map(|(t, v)| {
+                let m = ok(v);
+                met_all &= m;
+                format!("{t} {v:.3} {}", if m { "MET" } else { "NOT MET" })
+            })
+            .collect();
+        println!("  {name:<46} {}", parts.join(", "));
+    };
+    let ratio = [many[1].ratio, many[2].ratio];
+    let cpu = [1, 2].map(|i| many[i].all.agent_us.unwrap_or(f64::NAN));
+    let added = [lat[1].added_ms, lat[2].added_ms];
+    verdict(
+        &format!("throughput >= {TARGET_RATIO}x direct ({CONNS} conns)"),
+        ratio,
+        &|v| v >= TARGET_RATIO,
+    );
+    verdict(
+        &format!("agent CPU <= {TARGET_CPU_US} µs/request ({CONNS} conns)"),
+        cpu,
+        &|v| v <= TARGET_CPU_US,
+    );
+    verdict(
+        &format!("added p50 < {TARGET_ADDED_MS} ms (1 conn), ms"),
+        added,
+        &|v| v < TARGET_ADDED_MS,
+    );
+    println!(
+        "  for scale (issue): a leading Rust MCP gateway reaches ~0.1x direct, ~250 CPU-µs/request, ~0.35 ms added"
+    );
+    json!({
+        "ratio_min": TARGET_RATIO,
+        "cpu_us_max": TARGET_CPU_US,
+        "added_ms_max": TARGET_ADDED_MS,
+        "ratio_met": ratio.iter().all(|&v| v >= TARGET_RATIO),
+        "cpu_met": cpu.iter().all(|&v| v <= TARGET_CPU_US),
+        "added_met": added.iter().all(|&v| v < TARGET_ADDED_MS),
+        "all_met": met_all,
+    })
+}
+
+fn throughput_json(t: &Target, s: &Summary) -> Value {
+    let r = &s.all;
+    json!({
+        "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+        "rps": r.rps.round(),
+        "ratio": round3(s.ratio),
+        "p50_ms": round3(r.p50_ms),
+        "p99_ms": round3(r.p99_ms),
+        "agent_cpu_us_per_req": r.agent_us.map(round1),
+        "agent_cs_per_req": r.agent_cs.map(round2),
+        "wrk_cpu_us_per_req": round1(r.gen_us),
+        "upstream_cpu_us_per_req": round1(r.upstream_us),
+        "agent_rss_mib": rss_mib(r.rss_kib),
+        "rps_rounds": s.rps_rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
+    })
+}
+
+fn latency_json(t: &Target, s: &LatSummary) -> Value {
+    json!({
+        "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+        "p50_ms": round3(s.all.p50_ms),
+        "p90_ms": round3(s.all.p90_ms),
+        "p99_ms": round3(s.all.p99_ms),
+        "added_p50_ms": t.moat.then(|| round3(s.added_ms)),
+        "samples": s.all.samples,
+        "failed": s.all.errors,
+    })
+}
+
+fn rss_mib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| round1(k as f64 / 1024.0))
+}

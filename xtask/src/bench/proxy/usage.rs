@@ -1,0 +1,122 @@
+//! What the processes of `bench proxy` spend: CPU time, context switches and memory from /proc
+//! and getrusage, and the records and bytes of the agent's audit log.
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use nix::{
+    sys::resource::{UsageWho, getrusage},
+    unistd::{SysconfVar, sysconf},
+};
+
+/// What the agent spent, from /proc: CPU time (µs) and context switches of all its threads.
+#[derive(Clone, Copy, Default)]
+pub struct Usage {
+    cpu_us: f64,
+    switches: u64,
+}
+
+impl Usage {
+    /// What the agent spends now, totalled since it started.
+    pub fn of_agent(pid: u32) -> Option<Self> {
+        let cpu_us = proc_cpu_us(format!("/proc/{pid}/stat"))?;
+        let mut switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for l in status.lines() {
+                if let Some(v) = l
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    switches += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Some(Self { cpu_us, switches })
+    }
+
+    /// What was spent from `before` to `self`, divided by `requests` (at least 1).
+    pub fn per_request(self, before: Self, requests: u64) -> PerRequest {
+        let per = |x: f64| x / requests.max(1) as f64;
+        PerRequest {
+            cpu_us: per(self.cpu_us - before.cpu_us),
+            switches: per(self.switches.saturating_sub(before.switches) as f64),
+        }
+    }
+}
+
+/// What the agent spent per request.
+#[derive(Clone, Copy)]
+pub struct PerRequest {
+    pub cpu_us: f64,
+    pub switches: f64,
+}
+
+/// utime + stime of a process or thread, in µs, from its /proc stat file.
+pub fn proc_cpu_us(stat: impl AsRef<Path>) -> Option<f64> {
+    let s = std::fs::read_to_string(stat).ok()?;
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Some(ticks * 1e6 / hz)
+}
+
+/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// User + system CPU time of the waited-for children (here: wrk), in µs.
+pub fn children_cpu_us() -> f64 {
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(f64::NAN, |u| {
+        let (a, b) = (u.user_time(), u.system_time());
+        (a.tv_sec() + b.tv_sec()) as f64 * 1e6 + (a.tv_usec() + b.tv_usec()) as f64
+    })
+}
+
+/// The audit log's records and bytes, collected and truncated after each proxied round so that
+/// the file stays small (the agent appends with O_APPEND, so truncating under it is safe).
+#[derive(Default)]
+pub struct Audit {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+pub struct AuditTotal {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl Audit {
+    pub fn collect(&self, path: &Path) {
+        // Let the writer catch up with the round's last records.
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(data) = std::fs::read(path) else {
+            return;
+        };
+        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.records.fetch_add(lines, Ordering::Relaxed);
+        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = f.set_len(0);
+        }
+    }
+
+    pub fn finish(&self, path: &Path) -> AuditTotal {
+        self.collect(path);
+        let _ = std::fs::remove_file(path);
+        AuditTotal {
+            records: self.records.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
