@@ -89,7 +89,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         .get_ref()
                         .1
                         .protocol_version()
-                        .map(|v| format!("{v:?}"));
+                        .map(|v| Arc::<str>::from(format!("{v:?}")));
                     let conn = Conn {
                         peer,
                         dst,

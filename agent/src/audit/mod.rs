@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 mod request;
-pub use request::RequestRecord;
+pub use request::{Http, Mcp, RequestRecord};
 
 const QUEUE: usize = 4096;
 
@@ -26,14 +26,25 @@ enum Msg {
         kind: &'static str,
         fields: Map<String, Value>,
     },
+    /// Fields already serialized as one JSON object.
+    Serialized {
+        ts: SystemTime,
+        kind: &'static str,
+        object: Vec<u8>,
+    },
     Flush(oneshot::Sender<()>),
 }
 
+/// The fields of a record; `ts`, `seq` and `kind` are the writer's.
 fn fields_of(v: Value) -> Map<String, Value> {
-    match v {
+    let mut m = match v {
         Value::Object(m) => m,
         _ => Map::new(),
+    };
+    for own in ["ts", "seq", "kind"] {
+        m.remove(own);
     }
+    m
 }
 
 /// A handle to the audit writer; cheap to clone.
@@ -81,13 +92,14 @@ impl AuditLog {
         }
     }
 
-    /// Queues a record from synchronous code (e.g. a destructor): when the queue is full, a task
-    /// waits for room, so the record is never dropped.
-    pub fn record_now(&self, kind: &'static str, fields: Map<String, Value>) {
-        let msg = Msg::Record {
+    /// Queues a record whose fields are already one serialized JSON object, from synchronous
+    /// code (e.g. a destructor): when the queue is full, a task waits for room, so the record is
+    /// never dropped.
+    pub fn record_serialized(&self, kind: &'static str, object: Vec<u8>) {
+        let msg = Msg::Serialized {
             ts: SystemTime::now(),
             kind,
-            fields,
+            object,
         };
         match self.tx.try_send(msg) {
             Ok(()) => {}
@@ -123,7 +135,14 @@ fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Re
             match msg {
                 Msg::Record { ts, kind, fields } => {
                     seq += 1;
-                    if let Err(e) = write_line(&mut out, ts, seq, kind, &fields) {
+                    let object = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
+                    if let Err(e) = write_line(&mut out, ts, seq, kind, &object) {
+                        tracing::error!(path = %path.display(), "audit write failed: {e}");
+                    }
+                }
+                Msg::Serialized { ts, kind, object } => {
+                    seq += 1;
+                    if let Err(e) = write_line(&mut out, ts, seq, kind, &object) {
                         tracing::error!(path = %path.display(), "audit write failed: {e}");
                     }
                 }
@@ -141,13 +160,14 @@ fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Re
     }
 }
 
-/// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields.
+/// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields of `object` (one
+/// serialized JSON object, which must not itself hold `ts`, `seq` or `kind`).
 fn write_line(
     out: &mut impl io::Write,
     ts: SystemTime,
     seq: u64,
     kind: &str,
-    fields: &Map<String, Value>,
+    object: &[u8],
 ) -> io::Result<()> {
     write!(
         out,
@@ -155,16 +175,15 @@ fn write_line(
         humantime::format_rfc3339_micros(ts)
     )?;
     serde_json::to_writer(&mut *out, kind)?;
-    for (k, v) in fields {
-        if matches!(k.as_str(), "ts" | "seq" | "kind") {
-            continue;
+    match object {
+        [b'{', b'}'] | [] => out.write_all(b"}\n"),
+        [b'{', rest @ ..] => {
+            out.write_all(b",")?;
+            out.write_all(rest)?;
+            out.write_all(b"\n")
         }
-        out.write_all(b",")?;
-        serde_json::to_writer(&mut *out, k)?;
-        out.write_all(b":")?;
-        serde_json::to_writer(&mut *out, v)?;
+        _ => out.write_all(b"}\n"),
     }
-    out.write_all(b"}\n")
 }
 
 /// The `seq` of the last record in the file, or 0.

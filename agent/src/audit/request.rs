@@ -1,100 +1,181 @@
 //! The audit record of one HTTP request: filled in as the request goes through the phases, and
-//! written exactly once when it is dropped, however the request ended.
-use std::{net::SocketAddr, time::Instant};
+//! written exactly once when it is dropped, however the request ended. It is serialized on the
+//! request's own thread; the writer only appends the bytes.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
 use super::AuditLog;
 
 /// How the exchange ended, from the client's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Still in progress; if dropped like this the client went away.
+    #[serde(rename = "client_disconnected")]
     Open,
     Completed,
     Failed,
 }
 
+fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[derive(Serialize)]
+struct Conn {
+    #[serde(serialize_with = "display")]
+    peer: SocketAddr,
+    #[serde(serialize_with = "display")]
+    dst: SocketAddr,
+    tls: Option<Arc<str>>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Http {
+    pub method: String,
+    pub path: String,
+    pub version: &'static str,
+}
+
+/// What the request was, in MCP terms.
+#[derive(Serialize, Default)]
+pub struct Mcp {
+    pub method: Option<String>,
+    pub id: Option<Value>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+    pub session: Option<String>,
+    pub protocol_version: Option<String>,
+    /// Every message of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Vec<Value>>,
+    /// `sse` on a legacy stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Upstream {
+    Answered { status: u16, ms: f64 },
+    Failed { error: String },
+}
+
+#[derive(Serialize)]
+struct Fields {
+    server: Arc<str>,
+    conn: Conn,
+    http: Http,
+    mcp: Mcp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<Upstream>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools_listed: Option<Vec<String>>,
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    ms: f64,
+}
+
 pub struct RequestRecord {
     audit: AuditLog,
     start: Instant,
-    fields: Map<String, Value>,
-    outcome: Outcome,
+    fields: Fields,
 }
 
 impl RequestRecord {
     pub fn new(
         audit: &AuditLog,
-        server: &str,
+        server: Arc<str>,
         peer: SocketAddr,
         dst: SocketAddr,
-        tls: Option<&str>,
+        tls: Option<Arc<str>>,
+        http: Http,
     ) -> Self {
-        let mut fields = Map::new();
-        fields.insert("server".into(), server.into());
-        fields.insert(
-            "conn".into(),
-            json!({ "peer": peer.to_string(), "dst": dst.to_string(), "tls": tls }),
-        );
         Self {
             audit: audit.clone(),
             start: Instant::now(),
-            fields,
-            outcome: Outcome::Open,
+            fields: Fields {
+                server,
+                conn: Conn { peer, dst, tls },
+                http,
+                mcp: Mcp::default(),
+                status: None,
+                upstream: None,
+                tools_listed: None,
+                outcome: Outcome::Open,
+                error: None,
+                ms: 0.0,
+            },
         }
     }
 
-    pub fn set(&mut self, key: &str, value: Value) {
-        self.fields.insert(key.into(), value);
-    }
-
-    /// The MCP fields of the request.
-    pub fn set_mcp(&mut self, mcp: Value) {
-        self.set("mcp", mcp);
+    /// The MCP fields, as far as they are known.
+    pub fn mcp(&mut self) -> &mut Mcp {
+        &mut self.fields.mcp
     }
 
     pub fn mcp_id(&self) -> Option<&Value> {
-        self.fields
-            .get("mcp")
-            .and_then(|m| m.get("id"))
-            .filter(|v| !v.is_null())
+        self.fields.mcp.id.as_ref()
     }
 
     pub fn elapsed_ms(&self) -> f64 {
         (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3
     }
 
+    /// The upstream answered with `status`; the client gets it too.
+    pub fn answered(&mut self, status: u16) {
+        self.fields.status = Some(status);
+        self.fields.upstream = Some(Upstream::Answered {
+            status,
+            ms: self.elapsed_ms(),
+        });
+    }
+
     /// The request failed in Moat (refused, or the upstream failed) with `status`.
     pub fn fail(&mut self, status: u16, error: &str) {
-        self.set("status", status.into());
-        self.set("error", error.into());
-        self.outcome = Outcome::Failed;
+        self.fields.status = Some(status);
+        self.fields.error = Some(error.into());
+        self.fields.outcome = Outcome::Failed;
+    }
+
+    /// The upstream could not be reached or did not answer in time.
+    pub fn upstream_failed(&mut self, error: &str) {
+        self.fields.upstream = Some(Upstream::Failed {
+            error: error.into(),
+        });
     }
 
     /// The response stream broke after its headers were sent.
     pub fn broken(&mut self, error: &str) {
-        self.set("error", error.into());
-        self.outcome = Outcome::Failed;
+        self.fields.error = Some(error.into());
+        self.fields.outcome = Outcome::Failed;
+    }
+
+    pub fn tools_listed(&mut self, names: Vec<String>) {
+        self.fields.tools_listed = Some(names);
     }
 
     /// The response was sent to the end.
     pub fn complete(&mut self) {
-        if self.outcome == Outcome::Open {
-            self.outcome = Outcome::Completed;
+        if self.fields.outcome == Outcome::Open {
+            self.fields.outcome = Outcome::Completed;
         }
     }
 }
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        let outcome = match self.outcome {
-            Outcome::Open => "client_disconnected",
-            Outcome::Completed => "completed",
-            Outcome::Failed => "failed",
-        };
-        self.fields.insert("outcome".into(), outcome.into());
-        self.fields.insert("ms".into(), self.elapsed_ms().into());
-        self.audit
-            .record_now("request", std::mem::take(&mut self.fields));
+        self.fields.ms = self.elapsed_ms();
+        match serde_json::to_vec(&self.fields) {
+            Ok(object) => self.audit.record_serialized("request", object),
+            // Only a serializer bug gets here; say so rather than lose the record silently.
+            Err(e) => tracing::error!("audit record could not be serialized: {e}"),
+        }
     }
 }

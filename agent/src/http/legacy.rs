@@ -6,7 +6,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use serde_json::json;
 
 use super::body::Observer;
 use crate::{audit::RequestRecord, mcp::SseParser};
@@ -69,9 +68,9 @@ impl Observer for StreamObserver {
                 continue;
             }
             if let Some(target) = target_of(&e.data) {
-                record.set_mcp(
-                    json!({ "method": null, "session": session_of(&target), "transport": "sse" }),
-                );
+                let mcp = record.mcp();
+                mcp.session = session_of(&target).map(str::to_string);
+                mcp.transport = Some("sse");
                 self.sessions
                     .live
                     .lock()

@@ -29,7 +29,7 @@ impl ListObserver {
 
 fn note(message: &Value, record: &mut RequestRecord) {
     if let Some(names) = mcp::tool_names(message) {
-        record.set("tools_listed", names.into());
+        record.tools_listed(names);
     }
 }
 

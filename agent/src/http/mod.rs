@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use self::{
     admit::Route,
@@ -22,7 +22,7 @@ use self::{
     forward::UpstreamClient,
 };
 use crate::{
-    audit::{AuditLog, RequestRecord},
+    audit::{AuditLog, Http, Mcp, RequestRecord},
     config::Server,
     idle::InFlight,
     mcp::{self, Decoded, Revision},
@@ -31,6 +31,8 @@ use crate::{
 /// One protected server, as the proxy serves it.
 pub struct Site {
     pub server: Server,
+    /// The server's name, shared by every audit record.
+    pub name: Arc<str>,
     pub legacy: Arc<legacy::Sessions>,
     pub limits: mcp::Limits,
 }
@@ -42,6 +44,7 @@ impl Site {
             ..mcp::Limits::default()
         };
         Self {
+            name: server.name.as_str().into(),
             server,
             legacy: Arc::default(),
             limits,
@@ -60,7 +63,8 @@ pub struct Proxy {
 pub struct Conn {
     pub peer: SocketAddr,
     pub dst: SocketAddr,
-    pub tls: Option<String>,
+    /// The TLS version, e.g. `TLSv1_3`; None for plaintext.
+    pub tls: Option<Arc<str>>,
 }
 
 impl Proxy {
@@ -72,23 +76,22 @@ impl Proxy {
         req: Request<Incoming>,
         in_flight: InFlight,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let http = Http {
+            method: req.method().as_str().to_string(),
+            path: req.uri().path().to_string(),
+            version: version_name(req.version()),
+        };
         let mut record = RequestRecord::new(
             &self.audit,
-            &site.server.name,
+            site.name.clone(),
             conn.peer,
             conn.dst,
-            conn.tls.as_deref(),
-        );
-        record.set(
-            "http",
-            json!({ "method": req.method().as_str(), "path": req.uri().path(), "version": format!("{:?}", req.version()) }),
+            conn.tls.clone(),
+            http,
         );
         match self.proxy(site, req, &mut record).await {
             Ok((resp, observer)) => {
-                let status = resp.status().as_u16();
-                record.set("status", status.into());
-                let upstream_ms = record.elapsed_ms();
-                record.set("upstream", json!({ "status": status, "ms": upstream_ms }));
+                record.answered(resp.status().as_u16());
                 let (parts, body) = resp.into_parts();
                 Ok(Response::from_parts(
                     parts,
@@ -99,7 +102,7 @@ impl Proxy {
                 let resp = e.response(record.mcp_id());
                 record.fail(resp.status().as_u16(), &e.to_string());
                 if let ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout = e {
-                    record.set("upstream", json!({ "error": e.to_string() }));
+                    record.upstream_failed(&e.to_string());
                 }
                 Ok(resp)
             }
@@ -123,7 +126,7 @@ impl Proxy {
                     .and_then(|pq| legacy::session_of(pq.as_str()))
             })
             .map(str::to_string);
-        record.set_mcp(json!({ "session": session }));
+        record.mcp().session.clone_from(&session);
 
         let (parts, incoming) = req.into_parts();
         let mut lists_tools = false;
@@ -134,10 +137,8 @@ impl Proxy {
                 &parts.headers,
                 &bytes,
                 route == Route::Streamable,
-                session.as_deref(),
                 record,
             )?;
-            record.set_mcp(mcp_fields(&decoded, session.as_deref(), &parts.headers));
             lists_tools = decoded
                 .messages
                 .iter()
@@ -200,7 +201,6 @@ fn decode(
     headers: &HeaderMap,
     bytes: &[u8],
     streamable: bool,
-    session: Option<&str>,
     record: &mut RequestRecord,
 ) -> Result<Decoded, ProxyError> {
     let revision = match header_str(headers, "mcp-protocol-version") {
@@ -211,10 +211,12 @@ fn decode(
         }
     };
     let decoded = mcp::decode(bytes, revision, &site.limits)?;
-    if let Some(first) = decoded.messages.first() {
-        // Known before any later check fails, so an error answers with the request's id.
-        record.set_mcp(json!({ "id": first.id, "method": first.method, "tool": first.tool, "session": session }));
-    }
+    // Recorded before the header checks, so a refusal answers with the request's id.
+    note_mcp(
+        &decoded,
+        header_str(headers, "mcp-protocol-version"),
+        record.mcp(),
+    );
     for m in &decoded.messages {
         mcp::check_headers(
             m,
@@ -226,26 +228,35 @@ fn decode(
     Ok(decoded)
 }
 
-fn mcp_fields(d: &Decoded, session: Option<&str>, headers: &HeaderMap) -> Value {
-    let m = d.messages.first();
-    let mut v = json!({
-        "method": m.and_then(|m| m.method.clone()),
-        "id": m.and_then(|m| m.id.clone()),
-        "tool": m.and_then(|m| m.tool.clone()),
-        "resource": m.and_then(|m| m.resource.clone()),
-        "prompt": m.and_then(|m| m.prompt.clone()),
-        "session": session,
-        "protocol_version": header_str(headers, "mcp-protocol-version")
+/// The audit record's MCP fields: the first message, and each message of a batch.
+fn note_mcp(d: &Decoded, version_header: Option<&str>, mcp: &mut Mcp) {
+    if let Some(m) = d.messages.first() {
+        mcp.method.clone_from(&m.method);
+        mcp.id.clone_from(&m.id);
+        mcp.tool.clone_from(&m.tool);
+        mcp.resource.clone_from(&m.resource);
+        mcp.prompt.clone_from(&m.prompt);
+        mcp.protocol_version = version_header
             .map(str::to_string)
-            .or_else(|| m.and_then(|m| m.protocol_version.clone())),
-    });
+            .or_else(|| m.protocol_version.clone());
+    }
     if d.batch {
-        v["batch"] = json!(
+        mcp.batch = Some(
             d.messages
                 .iter()
                 .map(|m| json!({"method": m.method, "id": m.id, "tool": m.tool}))
-                .collect::<Vec<_>>()
+                .collect(),
         );
     }
-    v
+}
+
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
