@@ -9,7 +9,7 @@ use crate::{
     config::{Cgroup, Config},
     error::AppError,
     events,
-    http::{Proxy, Site, forward},
+    http::Site,
     listen,
     serve::{self, Protected, Sites},
     steer::{self, Hooks, Kernel},
@@ -151,16 +151,22 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         async move { events::forward(ring, &config, audit).await }
     });
     let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
-    let proxy = Arc::new(Proxy {
-        client: forward::client(upstream),
-        audit: audit.clone(),
-    });
     let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
-    let serve = serve::serve(listener, sites, proxy, audit.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = serve::spawn_workers(n, &listener, &sites, &upstream, &audit, &stopped)
+        .map_err(AppError::io("starting the proxy workers"))?;
+    drop(listener);
 
+    let mut joined =
+        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
     tokio::select! {
-        () = serve => {}
-        () = shutdown_signal() => tracing::info!("stopping; protected ports stay closed until the agent is back"),
+        () = shutdown_signal() => {
+            tracing::info!("stopping; protected ports stay closed until the agent is back");
+            let _ = stop.send(true);
+            let _ = (&mut joined).await;
+        }
+        _ = &mut joined => tracing::error!("the proxy workers stopped; protected ports are closed"),
     }
     events_task.abort();
     reload_task.abort();

@@ -5,7 +5,7 @@ use std::{
 };
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use std::net::TcpListener;
 
 /// A dual-stack (IPV6_V6ONLY=0) listener on [::] and a kernel-chosen port. It serves IPv4, IPv6
 /// and v4-mapped lookups from one sockmap slot. It must be bound to the unspecified address:
@@ -18,7 +18,7 @@ pub fn proxy_listener() -> io::Result<TcpListener> {
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
     s.listen(1024)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
 /// IPv4-mapped IPv6 addresses (as a dual-stack socket reports IPv4 peers) as plain IPv4.

@@ -96,7 +96,7 @@ fn main() {
 
 fn dispatch(command: Command) -> Result<(), AppError> {
     match command {
-        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Command::Run { config } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(AppError::io("starting the runtime"))?

@@ -8,15 +8,19 @@ use hyper_util::{
     server::conn::auto,
 };
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
     audit::AuditLog,
-    http::{Conn, Proxy, Site},
+    http::{Conn, Proxy, Site, forward},
     idle::{Activity, Tracked},
     listen::canonical,
     tls::ServerTls,
+    upstream::Upstream,
 };
 
 /// A protected server: how to serve it, and its TLS (None only with `dangerous.plaintext`).
@@ -27,6 +31,52 @@ pub struct Protected {
 
 pub struct Sites {
     pub by_port: HashMap<u16, Arc<Protected>>,
+}
+
+/// Serves the listener from `n` threads, each with its own single-threaded runtime and upstream
+/// pool: a connection, its request and its upstream exchange stay on one thread, with no
+/// wake-ups across threads. Each thread stops when `stop` changes; dropping its runtime ends
+/// the requests in flight, whose audit records are still written.
+pub fn spawn_workers(
+    n: usize,
+    listener: &std::net::TcpListener,
+    sites: &Arc<Sites>,
+    upstream: &Arc<Upstream>,
+    audit: &AuditLog,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    (0..n)
+        .map(|i| {
+            let listener = listener.try_clone()?;
+            let (sites, upstream, audit, mut stop) =
+                (sites.clone(), upstream.clone(), audit.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("moat-proxy-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => return tracing::error!("proxy worker {i}: {e}"),
+                    };
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => return tracing::error!("proxy worker {i}: {e}"),
+                        };
+                        let proxy = Arc::new(Proxy {
+                            client: forward::client(upstream),
+                            audit: audit.clone(),
+                        });
+                        tokio::select! {
+                            () = serve(listener, sites, proxy, audit) => {}
+                            _ = stop.changed() => {}
+                        }
+                    });
+                })
+        })
+        .collect()
 }
 
 /// Serves steered connections until the listener fails.
