@@ -160,14 +160,15 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
 
     let mut joined =
         tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
-    tokio::select! {
+    let workers_failed = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("stopping; protected ports stay closed until the agent is back");
             let _ = stop.send(true);
             let _ = (&mut joined).await;
+            false
         }
-        _ = &mut joined => tracing::error!("the proxy workers stopped; protected ports are closed"),
-    }
+        _ = &mut joined => true,
+    };
     events_task.abort();
     reload_task.abort();
     audit
@@ -181,6 +182,14 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     // Requests still in flight end when the runtime drops their tasks; their records go to the
     // writer, which ends after the last of them (dropping the runtime waits for it).
     drop(writer);
+    if workers_failed {
+        return Err(AppError::Io {
+            what: "serving".into(),
+            source: std::io::Error::other(
+                "every proxy worker stopped; the protected ports are closed",
+            ),
+        });
+    }
     Ok(())
 }
 
