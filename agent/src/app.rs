@@ -154,21 +154,20 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let workers = serve::spawn_workers(n, &listener, &sites, &upstream, &audit, &stopped)
+    let (workers, handoff) = serve::spawn_workers(n, &sites, &upstream, &audit, &stopped)
         .map_err(AppError::io("starting the proxy workers"))?;
-    drop(listener);
-
-    let mut joined =
-        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(AppError::io("registering the proxy listener"))?;
     let workers_failed = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("stopping; protected ports stay closed until the agent is back");
-            let _ = stop.send(true);
-            let _ = (&mut joined).await;
             false
         }
-        _ = &mut joined => true,
+        () = serve::accept(listener, handoff) => true,
     };
+    let _ = stop.send(true);
+    let _ =
+        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
     events_task.abort();
     reload_task.abort();
     audit

@@ -10,7 +10,7 @@ use hyper_util::{
 use serde_json::json;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::watch,
+    sync::{mpsc, watch},
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -33,57 +33,78 @@ pub struct Sites {
     pub by_port: HashMap<u16, Arc<Protected>>,
 }
 
-/// Serves the listener from `n` threads, each with its own single-threaded runtime and upstream
-/// pool: a connection, its request and its upstream exchange stay on one thread, with no
-/// wake-ups across threads. Each thread stops when `stop` changes; dropping its runtime ends
-/// the requests in flight, whose audit records are still written.
+/// Starts `n` worker threads, each with its own single-threaded runtime and upstream pool: a
+/// connection, its requests and its upstream exchanges stay on one thread, with no wake-ups
+/// across threads. Returns the threads and the channels that hand them connections. Each
+/// thread stops when `stop` changes or its channel closes; dropping its runtime ends the
+/// requests in flight, whose audit records are still written.
 pub fn spawn_workers(
     n: usize,
-    listener: &std::net::TcpListener,
     sites: &Arc<Sites>,
     upstream: &Arc<Upstream>,
     audit: &AuditLog,
     stop: &watch::Receiver<bool>,
-) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    (0..n)
-        .map(|i| {
-            let listener = listener.try_clone()?;
-            let (sites, upstream, audit, mut stop) =
-                (sites.clone(), upstream.clone(), audit.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("moat-proxy-{i}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => return tracing::error!("proxy worker {i}: {e}"),
-                    };
-                    rt.block_on(async move {
-                        let listener = match TcpListener::from_std(listener) {
-                            Ok(l) => l,
-                            Err(e) => return tracing::error!("proxy worker {i}: {e}"),
-                        };
-                        let proxy = Arc::new(Proxy {
-                            client: forward::client(upstream),
-                            audit: audit.clone(),
-                        });
-                        tokio::select! {
-                            () = serve(listener, sites, proxy, audit) => {}
-                            _ = stop.changed() => {}
-                        }
+) -> std::io::Result<(
+    Vec<std::thread::JoinHandle<()>>,
+    Vec<mpsc::Sender<std::net::TcpStream>>,
+)> {
+    let mut threads = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(1024);
+        let (sites, upstream, audit, mut stop) =
+            (sites.clone(), upstream.clone(), audit.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("moat-proxy-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!("proxy worker {i}: {e}"),
+                };
+                rt.block_on(async move {
+                    let proxy = Arc::new(Proxy {
+                        client: forward::client(upstream),
+                        audit: audit.clone(),
                     });
-                })
-        })
-        .collect()
+                    loop {
+                        let stream = tokio::select! {
+                            s = rx.recv() => match s {
+                                Some(s) => s,
+                                None => return,
+                            },
+                            _ = stop.changed() => return,
+                        };
+                        let stream = match TcpStream::from_std(stream) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!("proxy worker {i}: {e}");
+                                continue;
+                            }
+                        };
+                        let (sites, proxy, audit) = (sites.clone(), proxy.clone(), audit.clone());
+                        tokio::spawn(
+                            async move { connection(stream, &sites, proxy, &audit).await },
+                        );
+                    }
+                });
+            })?;
+        threads.push(thread);
+        senders.push(tx);
+    }
+    Ok((threads, senders))
 }
 
-/// Serves steered connections until the listener fails.
-pub async fn serve(listener: TcpListener, sites: Arc<Sites>, proxy: Arc<Proxy>, audit: AuditLog) {
+/// Accepts steered connections and hands them to the workers in turn (the kernel would wake
+/// whichever worker is idle, and one worker would end up with nearly every connection).
+/// Returns when every worker is gone.
+pub async fn accept(listener: TcpListener, workers: Vec<mpsc::Sender<std::net::TcpStream>>) {
+    let mut next = 0usize;
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(c) => c,
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!("accept failed: {e}");
@@ -91,8 +112,24 @@ pub async fn serve(listener: TcpListener, sites: Arc<Sites>, proxy: Arc<Proxy>, 
                 continue;
             }
         };
-        let (sites, proxy, audit) = (sites.clone(), proxy.clone(), audit.clone());
-        tokio::spawn(async move { connection(stream, &sites, proxy, &audit).await });
+        let Ok(mut stream) = stream.into_std() else {
+            continue;
+        };
+        let mut handed = false;
+        for _ in 0..workers.len() {
+            let w = &workers[next % workers.len()];
+            next = next.wrapping_add(1);
+            match w.send(stream).await {
+                Ok(()) => {
+                    handed = true;
+                    break;
+                }
+                Err(mpsc::error::SendError(s)) => stream = s,
+            }
+        }
+        if !handed {
+            return;
+        }
     }
 }
 
