@@ -154,8 +154,9 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let (workers, handoff) = serve::spawn_workers(n, &sites, &upstream, &audit, &stopped)
-        .map_err(AppError::io("starting the proxy workers"))?;
+    let serve::Workers { threads, handoff } =
+        serve::spawn_workers(n, &sites, &upstream, &audit, &stopped)
+            .map_err(AppError::io("starting the proxy workers"))?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(AppError::io("registering the proxy listener"))?;
     let workers_failed = tokio::select! {
@@ -167,7 +168,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     };
     let _ = stop.send(true);
     let _ =
-        tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
     events_task.abort();
     reload_task.abort();
     audit

@@ -33,9 +33,15 @@ pub struct Sites {
     pub by_port: HashMap<u16, Arc<Protected>>,
 }
 
+/// The proxy's worker threads and the channels that hand them connections.
+pub struct Workers {
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+    pub handoff: Vec<mpsc::Sender<std::net::TcpStream>>,
+}
+
 /// Starts `n` worker threads, each with its own single-threaded runtime and upstream pool: a
 /// connection, its requests and its upstream exchanges stay on one thread, with no wake-ups
-/// across threads. Returns the threads and the channels that hand them connections. Each
+/// across threads. Each
 /// thread stops when `stop` changes or its channel closes; dropping its runtime ends the
 /// requests in flight, whose audit records are still written.
 pub fn spawn_workers(
@@ -44,10 +50,7 @@ pub fn spawn_workers(
     upstream: &Arc<Upstream>,
     audit: &AuditLog,
     stop: &watch::Receiver<bool>,
-) -> std::io::Result<(
-    Vec<std::thread::JoinHandle<()>>,
-    Vec<mpsc::Sender<std::net::TcpStream>>,
-)> {
+) -> std::io::Result<Workers> {
     let mut threads = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for i in 0..n {
@@ -94,7 +97,10 @@ pub fn spawn_workers(
         threads.push(thread);
         senders.push(tx);
     }
-    Ok((threads, senders))
+    Ok(Workers {
+        threads,
+        handoff: senders,
+    })
 }
 
 /// Accepts steered connections and hands them to the workers in turn (the kernel would wake
