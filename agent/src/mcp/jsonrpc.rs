@@ -38,6 +38,22 @@ pub struct Message {
     pub protocol_version: Option<String>,
 }
 
+impl Message {
+    /// A message of `kind` with `id` and nothing read from it yet.
+    fn bare(kind: Kind, id: Option<Value>) -> Self {
+        Self {
+            kind,
+            id,
+            method: None,
+            tool: None,
+            arguments: None,
+            resource: None,
+            prompt: None,
+            protocol_version: None,
+        }
+    }
+}
+
 /// A decoded POST body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
@@ -137,16 +153,7 @@ fn message(value: Value) -> Result<Message, DecodeError> {
                 Some(Value::Object(params)) => Some(params),
                 Some(_) => return Err(invalid_params(id, "params must be an object")),
             };
-            let mut msg = Message {
-                kind,
-                id,
-                method: None,
-                tool: None,
-                arguments: None,
-                resource: None,
-                prompt: None,
-                protocol_version: None,
-            };
+            let mut msg = Message::bare(kind, id);
             read_params(&mut msg, &method, params)?;
             msg.method = Some(method);
             Ok(msg)
@@ -164,16 +171,7 @@ fn message(value: Value) -> Result<Message, DecodeError> {
                 ));
             };
             check_response(&object)?;
-            Ok(Message {
-                kind: Kind::Response,
-                id: Some(id),
-                method: None,
-                tool: None,
-                arguments: None,
-                resource: None,
-                prompt: None,
-                protocol_version: None,
-            })
+            Ok(Message::bare(Kind::Response, Some(id)))
         }
     }
 }
