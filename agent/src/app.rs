@@ -10,7 +10,7 @@ use crate::{
     error::AppError,
     events,
     http::Site,
-    listen,
+    instance, listen,
     serve::{self, Protected, Sites},
     steer::{self, Hooks, Kernel},
     tls::{self, ServerTls},
@@ -81,6 +81,8 @@ async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Arc::new(Config::load(config_path)?);
     let sites = Arc::new(load_sites(&config)?);
+    let _instance = instance::lock(&config.agent.state_dir)?;
+    instance::raise_fd_limit();
     for s in config.servers.iter().filter(|s| s.plaintext) {
         tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: plain HTTP on a protected port; requests and tokens cross the network unencrypted");
     }

@@ -16,6 +16,11 @@ pub enum AppError {
     Tls(String),
     #[error(transparent)]
     Cert(#[from] crate::tls::selfsigned::CertError),
+    #[error("another agent (pid {pid}) holds {path}: one agent per instance")]
+    AlreadyRunning {
+        path: std::path::PathBuf,
+        pid: String,
+    },
     #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
     NoBpffs,
 }

@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod http;
 mod idle;
+mod instance;
 mod listen;
 mod mcp;
 mod serve;

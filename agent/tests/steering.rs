@@ -379,3 +379,31 @@ fn an_unreachable_upstream_closes_the_client_and_is_audited() {
     assert_eq!(r["outcome"], "failed");
     assert_eq!(r["mcp"]["method"], "ping");
 }
+
+#[test]
+fn a_second_agent_for_the_same_instance_is_refused_and_the_first_keeps_serving() {
+    let mut host = Host::new();
+    host.start_server(PORT);
+    host.start_agent();
+    let first = host.status()["agent_pid"].clone();
+    let out = host
+        .command(MOAT, &["run", "-c", host.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another agent") && err.contains(&first.to_string()),
+        "{err}"
+    );
+    let s = host.status();
+    assert_eq!(
+        s["agent_pid"], first,
+        "the settings still name the first agent"
+    );
+    assert!(s["proxy_socket"].is_u64());
+    assert!(in_reserved(
+        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+            .unwrap()
+    ));
+}
