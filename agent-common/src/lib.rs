@@ -43,6 +43,9 @@ pub struct Settings {
     /// Thread group id of the running agent (0 while no agent has started).
     pub agent_tgid: u32,
     pub _pad: u32,
+    /// cgroup v2 id of the running agent: a process that reuses the agent's pid while the
+    /// agent is down is still refused unless it also sits in the agent's cgroup.
+    pub agent_cgroup_id: u64,
 }
 
 /// Per-port counters. Per-CPU in the kernel; userspace sums them.

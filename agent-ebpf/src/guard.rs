@@ -56,7 +56,9 @@ fn guard(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if s.agent_tgid != 0 && tgid == s.agent_tgid {
+    // SAFETY: helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if s.agent_tgid != 0 && tgid == s.agent_tgid && cgroup_id == s.agent_cgroup_id {
         return ALLOW;
     }
 
@@ -70,8 +72,8 @@ fn guard(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
         dst_port: 0,
         pid: tgid,
         uid: bpf_get_current_uid_gid() as u32,
-        // SAFETY: helpers without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        cgroup_id,
+        // SAFETY: helper without arguments.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
         comm: bpf_get_current_comm().unwrap_or_default(),
     };

@@ -105,6 +105,8 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         upstream_port_hi: config.agent.upstream_ports.hi.into(),
         agent_tgid: std::process::id(),
         _pad: 0,
+        agent_cgroup_id: steer::own_cgroup_id()
+            .map_err(AppError::io("finding the agent's own cgroup"))?,
     })?;
 
     let listener = listen::proxy_listener().map_err(AppError::io("creating the proxy listener"))?;

@@ -383,3 +383,21 @@ pub fn cgroup2_root() -> io::Result<PathBuf> {
             )
         })
 }
+
+/// The cgroup v2 id of this process: the inode of its cgroup directory, which is what
+/// `bpf_get_current_cgroup_id()` returns in the kernel.
+pub fn own_cgroup_id() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let line = std::fs::read_to_string("/proc/self/cgroup")?;
+    let rel = line
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup v2 entry in /proc/self/cgroup",
+            )
+        })?;
+    let dir = cgroup2_root()?.join(rel.trim_start_matches('/'));
+    Ok(std::fs::metadata(dir)?.ino())
+}
