@@ -210,13 +210,23 @@ async fn shutdown_signal() {
 /// Validates a config file; prints a summary.
 pub fn check(config_path: &Path) -> Result<String, AppError> {
     let c = Config::load(config_path)?;
+    // The certificates must load too, as they will when the agent starts.
+    load_sites(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",
         config_path.display(),
         c.servers.len()
     );
     for s in &c.servers {
-        out.push_str(&format!("  {} port {} -> {}\n", s.name, s.port, s.upstream));
+        let tls = if s.plaintext {
+            "plain HTTP (dangerous)".to_string()
+        } else {
+            format!("TLS, {} certificate(s)", s.tls.certs.len())
+        };
+        out.push_str(&format!(
+            "  {} port {} -> {} ({tls}, endpoint {})\n",
+            s.name, s.port, s.upstream, s.endpoint
+        ));
     }
     Ok(out)
 }

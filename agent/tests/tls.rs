@@ -176,3 +176,38 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_certificate_that_does_not_load_is_a_config_error_naming_the_file() {
+    let host = Host::new();
+    let dir = host.dir.join("certs");
+    let (crt, _key, _ca) = cert(&dir, "localhost");
+    let (_other_crt, other_key, _) = cert(&host.dir.join("other"), "localhost");
+    let missing = dir.join("missing.key");
+    for (key, expect) in [
+        (missing.clone(), missing.display().to_string()),
+        (other_key, "does not match".to_string()),
+    ] {
+        host.write_config(&format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n",
+            crt.display(),
+            key.display()
+        ));
+        for sub in ["check", "run"] {
+            let out = Command::new(MOAT)
+                .args([sub, "-c", host.config.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub}: {err}");
+            assert!(
+                err.contains("server `files`") && err.contains(&expect),
+                "{sub}: {err}"
+            );
+        }
+    }
+    assert!(
+        !host.bpffs.exists(),
+        "nothing is attached when a certificate does not load"
+    );
+}
