@@ -40,15 +40,17 @@ impl Upstream {
     }
 
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
-        if crate::listen::canonical(addr) == crate::listen::canonical(self.proxy) {
-            return Err(UpstreamError::Loop(addr));
-        }
         let err = |source| UpstreamError::Connect { addr, source };
         let n = self.ports.len();
         for _ in 0..n {
             let port = self.ports.lo + (self.next.fetch_add(1, Ordering::Relaxed) % n) as u16;
             let socket = new_socket(addr).map_err(err)?;
             match socket.bind(&SocketAddr::new(addr.ip(), port).into()) {
+                // A local address: the proxy listens on [::] and its port, so the same port on
+                // any local address is the proxy itself.
+                Ok(()) if addr.port() == self.proxy.port() => {
+                    return Err(UpstreamError::Loop(addr));
+                }
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
                 // Not an address of this host: the server is elsewhere and no exemption applies.
@@ -102,4 +104,32 @@ pub fn reserve_ports(ports: PortRange) -> io::Result<()> {
         format!("{current},{entry}")
     };
     std::fs::write(PATH, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_proxy_never_connects_upstream_to_itself() {
+        let proxy = std::net::TcpListener::bind("[::]:0").unwrap();
+        let port = proxy.local_addr().unwrap().port();
+        let up = Upstream::new(
+            PortRange {
+                lo: 61000,
+                hi: 61099,
+            },
+            proxy.local_addr().unwrap(),
+        );
+        for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert!(
+                matches!(up.connect(addr).await, Err(UpstreamError::Loop(_))),
+                "{addr}"
+            );
+        }
+        // Another local port is a server like any other.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(up.connect(server.local_addr().unwrap()).await.is_ok());
+    }
 }
