@@ -2,10 +2,7 @@
 //! official Python SDK client, the inspector CLI, FastMCP and server-everything.
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -34,17 +31,8 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A certificate for `localhost` and the CA that signed it.
 fn certs(host: &Host) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = host.dir.join("certs");
-    run(Command::new(MOAT)
-        .args(["cert", "self-signed", "localhost", "--out"])
-        .arg(&dir));
-    (
-        dir.join("localhost.crt"),
-        dir.join("localhost.key"),
-        dir.join("localhost-ca.crt"),
-    )
+    cert(&host.dir.join("certs"), "localhost")
 }
 
 fn tls_config(host: &Host, name: &str, port: u16, extra: &str) -> PathBuf {

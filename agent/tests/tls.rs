@@ -3,24 +3,12 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
+    path::Path,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use common::*;
-
-/// A development CA and a certificate for `name` in `dir`: (cert, key, ca).
-fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    run(Command::new(MOAT)
-        .args(["cert", "self-signed", name, "--out"])
-        .arg(dir));
-    (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}-ca.crt")),
-    )
-}
 
 /// curl in the namespace: POSTs a ping to https://NAME:8000/mcp (NAME resolved to 127.0.0.1),
 /// trusting only `ca`. Ok(body) or Err(curl's error).
@@ -193,18 +181,7 @@ fn a_certificate_that_does_not_load_is_a_config_error_naming_the_file() {
             crt.display(),
             key.display()
         ));
-        for sub in ["check", "run"] {
-            let out = Command::new(MOAT)
-                .args([sub, "-c", host.config.to_str().unwrap()])
-                .output()
-                .unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{sub}: {err}");
-            assert!(
-                err.contains("server `files`") && err.contains(&expect),
-                "{sub}: {err}"
-            );
-        }
+        host.assert_config_refused(&["server `files`", &expect]);
     }
     assert!(
         !host.bpffs.exists(),

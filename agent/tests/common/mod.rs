@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::{
         Arc, Mutex,
@@ -260,6 +260,22 @@ impl Host {
             .find(|p| p["port"] == port)
             .cloned()
             .unwrap_or(Value::Null)
+    }
+
+    /// Both `moat check` and `moat run` refuse the current config with exit status 2 and an
+    /// error containing every one of `needles`.
+    pub fn assert_config_refused(&self, needles: &[&str]) {
+        for sub in ["check", "run"] {
+            let out = Command::new(MOAT)
+                .args([sub, "-c", self.config.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub}: {err}");
+            for needle in needles {
+                assert!(err.contains(needle), "{sub}: no {needle:?} in {err}");
+            }
+        }
     }
 
     pub fn detach(&self) -> Output {
@@ -562,4 +578,16 @@ pub fn post(addr: SocketAddr, body: &str, extra_headers: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// A development CA and a certificate for `name` in `dir`: (cert, key, ca).
+pub fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    run(Command::new(MOAT)
+        .args(["cert", "self-signed", name, "--out"])
+        .arg(dir));
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}-ca.crt")),
+    )
 }
