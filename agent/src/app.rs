@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 
 use crate::{
     audit::{self, AuditLog},
-    config::{Cgroup, Config},
+    auth::{
+        self, Authenticator,
+        upstream::{Credential, UpstreamKeys},
+    },
+    config::{Cgroup, Config, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
@@ -17,10 +21,33 @@ use crate::{
     upstream::{self, Upstream},
 };
 
-/// Loads each server's certificates; every failure is reported.
-fn load_sites(config: &Config) -> Result<Sites, AppError> {
+/// The sites, and what must run beside them: the JWKS fetchers and the upstream keys.
+struct Loaded {
+    sites: Sites,
+    jwks: Vec<Arc<auth::Jwks>>,
+    upstream_keys: Option<Arc<UpstreamKeys>>,
+}
+
+/// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
+/// check` (`run` false) nothing is created in the state directory.
+fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
     let mut by_port = HashMap::new();
-    let mut errors = Vec::new();
+    let mut jwks = Vec::new();
+    let mut tls_errors = Vec::new();
+    let mut auth_errors = Vec::new();
+    let state_dir = &config.agent.state_dir;
+    let mints = config
+        .servers
+        .iter()
+        .any(|s| matches!(s.upstream_auth, UpstreamAuth::Jwt { .. }));
+    let upstream_keys = if mints && run {
+        match UpstreamKeys::open(state_dir, auth::upstream::ROTATE) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => return Err(AppError::Auth(format!("upstream signing keys: {e}"))),
+        }
+    } else {
+        None
+    };
     for s in &config.servers {
         let tls = if s.plaintext {
             None
@@ -28,24 +55,68 @@ fn load_sites(config: &Config) -> Result<Sites, AppError> {
             match ServerTls::load(&s.tls.certs) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    errors.push(format!("server `{}`: {e}", s.name));
-                    continue;
+                    tls_errors.push(format!("server `{}`: {e}", s.name));
+                    None
                 }
             }
+        };
+        let authenticator = match &s.auth {
+            None => None,
+            Some(a) => {
+                let public_url = s.public_url.as_deref().unwrap_or_default();
+                let made = auth::key_source(a, state_dir, run).and_then(|(keys, fetcher)| {
+                    jwks.extend(fetcher);
+                    Authenticator::new(a, public_url, &s.endpoint, keys)
+                });
+                match made {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        auth_errors.push(format!("server `{}`: auth: {e}", s.name));
+                        None
+                    }
+                }
+            }
+        };
+        let issuer = s.public_url.as_deref().unwrap_or(&s.name);
+        let credential = match (&s.upstream_auth, run) {
+            // `moat check`: the keys are made when the agent starts.
+            (UpstreamAuth::Jwt { .. }, false) => Ok(Credential::None),
+            (c, _) => Credential::new(c, issuer, upstream_keys.as_ref()),
+        };
+        let credential = match credential {
+            Ok(c) => c,
+            Err(e) => {
+                auth_errors.push(format!("server `{}`: upstream_auth: {e}", s.name));
+                continue;
+            }
+        };
+        if s.auth.is_some() && authenticator.is_none() || !s.plaintext && tls.is_none() {
+            continue;
+        }
+        let keys = match s.upstream_auth {
+            UpstreamAuth::Jwt { .. } => upstream_keys.clone(),
+            _ => None,
         };
         by_port.insert(
             s.port,
             Arc::new(Protected {
-                site: Site::new(s.clone()),
+                site: Site::new(s.clone(), authenticator, credential, keys),
                 tls,
             }),
         );
     }
-    if errors.is_empty() {
-        Ok(Sites { by_port })
-    } else {
-        Err(AppError::Tls(errors.join("\n")))
+    if !tls_errors.is_empty() {
+        tls_errors.extend(auth_errors);
+        return Err(AppError::Tls(tls_errors.join("\n")));
     }
+    if !auth_errors.is_empty() {
+        return Err(AppError::Auth(auth_errors.join("\n")));
+    }
+    Ok(Loaded {
+        sites: Sites { by_port },
+        jwks,
+        upstream_keys,
+    })
 }
 
 /// Reloads certificates whose files changed, logging and auditing each outcome.
@@ -77,15 +148,41 @@ async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
     }
 }
 
+/// Makes a new upstream signing key when one is due (checked hourly).
+async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = keys.tick() {
+            tracing::error!("rotating the upstream signing keys: {e}");
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Arc::new(Config::load(config_path)?);
-    let sites = Arc::new(load_sites(&config)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
+    let Loaded {
+        sites,
+        jwks,
+        upstream_keys,
+    } = load_sites(&config, true)?;
+    let sites = Arc::new(sites);
     instance::raise_fd_limit();
     for s in config.servers.iter().filter(|s| s.plaintext) {
         tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: plain HTTP on a protected port; requests and tokens cross the network unencrypted");
     }
+    for s in config.servers.iter().filter(|s| s.auth.is_none()) {
+        tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: no authentication; anyone who reaches the port can call every tool");
+    }
+    // Key fetchers and rotation run on this thread for the agent's lifetime.
+    let key_tasks: Vec<_> = jwks
+        .into_iter()
+        .map(|j| tokio::spawn(j.run()))
+        .chain(upstream_keys.map(|k| tokio::spawn(rotate_upstream_keys(k))))
+        .collect();
     let (audit, writer) = AuditLog::open(&config.audit.path)?;
 
     let cgroup = match &config.agent.cgroup {
@@ -175,6 +272,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
     events_task.abort();
     reload_task.abort();
+    key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     audit
         .record(
             "config",
@@ -207,11 +305,46 @@ async fn shutdown_signal() {
     }
 }
 
+/// A token from the local issuer for server `name`.
+pub fn mint_token(
+    config: &Config,
+    name: &str,
+    sub: String,
+    client_id: String,
+    scopes: Vec<String>,
+    ttl: u64,
+) -> Result<String, AppError> {
+    let server = config
+        .servers
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| AppError::Auth(format!("no server named `{name}` in the config")))?;
+    let auth = match &server.auth {
+        Some(a) if a.issuer == Issuer::Local => a,
+        _ => {
+            return Err(AppError::Auth(format!(
+                "server `{name}` does not trust the local issuer (`auth: {{ issuer: local }}`)"
+            )));
+        }
+    };
+    if !(1..=30 * 86_400).contains(&ttl) {
+        return Err(AppError::Auth("--ttl is 1 to 2592000 seconds".into()));
+    }
+    let mint = auth::local::Mint {
+        sub,
+        client_id,
+        scopes,
+        audience: auth.audience.clone(),
+        ttl: std::time::Duration::from_secs(ttl),
+    };
+    auth::local::mint(&config.agent.state_dir, &mint).map_err(AppError::Auth)
+}
+
 /// Validates a config file; prints a summary.
 pub fn check(config_path: &Path) -> Result<String, AppError> {
     let c = Config::load(config_path)?;
-    // The certificates must load too, as they will when the agent starts.
-    load_sites(&c)?;
+    // Certificates, CA files and secrets must load too, as they will when the agent starts.
+    load_sites(&c, false)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",
         config_path.display(),
@@ -223,8 +356,12 @@ pub fn check(config_path: &Path) -> Result<String, AppError> {
         } else {
             format!("TLS, {} certificate(s)", s.tls.certs.len())
         };
+        let auth = match &s.auth {
+            Some(a) => format!("tokens from {}", a.issuer.id()),
+            None => "no authentication (dangerous)".to_string(),
+        };
         out.push_str(&format!(
-            "  {} port {} -> {} ({tls}, endpoint {})\n",
+            "  {} port {} -> {} ({tls}, endpoint {}, {auth})\n",
             s.name, s.port, s.upstream, s.endpoint
         ));
     }

@@ -14,6 +14,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     Tls(String),
+    /// Keys, CA files or secrets of `auth` / `upstream_auth` that cannot be used.
+    #[error("{0}")]
+    Auth(String),
     #[error(transparent)]
     Cert(#[from] crate::tls::selfsigned::CertError),
     #[error("another agent (pid {pid}) holds {path}: one agent per instance")]
@@ -34,7 +37,7 @@ impl AppError {
     /// Exit status: 2 for a config the user must fix, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) | Self::Tls(_) => 2,
+            Self::Config(_) | Self::Tls(_) | Self::Auth(_) => 2,
             _ => 1,
         }
     }

@@ -111,7 +111,7 @@ mod tests {
     fn config() -> Config {
         Config::parse(
             "t.yaml",
-            "servers: [{name: files, port: 8000, dangerous: {plaintext: true}}]",
+            "servers: [{name: files, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}]",
         )
         .unwrap()
     }

@@ -1,6 +1,7 @@
 //! `moat`: the command line, a thin layer over [`app`].
 mod app;
 mod audit;
+mod auth;
 mod config;
 mod error;
 mod events;
@@ -60,6 +61,9 @@ enum Command {
     /// Development certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Access tokens from the local issuer (`auth: { issuer: local }`), for development.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Remove the pinned programs: the protected ports open again.
     Detach {
         #[arg(short, long)]
@@ -76,6 +80,29 @@ enum CertCommand {
         name: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print an access token for a server whose config trusts the local issuer.
+    Mint {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        /// The server (its `name`) the token is for: its audience.
+        #[arg(long)]
+        server: String,
+        /// The user.
+        #[arg(long)]
+        sub: String,
+        /// Granted scopes (repeat, or space-separated).
+        #[arg(long)]
+        scope: Vec<String>,
+        #[arg(long, default_value = "moat-cli")]
+        client_id: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
     },
 }
 
@@ -128,6 +155,26 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 w.cert.display(),
                 w.key.display(),
                 w.ca.display()
+            );
+            Ok(())
+        }
+        Command::Token(TokenCommand::Mint {
+            config,
+            server,
+            sub,
+            scope,
+            client_id,
+            ttl,
+        }) => {
+            let config = Config::load(&config)?;
+            let scopes = scope
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_string)
+                .collect();
+            println!(
+                "{}",
+                app::mint_token(&config, &server, sub, client_id, scopes, ttl)?
             );
             Ok(())
         }

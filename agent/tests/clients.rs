@@ -7,30 +7,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-/// Where `cargo xtask setup` installs the fixtures (override with MOAT_FIXTURES).
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("MOAT_FIXTURES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("venv/bin/python").exists(),
-        "test fixtures missing in {}: run `cargo xtask setup`",
-        dir.display()
-    );
-    dir
-}
-
-fn python() -> PathBuf {
-    fixtures().join("venv/bin/python")
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
 fn certs(host: &Host) -> (PathBuf, PathBuf, PathBuf) {
     cert(&host.dir.join("certs"), "localhost")
 }
@@ -39,7 +15,7 @@ fn tls_config(host: &Host, name: &str, port: u16, extra: &str) -> PathBuf {
     let (cert, key, ca) = certs(host);
     host.write_config(&format!(
         "servers:\n  - name: {name}\n    port: {port}\n    public_url: https://localhost:{port}/mcp\n    \
-         tls: {{cert: {}, key: {}}}\n{extra}",
+         tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n{extra}",
         cert.display(),
         key.display()
     ));

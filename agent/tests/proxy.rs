@@ -21,7 +21,7 @@ fn dst() -> SocketAddr {
 fn host() -> (Host, std::sync::Arc<Recorded>) {
     let mut host = Host::new();
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n    allowed_origins: [https://claude.ai]\n    \
+        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    allowed_origins: [https://claude.ai]\n    \
          limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500, idle_timeout_ms: 1000}}\n"
     ));
     let upstream = host.start_server(PORT);

@@ -298,7 +298,7 @@ fn a_running_agent_is_detached_too() {
 fn a_bad_config_is_refused_with_the_key_and_line() {
     let host = Host::new();
     host.write_config(
-        "servers:\n  - name: files\n    port: 8000\n    upstrem: http://127.0.0.1:1\n    dangerous: {plaintext: true}\n",
+        "servers:\n  - name: files\n    port: 8000\n    upstrem: http://127.0.0.1:1\n    dangerous: {plaintext: true, unauthenticated: true}\n",
     );
     host.assert_config_refused(&[&format!(
         "{}:11:5: servers[0].upstrem: unknown key",
@@ -313,7 +313,7 @@ fn a_restart_reconciles_the_protected_ports_with_the_config() {
     host.start_server(PORT);
     host.start_server(8001);
     host.write_config(&format!(
-        "servers:\n  - {{name: files, port: {PORT}, dangerous: {{plaintext: true}}}}\n  - {{name: notes, port: 8001, dangerous: {{plaintext: true}}}}\n"
+        "servers:\n  - {{name: files, port: {PORT}, dangerous: {{plaintext: true, unauthenticated: true}}}}\n  - {{name: notes, port: 8001, dangerous: {{plaintext: true, unauthenticated: true}}}}\n"
     ));
     host.start_agent();
     assert!(in_reserved(
@@ -323,7 +323,7 @@ fn a_restart_reconciles_the_protected_ports_with_the_config() {
     host.kill_agent();
 
     host.write_config(&format!(
-        "servers:\n  - {{name: files, port: {PORT}, dangerous: {{plaintext: true}}}}\n"
+        "servers:\n  - {{name: files, port: {PORT}, dangerous: {{plaintext: true, unauthenticated: true}}}}\n"
     ));
     host.start_agent();
     let ports: Vec<u64> = host.status()["ports"]

@@ -53,7 +53,7 @@ fn sni_picks_the_certificate_for_the_name_the_client_asks_for() {
     let (b_crt, b_key, b_ca) = cert(&dir, "beta.test");
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {PORT}\n    allowed_hosts: [alpha.test, beta.test]\n    tls:\n      \
-         - {{cert: {}, key: {}}}\n      - {{cert: {}, key: {}}}\n",
+         - {{cert: {}, key: {}}}\n      - {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
         a_crt.display(),
         a_key.display(),
         b_crt.display(),
@@ -75,7 +75,7 @@ fn certificates_reload_without_a_restart_and_open_streams_survive() {
     let (crt, key, old_ca) = cert(&old_dir, "localhost");
     let (new_crt, new_key, new_ca) = cert(&new_dir, "localhost");
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n",
+        "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
         crt.display(),
         key.display()
     ));
@@ -177,7 +177,7 @@ fn a_certificate_that_does_not_load_is_a_config_error_naming_the_file() {
         (other_key, "does not match".to_string()),
     ] {
         host.write_config(&format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n",
+            "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
             crt.display(),
             key.display()
         ));

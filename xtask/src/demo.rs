@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: Moat protecting a real MCP server (the npm "everything" server) in a
-//! private network namespace: steered requests, a denied bypass, fail closed, recovery.
+//! private network namespace: steered requests, tokens required, a denied bypass, fail closed,
+//! recovery.
 use std::{
     path::PathBuf,
     process::{Command, Output},
@@ -26,7 +27,7 @@ pub fn run() -> Result {
         .arg(&certs)
         .stdout(std::process::Stdio::null()))?;
     let servers = format!(
-        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n",
+        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
         certs.join("localhost.crt").display(),
         certs.join("localhost.key").display()
     );
@@ -34,10 +35,12 @@ pub fn run() -> Result {
     let direct = Target {
         url: format!("http://127.0.0.1:{PORT}/mcp"),
         cafile: None,
+        token: None,
     };
-    let tls = Target {
+    let anonymous = Target {
         url: format!("https://localhost:{PORT}/mcp"),
         cafile: Some(certs.join("localhost-ca.crt")),
+        token: None,
     };
 
     step("1. An unmodified MCP server (server-everything, Streamable HTTP) listens on port 3001");
@@ -63,9 +66,44 @@ pub fn run() -> Result {
             "  plain HTTP to the port now fails (Moat serves TLS only): {e}"
         )),
     }
+    let (head, _) = post(&lab, &anonymous, None, INITIALIZE)?;
+    say("  through Moat without a token (an OAuth client would now discover the issuer):");
+    for l in head.lines().filter(|l| {
+        l.starts_with("HTTP/") || l.to_ascii_lowercase().starts_with("www-authenticate")
+    }) {
+        say(&format!("    {l}"));
+    }
+    let out = output(
+        Command::new(&lab.moat)
+            .args(["token", "mint", "-c"])
+            .arg(&lab.config)
+            .args([
+                "--server",
+                "everything",
+                "--sub",
+                "alice",
+                "--scope",
+                "mcp:tools",
+            ]),
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "moat token mint: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    say(&format!(
+        "  `moat token mint --sub alice --scope mcp:tools` (development issuer) -> {}...",
+        &token[..token.len().min(24)]
+    ));
+    let tls = Target {
+        token: Some(token),
+        ..anonymous
+    };
     let session = mcp_initialize(&lab, &tls)?;
     say(&format!(
-        "  initialize through Moat -> {} (session {})",
+        "  initialize through Moat with the token -> {} (session {})",
         server_name(&session),
         session.session
     ));
@@ -169,7 +207,11 @@ fn server_name(s: &Session) -> String {
 struct Target {
     url: String,
     cafile: Option<PathBuf>,
+    /// Sent as `Authorization: Bearer`.
+    token: Option<String>,
 }
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"moat-demo","version":"1"}}}"#;
 
 fn post(lab: &Lab, to: &Target, session: Option<&str>, body: &str) -> Result<(String, Value)> {
     let mut cmd = lab.command("curl");
@@ -184,6 +226,9 @@ fn post(lab: &Lab, to: &Target, session: Option<&str>, body: &str) -> Result<(St
         "-H",
         "accept: application/json, text/event-stream",
     ]);
+    if let Some(t) = &to.token {
+        cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+    }
     if let Some(s) = session {
         cmd.args([
             "-H",
@@ -208,12 +253,10 @@ fn post(lab: &Lab, to: &Target, session: Option<&str>, body: &str) -> Result<(St
 }
 
 fn mcp_initialize(lab: &Lab, to: &Target) -> Result<Session> {
-    let (head, body) = post(
-        lab,
-        to,
-        None,
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"moat-demo","version":"1"}}}"#,
-    )?;
+    let (head, body) = post(lab, to, None, INITIALIZE)?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/2 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
     let session = head
         .lines()
         .find_map(|l| {

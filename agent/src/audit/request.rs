@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::AuditLog;
+use crate::auth::Principal;
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -64,12 +65,24 @@ enum Upstream {
     Failed { error: String },
 }
 
+/// Why a request was refused before it reached the upstream (or, later, what policy decided).
+#[derive(Serialize)]
+pub struct Decision {
+    pub effect: &'static str,
+    pub reason: String,
+}
+
 #[derive(Serialize)]
 struct Fields {
     server: Arc<str>,
     conn: Conn,
     http: Http,
+    /// Who called, once the token is validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<Arc<Principal>>,
     mcp: Mcp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<Decision>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,7 +117,9 @@ impl RequestRecord {
                 server,
                 conn: Conn { peer, dst, tls },
                 http,
+                principal: None,
                 mcp: Mcp::default(),
+                decision: None,
                 status: None,
                 upstream: None,
                 tools_listed: None,
@@ -118,6 +133,18 @@ impl RequestRecord {
     /// The MCP fields, as far as they are known.
     pub fn mcp(&mut self) -> &mut Mcp {
         &mut self.fields.mcp
+    }
+
+    pub fn principal(&mut self, p: Arc<Principal>) {
+        self.fields.principal = Some(p);
+    }
+
+    /// The request was refused: why, in the record's terms (not necessarily the client's).
+    pub fn deny(&mut self, reason: String) {
+        self.fields.decision = Some(Decision {
+            effect: "deny",
+            reason,
+        });
     }
 
     pub fn mcp_id(&self) -> Option<&Value> {
@@ -135,6 +162,12 @@ impl RequestRecord {
             status,
             ms: self.elapsed_ms(),
         });
+    }
+
+    /// Moat answered the request itself (a document it serves) with `status`.
+    pub fn answered_locally(&mut self, status: u16) {
+        self.fields.status = Some(status);
+        self.fields.outcome = Outcome::Completed;
     }
 
     /// The request failed in Moat (refused, or the upstream failed) with `status`.

@@ -1,9 +1,11 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
+mod auth;
 mod server;
 mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth};
 #[cfg(test)]
 pub use server::Limits;
 pub use server::{Server, TlsCert, url_authority as server_url_authority};

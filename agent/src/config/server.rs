@@ -8,6 +8,7 @@ use std::{
 
 use super::{
     absolute_path,
+    auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
     yaml::{Node, Report},
 };
 
@@ -33,6 +34,16 @@ pub struct Server {
     pub limits: Limits,
     /// Plain HTTP on the protected port (`dangerous: { plaintext: true }`).
     pub plaintext: bool,
+    /// The OAuth resource server; None only with `dangerous: { unauthenticated: true }`.
+    pub auth: Option<Auth>,
+    pub upstream_auth: UpstreamAuth,
+}
+
+/// Options that weaken protection, each named in a loud warning at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Dangerous {
+    plaintext: bool,
+    unauthenticated: bool,
 }
 
 /// One or more certificates; with several, the client's SNI name picks one.
@@ -113,6 +124,8 @@ const SERVER_KEYS: &[&str] = &[
     "allowed_origins",
     "allowed_hosts",
     "limits",
+    "auth",
+    "upstream_auth",
     "dangerous",
 ];
 
@@ -161,10 +174,11 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         ),
     };
     let legacy_sse = m.get("legacy_sse").map(|v| path(v, r));
-    let plaintext = match m.get("dangerous") {
+    let dangerous = match m.get("dangerous") {
         Some(v) => dangerous(v, r),
-        None => Some(false),
+        None => Some(Dangerous::default()),
     };
+    let plaintext = dangerous.map(|d| d.plaintext);
     let tls = match m.get("tls") {
         Some(v) => tls(v, r),
         None => Some(Tls::default()),
@@ -183,6 +197,44 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         Some(v) => limits(v, r),
         None => Some(Limits::default()),
     };
+    let auth = match (m.get("auth"), dangerous) {
+        (Some(v), Some(d)) => {
+            if d.unauthenticated {
+                r.add(
+                    v,
+                    "`auth` and `dangerous: { unauthenticated: true }` exclude each other",
+                );
+            }
+            if public_url.is_none() {
+                r.add(
+                    v,
+                    "`auth` needs the server's `public_url` (the resource clients ask tokens for)",
+                );
+            }
+            read_auth(v, public_url.as_deref(), r).map(Some)
+        }
+        (None, Some(d)) if !d.unauthenticated => {
+            r.add(
+                &m.at,
+                "missing `auth` (who may call this server), or `dangerous: { unauthenticated: true }`",
+            );
+            None
+        }
+        (None, _) => Some(None),
+        (Some(_), None) => None,
+    };
+    let upstream_auth = match m.get("upstream_auth") {
+        Some(v) => read_upstream_auth(v, upstream, r),
+        None => Some(UpstreamAuth::None),
+    };
+    if let (Some(UpstreamAuth::Jwt { .. }), Some(d)) = (&upstream_auth, dangerous)
+        && d.unauthenticated
+    {
+        r.add(
+            &m.at,
+            "`upstream_auth: { jwt }` names the caller, which needs `auth`",
+        );
+    }
     Some(Server {
         name: name?,
         port: port?,
@@ -198,6 +250,8 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         allowed_hosts: allowed_hosts?,
         limits: limits?,
         plaintext: plaintext?,
+        auth: auth?,
+        upstream_auth: upstream_auth?,
     })
 }
 
@@ -232,12 +286,18 @@ fn path(v: &Node<'_>, r: &mut Report) -> Option<String> {
     Some(s)
 }
 
-fn dangerous(v: &Node<'_>, r: &mut Report) -> Option<bool> {
-    let m = v.mapping(&["plaintext"], r)?;
-    match m.get("plaintext") {
+fn dangerous(v: &Node<'_>, r: &mut Report) -> Option<Dangerous> {
+    let m = v.mapping(&["plaintext", "unauthenticated"], r)?;
+    let flag = |key: &str, r: &mut Report| match m.get(key) {
         Some(p) => p.boolean(r),
         None => Some(false),
-    }
+    };
+    let plaintext = flag("plaintext", r);
+    let unauthenticated = flag("unauthenticated", r);
+    Some(Dangerous {
+        plaintext: plaintext?,
+        unauthenticated: unauthenticated?,
+    })
 }
 
 fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
@@ -270,7 +330,7 @@ fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
     ok.then_some(Tls { certs })
 }
 
-fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
+pub(super) fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
     let Some(v) = v else { return Some(Vec::new()) };
     let mut out = Vec::new();
     let mut ok = true;

@@ -10,7 +10,7 @@ fn problems(text: &str) -> Vec<Problem> {
 fn minimal_config_gets_safe_defaults() {
     let c = Config::parse(
         "moat.yaml",
-        "servers:\n  - name: files\n    port: 8000\n    tls: {cert: /c.pem, key: /k.pem}\n",
+        "servers:\n  - name: files\n    port: 8000\n    public_url: https://f.example/mcp\n    tls: {cert: /c.pem, key: /k.pem}\n    auth: {issuer: local}\n",
     )
     .unwrap();
     assert_eq!(c.agent, Agent::default());
@@ -30,6 +30,21 @@ fn minimal_config_gets_safe_defaults() {
     assert!(s.allowed_origins.is_empty());
     assert_eq!(c.audit.path, PathBuf::from("/var/log/moat/audit.jsonl"));
     assert_eq!(c.servers[0].upstream, "127.0.0.1:8000".parse().unwrap());
+    let a = s.auth.as_ref().unwrap();
+    assert_eq!(a.issuer, Issuer::Local);
+    assert_eq!(
+        a.audience, "https://f.example/mcp",
+        "the audience is the public URL"
+    );
+    assert!(a.authorization_servers.is_empty() && a.required_scopes.is_empty());
+    assert_eq!(a.leeway, std::time::Duration::from_secs(30));
+    assert!(!a.algorithms.is_empty());
+    assert!(
+        a.algorithms
+            .iter()
+            .all(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+    );
+    assert_eq!(s.upstream_auth, UpstreamAuth::None);
 }
 
 #[test]
@@ -54,11 +69,20 @@ servers:
     allowed_origins: [https://claude.ai]
     allowed_hosts: [files.internal]
     limits: {max_body: 65536, header_timeout_ms: 500, idle_timeout_ms: 2500}
+    auth:
+      issuer: https://idp.example.com
+      jwks_uri: https://idp.example.com/jwks
+      scopes_supported: [mcp:tools, mcp:admin]
+      required_scopes: [mcp:tools]
+      algorithms: [ES256]
+      leeway_s: 5
+      jwks_max_stale_s: 60
+    upstream_auth: {header: X-Api-Key, secret_file: /etc/moat/key}
   - name: v6
     port: 8001
     upstream: http://[::1]:8001
     endpoint: /
-    dangerous: {plaintext: true}
+    dangerous: {plaintext: true, unauthenticated: true}
 ";
     let c = Config::parse("moat.yaml", text).unwrap();
     assert_eq!(
@@ -96,12 +120,96 @@ servers:
     );
     assert!(!files.plaintext && v6.plaintext && v6.tls.certs.is_empty());
     assert_eq!(v6.endpoint, "/");
+    let a = files.auth.as_ref().unwrap();
+    assert_eq!(
+        a.issuer,
+        Issuer::Remote {
+            issuer: "https://idp.example.com".into(),
+            jwks_uri: Some("https://idp.example.com/jwks".into())
+        }
+    );
+    assert_eq!(a.audience, "https://files.example.com:8000/files/mcp");
+    assert_eq!(a.authorization_servers, ["https://idp.example.com"]);
+    assert_eq!(a.required_scopes, ["mcp:tools"]);
+    assert_eq!(a.algorithms, [jsonwebtoken::Algorithm::ES256]);
+    assert_eq!(a.leeway.as_secs(), 5);
+    assert_eq!(a.jwks_max_stale.as_secs(), 60);
+    assert_eq!(
+        files.upstream_auth,
+        UpstreamAuth::Header {
+            name: http::HeaderName::from_static("x-api-key"),
+            secret_file: "/etc/moat/key".into()
+        }
+    );
+    assert!(v6.auth.is_none(), "unauthenticated, by name");
+}
+
+#[test]
+fn authentication_is_required_unless_refused_by_name() {
+    let p = problems("servers:\n  - {name: a, port: 8000, dangerous: {plaintext: true}}\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("missing `auth`"), "{}", p[0].message);
+    // auth needs public_url (the resource), and excludes `unauthenticated`.
+    let p = problems(
+        "servers:\n  - {name: a, port: 8000, auth: {issuer: local}, dangerous: {plaintext: true, unauthenticated: true}}\n",
+    );
+    let msgs: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("exclude each other")),
+        "{msgs:?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("public_url")), "{msgs:?}");
+}
+
+#[test]
+fn weak_auth_settings_are_refused() {
+    let text = "\
+servers:
+  - name: a
+    port: 8000
+    public_url: https://a.example/mcp
+    dangerous: {plaintext: true}
+    auth:
+      issuer: https://idp.example.com
+      jwks_uri: http://idp.example.com/jwks
+      algorithms: [HS256, none, RS256]
+      leeway_s: 3600
+      required_scopes: ['bad\"scope']
+      colour: red
+  - name: b
+    port: 8001
+    public_url: https://b.example/mcp
+    dangerous: {plaintext: true}
+    auth: {issuer: https://idp.example.com}
+    upstream_auth: {header: 'bad header', jwt: {}}
+";
+    let p = problems(text);
+    let has = |key: &str, words: &str| {
+        assert!(
+            p.iter().any(|p| p.key == key && p.message.contains(words)),
+            "{key}: {words}: {p:#?}"
+        )
+    };
+    has("servers[0].auth.jwks_uri", "https://");
+    has("servers[0].auth.algorithms[0]", "shared-secret");
+    has("servers[0].auth.algorithms[1]", "unknown algorithm");
+    has("servers[0].auth.leeway_s", "0 to 300");
+    has("servers[0].auth.required_scopes", "not a valid scope");
+    has("servers[0].auth.colour", "unknown key");
+    has("servers[1].auth", "jwks_uri");
+    has("servers[1].upstream_auth", "not both");
+    // Plain HTTP to a loopback issuer is allowed (an issuer on the same host).
+    Config::parse(
+        "moat.yaml",
+        "servers:\n  - name: a\n    port: 8000\n    public_url: https://a.example/mcp\n    dangerous: {plaintext: true}\n    auth: {issuer: http://127.0.0.1:9400, jwks_uri: http://127.0.0.1:9400/jwks}\n    upstream_auth: {jwt: {}}\n",
+    )
+    .unwrap();
 }
 
 #[test]
 fn unknown_key_is_named_with_its_line() {
     let p = problems(
-        "servers:\n  - name: files\n    port: 8000\n    prot: 9\n    dangerous: {plaintext: true}\n",
+        "servers:\n  - name: files\n    port: 8000\n    prot: 9\n    dangerous: {plaintext: true, unauthenticated: true}\n",
     );
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].key, "servers[0].prot");
@@ -122,7 +230,7 @@ servers:
   - name: 'bad name'
     port: 8001
     upstream: https://127.0.0.1:1
-    dangerous: {plaintext: true}
+    dangerous: {plaintext: true, unauthenticated: true}
 ";
     let p = problems(text);
     let keys: Vec<_> = p.iter().map(|p| (p.key.as_str(), p.line)).collect();
@@ -131,7 +239,8 @@ servers:
     assert!(keys.contains(&("servers[0].port", 6)), "{keys:?}");
     assert!(keys.contains(&("servers[1].name", 8)), "{keys:?}");
     assert!(keys.contains(&("servers[1].upstream", 10)), "{keys:?}");
-    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(keys.contains(&("servers[0]", 5)), "missing auth: {keys:?}");
+    assert_eq!(p.len(), 6, "{p:?}");
     let shown = Config::parse("moat.yaml", text).unwrap_err().to_string();
     assert!(
         shown.contains("moat.yaml:6:11: servers[0].port: expected a port"),
@@ -142,7 +251,7 @@ servers:
 #[test]
 fn duplicate_ports_and_names_are_rejected() {
     let p = problems(
-        "servers:\n  - {name: a, port: 8000, dangerous: {plaintext: true}}\n  - {name: a, port: 8000, dangerous: {plaintext: true}}\n",
+        "servers:\n  - {name: a, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}\n  - {name: a, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}\n",
     );
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p.iter().all(|p| p.key == "servers[1]"));
@@ -151,7 +260,7 @@ fn duplicate_ports_and_names_are_rejected() {
 #[test]
 fn protected_port_inside_the_reserved_range_is_rejected() {
     let p = problems(
-        "agent: {upstream_ports: 8000-8100}\nservers:\n  - {name: a, port: 8050, dangerous: {plaintext: true}}\n",
+        "agent: {upstream_ports: 8000-8100}\nservers:\n  - {name: a, port: 8050, dangerous: {plaintext: true, unauthenticated: true}}\n",
     );
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].message.contains("inside agent.upstream_ports"));
@@ -159,7 +268,9 @@ fn protected_port_inside_the_reserved_range_is_rejected() {
 
 #[test]
 fn missing_and_mistyped_values_are_errors() {
-    let p = problems("servers:\n  - port: '8000'\n    dangerous: {plaintext: true}\n");
+    let p = problems(
+        "servers:\n  - port: '8000'\n    dangerous: {plaintext: true, unauthenticated: true}\n",
+    );
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(
         p.iter()
@@ -186,7 +297,7 @@ fn missing_and_mistyped_values_are_errors() {
 
 #[test]
 fn tls_is_required_unless_plaintext_is_asked_for_by_name() {
-    let p = problems("servers:\n  - {name: a, port: 8000}\n");
+    let p = problems("servers:\n  - {name: a, port: 8000, dangerous: {unauthenticated: true}}\n");
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].message.contains("missing `tls`"), "{}", p[0].message);
     let p = problems("servers:\n  - {name: a, port: 8000, dangerous: {plaintext: yes}}\n");
@@ -210,7 +321,7 @@ fn tls_is_required_unless_plaintext_is_asked_for_by_name() {
 #[test]
 fn paths_urls_and_limits_are_checked() {
     let p = problems(
-        "servers:\n  - name: a\n    port: 8000\n    dangerous: {plaintext: true}\n    endpoint: mcp\n    public_url: files.example.com/mcp\n    limits: {max_body: 10, body_timeout_ms: x}\n",
+        "servers:\n  - name: a\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\n    endpoint: mcp\n    public_url: files.example.com/mcp\n    limits: {max_body: 10, body_timeout_ms: x}\n",
     );
     let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(

@@ -7,7 +7,7 @@ use super::error::ProxyError;
 use crate::config::{Server, server_url_authority};
 
 /// What a request is, by path and method.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// The Streamable HTTP endpoint (POST, GET, DELETE).
     Streamable,
@@ -121,7 +121,7 @@ mod tests {
 
     fn server(extra: &str) -> Server {
         let text = format!(
-            "servers:\n  - name: a\n    port: 8000\n    dangerous: {{plaintext: true}}\n{extra}"
+            "servers:\n  - name: a\n    port: 8000\n    dangerous: {{plaintext: true, unauthenticated: true}}\n{extra}"
         );
         Config::parse("t.yaml", &text).unwrap().servers.remove(0)
     }

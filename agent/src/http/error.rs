@@ -4,7 +4,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
 use super::body::{ProxyBody, full};
-use crate::mcp::DecodeError;
+use crate::{auth::AuthError, mcp::DecodeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -34,6 +34,16 @@ pub enum ProxyError {
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    #[error("{error}")]
+    Auth {
+        error: AuthError,
+        /// The `WWW-Authenticate` value.
+        challenge: Option<HeaderValue>,
+    },
+    /// A session id that this principal did not create (another's, or one Moat never saw):
+    /// the client is told only that the session does not exist.
+    #[error("session {0}")]
+    Session(&'static str),
 }
 
 impl ProxyError {
@@ -51,6 +61,13 @@ impl ProxyError {
             Self::Decode(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Auth { error, .. } => match error {
+                AuthError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            },
+            Self::Session(_) => StatusCode::NOT_FOUND,
         }
     }
 
@@ -60,19 +77,36 @@ impl ProxyError {
             Self::BadProtocolVersion(_) => -32022,
             Self::BodyTooLarge(_) => -32600,
             Self::UpstreamConnect(_) | Self::UpstreamTimeout => -32603,
+            Self::Auth { .. } => -32001,
+            Self::Session(_) => -32001,
             _ => -32000,
         }
     }
 
     /// The response the client gets: the status, and a JSON-RPC error it can read.
     pub fn response(&self, id: Option<&Value>) -> Response<ProxyBody> {
-        let body = crate::mcp::error_body(id, self.jsonrpc_code(), &self.to_string());
+        let message = match self {
+            Self::Session(_) => "Session not found".to_string(),
+            Self::Auth {
+                error: AuthError::Unavailable(_),
+                ..
+            } => "cannot validate access tokens now; try again later".to_string(),
+            _ => self.to_string(),
+        };
+        let body = crate::mcp::error_body(id, self.jsonrpc_code(), &message);
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Self::Auth {
+            challenge: Some(c), ..
+        } = self
+        {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, c.clone());
+        }
         if let Self::MethodNotAllowed(_) = self {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));

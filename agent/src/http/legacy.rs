@@ -1,34 +1,49 @@
 //! The legacy (2024-11-05) HTTP+SSE transport: the GET stream announces a message URL in its
 //! `endpoint` event; POSTs are accepted only to a URL that a live stream announced.
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
 
 use super::body::Observer;
-use crate::{audit::RequestRecord, mcp::SseParser};
+use crate::{audit::RequestRecord, auth::sessions::Owner, mcp::SseParser};
 
 const MAX_EVENT: usize = 1024 * 1024;
 
-/// Message URLs (path and query) of the live legacy streams of one server.
+/// Message URLs (path and query) of the live legacy streams of one server, with the principal
+/// that opened each stream (None on a server without `auth`).
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashSet<String>>,
+    live: Mutex<HashMap<String, Option<Owner>>>,
 }
 
 impl Sessions {
     pub fn is_live(&self, target: &str) -> bool {
-        self.live.lock().expect("sessions lock").contains(target)
+        self.live
+            .lock()
+            .expect("sessions lock")
+            .contains_key(target)
     }
 
-    /// An observer for one GET stream; the URL it announces lives as long as the stream.
-    pub fn observer(self: &Arc<Self>) -> Box<dyn Observer> {
+    /// Who opened the stream that announced `target`.
+    pub fn owner(&self, target: &str) -> Option<Option<Owner>> {
+        self.live
+            .lock()
+            .expect("sessions lock")
+            .get(target)
+            .cloned()
+    }
+
+    /// An observer for one GET stream opened by `owner`; the URL it announces lives as long
+    /// as the stream.
+    pub fn observer(self: &Arc<Self>, owner: Option<Owner>) -> Box<dyn Observer> {
         Box::new(StreamObserver {
             sessions: self.clone(),
             parser: SseParser::new(MAX_EVENT),
             announced: None,
+            owner,
         })
     }
 }
@@ -37,6 +52,7 @@ struct StreamObserver {
     sessions: Arc<Sessions>,
     parser: SseParser,
     announced: Option<String>,
+    owner: Option<Owner>,
 }
 
 /// The path and query of a message URL, relative or absolute.
@@ -75,7 +91,7 @@ impl Observer for StreamObserver {
                     .live
                     .lock()
                     .expect("sessions lock")
-                    .insert(target.clone());
+                    .insert(target.clone(), self.owner.clone());
                 self.announced = Some(target);
             }
         }

@@ -23,6 +23,11 @@ use self::{
 };
 use crate::{
     audit::{AuditLog, Http, Mcp, RequestRecord},
+    auth::{
+        Authenticator, Principal,
+        sessions::{Binding, Owner, Sessions},
+        upstream::{Credential, JWKS_PATH, UpstreamKeys},
+    },
     config::Server,
     idle::InFlight,
     mcp::{self, Decoded, Revision},
@@ -35,10 +40,23 @@ pub struct Site {
     pub name: Arc<str>,
     pub legacy: Arc<legacy::Sessions>,
     pub limits: mcp::Limits,
+    /// The resource server; None only with `dangerous: { unauthenticated: true }`.
+    pub auth: Option<Authenticator>,
+    /// Streamable HTTP sessions and the principals they belong to.
+    pub sessions: Sessions,
+    /// What the upstream gets instead of the client's token.
+    pub credential: Credential,
+    /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
+    pub upstream_keys: Option<Arc<UpstreamKeys>>,
 }
 
 impl Site {
-    pub fn new(server: Server) -> Self {
+    pub fn new(
+        server: Server,
+        auth: Option<Authenticator>,
+        credential: Credential,
+        upstream_keys: Option<Arc<UpstreamKeys>>,
+    ) -> Self {
         let limits = mcp::Limits {
             max_body: server.limits.max_body,
             ..mcp::Limits::default()
@@ -48,8 +66,18 @@ impl Site {
             server,
             legacy: Arc::default(),
             limits,
+            auth,
+            sessions: Sessions::default(),
+            credential,
+            upstream_keys,
         }
     }
+}
+
+/// What answers a request: the upstream, or Moat itself (metadata, keys).
+enum Answer {
+    Upstream(Response<Incoming>, Option<Box<dyn body::Observer>>),
+    Local(Response<ProxyBody>),
 }
 
 /// What every request handler shares.
@@ -90,7 +118,11 @@ impl Proxy {
             http,
         );
         match self.proxy(site, req, &mut record).await {
-            Ok((resp, observer)) => {
+            Ok(Answer::Local(resp)) => {
+                record.answered_locally(resp.status().as_u16());
+                Ok(resp)
+            }
+            Ok(Answer::Upstream(resp, observer)) => {
                 record.answered(resp.status().as_u16());
                 let (parts, body) = resp.into_parts();
                 Ok(Response::from_parts(
@@ -101,6 +133,9 @@ impl Proxy {
             Err(e) => {
                 let resp = e.response(record.mcp_id());
                 record.fail(resp.status().as_u16(), &e.to_string());
+                if let ProxyError::Auth { .. } | ProxyError::Session(_) = e {
+                    record.deny(e.to_string());
+                }
                 if let ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout = e {
                     record.upstream_failed(&e.to_string());
                 }
@@ -114,21 +149,21 @@ impl Proxy {
         site: &Site,
         req: Request<Incoming>,
         record: &mut RequestRecord,
-    ) -> Result<(Response<Incoming>, Option<Box<dyn body::Observer>>), ProxyError> {
+    ) -> Result<Answer, ProxyError> {
         let server = &site.server;
-        admit::check_host(server, req.uri(), req.headers())?;
-        admit::check_origin(server, req.headers())?;
-        let route = admit::route(server, req.method(), req.uri(), |t| site.legacy.is_live(t))?;
-        let session = header_str(req.headers(), "mcp-session-id")
-            .or_else(|| {
-                req.uri()
-                    .path_and_query()
-                    .and_then(|pq| legacy::session_of(pq.as_str()))
-            })
-            .map(str::to_string);
-        record.mcp().session.clone_from(&session);
-
         let (parts, incoming) = req.into_parts();
+        let Admitted {
+            route,
+            session,
+            principal,
+        } = match admit(site, &parts, record).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(local)) => return Ok(Answer::Local(local)),
+            Err(e) => {
+                drain(incoming).await;
+                return Err(e);
+            }
+        };
         let mut lists_tools = false;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
@@ -147,12 +182,27 @@ impl Proxy {
         } else {
             full(Bytes::new())
         };
-        let up = forward::upstream_request(&parts, server.upstream, body);
+        let mut up = forward::upstream_request(&parts, server.upstream, body);
+        if let Some((name, value)) = site.credential.header(principal.as_deref()) {
+            up.headers_mut().insert(name, value);
+        }
         let resp = forward::send(&self.client, up, server.limits.upstream_timeout).await?;
+        if let Some(p) = &principal
+            && route == Route::Streamable
+            && resp.status().is_success()
+        {
+            if let Some(id) = header_str(resp.headers(), "mcp-session-id") {
+                site.sessions.bind(id, p);
+            } else if parts.method == Method::DELETE
+                && let Some(id) = &session
+            {
+                site.sessions.end(id);
+            }
+        }
         let observer = if !resp.status().is_success() {
             None
         } else if route == Route::LegacyStream {
-            Some(site.legacy.observer())
+            Some(site.legacy.observer(principal.as_deref().map(Owner::from)))
         } else if lists_tools {
             listing::ListObserver::for_content_type(header_str(
                 resp.headers(),
@@ -161,8 +211,137 @@ impl Proxy {
         } else {
             None
         };
-        Ok((resp, observer))
+        Ok(Answer::Upstream(resp, observer))
     }
+}
+
+/// A request that may go on to its body: where it goes, its session, who sent it.
+struct Admitted {
+    route: Route,
+    session: Option<String>,
+    principal: Option<Arc<Principal>>,
+}
+
+/// The checks on a request's head: the host, documents Moat serves itself (the `Err` of the
+/// inner result), the origin, the route, the token and the session.
+async fn admit(
+    site: &Site,
+    parts: &http::request::Parts,
+    record: &mut RequestRecord,
+) -> Result<Result<Admitted, Response<ProxyBody>>, ProxyError> {
+    let server = &site.server;
+    admit::check_host(server, &parts.uri, &parts.headers)?;
+    if let Some(resp) = local_answer(site, parts) {
+        return Ok(Err(resp));
+    }
+    admit::check_origin(server, &parts.headers)?;
+    let route = admit::route(server, &parts.method, &parts.uri, |t| {
+        site.legacy.is_live(t)
+    })?;
+    let session = header_str(&parts.headers, "mcp-session-id")
+        .or_else(|| {
+            parts
+                .uri
+                .path_and_query()
+                .and_then(|pq| legacy::session_of(pq.as_str()))
+        })
+        .map(str::to_string);
+    record.mcp().session.clone_from(&session);
+    let principal = match &site.auth {
+        Some(a) => {
+            let p = a
+                .authenticate(&parts.headers, &parts.uri)
+                .await
+                .map_err(|error| ProxyError::Auth {
+                    challenge: a.challenge(&error),
+                    error,
+                })?;
+            record.principal(p.clone());
+            Some(p)
+        }
+        None => None,
+    };
+    if let Some(p) = &principal {
+        check_session(site, route, &parts.uri, session.as_deref(), p)?;
+    }
+    Ok(Ok(Admitted {
+        route,
+        session,
+        principal,
+    }))
+}
+
+/// Reads and discards what is left of a refused request's body (a little, briefly), so that
+/// an HTTP/2 client that is still sending it reads the refusal rather than a reset stream.
+async fn drain(body: Incoming) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        Limited::new(body, 64 * 1024).collect(),
+    )
+    .await;
+}
+
+/// A session id must belong to the principal presenting it: on the Streamable HTTP endpoint,
+/// one Moat saw the upstream issue to them; on a legacy message URL, one whose stream they
+/// opened.
+fn check_session(
+    site: &Site,
+    route: Route,
+    uri: &http::Uri,
+    session: Option<&str>,
+    p: &Principal,
+) -> Result<(), ProxyError> {
+    match route {
+        Route::LegacyMessage => {
+            let target = uri.path_and_query().map_or("", |pq| pq.as_str());
+            match site.legacy.owner(target) {
+                Some(Some(owner)) if owner == Owner::from(p) => Ok(()),
+                Some(_) => Err(ProxyError::Session("belongs to another principal")),
+                None => Err(ProxyError::UnknownSession),
+            }
+        }
+        Route::Streamable => match session.map(|id| site.sessions.check(id, p)) {
+            None | Some(Binding::Own) => Ok(()),
+            Some(Binding::Foreign) => Err(ProxyError::Session("belongs to another principal")),
+            Some(Binding::Unknown) => Err(ProxyError::Session("was not created through Moat")),
+        },
+        Route::LegacyStream => Ok(()),
+    }
+}
+
+/// Documents Moat serves itself, to anyone: the protected resource metadata (RFC 9728) and
+/// the public keys of the JWTs it mints for the upstream.
+fn local_answer(site: &Site, req: &http::request::Parts) -> Option<Response<ProxyBody>> {
+    let path = req.uri.path();
+    let document = if let Some(a) = site.auth.as_ref().filter(|a| a.metadata.serves(path)) {
+        a.metadata.document.clone()
+    } else if let Some(k) = site.upstream_keys.as_ref().filter(|_| path == JWKS_PATH) {
+        k.jwks()
+    } else {
+        return None;
+    };
+    let any = http::HeaderValue::from_static("*");
+    let allow = http::HeaderValue::from_static("GET, HEAD, OPTIONS");
+    let b = Response::builder().header(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+    let resp = match req.method {
+        Method::GET | Method::HEAD => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "max-age=300")
+            .body(full(if req.method == Method::GET {
+                document
+            } else {
+                Bytes::new()
+            })),
+        Method::OPTIONS => b
+            .status(http::StatusCode::NO_CONTENT)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, allow)
+            .body(full(Bytes::new())),
+        _ => b
+            .status(http::StatusCode::METHOD_NOT_ALLOWED)
+            .header(header::ALLOW, allow)
+            .body(full(Bytes::new())),
+    };
+    resp.ok()
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {

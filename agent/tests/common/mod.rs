@@ -61,6 +61,31 @@ fn mount_point(fstype: &str) -> Option<PathBuf> {
         })
 }
 
+/// Where `cargo xtask setup` installs the fixtures (override with MOAT_FIXTURES).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("MOAT_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "test fixtures missing in {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir
+}
+
+pub fn python() -> PathBuf {
+    fixtures().join("venv/bin/python")
+}
+
+/// A script of tests/fixtures.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
 /// One test's machine: the protected host namespace, a remote namespace, a cgroup, pins.
 pub struct Host {
     pub name: String,
@@ -121,7 +146,7 @@ impl Host {
             children: Vec::new(),
         };
         host.write_config(&format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true}}\n"
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
         ));
         host
     }
@@ -461,8 +486,14 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             serde_json::json!({"peer": peer.to_string()})
         };
         let reply = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
+        // `initialize` opens a session, as a Streamable HTTP server does.
+        let session = if msg["method"] == "initialize" {
+            format!("mcp-session-id: s{}\r\n", requests.count())
+        } else {
+            String::new()
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{session}content-length: {}\r\n\r\n",
             reply.len()
         );
         // One write: a head and body in two segments meet Nagle and delayed ACKs (40 ms).

@@ -112,7 +112,7 @@ pub fn run() -> Result {
         .arg(&certs)
         .stdout(Stdio::null()))?;
     let servers = format!(
-        "servers:\n  - name: plain\n    port: {PLAIN}\n    upstream: http://127.0.0.1:{PLAIN}\n    dangerous: {{plaintext: true}}\n  - name: tls\n    port: {TLS}\n    upstream: http://127.0.0.1:{PLAIN}\n    tls: {{cert: {}, key: {}}}\n",
+        "servers:\n  - name: plain\n    port: {PLAIN}\n    upstream: http://127.0.0.1:{PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n  - name: tls\n    port: {TLS}\n    upstream: http://127.0.0.1:{PLAIN}\n    tls: {{cert: {}, key: {}}}\n",
         certs.join("localhost.crt").display(),
         certs.join("localhost.key").display()
     );

@@ -78,7 +78,7 @@ pub fn run() -> Result {
     let moat = host::build_moat()?;
     // Plain HTTP: this measures steering and a new connection through the proxy, not TLS.
     let servers = format!(
-        "servers:\n  - name: bench\n    port: {PROTECTED}\n    dangerous: {{plaintext: true}}\n"
+        "servers:\n  - name: bench\n    port: {PROTECTED}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
     );
     let mut lab = Lab::new("moat-bench", moat, &servers)?;
     let plain_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, PLAIN));

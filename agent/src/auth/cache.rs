@@ -1,0 +1,49 @@
+//! Tokens already validated, until they expire: a repeat request skips the signature check.
+//! Keyed by the token's SHA-256, so the cache holds no token.
+use std::{collections::HashMap, sync::Arc, sync::Mutex};
+
+use super::{Principal, now};
+
+/// At most this many tokens are remembered; when full, expired ones go, then all.
+const CAPACITY: usize = 10_000;
+
+/// A token's SHA-256 -> its principal and expiry (seconds since the epoch).
+type Entries = HashMap<[u8; 32], (Arc<Principal>, u64)>;
+
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<Entries>,
+}
+
+impl TokenCache {
+    pub fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        let key = digest(token);
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(&key)
+            .filter(|(_, exp)| *exp >= now())
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Remembers a validated token until `exp` (seconds since the epoch).
+    pub fn insert(&self, token: &str, principal: Arc<Principal>, exp: u64) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= CAPACITY {
+            let t = now();
+            entries.retain(|_, (_, exp)| *exp >= t);
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(digest(token), (principal, exp));
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
