@@ -2,7 +2,7 @@
 //! official Python SDK client, the inspector CLI, FastMCP and server-everything.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
