@@ -491,3 +491,96 @@ fn stale_keys_fail_closed() {
         r["status"] == 503 && r["decision"]["effect"] == "deny"
     });
 }
+
+/// A legacy (HTTP+SSE) message URL belongs to the principal that opened its stream.
+#[test]
+fn a_legacy_message_url_is_refused_to_another_principal() {
+    use std::io::Read as _;
+    let mut host = Host::new();
+    let key = key(KID);
+    let _jwks = Jwks::serve(&host, json!({"keys": [key.jwk]}));
+    host.write_config(&format!(
+        "servers:\n  - name: legacy\n    port: {PORT}\n    public_url: {PUBLIC_URL}\n    legacy_sse: /sse\n    \
+         dangerous: {{plaintext: true}}\n    \
+         auth: {{issuer: '{}', jwks_uri: '{}/jwks'}}\n",
+        issuer(),
+        issuer()
+    ));
+    let server = host.command(
+        python().to_str().unwrap(),
+        &[
+            script("fastmcp_server.py").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &PORT.to_string(),
+            "--sse",
+        ],
+    );
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(PORT, "FastMCP (SSE)");
+    host.start_agent();
+    let alice = key.sign(KID, &claims(json!({})));
+    let mallory = key.sign(KID, &claims(json!({"sub": "mallory"})));
+
+    // Alice opens the stream and reads the message URL it announces; the stream stays open
+    // while the POSTs are made.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let ns = host.netns.clone();
+    let opener = alice.clone();
+    let reader = std::thread::spawn(move || {
+        let alice = opener;
+        setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+        let mut s = std::net::TcpStream::connect(dst()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /sse HTTP/1.1\r\nhost: 127.0.0.1:{PORT}\r\naccept: text/event-stream\r\nauthorization: Bearer {alice}\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let url = loop {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "stream closed: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if let Some(url) = seen
+                .split("event: endpoint")
+                .nth(1)
+                .and_then(|rest| rest.lines().find_map(|l| l.trim().strip_prefix("data: ")))
+            {
+                break url.trim().to_string();
+            }
+        };
+        tx.send(url).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(20));
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("an endpoint event");
+    let path = url
+        .find("/messages")
+        .map_or(url.as_str(), |i| &url[i..])
+        .to_string();
+    let ping = |token: &str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{PORT}\r\ncontent-type: application/json\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n{PING}",
+            PING.len()
+        );
+        call(&host, raw.into_bytes())
+    };
+    let r = ping(&mallory);
+    assert_eq!(r.status, 404, "mallory posting to alice's stream: {r:?}");
+    let r = ping(&alice);
+    assert_eq!(r.status, 202, "alice posting to her own stream: {r:?}");
+    let rec = host.wait_audit("the refused post", |r| {
+        r["principal"]["sub"] == "mallory" && r["decision"]["effect"] == "deny"
+    });
+    assert_eq!(
+        rec["decision"]["reason"], "session belongs to another principal",
+        "{rec}"
+    );
+    done_tx.send(()).unwrap();
+    reader.join().unwrap();
+}

@@ -134,7 +134,7 @@ impl Bench<'_> {
             .command("wrk")
             .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s")])
             .args(["--timeout", "2s", "-s"])
-            .arg(self.script)
+            .arg(t.script.as_deref().unwrap_or(self.script))
             .arg(&t.url)
             .stdin(Stdio::null())
             .output()
@@ -247,6 +247,38 @@ fn last_json(out: &Output, what: &str) -> Result<Value> {
 pub fn write_script(lab: &Lab) -> Result<PathBuf> {
     let script = lab.dir.join("bench-proxy.lua");
     std::fs::write(&script, WRK_LUA.replace("__BODY__", MCP_CALL)).map_err(|e| e.to_string())?;
+    Ok(script)
+}
+
+/// A wrk script that sends `token` with every request.
+pub fn write_token_script(lab: &Lab, token: &str) -> Result<PathBuf> {
+    let script = lab.dir.join("bench-proxy-token.lua");
+    let lua = WRK_LUA.replace("__BODY__", MCP_CALL)
+        + &format!("wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
+    std::fs::write(&script, lua).map_err(|e| e.to_string())?;
+    Ok(script)
+}
+
+/// A wrk script that sends the tokens of `tokens` (one per line) in turn, a different one with
+/// each request.
+pub fn write_tokens_script(lab: &Lab, tokens: &[String]) -> Result<PathBuf> {
+    let list = lab.dir.join("bench-proxy-tokens.txt");
+    std::fs::write(&list, tokens.join("\n") + "\n").map_err(|e| e.to_string())?;
+    let script = lab.dir.join("bench-proxy-tokens.lua");
+    let lua = WRK_LUA.replace("__BODY__", MCP_CALL)
+        + &format!(
+            r#"local tokens = {{}}
+for line in io.lines("{}") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1]
+  return wrk.format()
+end
+"#,
+            list.display()
+        );
+    std::fs::write(&script, lua).map_err(|e| e.to_string())?;
     Ok(script)
 }
 

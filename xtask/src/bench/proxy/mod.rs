@@ -61,6 +61,14 @@ const DIRECT: u16 = 9000;
 const PLAIN: u16 = 8000;
 /// Protected, served by Moat as HTTPS, forwarded to 127.0.0.1:PLAIN.
 const TLS: u16 = 8443;
+/// Protected, served by Moat as plain HTTP with authentication (local issuer), forwarded to
+/// 127.0.0.1:PLAIN.
+const AUTH: u16 = 8001;
+/// Distinct tokens for the uncached-validation target: more than Moat's validated-token cache
+/// holds (10,000), sent in turn, so every request's token is validated afresh.
+const FRESH_TOKENS: usize = 20_000;
+/// The target for authentication (issue): under 10% throughput lost with a cached token.
+const TARGET_AUTH_LOSS: f64 = 0.10;
 
 /// Throughput: rounds (each target once), their length (wrk takes whole seconds), connections.
 const ROUNDS: usize = 5;
@@ -86,6 +94,8 @@ struct Target {
     spec: String,
     /// Through Moat (the agent's CPU time is attributed to it).
     moat: bool,
+    /// The wrk script, if not the common one.
+    script: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -96,8 +106,45 @@ impl Target {
             url: format!("{scheme}://127.0.0.1:{port}/mcp"),
             spec: format!("{scheme}:{port}"),
             moat,
+            script: None,
         }
     }
+}
+
+/// A token from `moat token mint` for the auth target, and FRESH_TOKENS distinct ones signed
+/// here with the same local issuer key (ES256, no kid: the issuer has one key).
+fn tokens(lab: &Lab) -> Result<(String, Vec<String>)> {
+    let out = Command::new(&lab.moat)
+        .args(["token", "mint", "-c"])
+        .arg(&lab.config)
+        .args(["--server", "auth", "--sub", "bench", "--scope", "mcp:tools"])
+        .output()
+        .map_err(|e| format!("moat token mint: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "moat token mint: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pem_path = lab.dir.join("state/issuer/local.pem");
+    let pem = std::fs::read(&pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?;
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let fresh = (0..FRESH_TOKENS)
+        .map(|i| {
+            let claims = serde_json::json!({
+                "iss": "moat:local", "aud": format!("http://127.0.0.1:{AUTH}/mcp"),
+                "sub": format!("bench-{i}"), "scope": "mcp:tools", "iat": now, "exp": now + 3600,
+            });
+            jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((token, fresh))
 }
 
 pub fn run() -> Result {
@@ -112,7 +159,7 @@ pub fn run() -> Result {
         .arg(&certs)
         .stdout(Stdio::null()))?;
     let servers = format!(
-        "servers:\n  - name: plain\n    port: {PLAIN}\n    upstream: http://127.0.0.1:{PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n  - name: tls\n    port: {TLS}\n    upstream: http://127.0.0.1:{PLAIN}\n    tls: {{cert: {}, key: {}}}\n",
+        "servers:\n  - name: plain\n    port: {PLAIN}\n    upstream: http://127.0.0.1:{PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n  - name: tls\n    port: {TLS}\n    upstream: http://127.0.0.1:{PLAIN}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n  - name: auth\n    port: {AUTH}\n    upstream: http://127.0.0.1:{PLAIN}\n    public_url: http://127.0.0.1:{AUTH}/mcp\n    dangerous: {{plaintext: true}}\n    auth: {{issuer: local, required_scopes: [mcp:tools]}}\n",
         certs.join("localhost.crt").display(),
         certs.join("localhost.key").display()
     );
@@ -136,10 +183,19 @@ pub fn run() -> Result {
     let rss_idle = proc_status_kib(agent, "VmRSS");
     let threads = std::fs::read_dir(format!("/proc/{agent}/task")).map_or(0, |d| d.count());
 
+    let (token, fresh) = tokens(&lab)?;
     let targets = [
         Target::new("direct", false, DIRECT, false),
         Target::new("moat http", false, PLAIN, true),
         Target::new("moat https", true, TLS, true),
+        Target {
+            script: Some(load::write_token_script(&lab, &token)?),
+            ..Target::new("auth cached", false, AUTH, true)
+        },
+        Target {
+            script: Some(load::write_tokens_script(&lab, &fresh)?),
+            ..Target::new("auth fresh", false, AUTH, true)
+        },
     ];
     let bench = Bench {
         lab: &lab,
@@ -178,7 +234,7 @@ pub fn run() -> Result {
     let mut one = vec![Vec::new(); targets.len()];
     let mut one_agent = Vec::new();
     for _ in 0..LAT_ROUNDS {
-        let (round, usage) = bench.latency(&targets)?;
+        let (round, usage) = bench.latency(&targets[..3])?;
         for (v, r) in one.iter_mut().zip(round) {
             v.push(r);
         }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, ROUNDS, TARGET_ADDED_MS, TARGET_CPU_US,
-    TARGET_RATIO, Target,
+    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, ROUNDS, TARGET_ADDED_MS,
+    TARGET_AUTH_LOSS, TARGET_CPU_US, TARGET_RATIO, Target,
     load::{LatRound, Run},
     usage::{AuditTotal, PerRequest},
 };
@@ -101,7 +101,8 @@ pub fn print(m: &Measured) {
 
     throughput_table(m.targets, &many);
     latency_table(m.targets, &lat, one_us, one_cs);
-    let targets = verdicts(&many, &lat);
+    let mut targets = verdicts(&many, &lat);
+    targets["auth"] = auth_verdict(m, &many);
 
     println!();
     println!(
@@ -117,7 +118,7 @@ pub fn print(m: &Measured) {
         m.audit.bytes as f64 / 1e6,
         m.audit.bytes as f64 / m.audit.records.max(1) as f64
     );
-    let answered = |i: usize| many[i].all.ok + lat[i].all.calls;
+    let answered = |i: usize| many[i].all.ok + lat.get(i).map_or(0, |l| l.all.calls);
     let bad: u64 = many.iter().map(|s| s.all.bad_status).sum();
     let wrk_errors: u64 = many.iter().map(|s| s.all.errors).sum();
     let lat_errors: u64 = lat.iter().map(|s| s.all.errors).sum();
@@ -126,7 +127,7 @@ pub fn print(m: &Measured) {
         m.served[0],
         m.served[1],
         answered(0),
-        answered(1) + answered(2),
+        (1..many.len()).map(answered).sum::<u64>(),
     );
     println!(
         "note: {} CPUs shared, unpinned, by the generator (1 thread), the upstream (1 thread) and the agent ({} threads): direct keeps two processes busy, the proxied targets three; {:.0} s measured",
@@ -289,6 +290,32 @@ fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
         "cpu_met": cpu.iter().all(|&v| v <= TARGET_CPU_US),
         "added_met": added.iter().all(|&v| v < TARGET_ADDED_MS),
         "all_met": met_all,
+    })
+}
+
+/// Authentication's cost: the auth targets against plain `moat http` in the same rounds (same
+/// upstream, same plaintext), with a cached token (the target) and a new token per request.
+fn auth_verdict(m: &Measured, many: &[Summary]) -> Value {
+    let loss = |i: usize| 1.0 - against(&m.many[i], &m.many[1], |r, d| r.rps / d.rps);
+    let (cached, fresh) = (loss(3), loss(4));
+    let us = |i: usize| many[i].all.agent_us.unwrap_or(f64::NAN);
+    let met = cached <= TARGET_AUTH_LOSS;
+    println!(
+        "  {:<46} {cached:.3} {}",
+        format!("auth, cached token: loss vs moat http <= {TARGET_AUTH_LOSS}"),
+        if met { "MET" } else { "NOT MET" }
+    );
+    println!(
+        "  auth, a new token each request (no target): loss {fresh:.3}; agent CPU µs/request: moat http {:.1}, cached {:.1}, new token {:.1}",
+        us(1),
+        us(3),
+        us(4)
+    );
+    json!({
+        "loss_max": TARGET_AUTH_LOSS,
+        "cached_loss": round3(cached),
+        "fresh_loss": round3(fresh),
+        "met": met,
     })
 }
 
