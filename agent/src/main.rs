@@ -107,6 +107,7 @@ enum TokenCommand {
 }
 
 fn main() {
+    auth::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
     tracing_subscriber::fmt()

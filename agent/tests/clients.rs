@@ -292,7 +292,8 @@ fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
 
 /// The whole MCP authorization flow against a real OpenID provider, through Moat: 401,
 /// protected resource metadata, registration, PKCE authorization with `resource`, token, then
-/// MCP calls that reach FastMCP with Moat's credential rather than the client's.
+/// MCP calls that reach FastMCP with Moat's credential rather than the client's. The provider
+/// signs with RS256 here (the other tests' issuers use ES256).
 #[test]
 fn the_sdk_oauth_client_gets_a_token_from_a_real_provider_and_calls_through_moat() {
     oauth_flow(false);
@@ -321,6 +322,8 @@ fn oauth_flow(opaque: bool) {
         "alice".into(),
         "--scopes".into(),
         "mcp:tools".into(),
+        "--alg".into(),
+        "RS256".into(),
     ];
     let keys = if opaque {
         args.extend([

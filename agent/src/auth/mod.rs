@@ -7,6 +7,7 @@ mod jwks;
 mod jwt;
 pub mod local;
 mod metadata;
+mod ring_crypto;
 pub mod sessions;
 mod signing;
 pub mod upstream;
@@ -20,6 +21,7 @@ use self::{cache::TokenCache, introspect::Introspector};
 pub use self::{
     jwks::{Jwks, KeySource},
     metadata::Metadata,
+    ring_crypto::install as install_crypto,
 };
 use crate::config::{Auth, Issuer};
 
@@ -216,6 +218,7 @@ pub fn key_source(
     state_dir: &Path,
     create: bool,
 ) -> Result<(KeySource, Option<Arc<Jwks>>), String> {
+    ring_crypto::install();
     Ok(match &config.issuer {
         Issuer::Local if !create => (KeySource::Static(Arc::default()), None),
         Issuer::Local => (
