@@ -10,6 +10,7 @@ mod idle;
 mod instance;
 mod listen;
 mod mcp;
+mod policy;
 mod serve;
 mod steer;
 mod tls;

@@ -64,7 +64,10 @@ impl Introspector {
         if !resp.status().is_success() {
             return Err(unavailable(format!("HTTP {}", resp.status())));
         }
-        let a: Answer = resp.json().await.map_err(|e| unavailable(e.to_string()))?;
+        let all: serde_json::Map<String, serde_json::Value> =
+            resp.json().await.map_err(|e| unavailable(e.to_string()))?;
+        let a: Answer = serde_json::from_value(serde_json::Value::Object(all.clone()))
+            .map_err(|e| unavailable(format!("not an introspection answer: {e}")))?;
         let invalid = AuthError::Invalid;
         if !a.active {
             return Err(invalid(Invalid::Inactive));
@@ -104,6 +107,7 @@ impl Introspector {
                     .split_whitespace()
                     .map(str::to_string)
                     .collect(),
+                claims: all,
             },
             until,
         ))

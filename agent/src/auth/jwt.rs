@@ -58,19 +58,22 @@ pub async fn validate(
     v.set_issuer(&[config.issuer.id()]);
     v.set_audience(&[config.audience.as_str()]);
     v.required_spec_claims = HashSet::from(["exp".into(), "iss".into(), "aud".into()]);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &v).map_err(|e| {
-        invalid(match e.kind() {
-            ErrorKind::InvalidSignature => Invalid::Signature,
-            ErrorKind::ExpiredSignature => Invalid::Expired,
-            ErrorKind::ImmatureSignature => Invalid::NotYetValid,
-            ErrorKind::InvalidIssuer => Invalid::Issuer,
-            ErrorKind::InvalidAudience => Invalid::Audience,
-            ErrorKind::MissingRequiredClaim(c) => Invalid::MissingClaim(c.clone()),
-            ErrorKind::InvalidAlgorithm => Invalid::Algorithm(format!("{:?}", header.alg)),
-            _ => Invalid::Malformed,
-        })
-    })?;
-    let c = data.claims;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+        .map_err(|e| {
+            invalid(match e.kind() {
+                ErrorKind::InvalidSignature => Invalid::Signature,
+                ErrorKind::ExpiredSignature => Invalid::Expired,
+                ErrorKind::ImmatureSignature => Invalid::NotYetValid,
+                ErrorKind::InvalidIssuer => Invalid::Issuer,
+                ErrorKind::InvalidAudience => Invalid::Audience,
+                ErrorKind::MissingRequiredClaim(c) => Invalid::MissingClaim(c.clone()),
+                ErrorKind::InvalidAlgorithm => Invalid::Algorithm(format!("{:?}", header.alg)),
+                _ => Invalid::Malformed,
+            })
+        })?;
+    let all = data.claims;
+    let c: Claims = serde_json::from_value(serde_json::Value::Object(all.clone()))
+        .map_err(|_| invalid(Invalid::Malformed))?;
     let exp = c.exp.ok_or(invalid(Invalid::MissingClaim("exp".into())))?;
     let client_id = c.client_id.or(c.azp).or(c.cid);
     let sub = c
@@ -90,6 +93,7 @@ pub async fn validate(
             client_id,
             iss: config.issuer.id().to_string(),
             scopes,
+            claims: all,
         },
         exp.saturating_add(config.leeway.as_secs()),
     ))

@@ -33,6 +33,10 @@ pub struct Principal {
     pub client_id: Option<String>,
     pub iss: String,
     pub scopes: Vec<String>,
+    /// The token's claims (from the JWT, or the introspection answer), for policies; not
+    /// audited.
+    #[serde(skip)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a request's credentials were refused.

@@ -102,6 +102,7 @@ mod tests {
             client_id: Some(client.into()),
             iss: "https://idp".into(),
             scopes: vec![],
+            claims: Default::default(),
         }
     }
 

@@ -1,11 +1,13 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
 mod auth;
+mod policy;
 mod server;
 mod yaml;
 
 use std::path::{Path, PathBuf};
 
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth};
+pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;
 pub use server::{Server, TlsCert, url_authority as server_url_authority};

@@ -9,6 +9,7 @@ use std::{
 use super::{
     absolute_path,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
+    policy::{Policy, read_policy},
     yaml::{Node, Report},
 };
 
@@ -37,6 +38,8 @@ pub struct Server {
     /// The OAuth resource server; None only with `dangerous: { unauthenticated: true }`.
     pub auth: Option<Auth>,
     pub upstream_auth: UpstreamAuth,
+    /// Cedar policies deciding each request; None: every authenticated caller may do anything.
+    pub policy: Option<Policy>,
 }
 
 /// Options that weaken protection, each named in a loud warning at start.
@@ -126,6 +129,7 @@ const SERVER_KEYS: &[&str] = &[
     "limits",
     "auth",
     "upstream_auth",
+    "policy",
     "dangerous",
 ];
 
@@ -235,6 +239,15 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
             "`upstream_auth: { jwt }` names the caller, which needs `auth`",
         );
     }
+    let policy = match m.get("policy") {
+        Some(v) => {
+            if auth.as_ref().is_some_and(Option::is_none) {
+                r.add(v, "`policy` decides on who calls, which needs `auth`");
+            }
+            read_policy(v, r).map(Some)
+        }
+        None => Some(None),
+    };
     Some(Server {
         name: name?,
         port: port?,
@@ -252,6 +265,7 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         plaintext: plaintext?,
         auth: auth?,
         upstream_auth: upstream_auth?,
+        policy: policy?,
     })
 }
 

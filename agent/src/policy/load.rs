@@ -1,0 +1,73 @@
+//! Reads a policy file: parsed, given the ids of their `@id` annotations, and validated against
+//! the schema; every error with the file, line and column.
+use std::str::FromStr as _;
+
+use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+use super::{Engine, SCHEMA};
+use crate::config::Policy;
+
+/// The engine for `config`, or every problem found, one per line.
+pub fn load(config: &Policy) -> Result<Engine, String> {
+    let path = config.file.display().to_string();
+    let text = std::fs::read_to_string(&config.file).map_err(|e| format!("{path}: {e}"))?;
+    let (schema, _) =
+        Schema::from_cedarschema_str(SCHEMA).map_err(|e| format!("the built-in schema: {e}"))?;
+    let policies = parse(&path, &text, &schema)?;
+    Ok(Engine {
+        policies,
+        schema,
+        mode: config.mode,
+        groups_claim: config.groups_claim.clone(),
+        claims: config.claims.clone(),
+        authorizer: Authorizer::new(),
+    })
+}
+
+/// Parses and validates `text` (from `path`).
+pub fn parse(path: &str, text: &str, schema: &Schema) -> Result<PolicySet, String> {
+    let parsed = PolicySet::from_str(text).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| located(path, text, e, &e.to_string()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    // Name each policy by its `@id`, so decisions say which one decided.
+    let mut set = PolicySet::new();
+    let mut problems = Vec::new();
+    for p in parsed.policies() {
+        let p = match p.annotation("id") {
+            Some(id) => p.new_id(PolicyId::new(id)),
+            None => p.clone(),
+        };
+        if let Err(e) = set.add(p) {
+            problems.push(format!("{path}: {e}"));
+        }
+    }
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        problems.push(located(path, text, e, &format!("{}: {e}", e.policy_id())));
+    }
+    if problems.is_empty() {
+        Ok(set)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// `path:line:col: message`, the position from the diagnostic's first label.
+fn located(path: &str, text: &str, d: &dyn Diagnostic, message: &str) -> String {
+    let offset = d.labels().and_then(|mut l| l.next()).map(|l| l.offset());
+    let help = d.help().map(|h| format!(" ({h})")).unwrap_or_default();
+    match offset {
+        Some(o) => {
+            let before = &text[..o.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{path}:{line}:{col}: {message}{help}")
+        }
+        None => format!("{path}: {message}{help}"),
+    }
+}

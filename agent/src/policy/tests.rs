@@ -1,0 +1,320 @@
+//! The example policies, decided for requests that each should allow or deny.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use serde_json::json;
+
+use super::*;
+use crate::config::{Policy, PolicyMode};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/policies")
+        .join(name)
+}
+
+fn engine(name: &str) -> Engine {
+    load(&Policy {
+        file: example(name),
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: vec!["department".into()],
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn alice(groups: &[&str]) -> Principal {
+    Principal {
+        sub: "alice".into(),
+        client_id: Some("cli".into()),
+        iss: "https://idp".into(),
+        scopes: vec!["mcp:tools".into()],
+        claims: json!({"groups": groups, "department": "eng"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    }
+}
+
+/// Saturday 2026-11-28 12:00 UTC.
+const SAT_NOON: u64 = 1_795_867_200;
+/// Monday 2026-11-30 10:00 UTC.
+const MON_TEN: u64 = 1_796_032_800;
+
+struct Ask<'a> {
+    method: &'a str,
+    target: Option<&'a str>,
+    args: Option<Value>,
+    ip: &'a str,
+    at: u64,
+    rate: u64,
+    process: Option<Process>,
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Self {
+            method: "tools/call",
+            target: Some("echo"),
+            args: None,
+            ip: "127.0.0.1",
+            at: SAT_NOON,
+            rate: 1,
+            process: None,
+        }
+    }
+}
+
+fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
+    e.decide(&Input {
+        server: "files",
+        method: a.method,
+        target: a.target,
+        arguments: a.args.as_ref(),
+        principal: p,
+        source_ip: a.ip.parse().unwrap(),
+        tls: Some("TLSv1_3"),
+        session: None,
+        process: a.process.as_ref(),
+        rate: a.rate,
+        now: UNIX_EPOCH + Duration::from_secs(a.at),
+    })
+}
+
+#[test]
+fn the_weekday_and_hour_are_right() {
+    assert_eq!(
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(SAT_NOON)).to_string(),
+        "2026-11-28T12:00:00Z"
+    );
+    let e = engine("deploy-in-working-hours.cedar");
+    let deploy = |at| {
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                target: Some("deploy"),
+                at,
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(!deploy(SAT_NOON).allowed(), "Saturday");
+    assert!(deploy(MON_TEN).allowed(), "Monday 10:00");
+    assert!(!deploy(MON_TEN + 8 * 3600).allowed(), "Monday 18:00");
+    let d = deploy(SAT_NOON);
+    assert_eq!(d.policies, ["deploy-working-hours"], "{d:?}");
+    assert_eq!(d.reason, "forbidden by deploy-working-hours");
+    assert!(
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                target: Some("echo"),
+                ..Ask::default()
+            }
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn read_only_tools_for_a_group() {
+    let e = engine("read-only-for-readers.cedar");
+    let reader = alice(&["readers"]);
+    let call = |p: &Principal, tool| {
+        decide(
+            &e,
+            p,
+            Ask {
+                target: Some(tool),
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(call(&reader, "read_file").allowed());
+    assert!(call(&reader, "list_dir").allowed());
+    assert!(!call(&reader, "delete_file").allowed());
+    let d = call(&alice(&["writers"]), "read_file");
+    assert!(!d.allowed());
+    assert_eq!(d.reason, "no policy permits it (default deny)");
+    assert!(
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                method: "tools/list",
+                target: None,
+                ..Ask::default()
+            }
+        )
+        .allowed()
+    );
+    // Methods no policy names are denied.
+    assert!(
+        !decide(
+            &e,
+            &reader,
+            Ask {
+                method: "resources/read",
+                target: Some("file:///etc/passwd"),
+                ..Ask::default()
+            }
+        )
+        .allowed()
+    );
+    assert!(
+        !decide(
+            &e,
+            &reader,
+            Ask {
+                method: "made/up",
+                target: None,
+                ..Ask::default()
+            }
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn a_network_and_a_local_user() {
+    let e = engine("office-network-only.cedar");
+    let from = |ip| {
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                ip,
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(from("10.1.2.3").allowed());
+    assert!(
+        from("::ffff:10.1.2.3").allowed(),
+        "v4-mapped addresses are v4"
+    );
+    assert!(from("127.0.0.1").allowed());
+    assert!(!from("192.0.2.7").allowed());
+    assert!(!from("2001:db8::1").allowed());
+
+    let e = engine("one-local-user.cedar");
+    let by = |uid: Option<u32>| {
+        let process = uid.map(|uid| Process {
+            pid: 4242,
+            uid,
+            gid: uid,
+            comm: "python3".into(),
+        });
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                process,
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(by(Some(1000)).allowed());
+    assert!(!by(Some(0)).allowed());
+    assert!(!by(None).allowed(), "remote: no process");
+}
+
+#[test]
+fn argument_constraints_and_rate_caps() {
+    let e = engine("paths-under-srv-data.cedar");
+    let read = |path: Value| {
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                target: Some("read_file"),
+                args: Some(json!({"path": path})),
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(read(json!("/srv/data/report.csv")).allowed());
+    assert!(!read(json!("/etc/shadow")).allowed());
+    assert!(!read(json!("/srv/data/../../etc/shadow")).allowed());
+    assert!(
+        !read(json!(["/srv/data/x"])).allowed(),
+        "a list is not a path"
+    );
+    assert!(
+        !decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                target: Some("read_file"),
+                ..Ask::default()
+            }
+        )
+        .allowed(),
+        "no path"
+    );
+
+    let e = engine("rate-cap.cedar");
+    let at = |rate| {
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                rate,
+                ..Ask::default()
+            },
+        )
+    };
+    assert!(at(10).allowed());
+    let d = at(11);
+    assert!(!d.allowed());
+    assert_eq!(d.policies, ["ten-a-minute"]);
+}
+
+#[test]
+fn every_example_loads() {
+    let dir = example("");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "cedar") {
+            engine(path.file_name().unwrap().to_str().unwrap());
+            n += 1;
+        }
+    }
+    assert!(n >= 6, "{n} examples in {}", dir.display());
+}
+
+#[test]
+fn bad_policies_are_located() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.cedar");
+    let config = Policy {
+        file: file.clone(),
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: vec![],
+    };
+    // A syntax error, on line 3.
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource);\n\npermit (principal action, resource);\n",
+    )
+    .unwrap();
+    let e = load(&config).err().unwrap();
+    assert!(e.contains("bad.cedar:3:"), "{e}");
+    // A type error against the schema: no such attribute, and an unknown entity type.
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource)\nwhen { context.colour == \"red\" };\npermit (principal == Usr::\"a\", action, resource);\n",
+    )
+    .unwrap();
+    let e = load(&config).err().unwrap();
+    assert!(e.contains("bad.cedar:2:"), "{e}");
+    assert!(e.contains("bad.cedar:3:"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
