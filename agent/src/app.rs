@@ -90,6 +90,14 @@ fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
                 continue;
             }
         };
+        let policy = match s.policy.as_ref().map(crate::policy::load) {
+            None => None,
+            Some(Ok(engine)) => Some(engine),
+            Some(Err(e)) => {
+                auth_errors.push(format!("server `{}`: policy:\n{e}", s.name));
+                continue;
+            }
+        };
         if s.auth.is_some() && authenticator.is_none() || !s.plaintext && tls.is_none() {
             continue;
         }
@@ -100,7 +108,7 @@ fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
         by_port.insert(
             s.port,
             Arc::new(Protected {
-                site: Site::new(s.clone(), authenticator, credential, keys),
+                site: Site::new(s.clone(), authenticator, credential, keys, policy),
                 tls,
             }),
         );
@@ -176,6 +184,13 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     }
     for s in config.servers.iter().filter(|s| s.auth.is_none()) {
         tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: no authentication; anyone who reaches the port can call every tool");
+    }
+    for s in config
+        .servers
+        .iter()
+        .filter(|s| s.auth.is_some() && s.policy.is_none())
+    {
+        tracing::info!(server = %s.name, "no policy: every authenticated caller may call every tool");
     }
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
@@ -312,6 +327,7 @@ pub fn mint_token(
     sub: String,
     client_id: String,
     scopes: Vec<String>,
+    extra: Vec<(String, Value)>,
     ttl: u64,
 ) -> Result<String, AppError> {
     let server = config
@@ -336,6 +352,7 @@ pub fn mint_token(
         scopes,
         audience: auth.audience.clone(),
         ttl: std::time::Duration::from_secs(ttl),
+        extra,
     };
     auth::local::mint(&config.agent.state_dir, &mint).map_err(AppError::Auth)
 }
@@ -359,6 +376,10 @@ pub fn check(config_path: &Path) -> Result<String, AppError> {
         let auth = match &s.auth {
             Some(a) => format!("tokens from {}", a.issuer.id()),
             None => "no authentication (dangerous)".to_string(),
+        };
+        let auth = match &s.policy {
+            Some(p) => format!("{auth}, policy {} ({:?})", p.file.display(), p.mode),
+            None => auth,
         };
         out.push_str(&format!(
             "  {} port {} -> {} ({tls}, endpoint {}, {auth})\n",

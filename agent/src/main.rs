@@ -101,6 +101,10 @@ enum TokenCommand {
         scope: Vec<String>,
         #[arg(long, default_value = "moat-cli")]
         client_id: String,
+        /// An extra claim, KEY=VALUE (VALUE as JSON if it parses, else a string), e.g.
+        /// `--claim 'groups=["readers"]'` for policies.
+        #[arg(long, value_parser = parse_claim)]
+        claim: Vec<(String, serde_json::Value)>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
@@ -166,6 +170,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             sub,
             scope,
             client_id,
+            claim,
             ttl,
         }) => {
             let config = Config::load(&config)?;
@@ -176,7 +181,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 .collect();
             println!(
                 "{}",
-                app::mint_token(&config, &server, sub, client_id, scopes, ttl)?
+                app::mint_token(&config, &server, sub, client_id, scopes, claim, ttl)?
             );
             Ok(())
         }
@@ -191,6 +196,15 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+fn parse_claim(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+    if k.is_empty() {
+        return Err("the claim needs a name".into());
+    }
+    let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+    Ok((k.to_string(), v))
 }
 
 fn pin_dir(bpffs: Option<PathBuf>, config: Option<&Config>) -> Result<PathBuf, AppError> {

@@ -65,11 +65,17 @@ enum Upstream {
     Failed { error: String },
 }
 
-/// Why a request was refused before it reached the upstream (or, later, what policy decided).
+/// What was decided about a request: refused for its credentials or session, or what the
+/// policies decided (and by which).
 #[derive(Serialize)]
 pub struct Decision {
     pub effect: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
     pub reason: String,
+    /// Shadow mode: a denial that was let through.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 #[derive(Serialize)]
@@ -143,7 +149,20 @@ impl RequestRecord {
     pub fn deny(&mut self, reason: String) {
         self.fields.decision = Some(Decision {
             effect: "deny",
+            policies: Vec::new(),
             reason,
+            shadow: false,
+        });
+    }
+
+    /// The policies' decision (`shadow`: recorded, not enforced).
+    pub fn decide(&mut self, d: crate::policy::Decision, shadow: bool) {
+        let shadow = shadow && !d.allowed();
+        self.fields.decision = Some(Decision {
+            effect: d.effect,
+            policies: d.policies,
+            reason: d.reason,
+            shadow,
         });
     }
 

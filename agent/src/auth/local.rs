@@ -38,15 +38,15 @@ pub struct Mint {
     pub scopes: Vec<String>,
     pub audience: String,
     pub ttl: Duration,
+    /// More claims (e.g. groups); the registered ones above cannot be overridden.
+    pub extra: Vec<(String, serde_json::Value)>,
 }
 
 /// An access token from the local issuer (an RFC 9068 JWT).
 pub fn mint(state_dir: &Path, m: &Mint) -> Result<String, String> {
     let key = SigningKey::load_or_create(&key_path(state_dir))?;
     let iat = now();
-    key.sign(
-        "at+jwt",
-        &json!({
+    let mut claims = json!({
             "iss": LOCAL_ISSUER,
             "sub": m.sub,
             "aud": m.audience,
@@ -55,6 +55,11 @@ pub fn mint(state_dir: &Path, m: &Mint) -> Result<String, String> {
             "iat": iat,
             "exp": iat + m.ttl.as_secs(),
             "jti": jti(),
-        }),
-    )
+    });
+    for (k, v) in &m.extra {
+        if claims.get(k).is_none() {
+            claims[k] = v.clone();
+        }
+    }
+    key.sign("at+jwt", &claims)
 }

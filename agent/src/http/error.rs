@@ -44,6 +44,14 @@ pub enum ProxyError {
     /// the client is told only that the session does not exist.
     #[error("session {0}")]
     Session(&'static str),
+    /// Refused by policy. The client learns only that the tool, resource or prompt does not
+    /// exist (or, for other methods, that it is forbidden): never which policy said so.
+    #[error("denied by policy: {reason}")]
+    Denied {
+        method: String,
+        target: Option<String>,
+        reason: String,
+    },
 }
 
 impl ProxyError {
@@ -68,6 +76,14 @@ impl ProxyError {
                 _ => StatusCode::UNAUTHORIZED,
             },
             Self::Session(_) => StatusCode::NOT_FOUND,
+            Self::Denied { method, .. } => match method.as_str() {
+                "tools/call"
+                | "prompts/get"
+                | "resources/read"
+                | "resources/subscribe"
+                | "resources/unsubscribe" => StatusCode::OK,
+                _ => StatusCode::FORBIDDEN,
+            },
         }
     }
 
@@ -79,6 +95,11 @@ impl ProxyError {
             Self::UpstreamConnect(_) | Self::UpstreamTimeout => -32603,
             Self::Auth { .. } => -32001,
             Self::Session(_) => -32001,
+            Self::Denied { method, .. } => match method.as_str() {
+                "tools/call" | "prompts/get" => -32602,
+                "resources/read" | "resources/subscribe" | "resources/unsubscribe" => -32002,
+                _ => -32001,
+            },
             _ => -32000,
         }
     }
@@ -87,6 +108,17 @@ impl ProxyError {
     pub fn response(&self, id: Option<&Value>) -> Response<ProxyBody> {
         let message = match self {
             Self::Session(_) => "Session not found".to_string(),
+            Self::Denied { method, target, .. } => {
+                let t = target.as_deref().unwrap_or_default();
+                match method.as_str() {
+                    "tools/call" => format!("Unknown tool: {t}"),
+                    "prompts/get" => format!("Unknown prompt: {t}"),
+                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                        format!("Resource not found: {t}")
+                    }
+                    m => format!("Forbidden: {m}"),
+                }
+            }
             Self::Auth {
                 error: AuthError::Unavailable(_),
                 ..

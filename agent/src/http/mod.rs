@@ -1,6 +1,7 @@
 //! The MCP-aware HTTP proxy: admit, read and decode the request, forward it, stream the answer.
 //! Every request gets exactly one audit record, written when it ends, however it ends.
 pub mod admit;
+pub mod authorize;
 pub mod body;
 pub mod error;
 pub mod forward;
@@ -31,6 +32,7 @@ use crate::{
     config::Server,
     idle::InFlight,
     mcp::{self, Decoded, Revision},
+    policy::{Engine, Rates},
 };
 
 /// One protected server, as the proxy serves it.
@@ -48,6 +50,9 @@ pub struct Site {
     pub credential: Credential,
     /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
     pub upstream_keys: Option<Arc<UpstreamKeys>>,
+    /// The Cedar policies deciding each request; None: every authenticated caller may.
+    pub policy: Option<Engine>,
+    pub rates: Rates,
 }
 
 impl Site {
@@ -56,6 +61,7 @@ impl Site {
         auth: Option<Authenticator>,
         credential: Credential,
         upstream_keys: Option<Arc<UpstreamKeys>>,
+        policy: Option<Engine>,
     ) -> Self {
         let limits = mcp::Limits {
             max_body: server.limits.max_body,
@@ -70,6 +76,8 @@ impl Site {
             sessions: Sessions::default(),
             credential,
             upstream_keys,
+            policy,
+            rates: Rates::default(),
         }
     }
 }
@@ -117,7 +125,7 @@ impl Proxy {
             conn.tls.clone(),
             http,
         );
-        match self.proxy(site, req, &mut record).await {
+        match self.proxy(site, conn, req, &mut record).await {
             Ok(Answer::Local(resp)) => {
                 record.answered_locally(resp.status().as_u16());
                 Ok(resp)
@@ -147,6 +155,7 @@ impl Proxy {
     async fn proxy(
         &self,
         site: &Site,
+        conn: &Conn,
         req: Request<Incoming>,
         record: &mut RequestRecord,
     ) -> Result<Answer, ProxyError> {
@@ -174,6 +183,9 @@ impl Proxy {
                 route == Route::Streamable,
                 record,
             )?;
+            if let Some(p) = &principal {
+                authorize::authorize(site, conn, p, session.as_deref(), &decoded, record)?;
+            }
             lists_tools = decoded
                 .messages
                 .iter()

@@ -48,12 +48,30 @@ pub fn parse(path: &str, text: &str, schema: &Schema) -> Result<PolicySet, Strin
     }
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     for e in result.validation_errors() {
-        problems.push(located(path, text, e, &format!("{}: {e}", e.policy_id())));
+        // The validator repeats an error for every action a policy applies to; once is enough.
+        let message = without_action(&e.to_string());
+        let line = located(path, text, e, &message);
+        if !problems.contains(&line) {
+            problems.push(line);
+        }
     }
     if problems.is_empty() {
         Ok(set)
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// A validation message without its ` for Action::"..."` part.
+fn without_action(message: &str) -> String {
+    const MARK: &str = " for Action::\"";
+    match message.find(MARK) {
+        Some(i) => {
+            let rest = &message[i + MARK.len()..];
+            let end = rest.find('"').map_or(rest.len(), |j| j + 1);
+            format!("{}{}", &message[..i], &rest[end..])
+        }
+        None => message.to_string(),
     }
 }
 

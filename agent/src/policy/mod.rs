@@ -17,7 +17,7 @@ use cedar_policy::{
     EntityUid, PolicySet, Request, RestrictedExpression, Schema,
 };
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub use self::{load::load, rate::Rates};
 use crate::{auth::Principal, config::PolicyMode};
@@ -257,6 +257,3 @@ fn text_of(v: &Value) -> String {
         other => other.to_string(),
     }
 }
-
-/// Claims kept from a token for policies (the principal's `claims`).
-pub type Claims = Map<String, Value>;

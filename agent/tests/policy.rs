@@ -1,0 +1,166 @@
+//! Privileged end-to-end tests of per-request policy: Cedar decides each call through the real
+//! proxy; a denied tool is answered as unknown and never reaches the server; shadow mode lets it
+//! through but audits the denial.
+mod common;
+
+use std::{net::SocketAddr, path::Path, process::Command};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn dst() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], PORT))
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/policies")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A plaintext server with the local issuer and `policy` (a YAML mapping), its upstream recorded.
+fn host(policy: &str) -> (Host, std::sync::Arc<Recorded>) {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {policy}\n"
+    ));
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    (host, upstream)
+}
+
+fn token(host: &Host, sub: &str, claims: &[&str]) -> String {
+    let mut cmd = Command::new(MOAT);
+    cmd.args(["token", "mint", "-c"])
+        .arg(&host.config)
+        .args(["--server", "files", "--sub", sub]);
+    for c in claims {
+        cmd.args(["--claim", c]);
+    }
+    String::from_utf8(run(&mut cmd).stdout)
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn call_tool(host: &Host, token: &str, tool: &str, args: Value) -> Reply {
+    let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                      "params": {"name": tool, "arguments": args}})
+    .to_string();
+    let raw = post(dst(), &body, &format!("authorization: Bearer {token}\r\n"));
+    host.in_ns(false, move || exchange(dst(), &raw))
+        .expect("a reply")
+}
+
+fn decisions(host: &Host, tool: &str) -> Value {
+    host.wait_audit(&format!("the call to {tool}"), |r| {
+        r["mcp"]["tool"] == tool && r["decision"].is_object()
+    })["decision"]
+        .clone()
+}
+
+#[test]
+fn a_denied_tool_is_unknown_to_the_caller_and_never_reaches_the_server() {
+    let (host, upstream) = host(&format!(
+        "{{file: {}}}",
+        example("read-only-for-readers.cedar")
+    ));
+    let reader = token(&host, "alice", &[r#"groups=["readers"]"#]);
+    let other = token(&host, "bob", &[r#"groups=["writers"]"#]);
+
+    let r = call_tool(&host, &reader, "read_file", json!({"path": "/srv/data/a"}));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body["result"].is_object(), "forwarded: {r:?}");
+    assert_eq!(upstream.count(), 1);
+    let d = decisions(&host, "read_file");
+    assert_eq!(d["effect"], "allow", "{d}");
+    assert_eq!(d["policies"], json!(["readers-read-only"]), "{d}");
+
+    for (who, tool) in [(&reader, "delete_file"), (&other, "read_file")] {
+        let r = call_tool(&host, who, tool, json!({}));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["id"], 5, "{r:?}");
+        assert_eq!(r.body["error"]["code"], -32602, "{r:?}");
+        assert_eq!(
+            r.body["error"]["message"],
+            format!("Unknown tool: {tool}"),
+            "{r:?}"
+        );
+        assert!(
+            !r.body.to_string().contains("polic"),
+            "the denial does not say why: {r:?}"
+        );
+    }
+    assert_eq!(upstream.count(), 1, "no denied call reached the server");
+    let d = decisions(&host, "delete_file");
+    assert_eq!(d["effect"], "deny", "{d}");
+    assert_eq!(d["reason"], "no policy permits it (default deny)", "{d}");
+
+    // A batch is refused as a whole when one of its requests is denied (2025-03-26 batches).
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_file", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_file", "arguments": {}}},
+    ])
+    .to_string();
+    let raw = post(
+        dst(),
+        &batch,
+        &format!("authorization: Bearer {reader}\r\nmcp-protocol-version: 2025-03-26\r\n"),
+    );
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    assert_eq!(r.body["error"]["code"], -32602, "{r:?}");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "nothing of the batch reached the server"
+    );
+}
+
+#[test]
+fn arguments_constrain_a_call() {
+    let (host, upstream) = host(&format!(
+        "{{file: {}}}",
+        example("paths-under-srv-data.cedar")
+    ));
+    let t = token(&host, "alice", &[]);
+    assert!(
+        call_tool(&host, &t, "read_file", json!({"path": "/srv/data/x.csv"})).body["result"]
+            .is_object()
+    );
+    for path in ["/etc/shadow", "/srv/data/../../etc/shadow"] {
+        let r = call_tool(&host, &t, "read_file", json!({"path": path}));
+        assert_eq!(r.body["error"]["code"], -32602, "{path}: {r:?}");
+    }
+    assert_eq!(upstream.count(), 1);
+}
+
+#[test]
+fn shadow_mode_audits_the_denial_and_lets_the_call_through() {
+    let (host, upstream) = host(&format!(
+        "{{file: {}, mode: shadow}}",
+        example("read-only-for-readers.cedar")
+    ));
+    let t = token(&host, "bob", &[]);
+    let r = call_tool(&host, &t, "delete_file", json!({}));
+    assert!(r.body["result"].is_object(), "let through: {r:?}");
+    assert_eq!(upstream.count(), 1);
+    let d = decisions(&host, "delete_file");
+    assert_eq!(d["effect"], "deny", "{d}");
+    assert_eq!(d["shadow"], true, "{d}");
+}
+
+#[test]
+fn a_rate_cap_holds() {
+    let (host, upstream) = host(&format!("{{file: {}}}", example("rate-cap.cedar")));
+    let t = token(&host, "alice", &[]);
+    let ok = (0..12)
+        .filter(|_| call_tool(&host, &t, "echo", json!({})).body["result"].is_object())
+        .count();
+    assert_eq!(ok, 10, "ten a minute");
+    assert_eq!(upstream.count(), 10);
+    // Another tool has its own count.
+    assert!(call_tool(&host, &t, "add", json!({})).body["result"].is_object());
+}
