@@ -357,6 +357,35 @@ pub fn mint_token(
     auth::local::mint(&config.agent.state_dir, &mint).map_err(AppError::Auth)
 }
 
+/// `moat policy test`: the decision for the request described in `file`.
+pub fn policy_test(config: &Config, file: &Path) -> Result<crate::policy::Decision, AppError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| AppError::Policy(format!("{}: {e}", file.display())))?;
+    let d: crate::policy::explain::Described = serde_json::from_str(&text)
+        .map_err(|e| AppError::Policy(format!("{}: {e}", file.display())))?;
+    let with_policy: Vec<_> = config
+        .servers
+        .iter()
+        .filter(|s| s.policy.is_some())
+        .collect();
+    let server = match (&d.server, with_policy.as_slice()) {
+        (Some(name), _) => with_policy
+            .iter()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| AppError::Policy(format!("no server `{name}` with a policy")))?,
+        (None, [one]) => one,
+        (None, _) => {
+            return Err(AppError::Policy(
+                "name the server (`\"server\"`): the config has several with a policy, or none"
+                    .into(),
+            ));
+        }
+    };
+    let policy = server.policy.as_ref().expect("filtered on policy");
+    let engine = crate::policy::load(policy).map_err(AppError::Policy)?;
+    crate::policy::explain::decide(&engine, &server.name, &d).map_err(AppError::Policy)
+}
+
 /// Validates a config file; prints a summary.
 pub fn check(config_path: &Path) -> Result<String, AppError> {
     let c = Config::load(config_path)?;

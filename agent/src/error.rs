@@ -17,6 +17,12 @@ pub enum AppError {
     /// Keys, CA files or secrets of `auth` / `upstream_auth` that cannot be used.
     #[error("{0}")]
     Auth(String),
+    /// A policy file that does not load, or a described request that cannot be read.
+    #[error("{0}")]
+    Policy(String),
+    /// `moat policy test --expect` saw another decision.
+    #[error("{0}")]
+    Expectation(String),
     #[error(transparent)]
     Cert(#[from] crate::tls::selfsigned::CertError),
     #[error("another agent (pid {pid}) holds {path}: one agent per instance")]
@@ -37,7 +43,7 @@ impl AppError {
     /// Exit status: 2 for a config the user must fix, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config(_) | Self::Tls(_) | Self::Auth(_) => 2,
+            Self::Config(_) | Self::Tls(_) | Self::Auth(_) | Self::Policy(_) => 2,
             _ => 1,
         }
     }

@@ -62,6 +62,9 @@ enum Command {
     /// Development certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Per-request policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Access tokens from the local issuer (`auth: { issuer: local }`), for development.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -81,6 +84,23 @@ enum CertCommand {
         name: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Decide one described request (a JSON file) with a server's policies; print the
+    /// decision, the deciding policies and the reason.
+    Test {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        request: PathBuf,
+        /// Exit with status 1 unless the decision is this (`allow` or `deny`).
+        #[arg(long)]
+        expect: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -184,6 +204,32 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 app::mint_token(&config, &server, sub, client_id, scopes, claim, ttl)?
             );
             Ok(())
+        }
+        Command::Policy(PolicyCommand::Test {
+            config,
+            request,
+            expect,
+            json,
+        }) => {
+            let config = Config::load(&config)?;
+            let d = app::policy_test(&config, &request)?;
+            if json {
+                println!("{}", serde_json::to_string(&d).unwrap_or_default());
+            } else {
+                println!(
+                    "decision: {}\npolicies: {}\nreason:   {}",
+                    d.effect,
+                    d.policies.join(", "),
+                    d.reason
+                );
+            }
+            match expect {
+                Some(e) if e != d.effect => Err(AppError::Expectation(format!(
+                    "expected {e}, decided {}",
+                    d.effect
+                ))),
+                _ => Ok(()),
+            }
         }
         Command::Detach { config, bpffs } => {
             let config = config.map(|p| Config::load(&p)).transpose()?;

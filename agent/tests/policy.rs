@@ -164,3 +164,50 @@ fn a_rate_cap_holds() {
     // Another tool has its own count.
     assert!(call_tool(&host, &t, "add", json!({})).body["result"].is_object());
 }
+
+/// `moat policy test` decides a described request, at a given time, without an agent.
+#[test]
+fn policy_test_explains_a_decision_at_any_time() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("moat.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "servers:\n  - name: ops\n    port: 8000\n    public_url: https://ops.example/mcp\n    \
+             dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n",
+            example("deploy-in-working-hours.cedar")
+        ),
+    )
+    .unwrap();
+    let decide = |time: &str, expect: &str| {
+        let request = dir.join("request.json");
+        std::fs::write(
+            &request,
+            json!({"principal": {"sub": "alice"}, "method": "tools/call", "name": "deploy",
+                   "arguments": {"env": "prod"}, "time": time})
+            .to_string(),
+        )
+        .unwrap();
+        Command::new(MOAT)
+            .args(["policy", "test", "-c"])
+            .arg(&config)
+            .arg("--request")
+            .arg(&request)
+            .args(["--expect", expect])
+            .output()
+            .unwrap()
+    };
+    let out = decide("2026-11-28T12:00:00Z", "deny");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("decision: deny"), "{text}");
+    assert!(text.contains("policies: deploy-working-hours"), "{text}");
+    assert!(text.contains("forbidden by deploy-working-hours"), "{text}");
+    let out = decide("2026-11-30T10:00:00Z", "allow");
+    assert!(out.status.success(), "Monday 10:00: {out:?}");
+    // A wrong expectation fails, for CI.
+    let out = decide("2026-11-30T10:00:00Z", "deny");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

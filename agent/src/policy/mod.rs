@@ -1,5 +1,6 @@
 //! Per-request authorization: Cedar policies, validated against Moat's published schema, decide
 //! each MCP request (default deny); every decision names the policies that made it.
+pub mod explain;
 mod load;
 mod rate;
 #[cfg(test)]
@@ -54,7 +55,7 @@ pub struct Engine {
 }
 
 /// The local process behind a connection from this host.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     pub uid: u32,

@@ -1,0 +1,78 @@
+//! `moat policy test`: one described request, decided by a server's policies, so that users can
+//! test their policies (in CI too) without a running agent.
+use std::{net::IpAddr, time::SystemTime};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Decision, Engine, Input, Process};
+use crate::auth::Principal;
+
+/// A request as `moat policy test --request FILE` reads it (JSON).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Described {
+    /// The server's `name`; optional when the config has one server with a policy.
+    pub server: Option<String>,
+    pub principal: DescribedPrincipal,
+    pub method: String,
+    /// The tool (tools/call), resource URI (resources/*) or prompt (prompts/get).
+    pub name: Option<String>,
+    pub arguments: Option<Value>,
+    #[serde(default = "loopback")]
+    pub source_ip: IpAddr,
+    pub tls: Option<String>,
+    pub session: Option<String>,
+    /// RFC 3339; default now.
+    pub time: Option<String>,
+    #[serde(default = "one")]
+    pub rate: u64,
+    pub process: Option<Process>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedPrincipal {
+    pub sub: String,
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: Map<String, Value>,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Decides `d` with `engine` for server `server`.
+pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, String> {
+    let now = match &d.time {
+        Some(t) => humantime::parse_rfc3339(t).map_err(|e| format!("time {t:?}: {e}"))?,
+        None => SystemTime::now(),
+    };
+    let principal = Principal {
+        sub: d.principal.sub.clone(),
+        client_id: d.principal.client_id.clone(),
+        iss: String::new(),
+        scopes: d.principal.scopes.clone(),
+        claims: d.principal.claims.clone(),
+    };
+    Ok(engine.decide(&Input {
+        server,
+        method: &d.method,
+        target: d.name.as_deref(),
+        arguments: d.arguments.as_ref(),
+        principal: &principal,
+        source_ip: d.source_ip,
+        tls: d.tls.as_deref(),
+        session: d.session.as_deref(),
+        process: d.process.as_ref(),
+        rate: d.rate,
+        now,
+    }))
+}
