@@ -211,3 +211,41 @@ fn policy_test_explains_a_decision_at_any_time() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// tools/list shows only the tools the caller may call, in a JSON body and in an SSE event.
+#[test]
+fn tools_list_is_filtered_by_the_same_policies() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("echo-only.cedar");
+    std::fs::write(
+        &file,
+        "permit (principal, action == Action::\"tools/list\", resource);\n\
+         @id(\"echo-only\")\npermit (principal, action == Action::\"tools/call\", resource) when { resource.name == \"echo\" };\n",
+    )
+    .unwrap();
+    let (host, _upstream) = host(&format!("{{file: {}}}", file.display()));
+    let t = token(&host, "alice", &[]);
+    let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+    for extra in ["", "x-test-sse: 1\r\n"] {
+        let raw = post(
+            dst(),
+            list,
+            &format!("authorization: Bearer {t}\r\n{extra}"),
+        );
+        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let text = match &r.body {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        assert!(text.contains("\"echo\""), "{extra:?}: {text}");
+        assert!(
+            !text.contains("\"add\""),
+            "{extra:?}: the hidden tool is not named: {text}"
+        );
+    }
+    let rec = host.wait_audit("the filtered list", |r| r["tools_listed"].is_array());
+    assert_eq!(rec["tools_listed"], json!(["echo"]), "{rec}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,7 @@ pub fn authorize(
             process: None,
             rate,
             now,
+            listing: false,
         });
         if d.allowed() {
             allowed.get_or_insert(d);

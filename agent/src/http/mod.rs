@@ -4,6 +4,7 @@ pub mod admit;
 pub mod authorize;
 pub mod body;
 pub mod error;
+pub mod filter;
 pub mod forward;
 pub mod legacy;
 pub mod listing;
@@ -51,7 +52,7 @@ pub struct Site {
     /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
     pub upstream_keys: Option<Arc<UpstreamKeys>>,
     /// The Cedar policies deciding each request; None: every authenticated caller may.
-    pub policy: Option<Engine>,
+    pub policy: Option<Arc<Engine>>,
     pub rates: Rates,
 }
 
@@ -76,7 +77,7 @@ impl Site {
             sessions: Sessions::default(),
             credential,
             upstream_keys,
-            policy,
+            policy: policy.map(Arc::new),
             rates: Rates::default(),
         }
     }
@@ -84,7 +85,12 @@ impl Site {
 
 /// What answers a request: the upstream, or Moat itself (metadata, keys).
 enum Answer {
-    Upstream(Response<Incoming>, Option<Box<dyn body::Observer>>),
+    /// The upstream's response, what watches it, and the policy filter of a list result.
+    Upstream(
+        Response<Incoming>,
+        Option<Box<dyn body::Observer>>,
+        Option<filter::Lister>,
+    ),
     Local(Response<ProxyBody>),
 }
 
@@ -130,13 +136,27 @@ impl Proxy {
                 record.answered_locally(resp.status().as_u16());
                 Ok(resp)
             }
-            Ok(Answer::Upstream(resp, observer)) => {
+            Ok(Answer::Upstream(resp, observer, lister)) => {
                 record.answered(resp.status().as_u16());
-                let (parts, body) = resp.into_parts();
-                Ok(Response::from_parts(
-                    parts,
-                    ProxyBody::new(Audited::new(body, record, observer, in_flight)),
-                ))
+                let (mut parts, body) = resp.into_parts();
+                let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str());
+                let body = match lister {
+                    None => ProxyBody::new(Audited::new(body, record, observer, in_flight)),
+                    Some(l) => match filter::Filtered::new(body, l, content_type) {
+                        Some(f) => {
+                            parts.headers.remove(header::CONTENT_LENGTH);
+                            ProxyBody::new(Audited::new(f, record, observer, in_flight))
+                        }
+                        // Neither JSON nor SSE: no list in it to filter.
+                        None => ProxyBody::new(Audited::new(
+                            http_body_util::Empty::new().map_err(|never| match never {}),
+                            record,
+                            observer,
+                            in_flight,
+                        )),
+                    },
+                };
+                Ok(Response::from_parts(parts, body))
             }
             Err(e) => {
                 let resp = e.response(record.mcp_id());
@@ -174,6 +194,7 @@ impl Proxy {
             }
         };
         let mut lists_tools = false;
+        let mut list = None;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
             let decoded = decode(
@@ -190,6 +211,10 @@ impl Proxy {
                 .messages
                 .iter()
                 .any(|m| m.method.as_deref() == Some("tools/list"));
+            list = decoded
+                .messages
+                .iter()
+                .find_map(|m| m.method.as_deref().and_then(filter::List::of_method));
             full(bytes)
         } else {
             full(Bytes::new())
@@ -223,7 +248,21 @@ impl Proxy {
         } else {
             None
         };
-        Ok(Answer::Upstream(resp, observer))
+        let lister = match (list, &site.policy, &principal) {
+            (Some(list), Some(engine), Some(p)) if resp.status().is_success() => {
+                Some(filter::Lister {
+                    list,
+                    engine: engine.clone(),
+                    server: site.name.clone(),
+                    principal: p.clone(),
+                    source_ip: conn.peer.ip(),
+                    tls: conn.tls.clone(),
+                    session: session.clone(),
+                })
+            }
+            _ => None,
+        };
+        Ok(Answer::Upstream(resp, observer, lister))
     }
 }
 

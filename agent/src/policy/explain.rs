@@ -74,5 +74,6 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
         process: d.process.as_ref(),
         rate: d.rate,
         now,
+        listing: false,
     }))
 }

@@ -78,6 +78,8 @@ pub struct Input<'a> {
     /// Calls in the last minute by this principal to this tool (or method), this one included.
     pub rate: u64,
     pub now: SystemTime,
+    /// Deciding whether to show an entry of a list result (no arguments), not a call.
+    pub listing: bool,
 }
 
 /// A decision and why.
@@ -196,6 +198,7 @@ impl Engine {
             "client": {"__entity": {"type": "Client", "id": p.client_id.as_deref().unwrap_or("")}},
             "session": input.session.unwrap_or(""),
             "rate": input.rate,
+            "listing": input.listing,
         });
         if let Some(proc_) = input.process {
             context["process"] = json!(proc_);

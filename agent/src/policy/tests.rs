@@ -80,6 +80,7 @@ fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
         process: a.process.as_ref(),
         rate: a.rate,
         now: UNIX_EPOCH + Duration::from_secs(a.at),
+        listing: false,
     })
 }
 

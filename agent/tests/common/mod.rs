@@ -462,7 +462,7 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             .requests
             .lock()
             .unwrap()
-            .push((head, String::from_utf8_lossy(&body).into_owned()));
+            .push((head.clone(), String::from_utf8_lossy(&body).into_owned()));
         let msg = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
         let id = msg["id"].clone();
         if msg["method"] == "stream" {
@@ -479,6 +479,20 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
                 std::thread::sleep(Duration::from_millis(50));
             }
             return;
+        }
+        if msg["method"] == "tools/list" && head.to_ascii_lowercase().contains("x-test-sse: 1") {
+            // The result as one SSE event, as Streamable HTTP servers may answer.
+            let event = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+                {"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]}});
+            let event = format!("id: e1\nevent: message\ndata: {event}\n\n");
+            let _ = w.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
+                    event.len()
+                )
+                .as_bytes(),
+            );
+            continue;
         }
         let result = if msg["method"] == "tools/list" {
             serde_json::json!({"tools": [{"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]})
@@ -511,6 +525,7 @@ pub fn read_http(r: &mut impl BufRead) -> Option<Vec<u8>> {
 /// Reads one HTTP/1.1 message; returns its head (start line and headers) and body.
 pub fn read_http_with_head(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
     let mut len = 0usize;
+    let mut chunked = false;
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -522,15 +537,34 @@ pub fn read_http_with_head(r: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
         if line.is_empty() {
             break;
         }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse().ok()?;
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            } else if k.eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
+            }
         }
     }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some((head, body))
+    if !chunked {
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).ok()?;
+        return Some((head, body));
+    }
+    // Chunked: size lines, data, and a last chunk of size 0 (no trailers).
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).ok()?;
+        let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk).ok()?;
+        if n == 0 {
+            return Some((head, body));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// POSTs a JSON-RPC ping over plain HTTP and returns the peer address the server saw. Err when
