@@ -15,6 +15,7 @@ use crate::{
     events,
     http::Site,
     instance, listen,
+    policy::Reloaded,
     serve::{self, Protected, Sites},
     steer::{self, Hooks, Kernel},
     tls::{self, ServerTls},
@@ -90,10 +91,10 @@ fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
                 continue;
             }
         };
-        let policy = match s.policy.as_ref().map(crate::policy::load) {
+        let policy = match s.policy.as_ref().map(|p| (p, crate::policy::load(p))) {
             None => None,
-            Some(Ok(engine)) => Some(engine),
-            Some(Err(e)) => {
+            Some((p, Ok(engine))) => Some(crate::policy::Live::new(p.clone(), engine)),
+            Some((_, Err(e))) => {
                 auth_errors.push(format!("server `{}`: policy:\n{e}", s.name));
                 continue;
             }
@@ -152,6 +153,45 @@ async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
                     .record("config", audit::agent_event(event, extra))
                     .await;
             }
+        }
+    }
+}
+
+/// Reloads policies whose files changed (checked with the certificates' period), and all of
+/// them on SIGHUP; a file that does not load keeps the policies in force. Each outcome is
+/// logged and audited.
+async fn reload_policies(sites: Arc<Sites>, audit: AuditLog) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        for p in sites.by_port.values() {
+            let Some(live) = &p.site.policy else { continue };
+            let (event, error) = match live.reload(force) {
+                Reloaded::Unchanged => continue,
+                Reloaded::Replaced => ("policy_reloaded", None),
+                Reloaded::Failed(e) => ("policy_reload_failed", Some(e)),
+            };
+            let (server, file) = (&p.site.server.name, live.config.file.display().to_string());
+            match &error {
+                None => tracing::info!(server = %server, policy = %file, "policies reloaded"),
+                Some(e) => {
+                    tracing::error!(server = %server, "policy reload failed, keeping the policies in force:\n{e}")
+                }
+            }
+            audit
+                .record(
+                    "config",
+                    audit::agent_event(
+                        event,
+                        json!({"server": server, "policy": file, "error": error}),
+                    ),
+                )
+                .await;
         }
     }
 }
@@ -268,6 +308,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     });
     let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
     let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
+    let policy_task = tokio::spawn(reload_policies(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let serve::Workers { threads, handoff } =
@@ -287,6 +328,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
     events_task.abort();
     reload_task.abort();
+    policy_task.abort();
     key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     audit
         .record(

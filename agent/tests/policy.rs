@@ -249,3 +249,128 @@ fn tools_list_is_filtered_by_the_same_policies() {
     assert_eq!(rec["tools_listed"], json!(["echo"]), "{rec}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Policies change under load without a failed request; a broken file keeps the old ones;
+/// SIGHUP reloads too.
+#[test]
+fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    };
+    let dir = std::env::temp_dir().join(format!("moat-policy-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("live.cedar");
+    let only = |tool: &str| {
+        format!(
+            "permit (principal, action == Action::\"tools/call\", resource) when {{ resource.name == \"{tool}\" }};\n"
+        )
+    };
+    std::fs::write(&file, only("echo")).unwrap();
+    let (host, _upstream) = host(&format!("{{file: {}}}", file.display()));
+    let t = token(&host, "alice", &[]);
+    let allowed = |tool: &str| call_tool(&host, &t, tool, json!({})).body["result"].is_object();
+    assert!(allowed("echo") && !allowed("add"));
+
+    // Load: a client calling both tools on one connection after another, counting answers
+    // that are neither a result nor the policy's refusal.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, sent, bad, t, ns) = (
+            stop.clone(),
+            sent.clone(),
+            bad.clone(),
+            t.clone(),
+            host.netns.clone(),
+        );
+        std::thread::spawn(move || {
+            nix::sched::setns(
+                std::fs::File::open(ns).unwrap(),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let tool = if i % 2 == 0 { "echo" } else { "add" };
+                i += 1;
+                let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": tool}}).to_string();
+                let r = exchange(
+                    dst(),
+                    &post(dst(), &body, &format!("authorization: Bearer {t}\r\n")),
+                );
+                sent.fetch_add(1, Ordering::Relaxed);
+                let fine = r.is_ok_and(|r| {
+                    r.status == 200
+                        && (r.body["result"].is_object() || r.body["error"]["code"] == -32602)
+                });
+                if !fine {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let reloads = |event: &str| {
+        host.audit_records()
+            .iter()
+            .filter(|r| r["kind"] == "config" && r["event"] == event)
+            .count()
+    };
+    let wait_for = |event: &str, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while reloads(event) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {event} #{n}:\n{}",
+                host.agent_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    std::fs::write(&file, only("add")).unwrap();
+    wait_for("policy_reloaded", 1);
+    assert!(
+        allowed("add") && !allowed("echo"),
+        "the new policies are in force"
+    );
+
+    std::fs::write(
+        &file,
+        "permit (principal, action, resource) when { context.colour };\n",
+    )
+    .unwrap();
+    wait_for("policy_reload_failed", 1);
+    let failed = host.wait_audit("the failed reload", |r| {
+        r["event"] == "policy_reload_failed"
+    });
+    assert!(
+        failed["error"].as_str().unwrap().contains("live.cedar:1:"),
+        "{failed}"
+    );
+    assert!(
+        allowed("add") && !allowed("echo"),
+        "a broken file keeps the old policies"
+    );
+
+    std::fs::write(&file, only("echo")).unwrap();
+    wait_for("policy_reloaded", 2);
+    let pid = host.status()["agent_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("policy_reloaded", 3);
+    assert!(allowed("echo") && !allowed("add"));
+
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 20, "the load ran");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "no request failed while policies changed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

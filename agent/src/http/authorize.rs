@@ -21,9 +21,10 @@ pub fn authorize(
     decoded: &Decoded,
     record: &mut RequestRecord,
 ) -> Result<(), ProxyError> {
-    let Some(engine) = &site.policy else {
+    let Some(live) = &site.policy else {
         return Ok(());
     };
+    let engine = live.current();
     let now = SystemTime::now();
     let shadow = engine.mode == PolicyMode::Shadow;
     let mut allowed: Option<Decision> = None;

@@ -33,7 +33,7 @@ use crate::{
     config::Server,
     idle::InFlight,
     mcp::{self, Decoded, Revision},
-    policy::{Engine, Rates},
+    policy::{Live, Rates},
 };
 
 /// One protected server, as the proxy serves it.
@@ -52,7 +52,7 @@ pub struct Site {
     /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
     pub upstream_keys: Option<Arc<UpstreamKeys>>,
     /// The Cedar policies deciding each request; None: every authenticated caller may.
-    pub policy: Option<Arc<Engine>>,
+    pub policy: Option<Live>,
     pub rates: Rates,
 }
 
@@ -62,7 +62,7 @@ impl Site {
         auth: Option<Authenticator>,
         credential: Credential,
         upstream_keys: Option<Arc<UpstreamKeys>>,
-        policy: Option<Engine>,
+        policy: Option<Live>,
     ) -> Self {
         let limits = mcp::Limits {
             max_body: server.limits.max_body,
@@ -77,7 +77,7 @@ impl Site {
             sessions: Sessions::default(),
             credential,
             upstream_keys,
-            policy: policy.map(Arc::new),
+            policy,
             rates: Rates::default(),
         }
     }
@@ -249,10 +249,10 @@ impl Proxy {
             None
         };
         let lister = match (list, &site.policy, &principal) {
-            (Some(list), Some(engine), Some(p)) if resp.status().is_success() => {
+            (Some(list), Some(live), Some(p)) if resp.status().is_success() => {
                 Some(filter::Lister {
                     list,
-                    engine: engine.clone(),
+                    engine: live.current(),
                     server: site.name.clone(),
                     principal: p.clone(),
                     source_ip: conn.peer.ip(),

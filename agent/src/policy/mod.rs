@@ -1,6 +1,7 @@
 //! Per-request authorization: Cedar policies, validated against Moat's published schema, decide
 //! each MCP request (default deny); every decision names the policies that made it.
 pub mod explain;
+mod live;
 mod load;
 mod rate;
 #[cfg(test)]
@@ -20,7 +21,11 @@ use cedar_policy::{
 use serde::Serialize;
 use serde_json::{Value, json};
 
-pub use self::{load::load, rate::Rates};
+pub use self::{
+    live::{Live, Reloaded},
+    load::load,
+    rate::Rates,
+};
 use crate::{auth::Principal, config::PolicyMode};
 
 /// The schema policies are written against (also published as `config/moat.cedarschema`).
