@@ -12,11 +12,16 @@ pub const MAP_COUNTERS: &str = "MOAT_COUNTERS";
 pub const MAP_SETTINGS: &str = "MOAT_SETTINGS";
 /// Ring buffer of [`Event`]s.
 pub const MAP_EVENTS: &str = "MOAT_EVENTS";
+/// LRU hash: [`ConnKey`] of a local connection to a protected port -> [`ConnProcess`], the
+/// process that opened it (written at connect time, read by the agent after accept).
+pub const MAP_CONNS: &str = "MOAT_CONNS";
+pub const MAX_CONNS: u32 = 65536;
 
 /// Program names (the function names in the eBPF object).
 pub const PROG_STEER: &str = "moat_steer";
 pub const PROG_BIND4: &str = "moat_bind4";
 pub const PROG_BIND6: &str = "moat_bind6";
+pub const PROG_CONNECT: &str = "moat_connect";
 
 pub const PROXY_SLOT: u32 = 0;
 /// Counters key for events that belong to no protected port (bind guard, lost events).
@@ -127,6 +132,29 @@ pub struct Event {
     pub comm: [u8; 16],
 }
 
+/// A TCP connection as its client sees it: addresses 16 bytes in network order (IPv4 as
+/// ::ffff:a.b.c.d), ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u32,
+    pub dst_port: u32,
+}
+
+/// The local process that called connect().
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnProcess {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)] plain data made only of integers and byte arrays,
@@ -135,4 +163,6 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnProcess {}
 }

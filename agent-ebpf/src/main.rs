@@ -1,8 +1,9 @@
-//! Moat's kernel programs: steer protected ports to the proxy (sk_lookup), guard the upstream identity (bind4/6).
+//! Moat's kernel programs: steer protected ports to the proxy (sk_lookup), guard the upstream identity (bind4/6), name the local process behind each connection (sock_ops).
 #![no_std]
 #![no_main]
 
 mod guard;
+mod identity;
 mod maps;
 mod steer;
 

@@ -1,11 +1,14 @@
 //! The maps shared with the agent, and the small helpers every program uses to count and report.
 use core::cell::UnsafeCell;
 
-use agent_common::{Counters, EVENTS_BYTES, Event, HOST_COUNTERS, MAX_PORTS, PortEntry, Settings};
+use agent_common::{
+    ConnKey, ConnProcess, Counters, EVENTS_BYTES, Event, HOST_COUNTERS, MAX_CONNS, MAX_PORTS,
+    PortEntry, Settings,
+};
 use aya_ebpf::{
     bindings::{bpf_map_def, bpf_map_type::BPF_MAP_TYPE_SOCKMAP},
     macros::map,
-    maps::{Array, HashMap, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
 
 #[map(name = "MOAT_PORTS")]
@@ -20,6 +23,9 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 #[map(name = "MOAT_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "MOAT_CONNS")]
+pub static CONNS: LruHashMap<ConnKey, ConnProcess> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// A sockmap whose value is 8 bytes wide, so that userspace can look the slot up (the kernel
 /// returns the socket cookie) and tell whether the proxy socket is present. aya-ebpf's `SockMap`

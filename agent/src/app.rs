@@ -307,12 +307,16 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         async move { events::forward(ring, &config, audit).await }
     });
     let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
+    let identity = steer::identity::Identity::open(&kernel.dir).map(Arc::new);
+    if identity.is_none() {
+        tracing::warn!(bpffs = %kernel.dir.display(), "the pinned programs predate local process identity: `moat detach` and start again to have it");
+    }
     let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
     let policy_task = tokio::spawn(reload_policies(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let serve::Workers { threads, handoff } =
-        serve::spawn_workers(n, &sites, &upstream, &audit, &stopped)
+        serve::spawn_workers(n, &sites, &upstream, &audit, identity, &stopped)
             .map_err(AppError::io("starting the proxy workers"))?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(AppError::io("registering the proxy listener"))?;

@@ -19,6 +19,7 @@ use crate::{
     http::{Conn, Proxy, Site, forward},
     idle::{Activity, Tracked},
     listen::canonical,
+    steer::identity::Identity,
     tls::ServerTls,
     upstream::Upstream,
 };
@@ -49,14 +50,20 @@ pub fn spawn_workers(
     sites: &Arc<Sites>,
     upstream: &Arc<Upstream>,
     audit: &AuditLog,
+    identity: Option<Arc<Identity>>,
     stop: &watch::Receiver<bool>,
 ) -> std::io::Result<Workers> {
     let mut threads = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(1024);
-        let (sites, upstream, audit, mut stop) =
-            (sites.clone(), upstream.clone(), audit.clone(), stop.clone());
+        let (sites, upstream, audit, identity, mut stop) = (
+            sites.clone(),
+            upstream.clone(),
+            audit.clone(),
+            identity.clone(),
+            stop.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("moat-proxy-{i}"))
             .spawn(move || {
@@ -71,6 +78,7 @@ pub fn spawn_workers(
                     let proxy = Arc::new(Proxy {
                         client: forward::client(upstream),
                         audit: audit.clone(),
+                        identity,
                     });
                     loop {
                         let stream = tokio::select! {
@@ -144,6 +152,11 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
         return;
     };
     let (peer, dst) = (canonical(peer), canonical(dst));
+    let process = proxy
+        .identity
+        .as_ref()
+        .and_then(|i| i.take(peer, dst))
+        .map(Arc::new);
     let conn_record = |error: String| json!({ "conn": { "peer": peer.to_string(), "dst": dst.to_string() }, "error": error });
     // getsockname() is the original destination: it names the protected server.
     let Some(p) = sites.by_port.get(&dst.port()).cloned() else {
@@ -170,6 +183,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                     peer,
                     dst,
                     tls: None,
+                    process,
                 },
             )
             .await
@@ -187,6 +201,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         peer,
                         dst,
                         tls: version,
+                        process,
                     };
                     http(TokioIo::new(tls_stream), activity, p.clone(), proxy, conn).await;
                 }

@@ -374,3 +374,85 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The kernel names the local process behind each connection: a policy admits one uid; root
+/// on the same host and a remote client are refused; the audit record names the process.
+#[test]
+fn only_a_given_local_user_may_call() {
+    let (host, upstream) = host(&format!("{{file: {}}}", example("one-local-user.cedar")));
+    let t = token(&host, "alice", &[]);
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {}}})
+    .to_string();
+    let curl_as = |uid: Option<u32>| {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(uid) = uid {
+            args.extend([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "curl".into(),
+            ]);
+        }
+        args.extend(
+            [
+                "-sS",
+                "-m",
+                "5",
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "-H",
+                &format!("authorization: Bearer {t}"),
+                "-d",
+                &body,
+                &format!("http://127.0.0.1:{PORT}/mcp"),
+            ]
+            .map(str::to_string),
+        );
+        let program = if uid.is_some() { "setpriv" } else { "curl" };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = host.command(program, &args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let r = curl_as(Some(1000));
+    assert!(r["result"].is_object(), "uid 1000 may: {r}");
+    let r = curl_as(None);
+    assert_eq!(r["error"]["code"], -32602, "root may not: {r}");
+    assert_eq!(r["error"]["message"], "Unknown tool: echo", "{r}");
+    let remote = SocketAddr::new(HOST_V4.parse().unwrap(), PORT);
+    let raw = post(remote, &body, &format!("authorization: Bearer {t}\r\n"));
+    let r = host.in_ns(true, move || exchange(remote, &raw)).unwrap();
+    assert_eq!(
+        r.body["error"]["message"], "Unknown tool: echo",
+        "a remote caller has no local process: {r:?}"
+    );
+    assert_eq!(
+        upstream.count(),
+        1,
+        "only uid 1000's call reached the server"
+    );
+
+    let allowed = host.wait_audit("uid 1000's call", |r| r["decision"]["effect"] == "allow");
+    assert_eq!(allowed["conn"]["process"]["uid"], 1000, "{allowed}");
+    assert_eq!(allowed["conn"]["process"]["comm"], "curl", "{allowed}");
+    assert!(
+        allowed["conn"]["process"]["pid"].as_u64().unwrap() > 1,
+        "{allowed}"
+    );
+    let denied: Vec<Value> = host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["decision"]["effect"] == "deny")
+        .collect();
+    assert!(
+        denied.iter().any(|r| r["conn"]["process"]["uid"] == 0),
+        "{denied:#?}"
+    );
+    assert!(
+        denied.iter().any(|r| r["conn"]["process"].is_null()),
+        "the remote call: {denied:#?}"
+    );
+}

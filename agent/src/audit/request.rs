@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::AuditLog;
-use crate::auth::Principal;
+use crate::{auth::Principal, policy::Process};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -31,6 +31,9 @@ struct Conn {
     #[serde(serialize_with = "display")]
     dst: SocketAddr,
     tls: Option<Arc<str>>,
+    /// The local process that opened the connection (connections from this host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Arc<Process>>,
 }
 
 #[derive(Serialize, Default)]
@@ -114,6 +117,7 @@ impl RequestRecord {
         peer: SocketAddr,
         dst: SocketAddr,
         tls: Option<Arc<str>>,
+        process: Option<Arc<Process>>,
         http: Http,
     ) -> Self {
         Self {
@@ -121,7 +125,12 @@ impl RequestRecord {
             start: Instant::now(),
             fields: Fields {
                 server,
-                conn: Conn { peer, dst, tls },
+                conn: Conn {
+                    peer,
+                    dst,
+                    tls,
+                    process,
+                },
                 http,
                 principal: None,
                 mcp: Mcp::default(),

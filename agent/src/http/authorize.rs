@@ -47,7 +47,7 @@ pub fn authorize(
             source_ip: conn.peer.ip(),
             tls: conn.tls.as_deref(),
             session,
-            process: None,
+            process: conn.process.as_deref(),
             rate,
             now,
             listing: false,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::{
     auth::Principal,
     mcp::{SseEvent, SseParser},
-    policy::{Engine, Input},
+    policy::{Engine, Input, Process},
 };
 
 /// The largest list result (a JSON body, or one SSE event) that is filtered.
@@ -61,6 +61,7 @@ pub struct Lister {
     pub source_ip: IpAddr,
     pub tls: Option<Arc<str>>,
     pub session: Option<String>,
+    pub process: Option<Arc<Process>>,
 }
 
 impl Lister {
@@ -76,7 +77,7 @@ impl Lister {
                 source_ip: self.source_ip,
                 tls: self.tls.as_deref(),
                 session: self.session.as_deref(),
-                process: None,
+                process: self.process.as_deref(),
                 rate: 0,
                 now: SystemTime::now(),
                 listing: true,

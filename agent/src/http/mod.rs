@@ -33,7 +33,8 @@ use crate::{
     config::Server,
     idle::InFlight,
     mcp::{self, Decoded, Revision},
-    policy::{Live, Rates},
+    policy::{Live, Process, Rates},
+    steer::identity::Identity,
 };
 
 /// One protected server, as the proxy serves it.
@@ -98,6 +99,8 @@ enum Answer {
 pub struct Proxy {
     pub client: UpstreamClient,
     pub audit: AuditLog,
+    /// Names the local process behind a connection (None if the kernel program is missing).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// Who is asking, from the connection.
@@ -107,6 +110,8 @@ pub struct Conn {
     pub dst: SocketAddr,
     /// The TLS version, e.g. `TLSv1_3`; None for plaintext.
     pub tls: Option<Arc<str>>,
+    /// The local process that opened it, when it came from this host.
+    pub process: Option<Arc<Process>>,
 }
 
 impl Proxy {
@@ -129,6 +134,7 @@ impl Proxy {
             conn.peer,
             conn.dst,
             conn.tls.clone(),
+            conn.process.clone(),
             http,
         );
         match self.proxy(site, conn, req, &mut record).await {
@@ -258,6 +264,7 @@ impl Proxy {
                     source_ip: conn.peer.ip(),
                     tls: conn.tls.clone(),
                     session: session.clone(),
+                    process: conn.process.clone(),
                 })
             }
             _ => None,

@@ -5,6 +5,7 @@
 //! The pins keep the programs attached when the agent dies; with no proxy socket in the sockmap,
 //! the steering program drops every connection to a protected port (fail closed). Only
 //! [`detach`] removes them.
+pub mod identity;
 pub mod sys;
 
 use std::{
@@ -15,25 +16,27 @@ use std::{
 };
 
 use agent_common::{
-    Counters, HOST_COUNTERS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SETTINGS,
-    PROG_BIND4, PROG_BIND6, PROG_STEER, PROXY_SLOT, PortEntry, Settings,
+    Counters, HOST_COUNTERS, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY,
+    MAP_SETTINGS, PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry,
+    Settings,
 };
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
 };
 
 /// Pinned map files, by map name.
-const MAPS: [(&str, &str); 5] = [
+const MAPS: [(&str, &str); 6] = [
     (MAP_PORTS, "map_ports"),
     (MAP_PROXY, "map_proxy"),
     (MAP_COUNTERS, "map_counters"),
     (MAP_SETTINGS, "map_settings"),
     (MAP_EVENTS, "map_events"),
+    (MAP_CONNS, "map_conns"),
 ];
 /// Pinned links; removing them (and detaching) is what opens the ports again.
-pub const LINKS: [&str; 3] = ["link_steer", "link_bind4", "link_bind6"];
+pub const LINKS: [&str; 4] = ["link_steer", "link_bind4", "link_bind6", "link_connect"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SteerError {
@@ -310,6 +313,24 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
         p.pin(tmp.join(format!("prog_{file}")))
             .context(format!("pinning {prog}"))?;
     }
+
+    let p: &mut SockOps = program(&mut ebpf, PROG_CONNECT)?;
+    p.load().context(format!("loading {PROG_CONNECT}"))?;
+    let id = p
+        .attach(&cgroup, CgroupAttachMode::default())
+        .context(format!(
+            "attaching {PROG_CONNECT} to {}",
+            hooks.cgroup.display()
+        ))?;
+    let link: FdLink = p
+        .take_link(id)
+        .context(format!("taking the {PROG_CONNECT} link"))?
+        .try_into()
+        .context(format!("{PROG_CONNECT} link"))?;
+    link.pin(tmp.join("link_connect"))
+        .context(format!("pinning the {PROG_CONNECT} link"))?;
+    p.pin(tmp.join("prog_connect"))
+        .context(format!("pinning {PROG_CONNECT}"))?;
     Ok(())
 }
 
