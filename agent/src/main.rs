@@ -1,21 +1,4 @@
 //! `moat`: the command line, a thin layer over [`app`].
-mod app;
-mod audit;
-mod auth;
-mod config;
-mod error;
-mod events;
-mod http;
-mod idle;
-mod instance;
-mod listen;
-mod mcp;
-mod policy;
-mod serve;
-mod steer;
-mod tls;
-mod upstream;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -24,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use crate::{config::Config, error::AppError};
+use moat::{app, auth, config::Config, error::AppError, tls};
 
 #[derive(Parser)]
 #[command(

@@ -1,6 +1,7 @@
 //! Per-request authorization: Cedar policies, validated against Moat's published schema, decide
 //! each MCP request (default deny); every decision names the policies that made it.
 pub mod explain;
+mod index;
 mod live;
 mod load;
 mod rate;
@@ -16,10 +17,10 @@ use std::{
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+    EntityUid, Request, RestrictedExpression,
 };
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use self::{
     live::{Live, Reloaded},
@@ -31,8 +32,9 @@ use crate::{auth::Principal, config::PolicyMode};
 /// The schema policies are written against (also published as `config/moat.cedarschema`).
 pub const SCHEMA: &str = include_str!("../../../config/moat.cedarschema");
 
-/// The methods that are actions of their own; any other request is `Action::"other"`.
+/// The actions: one per method that has its own, and `other` for any other request.
 const ACTIONS: &[&str] = &[
+    "other",
     "initialize",
     "ping",
     "tools/list",
@@ -51,8 +53,8 @@ const ACTIONS: &[&str] = &[
 
 /// One server's policies.
 pub struct Engine {
-    policies: PolicySet,
-    schema: Schema,
+    /// The policies, by the actions and resources their scopes name.
+    index: index::Index,
     pub mode: PolicyMode,
     groups_claim: String,
     claims: Vec<String>,
@@ -117,13 +119,16 @@ impl Engine {
     fn evaluate(&self, input: &Input<'_>) -> Result<Decision, String> {
         let p = input.principal;
         let server = uid("Server", input.server)?;
-        let action_name = if ACTIONS.contains(&input.method) {
+        let action_name = if input.method != "other" && ACTIONS.contains(&input.method) {
             input.method
         } else {
             "other"
         };
         let action = uid("Action", action_name)?;
-        let mut entities = vec![Entity::with_uid(server.clone())];
+        // Only the entities with attributes, tags or parents are in the store: the server,
+        // groups and client need not be (`in` follows the parents named here), and a smaller
+        // store is quicker to close transitively on every request.
+        let mut entities = Vec::with_capacity(2);
 
         let claims = &p.claims;
         let groups: Vec<String> = match claims.get(&self.groups_claim) {
@@ -137,7 +142,6 @@ impl Engine {
         let mut parents = HashSet::new();
         for g in &groups {
             let g = uid("Group", g)?;
-            entities.push(Entity::with_uid(g.clone()));
             parents.insert(g);
         }
         let user = uid("User", &p.sub)?;
@@ -150,7 +154,6 @@ impl Engine {
             Entity::new_with_tags(user.clone(), [], parents, tags).map_err(|e| e.to_string())?,
         );
         let client = uid("Client", p.client_id.as_deref().unwrap_or(""))?;
-        entities.push(Entity::with_uid(client.clone()));
 
         let target = input.target.unwrap_or("");
         let resource = match action_name {
@@ -193,30 +196,47 @@ impl Engine {
         // 1970-01-01 was a Thursday.
         let weekday =
             ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((secs / 86_400) % 7) as usize];
-        let mut context = json!({
-            "time": {"__extn": {"fn": "datetime", "arg": humantime::format_rfc3339_seconds(input.now).to_string()}},
-            "hour": (secs % 86_400) / 3_600,
-            "weekday": weekday,
-            "source_ip": {"__extn": {"fn": "ip", "arg": input.source_ip.to_canonical().to_string()}},
-            "tls": input.tls.unwrap_or("none"),
-            "scopes": p.scopes,
-            "client": {"__entity": {"type": "Client", "id": p.client_id.as_deref().unwrap_or("")}},
-            "session": input.session.unwrap_or(""),
-            "rate": input.rate,
-            "listing": input.listing,
-        });
-        if let Some(proc_) = input.process {
-            context["process"] = json!(proc_);
+        let str_ = |s: &str| RestrictedExpression::new_string(s.to_string());
+        let long = |n: u64| RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut context = vec![
+            ("time".to_string(), datetime(secs, input.now)),
+            ("hour".into(), long((secs % 86_400) / 3_600)),
+            ("weekday".into(), str_(weekday)),
+            ("source_ip".into(), ip(input.source_ip.to_canonical())),
+            ("tls".into(), str_(input.tls.unwrap_or("none"))),
+            (
+                "scopes".into(),
+                RestrictedExpression::new_set(p.scopes.iter().map(|s| str_(s))),
+            ),
+            (
+                "client".into(),
+                RestrictedExpression::new_entity_uid(client),
+            ),
+            ("session".into(), str_(input.session.unwrap_or(""))),
+            ("rate".into(), long(input.rate)),
+            (
+                "listing".into(),
+                RestrictedExpression::new_bool(input.listing),
+            ),
+        ];
+        if let Some(pr) = input.process {
+            let process = RestrictedExpression::new_record([
+                ("pid".to_string(), long(u64::from(pr.pid))),
+                ("uid".to_string(), long(u64::from(pr.uid))),
+                ("gid".to_string(), long(u64::from(pr.gid))),
+                ("comm".to_string(), str_(&pr.comm)),
+            ])
+            .map_err(|e| e.to_string())?;
+            context.push(("process".into(), process));
         }
-        let context = Context::from_json_value(context, Some((&self.schema, &action)))
-            .map_err(|e| e.to_string())?;
-        let request = Request::new(user, action, resource, context, Some(&self.schema))
-            .map_err(|e| e.to_string())?;
-        let entities =
-            Entities::from_entities(entities, Some(&self.schema)).map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        // The policies were validated against the schema when they were loaded; the request
+        // is built here to the same shape, so it is not validated again on every call.
+        let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
+        let policies = self.index.for_request(action_name, &resource);
+        let request =
+            Request::new(user, action, resource, context, None).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let policies: Vec<String> = response
             .diagnostics()
             .reason()
@@ -254,9 +274,54 @@ fn with_attr(e: &EntityUid, key: &str, value: &str, server: &EntityUid) -> Resul
     Entity::new_with_tags(e.clone(), attrs, [server.clone()], []).map_err(|e| e.to_string())
 }
 
+/// An entity of one of the schema's types (parsed once).
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let ty = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
+    static TYPES: std::sync::OnceLock<Vec<(&'static str, EntityTypeName)>> =
+        std::sync::OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        [
+            "Action", "User", "Group", "Client", "Server", "Tool", "Resource", "Prompt",
+        ]
+        .into_iter()
+        .filter_map(|t| Some((t, EntityTypeName::from_str(t).ok()?)))
+        .collect()
+    });
+    let ty = match types.iter().find(|(t, _)| *t == ty) {
+        Some((_, n)) => n.clone(),
+        None => EntityTypeName::from_str(ty).map_err(|e| e.to_string())?,
+    };
     Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(id)))
+}
+
+thread_local! {
+    /// The last address and second made into Cedar values on this thread: building one parses
+    /// the extension's name each time, and most requests repeat both.
+    static IP: std::cell::RefCell<Option<(IpAddr, RestrictedExpression)>> = const { std::cell::RefCell::new(None) };
+    static TIME: std::cell::RefCell<Option<(u64, RestrictedExpression)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn ip(addr: IpAddr) -> RestrictedExpression {
+    IP.with_borrow_mut(|last| match last {
+        Some((a, e)) if *a == addr => e.clone(),
+        _ => {
+            let e = RestrictedExpression::new_ip(addr.to_string());
+            *last = Some((addr, e.clone()));
+            e
+        }
+    })
+}
+
+fn datetime(secs: u64, now: SystemTime) -> RestrictedExpression {
+    TIME.with_borrow_mut(|last| match last {
+        Some((s, e)) if *s == secs => e.clone(),
+        _ => {
+            let e = RestrictedExpression::new_datetime(
+                humantime::format_rfc3339_seconds(now).to_string(),
+            );
+            *last = Some((secs, e.clone()));
+            e
+        }
+    })
 }
 
 /// A JSON value as a tag: strings as they are, anything else as its JSON text.

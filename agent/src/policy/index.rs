@@ -1,0 +1,88 @@
+//! Policies by what they can apply to: for each action, the policies whose scope names that
+//! action (or any), and among them those whose scope names one resource (`resource ==
+//! Tool::"x"`) only for that resource. A request is decided by its own small set, which gives
+//! the same decision as the whole set (a policy whose scope does not match cannot decide) at
+//! a cost that does not grow with policies about other tools.
+use std::collections::HashMap;
+
+use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
+
+/// More policy copies than this across the per-resource sets and the index stops splitting by
+/// resource (each action's set holds all its policies: slower, same decisions).
+const MAX_COPIES: usize = 200_000;
+
+pub struct Index {
+    /// By action id: the policies for any resource of it.
+    general: HashMap<String, PolicySet>,
+    /// By action id and resource: general plus the policies naming that resource.
+    specific: HashMap<(String, EntityUid), PolicySet>,
+}
+
+impl Index {
+    pub fn new(set: &PolicySet, actions: &[&str]) -> Result<Self, String> {
+        let mut general: HashMap<String, Vec<Policy>> = HashMap::new();
+        let mut by_resource: HashMap<(String, EntityUid), Vec<Policy>> = HashMap::new();
+        for p in set.policies() {
+            for a in actions.iter().copied().filter(|a| applies(p, a)) {
+                match p.resource_constraint() {
+                    ResourceConstraint::Eq(r) => by_resource
+                        .entry((a.to_string(), r))
+                        .or_default()
+                        .push(p.clone()),
+                    _ => general.entry(a.to_string()).or_default().push(p.clone()),
+                }
+            }
+        }
+        let copies: usize = by_resource
+            .keys()
+            .map(|(a, _)| general.get(a).map_or(0, Vec::len))
+            .sum();
+        let split = copies <= MAX_COPIES;
+        let set_of = |ps: &[Policy]| -> Result<PolicySet, String> {
+            PolicySet::from_policies(ps.iter().cloned()).map_err(|e| e.to_string())
+        };
+        let mut specific = HashMap::new();
+        if split {
+            for ((a, r), ps) in &by_resource {
+                let mut all = general.get(a).cloned().unwrap_or_default();
+                all.extend(ps.iter().cloned());
+                specific.insert((a.clone(), r.clone()), set_of(&all)?);
+            }
+        } else {
+            for ((a, _), ps) in by_resource {
+                general.entry(a).or_default().extend(ps);
+            }
+        }
+        Ok(Self {
+            general: general
+                .iter()
+                .map(|(a, ps)| Ok((a.clone(), set_of(ps)?)))
+                .collect::<Result<_, String>>()?,
+            specific,
+        })
+    }
+
+    /// The policies that can decide `action` on `resource`.
+    pub fn for_request(&self, action: &str, resource: &EntityUid) -> &PolicySet {
+        if let Some(s) = self.specific.get(&(action.to_string(), resource.clone())) {
+            return s;
+        }
+        self.general.get(action).unwrap_or_else(|| empty())
+    }
+}
+
+/// Whether the policy's action scope admits `action`.
+fn applies(p: &Policy, action: &str) -> bool {
+    let is =
+        |uid: &EntityUid| uid.type_name().to_string() == "Action" && uid.id().unescaped() == action;
+    match p.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => is(&uid),
+        ActionConstraint::In(uids) => uids.iter().any(is),
+    }
+}
+
+fn empty() -> &'static PolicySet {
+    static EMPTY: std::sync::OnceLock<PolicySet> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(PolicySet::new)
+}
