@@ -449,3 +449,56 @@ fn only_a_given_local_user_may_call() {
         r["decision"]["effect"] == "deny" && r["conn"]["process"].is_null()
     });
 }
+
+/// Configured rate limits: per principal and tool, per principal, for the server; 429 with
+/// Retry-After, audited, not forwarded.
+#[test]
+fn rate_limits_refuse_with_429() {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
+         rate_limits: {{per_tool: 3, per_principal: 5, per_server: 8}}\n"
+    ));
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    let alice = token(&host, "alice", &[]);
+    let bob = token(&host, "bob", &[]);
+    let status = |t: &str, tool: &str| call_tool(&host, t, tool, json!({})).status;
+    let echo: Vec<u16> = (0..4).map(|_| status(&alice, "echo")).collect();
+    assert_eq!(echo, [200, 200, 200, 429], "three a minute per tool");
+    assert_eq!(status(&alice, "add"), 200, "another tool: its own count");
+    assert_eq!(
+        status(&alice, "sub"),
+        429,
+        "the sixth call of alice: over per_principal"
+    );
+    let r = call_tool(&host, &bob, "echo", json!({}));
+    assert_eq!(r.status, 200, "bob has his own counts");
+    assert!(
+        r.head.to_ascii_lowercase().contains("content-type"),
+        "{r:?}"
+    );
+    assert_eq!(status(&bob, "add"), 200);
+    // The server has taken 8 calls in all (counted, refused or not): the next is over.
+    let r = call_tool(&host, &bob, "sub", json!({}));
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(
+        r.head.to_ascii_lowercase().contains("retry-after: 60"),
+        "{r:?}"
+    );
+    assert_eq!(r.body["error"]["code"], -32001, "{r:?}");
+    assert_eq!(
+        upstream.count(),
+        6,
+        "only the calls within the limits were forwarded"
+    );
+    let rec = host.wait_audit("a refusal", |r| r["status"] == 429);
+    assert!(
+        rec["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate limit: more than"),
+        "{rec}"
+    );
+}

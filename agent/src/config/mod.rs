@@ -10,7 +10,7 @@ pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth};
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;
-pub use server::{Server, TlsCert, url_authority as server_url_authority};
+pub use server::{RateLimits, Server, TlsCert, url_authority as server_url_authority};
 #[cfg(test)]
 use yaml::Problem;
 pub use yaml::Problems;

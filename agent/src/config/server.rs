@@ -40,6 +40,18 @@ pub struct Server {
     pub upstream_auth: UpstreamAuth,
     /// Cedar policies deciding each request; None: every authenticated caller may do anything.
     pub policy: Option<Policy>,
+    pub rate_limits: RateLimits,
+}
+
+/// Requests per minute; None: no limit. Counted for JSON-RPC requests (not notifications).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    /// By one principal, to anything on this server.
+    pub per_principal: Option<u64>,
+    /// By one principal, to one tool (or one method for other requests).
+    pub per_tool: Option<u64>,
+    /// By everyone together.
+    pub per_server: Option<u64>,
 }
 
 /// Options that weaken protection, each named in a loud warning at start.
@@ -130,6 +142,7 @@ const SERVER_KEYS: &[&str] = &[
     "auth",
     "upstream_auth",
     "policy",
+    "rate_limits",
     "dangerous",
 ];
 
@@ -248,6 +261,10 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         }
         None => Some(None),
     };
+    let rate_limits = match m.get("rate_limits") {
+        Some(v) => rate_limits(v, r),
+        None => Some(RateLimits::default()),
+    };
     Some(Server {
         name: name?,
         port: port?,
@@ -266,6 +283,7 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
         auth: auth?,
         upstream_auth: upstream_auth?,
         policy: policy?,
+        rate_limits: rate_limits?,
     })
 }
 
@@ -402,6 +420,35 @@ fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
             *field = Duration::from_millis(ms);
         }
     }
+    ok.then_some(l)
+}
+
+fn rate_limits(v: &Node<'_>, r: &mut Report) -> Option<RateLimits> {
+    let m = v.mapping(&["per_principal", "per_tool", "per_server"], r)?;
+    let mut ok = true;
+    let mut per = |key: &str| -> Option<u64> {
+        let n = m.get(key)?;
+        match n.integer(r) {
+            Some(i) if (1..=100_000_000).contains(&i) => Some(i as u64),
+            Some(i) => {
+                r.add(
+                    n,
+                    format!("expected requests per minute from 1 to 100000000, found {i}"),
+                );
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        }
+    };
+    let l = RateLimits {
+        per_principal: per("per_principal"),
+        per_tool: per("per_tool"),
+        per_server: per("per_server"),
+    };
     ok.then_some(l)
 }
 

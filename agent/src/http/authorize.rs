@@ -1,5 +1,6 @@
-//! The policy phase: each JSON-RPC request of a message, decided by the server's Cedar
-//! policies for the authenticated caller, before anything is forwarded.
+//! The policy phase: each JSON-RPC request of a message, counted against the server's rate
+//! limits and decided by its Cedar policies for the authenticated caller, before anything is
+//! forwarded.
 use std::time::SystemTime;
 
 use super::{Conn, Site, error::ProxyError};
@@ -11,8 +12,9 @@ use crate::{
     policy::{Decision, Input},
 };
 
-/// Decides every request in `decoded`; the first denial refuses the whole message (in shadow
-/// mode it is only recorded). The record gets the deciding decision.
+/// Counts and decides every request in `decoded`; the first one over a limit or denied
+/// refuses the whole message (a denial in shadow mode is only recorded). The record gets the
+/// deciding decision.
 pub fn authorize(
     site: &Site,
     conn: &Conn,
@@ -21,12 +23,11 @@ pub fn authorize(
     decoded: &Decoded,
     record: &mut RequestRecord,
 ) -> Result<(), ProxyError> {
-    let Some(live) = &site.policy else {
-        return Ok(());
-    };
-    let engine = live.current();
     let now = SystemTime::now();
-    let shadow = engine.mode == PolicyMode::Shadow;
+    let engine = site.policy.as_ref().map(|live| live.current());
+    let shadow = engine
+        .as_ref()
+        .is_some_and(|e| e.mode == PolicyMode::Shadow);
     let mut allowed: Option<Decision> = None;
     for m in decoded.messages.iter().filter(|m| m.kind == Kind::Request) {
         let method = m.method.as_deref().unwrap_or_default();
@@ -35,9 +36,13 @@ pub fn authorize(
             .as_deref()
             .or(m.resource.as_deref())
             .or(m.prompt.as_deref());
-        let rate = site
-            .rates
-            .hit(&principal.sub, target.unwrap_or(method), now);
+        let sub = principal.sub.as_str();
+        let rate = site.rates.hit(sub, target.unwrap_or(method), now);
+        if let Some(why) = over_limit(site, sub, rate, now) {
+            record.deny(format!("rate limit: {why}"));
+            return Err(ProxyError::RateLimited(why));
+        }
+        let Some(engine) = &engine else { continue };
         let d = engine.decide(&Input {
             server: &site.server.name,
             method,
@@ -71,4 +76,22 @@ pub fn authorize(
         record.decide(d, shadow);
     }
     Ok(())
+}
+
+/// Which limit this request goes over, counting it for the principal and the server (its
+/// count for the tool is `tool_rate`).
+fn over_limit(site: &Site, sub: &str, tool_rate: u64, now: SystemTime) -> Option<String> {
+    let l = site.server.rate_limits;
+    let principal_rate = site.rates.hit(sub, "\0all", now);
+    let server_rate = site.rates.hit("\0all", "\0all", now);
+    let checks = [
+        (l.per_tool, tool_rate, "per principal and tool"),
+        (l.per_principal, principal_rate, "per principal"),
+        (l.per_server, server_rate, "for the server"),
+    ];
+    checks.into_iter().find_map(|(limit, n, what)| {
+        limit
+            .filter(|&max| n > max)
+            .map(|max| format!("more than {max} requests a minute {what}"))
+    })
 }

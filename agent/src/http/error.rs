@@ -46,6 +46,8 @@ pub enum ProxyError {
     Session(&'static str),
     /// Refused by policy. The client learns only that the tool, resource or prompt does not
     /// exist (or, for other methods, that it is forbidden): never which policy said so.
+    #[error("rate limit: {0}")]
+    RateLimited(String),
     #[error("denied by policy: {reason}")]
     Denied {
         method: String,
@@ -76,6 +78,7 @@ impl ProxyError {
                 _ => StatusCode::UNAUTHORIZED,
             },
             Self::Session(_) => StatusCode::NOT_FOUND,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Denied { method, .. } => match method.as_str() {
                 "tools/call"
                 | "prompts/get"
@@ -94,7 +97,7 @@ impl ProxyError {
             Self::BodyTooLarge(_) => -32600,
             Self::UpstreamConnect(_) | Self::UpstreamTimeout => -32603,
             Self::Auth { .. } => -32001,
-            Self::Session(_) => -32001,
+            Self::Session(_) | Self::RateLimited(_) => -32001,
             Self::Denied { method, .. } => match method.as_str() {
                 "tools/call" | "prompts/get" => -32602,
                 "resources/read" | "resources/subscribe" | "resources/unsubscribe" => -32002,
@@ -138,6 +141,10 @@ impl ProxyError {
         {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, c.clone());
+        }
+        if let Self::RateLimited(_) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         if let Self::MethodNotAllowed(_) = self {
             resp.headers_mut()
