@@ -502,3 +502,99 @@ fn rate_limits_refuse_with_429() {
         "{rec}"
     );
 }
+
+/// Property: for random callers, tools and arguments, a call reaches the upstream exactly when
+/// the policies (asked separately, through `moat policy test`) permit it; a denied one is
+/// answered as an unknown tool.
+#[test]
+fn a_denied_call_never_reaches_the_upstream() {
+    use proptest::{prelude::*, test_runner::TestRunner};
+    let dir = std::env::temp_dir().join(format!("moat-policy-prop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mixed.cedar");
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(example("read-only-for-readers.cedar")).unwrap()
+            + "\n@id(\"no-secrets\")\nforbid (principal, action == Action::\"tools/call\", resource)\n\
+               when { resource.hasTag(\"path\") && resource.getTag(\"path\") like \"*secret*\" };\n",
+    )
+    .unwrap();
+    let (host, upstream) = host(&format!("{{file: {}}}", file.display()));
+    let request = dir.join("request.json");
+    let strategy = (
+        prop::sample::select(vec!["readers", "writers"]),
+        prop::sample::select(vec![
+            "read_file",
+            "list_dir",
+            "delete_file",
+            "read",
+            "readme",
+            "x",
+        ]),
+        prop::sample::select(vec!["/srv/a", "/srv/secret/b", "secret", "", "/etc/passwd"]),
+    );
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 40,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&strategy, |(group, tool, path)| {
+            let t = token(&host, "carol", &[&format!("groups=[\"{group}\"]")]);
+            std::fs::write(
+                &request,
+                json!({"principal": {"sub": "carol", "client_id": "moat-cli", "claims": {"groups": [group]}},
+                       "method": "tools/call", "name": tool, "arguments": {"path": path}})
+                .to_string(),
+            )
+            .unwrap();
+            let decided = run(Command::new(MOAT)
+                .args(["policy", "test", "--json", "-c"])
+                .arg(&host.config)
+                .arg("--request")
+                .arg(&request));
+            let decided: Value = serde_json::from_slice(&decided.stdout).unwrap();
+            let before = upstream.count();
+            let r = call_tool(&host, &t, tool, json!({"path": path}));
+            let forwarded = upstream.count() - before;
+            if decided["effect"] == "allow" {
+                prop_assert_eq!(forwarded, 1, "{} {} {}: {:?}", group, tool, path, r);
+                prop_assert!(r.body["result"].is_object());
+            } else {
+                prop_assert_eq!(forwarded, 0, "{} {} {}: {:?}", group, tool, path, r);
+                prop_assert_eq!(&r.body["error"]["message"], &json!(format!("Unknown tool: {tool}")));
+            }
+            Ok(())
+        })
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A policy on the source network: the remote namespace's 10.99.0.0/24 may call, loopback
+/// may not.
+#[test]
+fn calls_from_outside_a_network_are_refused() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-cidr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cidr.cedar");
+    std::fs::write(
+        &file,
+        "@id(\"lab-network\")\npermit (principal, action, resource)\nwhen { context.source_ip.isInRange(ip(\"10.99.0.0/24\")) };\n",
+    )
+    .unwrap();
+    let (host, upstream) = host(&format!("{{file: {}}}", file.display()));
+    let t = token(&host, "alice", &[]);
+    let body =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo"}})
+            .to_string();
+    let remote = SocketAddr::new(HOST_V4.parse().unwrap(), PORT);
+    let raw = post(remote, &body, &format!("authorization: Bearer {t}\r\n"));
+    let r = host.in_ns(true, move || exchange(remote, &raw)).unwrap();
+    assert!(r.body["result"].is_object(), "from 10.99.0.2: {r:?}");
+    let r = call_tool(&host, &t, "echo", json!({}));
+    assert_eq!(
+        r.body["error"]["message"], "Unknown tool: echo",
+        "from loopback: {r:?}"
+    );
+    assert_eq!(upstream.count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -358,3 +358,39 @@ fn every_example_config_is_valid() {
     }
     assert!(seen > 0, "no example configs in {}", dir.display());
 }
+
+#[test]
+fn policy_and_rate_limits_are_read_and_checked() {
+    let c = Config::parse(
+        "moat.yaml",
+        "servers:\n  - name: a\n    port: 8000\n    public_url: https://a.example/mcp\n    dangerous: {plaintext: true}\n    auth: {issuer: local}\n    policy: {file: /etc/moat/a.cedar, mode: shadow, claims: [department]}\n    rate_limits: {per_tool: 60, per_server: 1000}\n",
+    )
+    .unwrap();
+    let s = &c.servers[0];
+    let p = s.policy.as_ref().unwrap();
+    assert_eq!(p.file, PathBuf::from("/etc/moat/a.cedar"));
+    assert_eq!(p.mode, PolicyMode::Shadow);
+    assert_eq!(p.groups_claim, "groups");
+    assert_eq!(p.claims, ["department"]);
+    assert_eq!(
+        s.rate_limits,
+        RateLimits {
+            per_tool: Some(60),
+            per_principal: None,
+            per_server: Some(1000)
+        }
+    );
+    let p = problems(
+        "servers:\n  - name: a\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\n    policy: {file: rel.cedar, mode: lax}\n    rate_limits: {per_tool: 0, burst: 3}\n",
+    );
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "servers[0].policy",
+        "servers[0].policy.file",
+        "servers[0].policy.mode",
+        "servers[0].rate_limits.per_tool",
+        "servers[0].rate_limits.burst",
+    ] {
+        assert!(keys.contains(&key), "{key}: {p:#?}");
+    }
+}
