@@ -598,3 +598,52 @@ fn calls_from_outside_a_network_are_refused() {
     assert_eq!(upstream.count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The working-hours and office-network examples through the proxy, at the real time: `deploy`
+/// is allowed exactly when it is Monday to Friday, 09:00-17:00 UTC now; loopback counts as
+/// the office network, and so does the remote namespace's 10.99.0.2.
+#[test]
+fn the_time_and_network_examples_through_the_proxy() {
+    fn open_now() -> bool {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // 1970-01-01 was a Thursday: day 0 = Thursday, 4 = Monday, ..., 1 = Friday.
+        let (day, hour) = ((secs / 86_400) % 7, (secs % 86_400) / 3_600);
+        ![2, 3].contains(&day) && (9..17).contains(&hour)
+    }
+    let policy = |name: &str| format!("{{file: {}}}", example(name));
+    let (lab, upstream) = host(&policy("deploy-in-working-hours.cedar"));
+    let t = token(&lab, "alice", &[]);
+    let before = open_now();
+    let r = call_tool(&lab, &t, "deploy", json!({}));
+    // The clock could turn between the readings at the edge of the window: then no verdict.
+    if before == open_now() {
+        assert_eq!(
+            r.body["result"].is_object(),
+            before,
+            "open: {before}: {r:?}"
+        );
+    }
+    assert!(call_tool(&lab, &t, "echo", json!({})).body["result"].is_object());
+    drop(lab);
+    drop(upstream);
+
+    let (lab, upstream) = host(&policy("office-network-only.cedar"));
+    let t = token(&lab, "alice", &[]);
+    assert!(
+        call_tool(&lab, &t, "echo", json!({})).body["result"].is_object(),
+        "loopback"
+    );
+    let remote = SocketAddr::new(HOST_V4.parse().unwrap(), PORT);
+    let raw = post(
+        remote,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        &format!("authorization: Bearer {t}\r\n"),
+    );
+    let r = lab.in_ns(true, move || exchange(remote, &raw)).unwrap();
+    assert_eq!(r.status, 200, "10.99.0.2 is in 10.0.0.0/8: {r:?}");
+    assert!(r.body["result"].is_object(), "{r:?}");
+    assert_eq!(upstream.count(), 2);
+}
