@@ -438,6 +438,14 @@ fn only_a_given_local_user_may_call() {
     let allowed = host.wait_audit("uid 1000's call", |r| r["decision"]["effect"] == "allow");
     assert_eq!(allowed["conn"]["process"]["uid"], 1000, "{allowed}");
     assert_eq!(allowed["conn"]["process"]["comm"], "curl", "{allowed}");
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let cgroup = std::fs::metadata(&host.cgroup).unwrap().ino();
+        assert_eq!(
+            allowed["conn"]["process"]["cgroup_id"], cgroup,
+            "the test's cgroup: {allowed}"
+        );
+    }
     assert!(
         allowed["conn"]["process"]["pid"].as_u64().unwrap() > 1,
         "{allowed}"

@@ -68,6 +68,9 @@ pub struct Process {
     pub uid: u32,
     pub gid: u32,
     pub comm: String,
+    /// The cgroup v2 id (the inode of its cgroup directory).
+    #[serde(default)]
+    pub cgroup_id: u64,
 }
 
 /// What is asked, by whom, from where.
@@ -225,6 +228,7 @@ impl Engine {
                 ("uid".to_string(), long(u64::from(pr.uid))),
                 ("gid".to_string(), long(u64::from(pr.gid))),
                 ("comm".to_string(), str_(&pr.comm)),
+                ("cgroup_id".to_string(), long(pr.cgroup_id)),
             ])
             .map_err(|e| e.to_string())?;
             context.push(("process".into(), process));

@@ -209,6 +209,7 @@ fn a_network_and_a_local_user() {
             uid,
             gid: uid,
             comm: "python3".into(),
+            cgroup_id: 1,
         });
         decide(
             &e,

@@ -44,6 +44,7 @@ impl Identity {
             uid: p.uid,
             gid: p.gid,
             comm: String::from_utf8_lossy(&p.comm[..len]).into_owned(),
+            cgroup_id: p.cgroup_id,
         })
     }
 }
