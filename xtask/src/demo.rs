@@ -26,10 +26,19 @@ pub fn run() -> Result {
         .args(["cert", "self-signed", "localhost", "--out"])
         .arg(&certs)
         .stdout(std::process::Stdio::null()))?;
+    // Everyone may use the server, except its tool that reads the server's environment.
+    let policy = certs.join("everything.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"everyone\")\npermit (principal, action, resource);\n\n\
+         @id(\"no-environment\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"get-env\");\n",
+    )
+    .map_err(|e| format!("{}: {e}", policy.display()))?;
     let servers = format!(
-        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
+        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n    policy: {{file: {}}}\n",
         certs.join("localhost.crt").display(),
-        certs.join("localhost.key").display()
+        certs.join("localhost.key").display(),
+        policy.display()
     );
     let mut lab = Lab::new("moat-demo", moat, &servers)?;
     let direct = Target {
@@ -108,8 +117,29 @@ pub fn run() -> Result {
         session.session
     ));
     let tools = mcp_call(&lab, &tls, &session.session, "tools/list")?;
-    let n = tools["result"]["tools"].as_array().map_or(0, Vec::len);
-    say(&format!("  tools/list through Moat -> {n} tools"));
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    say(&format!(
+        "  tools/list through Moat -> {} tools (a policy forbids get-env: {})",
+        names.len(),
+        if names.contains(&"get-env") {
+            "still listed!"
+        } else {
+            "not listed"
+        }
+    ));
+    let (_, denied) = post(
+        &lab,
+        &tls,
+        Some(&session.session),
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get-env","arguments":{}}}"#,
+    )?;
+    say(&format!(
+        "  tools/call get-env through Moat -> {}",
+        denied["error"]
+    ));
     show_audit(&lab, "  audit:", |r| r["kind"] == "request", 3)?;
 
     step("3. A local process tries to take the agent's upstream identity to bypass the proxy");

@@ -7,7 +7,7 @@ use super::{Conn, Site, error::ProxyError};
 use crate::{
     audit::RequestRecord,
     auth::Principal,
-    config::PolicyMode,
+    config::{PolicyMode, RateLimits},
     mcp::{Decoded, Kind},
     policy::{Decision, Input},
 };
@@ -23,8 +23,12 @@ pub fn authorize(
     decoded: &Decoded,
     record: &mut RequestRecord,
 ) -> Result<(), ProxyError> {
-    let now = SystemTime::now();
+    let limits = site.server.rate_limits;
     let engine = site.policy.as_ref().map(|live| live.current());
+    if engine.is_none() && limits == RateLimits::default() {
+        return Ok(());
+    }
+    let now = SystemTime::now();
     let shadow = engine
         .as_ref()
         .is_some_and(|e| e.mode == PolicyMode::Shadow);
@@ -82,8 +86,13 @@ pub fn authorize(
 /// count for the tool is `tool_rate`).
 fn over_limit(site: &Site, sub: &str, tool_rate: u64, now: SystemTime) -> Option<String> {
     let l = site.server.rate_limits;
-    let principal_rate = site.rates.hit(sub, "\0all", now);
-    let server_rate = site.rates.hit("\0all", "\0all", now);
+    // Only the counts a limit needs are kept.
+    let principal_rate = l
+        .per_principal
+        .map_or(0, |_| site.rates.hit(sub, "\0all", now));
+    let server_rate = l
+        .per_server
+        .map_or(0, |_| site.rates.hit("\0all", "\0all", now));
     let checks = [
         (l.per_tool, tool_rate, "per principal and tool"),
         (l.per_principal, principal_rate, "per principal"),
