@@ -48,6 +48,9 @@ enum Command {
     /// Per-request policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Access tokens from the local issuer (`auth: { issuer: local }`), for development.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -67,6 +70,16 @@ enum CertCommand {
         name: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain through FILEs (in order); name the first broken, missing,
+    /// reordered or altered record and exit with status 1.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -212,6 +225,15 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                     d.effect
                 ))),
                 _ => Ok(()),
+            }
+        }
+        Command::Audit(AuditCommand::Verify { files }) => {
+            match moat::audit::chain::verify(&files) {
+                Ok(n) => {
+                    println!("ok: {n} records, one unbroken chain");
+                    Ok(())
+                }
+                Err(b) => Err(AppError::Expectation(format!("audit chain broken: {b}"))),
             }
         }
         Command::Detach { config, bpffs } => {

@@ -395,6 +395,34 @@ fn every_request_leaves_exactly_one_audit_record() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "sequence numbers have no gaps"
     );
+    // One unbroken hash chain; editing any record breaks it, at that record.
+    let verify = |path: &std::path::Path| {
+        std::process::Command::new(MOAT)
+            .args(["audit", "verify"])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = verify(&host.audit);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: "),
+        "{out:?}"
+    );
+    let text = std::fs::read_to_string(&host.audit).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let k = lines.len() / 2;
+    let edited = lines[k].replacen("\"status\":", "\"status\":1", 1);
+    lines[k] = &edited;
+    let copy = host.dir.join("edited.jsonl");
+    std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
+    let out = verify(&copy);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("edited.jsonl:{}:", k + 1)) && err.contains("altered"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The audit log: one JSON object per line, numbered, written by one task fed through a bounded channel.
+//! The audit log: one JSON object per line, numbered and hash-chained, written by one task fed
+//! through a bounded channel.
 use std::{
-    io::{self, Read as _, Seek as _, SeekFrom, Write as _},
+    io::{self, Write as _},
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -8,6 +9,7 @@ use std::{
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+pub mod chain;
 mod request;
 pub use request::{Http, Mcp, RequestRecord};
 
@@ -41,7 +43,7 @@ fn fields_of(v: Value) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    for own in ["ts", "seq", "kind"] {
+    for own in ["ts", "seq", "kind", "prev", "hash"] {
         m.remove(own);
     }
     m
@@ -70,11 +72,11 @@ impl AuditLog {
             .read(true)
             .open(path)
             .map_err(err)?;
-        let seq = last_seq(&mut file).map_err(err)?;
+        let chain = chain::Chain::resume(&mut file).map_err(err)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = tokio::task::spawn_blocking({
             let path = path.to_owned();
-            move || write_loop(file, path, seq, rx)
+            move || write_loop(file, path, chain, rx)
         });
         Ok((Self { tx }, writer))
     }
@@ -133,12 +135,17 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Writes records as they come, a batch at a time (one flush per batch). It blocks on the queue
 /// while it is idle; once a record comes it polls every POLL until a poll finds the queue empty.
-fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Receiver<Msg>) {
+fn write_loop(
+    file: std::fs::File,
+    path: PathBuf,
+    mut chain: chain::Chain,
+    mut rx: mpsc::Receiver<Msg>,
+) {
     let mut out = io::BufWriter::with_capacity(256 * 1024, file);
     let mut batch = Vec::with_capacity(256);
     while rx.blocking_recv_many(&mut batch, 256) > 0 {
         loop {
-            write_batch(&mut out, &path, &mut seq, &mut batch);
+            write_batch(&mut out, &path, &mut chain, &mut batch);
             std::thread::sleep(POLL);
             while batch.len() < QUEUE {
                 match rx.try_recv() {
@@ -158,19 +165,18 @@ fn write_loop(file: std::fs::File, path: PathBuf, mut seq: u64, mut rx: mpsc::Re
 fn write_batch(
     out: &mut io::BufWriter<std::fs::File>,
     path: &Path,
-    seq: &mut u64,
+    chain: &mut chain::Chain,
     batch: &mut Vec<Msg>,
 ) {
+    let mut line = Vec::with_capacity(1024);
     for msg in batch.drain(..) {
         let written = match msg {
             Msg::Record { ts, kind, fields } => {
-                *seq += 1;
                 let object = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
-                write_line(&mut *out, ts, *seq, kind, &object)
+                write_line(&mut *out, &mut line, chain, ts, kind, &object)
             }
             Msg::Serialized { ts, kind, object } => {
-                *seq += 1;
-                write_line(&mut *out, ts, *seq, kind, &object)
+                write_line(&mut *out, &mut line, chain, ts, kind, &object)
             }
             Msg::Flush(done) => {
                 let flushed = out.flush();
@@ -188,44 +194,34 @@ fn write_batch(
 }
 
 /// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields of `object` (one
-/// serialized JSON object, which must not itself hold `ts`, `seq` or `kind`).
+/// serialized JSON object, which must not itself hold `ts`, `seq`, `kind`, `prev` or `hash`),
+/// then `prev` and `hash` (the chain). `line` is scratch space.
 fn write_line(
     out: &mut impl io::Write,
+    line: &mut Vec<u8>,
+    chain: &mut chain::Chain,
     ts: SystemTime,
-    seq: u64,
     kind: &str,
     object: &[u8],
 ) -> io::Result<()> {
+    chain.seq += 1;
+    line.clear();
     write!(
-        out,
-        "{{\"ts\":\"{}\",\"seq\":{seq},\"kind\":",
-        humantime::format_rfc3339_micros(ts)
+        line,
+        "{{\"ts\":\"{}\",\"seq\":{},\"kind\":",
+        humantime::format_rfc3339_micros(ts),
+        chain.seq
     )?;
-    serde_json::to_writer(&mut *out, kind)?;
+    serde_json::to_writer(&mut *line, kind)?;
     match object {
-        [b'{', b'}'] | [] => out.write_all(b"}\n"),
-        [b'{', rest @ ..] => {
-            out.write_all(b",")?;
-            out.write_all(rest)?;
-            out.write_all(b"\n")
+        [b'{', rest @ ..] if rest != b"}" => {
+            line.push(b',');
+            line.extend_from_slice(rest);
         }
-        _ => out.write_all(b"}\n"),
+        _ => line.push(b'}'),
     }
-}
-
-/// The `seq` of the last record in the file, or 0.
-fn last_seq(file: &mut std::fs::File) -> io::Result<u64> {
-    let len = file.seek(SeekFrom::End(0))?;
-    let start = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    let mut tail = String::new();
-    file.read_to_string(&mut tail)?;
-    Ok(tail
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v.get("seq").and_then(Value::as_u64))
-        .unwrap_or(0))
+    chain.seal(line);
+    out.write_all(line)
 }
 
 /// A record for a started or stopped agent.
@@ -261,6 +257,9 @@ mod tests {
             .collect();
         let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
+        // One chain across the restart.
+        assert_eq!(chain::verify(std::slice::from_ref(&path)), Ok(4));
+        assert_eq!(recs[2]["prev"], recs[1]["hash"]);
         assert_eq!(recs[2]["kind"], "kernel");
         assert_eq!(recs[3]["event"], "started");
         assert!(recs[0]["ts"].as_str().unwrap().ends_with('Z'));
