@@ -214,7 +214,7 @@ mod tests {
         let original = lines(&a);
         let check = |edited: Vec<String>, line: usize, words: &str| {
             std::fs::write(&a, edited.join("\n") + "\n").unwrap();
-            let e = verify(&[a.clone()]).unwrap_err();
+            let e = verify(std::slice::from_ref(&a)).unwrap_err();
             assert_eq!(e.line, line, "{e}");
             assert!(e.why.contains(words), "{e}");
         };
