@@ -3,6 +3,10 @@
 use std::{
     io::{self, Write as _},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -11,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub mod chain;
 mod request;
+mod writer;
 pub use request::{Http, Mcp, RequestRecord};
+pub use writer::OnFailure;
 
 const QUEUE: usize = 4096;
 
@@ -53,12 +59,18 @@ fn fields_of(v: Value) -> Map<String, Value> {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    /// False while the file cannot be written.
+    healthy: Arc<AtomicBool>,
+    on_failure: OnFailure,
 }
 
 impl AuditLog {
     /// Opens (appending) the log at `path` and starts its writer. Numbering continues from the
     /// last record already in the file.
-    pub fn open(path: &Path) -> Result<(Self, tokio::task::JoinHandle<()>), AuditError> {
+    pub fn open(
+        path: &Path,
+        on_failure: OnFailure,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), AuditError> {
         let err = |source| AuditError {
             path: path.to_owned(),
             source,
@@ -74,11 +86,22 @@ impl AuditLog {
             .map_err(err)?;
         let chain = chain::Chain::resume(&mut file).map_err(err)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::task::spawn_blocking({
-            let path = path.to_owned();
-            move || write_loop(file, path, chain, rx)
-        });
-        Ok((Self { tx }, writer))
+        let healthy = Arc::new(AtomicBool::new(true));
+        let w = writer::Writer::new(file, path.to_owned(), chain, on_failure, healthy.clone());
+        let writer = tokio::task::spawn_blocking(move || w.run(rx));
+        Ok((
+            Self {
+                tx,
+                healthy,
+                on_failure,
+            },
+            writer,
+        ))
+    }
+
+    /// Whether requests may go on: under `fail_closed`, not while records cannot be written.
+    pub fn accepting(&self) -> bool {
+        self.on_failure == OnFailure::Drop || self.healthy.load(Ordering::Relaxed)
     }
 
     /// Queues a record of `kind` with the object's fields; `ts` (now) and `seq` are added.
@@ -128,76 +151,10 @@ impl AuditLog {
     }
 }
 
-/// While records keep coming, the writer looks for them this often instead of being woken for
-/// each one: a wake-up costs more than the record (a context switch per request, on a small
-/// machine a good part of what the proxy spends on a request).
-const POLL: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Writes records as they come, a batch at a time (one flush per batch). It blocks on the queue
-/// while it is idle; once a record comes it polls every POLL until a poll finds the queue empty.
-fn write_loop(
-    file: std::fs::File,
-    path: PathBuf,
-    mut chain: chain::Chain,
-    mut rx: mpsc::Receiver<Msg>,
-) {
-    let mut out = io::BufWriter::with_capacity(256 * 1024, file);
-    let mut batch = Vec::with_capacity(256);
-    while rx.blocking_recv_many(&mut batch, 256) > 0 {
-        loop {
-            write_batch(&mut out, &path, &mut chain, &mut batch);
-            std::thread::sleep(POLL);
-            while batch.len() < QUEUE {
-                match rx.try_recv() {
-                    Ok(msg) => batch.push(msg),
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-        }
-    }
-}
-
-/// Writes and flushes `batch`, leaving it empty; answers flush requests once what came before
-/// them is written.
-fn write_batch(
-    out: &mut io::BufWriter<std::fs::File>,
-    path: &Path,
-    chain: &mut chain::Chain,
-    batch: &mut Vec<Msg>,
-) {
-    let mut line = Vec::with_capacity(1024);
-    for msg in batch.drain(..) {
-        let written = match msg {
-            Msg::Record { ts, kind, fields } => {
-                let object = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
-                write_line(&mut *out, &mut line, chain, ts, kind, &object)
-            }
-            Msg::Serialized { ts, kind, object } => {
-                write_line(&mut *out, &mut line, chain, ts, kind, &object)
-            }
-            Msg::Flush(done) => {
-                let flushed = out.flush();
-                let _ = done.send(());
-                flushed
-            }
-        };
-        if let Err(e) = written {
-            tracing::error!(path = %path.display(), "audit write failed: {e}");
-        }
-    }
-    if let Err(e) = out.flush() {
-        tracing::error!(path = %path.display(), "audit flush failed: {e}");
-    }
-}
-
 /// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields of `object` (one
 /// serialized JSON object, which must not itself hold `ts`, `seq`, `kind`, `prev` or `hash`),
 /// then `prev` and `hash` (the chain). `line` is scratch space.
 fn write_line(
-    out: &mut impl io::Write,
     line: &mut Vec<u8>,
     chain: &mut chain::Chain,
     ts: SystemTime,
@@ -221,7 +178,7 @@ fn write_line(
         _ => line.push(b'}'),
     }
     chain.seal(line);
-    out.write_all(line)
+    Ok(())
 }
 
 /// A record for a started or stopped agent.
@@ -243,7 +200,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("sub/audit.jsonl");
         for _ in 0..2 {
-            let (log, writer) = AuditLog::open(&path).unwrap();
+            let (log, writer) = AuditLog::open(&path, OnFailure::FailClosed).unwrap();
             log.record("kernel", json!({"event": "dropped"})).await;
             log.record("config", json!({"event": "started"})).await;
             log.flush().await;

@@ -83,6 +83,8 @@ impl std::fmt::Display for PortRange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
     pub path: PathBuf,
+    /// When the file cannot be written: refuse requests (default) or drop records.
+    pub on_failure: crate::audit::OnFailure,
 }
 
 impl Config {
@@ -160,6 +162,7 @@ impl Default for Audit {
     fn default() -> Self {
         Self {
             path: "/var/log/moat/audit.jsonl".into(),
+            on_failure: crate::audit::OnFailure::FailClosed,
         }
     }
 }
@@ -188,10 +191,23 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
 }
 
 fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
-    let m = n.mapping(&["path"], r)?;
+    let m = n.mapping(&["path", "on_failure"], r)?;
     let mut a = Audit::default();
     if let Some(v) = m.get("path") {
         a.path = absolute_path(v, r)?;
+    }
+    if let Some(v) = m.get("on_failure") {
+        a.on_failure = match v.string(r)?.as_str() {
+            "fail_closed" => crate::audit::OnFailure::FailClosed,
+            "drop" => crate::audit::OnFailure::Drop,
+            other => {
+                r.add(
+                    v,
+                    format!("expected `fail_closed` or `drop`, found {other:?}"),
+                );
+                return None;
+            }
+        };
     }
     Some(a)
 }

@@ -46,6 +46,9 @@ pub enum ProxyError {
     Session(&'static str),
     /// Refused by policy. The client learns only that the tool, resource or prompt does not
     /// exist (or, for other methods, that it is forbidden): never which policy said so.
+    /// The audit log cannot be written and the policy is `fail_closed`.
+    #[error("the audit log cannot be written; requests are refused until it can")]
+    AuditUnavailable,
     #[error("rate limit: {0}")]
     RateLimited(String),
     #[error("denied by policy: {reason}")]
@@ -79,6 +82,7 @@ impl ProxyError {
             },
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Denied { method, .. } => match method.as_str() {
                 "tools/call"
                 | "prompts/get"
@@ -95,7 +99,7 @@ impl ProxyError {
             Self::Decode(e) => e.jsonrpc_code(),
             Self::BadProtocolVersion(_) => -32022,
             Self::BodyTooLarge(_) => -32600,
-            Self::UpstreamConnect(_) | Self::UpstreamTimeout => -32603,
+            Self::UpstreamConnect(_) | Self::UpstreamTimeout | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
             Self::Session(_) | Self::RateLimited(_) => -32001,
             Self::Denied { method, .. } => match method.as_str() {

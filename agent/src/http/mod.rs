@@ -187,6 +187,11 @@ impl Proxy {
     ) -> Result<Answer, ProxyError> {
         let server = &site.server;
         let (parts, incoming) = req.into_parts();
+        // Nothing goes through unaudited.
+        if !self.audit.accepting() {
+            drain(incoming).await;
+            return Err(ProxyError::AuditUnavailable);
+        }
         let Admitted {
             route,
             session,

@@ -1,0 +1,180 @@
+//! Privileged tests of the audit trail: a full disk under `fail_closed` refuses requests
+//! (503) and forwards nothing unaudited; when space returns, service and the hash chain
+//! resume with every record written.
+mod common;
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        Self(dir.to_owned())
+    }
+
+    /// Fills the filesystem with one file; returns its path.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn dst() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], PORT))
+}
+
+fn ping(host: &Host, id: u32) -> u16 {
+    let raw = post(
+        dst(),
+        &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+        "",
+    );
+    host.in_ns(false, move || exchange(dst(), &raw))
+        .map_or(0, |r| r.status)
+}
+
+#[test]
+fn a_full_disk_refuses_requests_until_records_can_be_written_again() {
+    let mut host = Host::new();
+    let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
+    host.audit = fs.0.join("audit.jsonl");
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+    ));
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    let mut sent = 0;
+    assert_eq!(ping(&host, 1), 200);
+    sent += 1;
+
+    let filler = fs.fill();
+    // Records already queued may still fit in the last free bytes; soon writes fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = ping(&host, 2);
+        sent += 1;
+        if s == 503 {
+            break;
+        }
+        assert_eq!(s, 200);
+        assert!(Instant::now() < deadline, "never refused with a full disk");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let forwarded = upstream.count();
+    for i in 0..5 {
+        assert_eq!(ping(&host, 10 + i), 503, "refused while the disk is full");
+        sent += 1;
+    }
+    assert_eq!(upstream.count(), forwarded, "nothing forwarded unaudited");
+    assert!(
+        host.agent_log().contains("cannot write the audit log"),
+        "{}",
+        host.agent_log()
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = ping(&host, 3);
+        sent += 1;
+        if s == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    host.stop_agent();
+    let records: Vec<Value> = host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "request")
+        .collect();
+    assert_eq!(
+        records.len(),
+        sent,
+        "every request has its record, the refused ones too"
+    );
+    assert_eq!(
+        records.iter().filter(|r| r["status"] == 503).count(),
+        sent - upstream.count(),
+        "each request not forwarded was refused with 503, and audited"
+    );
+    let out = Command::new(MOAT)
+        .args(["audit", "verify"])
+        .arg(&host.audit)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the chain is unbroken: {out:?}");
+}
+
+/// Under `drop`, requests go on while the disk is full; the loss is counted in the first
+/// record written afterwards, and the chain shows the gap.
+#[test]
+fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
+    let mut host = Host::new();
+    let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
+    host.audit = fs.0.join("audit.jsonl");
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+    ));
+    // The config's audit section: the path, and the policy.
+    let text = std::fs::read_to_string(&host.config).unwrap().replace(
+        &format!("  path: {}\n", host.audit.display()),
+        &format!("  path: {}\n  on_failure: drop\n", host.audit.display()),
+    );
+    std::fs::write(&host.config, text).unwrap();
+    let _upstream = host.start_server(PORT);
+    host.start_agent();
+    assert_eq!(ping(&host, 1), 200);
+    let filler = fs.fill();
+    for i in 0..30 {
+        assert_eq!(ping(&host, 100 + i), 200, "requests go on under drop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ping(&host, 2), 200);
+    host.stop_agent();
+    let text = std::fs::read_to_string(&host.audit).unwrap();
+    let notice: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == "audit" && r["event"] == "records_dropped")
+        .collect();
+    assert_eq!(notice.len(), 1, "{text}");
+    assert!(notice[0]["count"].as_u64().unwrap() > 0, "{}", notice[0]);
+    let out = Command::new(MOAT)
+        .args(["audit", "verify"])
+        .arg(&host.audit)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the chain shows the gap: {out:?}"
+    );
+}
