@@ -238,7 +238,10 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         .map(|j| tokio::spawn(j.run()))
         .chain(upstream_keys.map(|k| tokio::spawn(rotate_upstream_keys(k))))
         .collect();
-    let (audit, writer) = AuditLog::open(&config.audit.path, config.audit.on_failure)?;
+    let redactor =
+        audit::redact::Redactor::new(&config.audit.redact_keys, &config.audit.redact_patterns)
+            .map_err(AppError::Policy)?;
+    let (audit, writer) = AuditLog::open(&config.audit.path, config.audit.on_failure, redactor)?;
 
     let cgroup = match &config.agent.cgroup {
         Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,

@@ -178,3 +178,42 @@ fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
         "the chain shows the gap: {out:?}"
     );
 }
+
+/// Secrets planted in tool arguments never reach the audit log; the rest of the arguments do.
+#[test]
+fn secrets_in_tool_arguments_are_redacted() {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+    ));
+    let text = std::fs::read_to_string(&host.config).unwrap().replace(
+        &format!("  path: {}\n", host.audit.display()),
+        &format!(
+            "  path: {}\n  redact: {{keys: [ssn], patterns: [{{name: ticket, pattern: 'TCK-[0-9]{{6}}'}}]}}\n",
+            host.audit.display()
+        ),
+    );
+    std::fs::write(&host.config, text).unwrap();
+    let _upstream = host.start_server(PORT);
+    host.start_agent();
+    let pem = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----";
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{{"name":"deploy","arguments":{{"path":"/srv/app","env":"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE","auth":"Bearer abc.def-ghi","key":"{pem}","ssn":"078-05-1120","note":"TCK-123456"}}}}}}"#
+    );
+    let raw = post(dst(), &body, "");
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let rec = host.wait_audit("the call", |r| r["mcp"]["tool"] == "deploy");
+    assert_eq!(rec["mcp"]["arguments"]["path"], "/srv/app", "{rec}");
+    let log = std::fs::read_to_string(&host.audit).unwrap();
+    for secret in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "abc.def-ghi",
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+        "078-05-1120",
+        "TCK-123456",
+    ] {
+        assert!(!log.contains(secret), "{secret} reached the log: {rec}");
+    }
+    assert!(log.contains("[REDACTED:aws_access_key]"), "{rec}");
+}

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod chain;
+pub mod redact;
 mod request;
 mod writer;
 pub use request::{Http, Mcp, RequestRecord};
@@ -62,6 +63,8 @@ pub struct AuditLog {
     /// False while the file cannot be written.
     healthy: Arc<AtomicBool>,
     on_failure: OnFailure,
+    /// How tool-call arguments are shown.
+    pub redactor: Arc<redact::Redactor>,
 }
 
 impl AuditLog {
@@ -70,6 +73,7 @@ impl AuditLog {
     pub fn open(
         path: &Path,
         on_failure: OnFailure,
+        redactor: redact::Redactor,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), AuditError> {
         let err = |source| AuditError {
             path: path.to_owned(),
@@ -94,6 +98,7 @@ impl AuditLog {
                 tx,
                 healthy,
                 on_failure,
+                redactor: Arc::new(redactor),
             },
             writer,
         ))
@@ -200,7 +205,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("sub/audit.jsonl");
         for _ in 0..2 {
-            let (log, writer) = AuditLog::open(&path, OnFailure::FailClosed).unwrap();
+            let (log, writer) = AuditLog::open(
+                &path,
+                OnFailure::FailClosed,
+                redact::Redactor::new(&[], &[]).unwrap(),
+            )
+            .unwrap();
             log.record("kernel", json!({"event": "dropped"})).await;
             log.record("config", json!({"event": "started"})).await;
             log.flush().await;

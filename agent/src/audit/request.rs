@@ -51,6 +51,9 @@ pub struct Mcp {
     pub tool: Option<String>,
     pub resource: Option<String>,
     pub prompt: Option<String>,
+    /// A tools/call's arguments, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
     pub session: Option<String>,
     pub protocol_version: Option<String>,
     /// Every message of a batch.
@@ -173,6 +176,11 @@ impl RequestRecord {
             reason: d.reason,
             shadow,
         });
+    }
+
+    /// Notes a tools/call's arguments, redacted.
+    pub fn arguments(&mut self, args: &Value) {
+        self.fields.mcp.arguments = Some(self.audit.redactor.apply(args));
     }
 
     pub fn mcp_id(&self) -> Option<&Value> {

@@ -85,6 +85,10 @@ pub struct Audit {
     pub path: PathBuf,
     /// When the file cannot be written: refuse requests (default) or drop records.
     pub on_failure: crate::audit::OnFailure,
+    /// Argument keys (case-insensitive substrings) redacted besides the built-in ones.
+    pub redact_keys: Vec<String>,
+    /// Value patterns (name, regex) redacted besides the built-in detectors.
+    pub redact_patterns: Vec<(String, String)>,
 }
 
 impl Config {
@@ -163,6 +167,8 @@ impl Default for Audit {
         Self {
             path: "/var/log/moat/audit.jsonl".into(),
             on_failure: crate::audit::OnFailure::FailClosed,
+            redact_keys: Vec::new(),
+            redact_patterns: Vec::new(),
         }
     }
 }
@@ -191,8 +197,31 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
 }
 
 fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
-    let m = n.mapping(&["path", "on_failure"], r)?;
+    let m = n.mapping(&["path", "on_failure", "redact"], r)?;
     let mut a = Audit::default();
+    if let Some(v) = m.get("redact") {
+        let rm = v.mapping(&["keys", "patterns"], r)?;
+        a.redact_keys = server::string_list(rm.get("keys"), r)?;
+        for item in rm
+            .get("patterns")
+            .map(|p| p.sequence(r))
+            .unwrap_or_default()
+        {
+            let pm = item.mapping(&["name", "pattern"], r)?;
+            let name = pm.require("name", r).and_then(|n| n.string(r));
+            let pattern = pm.require("pattern", r).and_then(|p| {
+                let s = p.string(r)?;
+                match regex::Regex::new(&s) {
+                    Ok(_) => Some(s),
+                    Err(e) => {
+                        r.add(p, format!("not a valid pattern: {e}"));
+                        None
+                    }
+                }
+            });
+            a.redact_patterns.push((name?, pattern?));
+        }
+    }
     if let Some(v) = m.get("path") {
         a.path = absolute_path(v, r)?;
     }

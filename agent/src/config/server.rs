@@ -362,7 +362,7 @@ fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
     ok.then_some(Tls { certs })
 }
 
-pub(super) fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
+pub(crate) fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
     let Some(v) = v else { return Some(Vec::new()) };
     let mut out = Vec::new();
     let mut ok = true;

@@ -453,6 +453,9 @@ fn decode(
         }
     };
     let decoded = mcp::decode(bytes, revision, &site.limits)?;
+    if let Some(args) = decoded.messages.first().and_then(|m| m.arguments.as_ref()) {
+        record.arguments(args);
+    }
     // Recorded before the header checks, so a refusal answers with the request's id.
     note_mcp(
         &decoded,
