@@ -217,3 +217,97 @@ fn secrets_in_tool_arguments_are_redacted() {
     }
     assert!(log.contains("[REDACTED:aws_access_key]"), "{rec}");
 }
+
+/// 10,000 mixed requests (allowed, denied by policy, without a token, and streams the client
+/// leaves mid-way): exactly one record each, and one unbroken chain.
+#[test]
+fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
+    use std::io::Read as _;
+    const N: usize = 10_000;
+    let mut host = Host::new();
+    let policy = host.dir.join("mixed.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal, action in [Action::\"ping\", Action::\"other\"], resource);\n\
+         permit (principal, action == Action::\"tools/call\", resource == Tool::\"echo\");\n",
+    )
+    .unwrap();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n",
+        policy.display()
+    ));
+    let _upstream = host.start_server(PORT);
+    host.start_agent();
+    let out = run(Command::new(MOAT)
+        .args(["token", "mint", "-c"])
+        .arg(&host.config)
+        .args(["--server", "files", "--sub", "alice"]));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let answered = host.in_ns(false, move || {
+        let auth = format!("authorization: Bearer {token}\r\n");
+        let mut answered = 0;
+        for i in 0..N {
+            let call = |tool: &str| {
+                format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+            };
+            if i % 100 == 8 {
+                // A stream the client leaves after its first bytes.
+                let mut s = std::net::TcpStream::connect(dst()).unwrap();
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"stream"}}"#);
+                s.write_all(&post(dst(), &body, &auth)).unwrap();
+                let mut buf = [0u8; 64];
+                if s.read(&mut buf).is_ok_and(|n| n > 0) {
+                    answered += 1;
+                }
+                continue;
+            }
+            let raw = match i % 10 {
+                6 => post(dst(), &call("rm"), &auth),
+                7 => post(dst(), &call("echo"), ""),
+                9 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), &auth),
+                _ => post(dst(), &call("echo"), &auth),
+            };
+            if exchange(dst(), &raw).is_ok_and(|r| r.status != 0) {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    assert_eq!(answered, N, "every request got an answer");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let count = || {
+        host.audit_records()
+            .iter()
+            .filter(|r| r["kind"] == "request")
+            .count()
+    };
+    while count() < N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    host.stop_agent();
+    let records: Vec<Value> = host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "request")
+        .collect();
+    assert_eq!(records.len(), N, "one record per request");
+    let by = |f: &dyn Fn(&Value) -> bool| records.iter().filter(|r| f(r)).count();
+    assert_eq!(
+        by(&|r| r["outcome"] == "client_disconnected"),
+        N / 100,
+        "streams left mid-way"
+    );
+    assert_eq!(by(&|r| r["status"] == 401), N / 10);
+    assert_eq!(
+        by(&|r| r["decision"]["effect"] == "deny" && r["mcp"]["tool"] == "rm"),
+        N / 10,
+        "denied by policy"
+    );
+    let out = Command::new(MOAT)
+        .args(["audit", "verify"])
+        .arg(&host.audit)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
