@@ -108,11 +108,7 @@ fn a_full_disk_refuses_requests_until_records_can_be_written_again() {
         std::thread::sleep(Duration::from_millis(50));
     }
     host.stop_agent();
-    let records: Vec<Value> = host
-        .audit_records()
-        .into_iter()
-        .filter(|r| r["kind"] == "request")
-        .collect();
+    let records: Vec<Value> = host.request_records();
     assert_eq!(
         records.len(),
         sent,
@@ -138,15 +134,12 @@ fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
     let mut host = Host::new();
     let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
     host.audit = fs.0.join("audit.jsonl");
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-    ));
-    // The config's audit section: the path, and the policy.
-    let text = std::fs::read_to_string(&host.config).unwrap().replace(
-        &format!("  path: {}\n", host.audit.display()),
-        &format!("  path: {}\n  on_failure: drop\n", host.audit.display()),
+    host.write_config_with_audit(
+        &format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+        ),
+        "  on_failure: drop\n",
     );
-    std::fs::write(&host.config, text).unwrap();
     let _upstream = host.start_server(PORT);
     host.start_agent();
     assert_eq!(ping(&host, 1), 200);
@@ -183,17 +176,12 @@ fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
 #[test]
 fn secrets_in_tool_arguments_are_redacted() {
     let mut host = Host::new();
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-    ));
-    let text = std::fs::read_to_string(&host.config).unwrap().replace(
-        &format!("  path: {}\n", host.audit.display()),
+    host.write_config_with_audit(
         &format!(
-            "  path: {}\n  redact: {{keys: [ssn], patterns: [{{name: ticket, pattern: 'TCK-[0-9]{{6}}'}}]}}\n",
-            host.audit.display()
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
         ),
+        "  redact: {keys: [ssn], patterns: [{name: ticket, pattern: 'TCK-[0-9]{6}'}]}\n",
     );
-    std::fs::write(&host.config, text).unwrap();
     let _upstream = host.start_server(PORT);
     host.start_agent();
     let pem = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----";
@@ -276,21 +264,12 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
     });
     assert_eq!(answered, N, "every request got an answer");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let count = || {
-        host.audit_records()
-            .iter()
-            .filter(|r| r["kind"] == "request")
-            .count()
-    };
+    let count = || host.request_records().len();
     while count() < N && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     host.stop_agent();
-    let records: Vec<Value> = host
-        .audit_records()
-        .into_iter()
-        .filter(|r| r["kind"] == "request")
-        .collect();
+    let records: Vec<Value> = host.request_records();
     assert_eq!(records.len(), N, "one record per request");
     let by = |f: &dyn Fn(&Value) -> bool| records.iter().filter(|r| f(r)).count();
     assert_eq!(

@@ -40,13 +40,6 @@ fn sdk_client(host: &Host, url: &str, scenario: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn requests(host: &Host) -> Vec<Value> {
-    host.audit_records()
-        .into_iter()
-        .filter(|r| r["kind"] == "request")
-        .collect()
-}
-
 /// The FastMCP fixture on 127.0.0.1:PORT in the namespace (its Host and Origin checks on).
 fn start_fastmcp(host: &mut Host, extra: &[&str]) {
     let (script, port) = (script("fastmcp_server.py"), PORT.to_string());
@@ -100,7 +93,7 @@ fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
     assert!(p["result"].to_string().contains("done"), "{p}");
 
     // Each request was understood and audited, over TLS.
-    let recs = requests(&host);
+    let recs = host.request_records();
     let find = |method: &str| {
         recs.iter()
             .find(|r| r["mcp"]["method"] == method)
@@ -152,7 +145,7 @@ fn the_legacy_sse_transport_works_through_moat() {
         &["--transport", "sse", "--cafile", ca.to_str().unwrap()],
     );
     assert!(r["tools"].as_array().is_some_and(|t| t.len() >= 3), "{r}");
-    let recs = requests(&host);
+    let recs = host.request_records();
     let call = recs
         .iter()
         .find(|r| r["mcp"]["tool"] == "echo")
@@ -280,7 +273,7 @@ fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
             r["mcp"]["id"] == flag && r["http"]["version"] == version
         });
     }
-    let recs = requests(&host);
+    let recs = host.request_records();
     assert!(
         recs.iter()
             .filter(|r| r["mcp"]["method"] == "tools/list")
@@ -394,7 +387,7 @@ fn oauth_flow(opaque: bool) {
         assert_eq!(claims["sub"], "alice", "{r}");
     }
 
-    let recs = requests(&host);
+    let recs = host.request_records();
     let first = recs.first().expect("audited");
     assert_eq!(
         first["status"], 401,

@@ -47,3 +47,29 @@ fn digest(token: &str) -> [u8; 32] {
     out.copy_from_slice(d.as_ref());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> Arc<Principal> {
+        Arc::new(Principal {
+            sub: "alice".into(),
+            client_id: None,
+            iss: "i".into(),
+            scopes: vec![],
+            claims: Default::default(),
+        })
+    }
+
+    #[test]
+    fn an_expired_or_other_token_is_not_served_from_the_cache() {
+        let c = TokenCache::default();
+        c.insert("a.b.c", p(), now() + 60);
+        assert!(c.get("a.b.c").is_some());
+        assert!(c.get("a.b.d").is_none(), "another token");
+        assert!(c.get("a.b.c ").is_none(), "not even a near copy");
+        c.insert("x.y.z", p(), now() - 1);
+        assert!(c.get("x.y.z").is_none(), "expired");
+    }
+}

@@ -5,7 +5,7 @@ use http::HeaderValue;
 use serde_json::json;
 
 use super::AuthError;
-use crate::config::Auth;
+use crate::config::{Auth, scope_token};
 
 const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
 
@@ -90,11 +90,4 @@ impl Metadata {
         }
         HeaderValue::from_str(&v).ok()
     }
-}
-
-/// RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
-pub fn scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
 }

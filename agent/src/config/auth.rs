@@ -294,18 +294,20 @@ fn scopes(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
     let mut ok = true;
     if let Some(v) = v {
         for s in &list {
-            // RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
-            if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
-            {
+            if !scope_token(s) {
                 r.add(v, format!("{s:?} is not a valid scope"));
                 ok = false;
             }
         }
     }
     ok.then_some(list)
+}
+
+/// RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
+pub fn scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
 }
 
 fn algorithms(v: &Node<'_>, r: &mut Report) -> Option<Vec<Algorithm>> {

@@ -6,7 +6,7 @@ mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth};
+pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;

@@ -25,7 +25,7 @@ use crate::{
 const MAX: usize = 16 * 1024 * 1024;
 
 /// Which list, and how its entries are decided.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum List {
     Tools,
     Resources,

@@ -204,7 +204,6 @@ impl Proxy {
                 return Err(e);
             }
         };
-        let mut lists_tools = false;
         let mut list = None;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
@@ -218,10 +217,6 @@ impl Proxy {
             if let Some(p) = &principal {
                 authorize::authorize(site, conn, p, session.as_deref(), &decoded, record)?;
             }
-            lists_tools = decoded
-                .messages
-                .iter()
-                .any(|m| m.method.as_deref() == Some("tools/list"));
             list = decoded
                 .messages
                 .iter()
@@ -251,7 +246,7 @@ impl Proxy {
             None
         } else if route == Route::LegacyStream {
             Some(site.legacy.observer(principal.as_deref().map(Owner::from)))
-        } else if lists_tools {
+        } else if matches!(list, Some(filter::List::Tools)) {
             listing::ListObserver::for_content_type(header_str(
                 resp.headers(),
                 header::CONTENT_TYPE.as_str(),

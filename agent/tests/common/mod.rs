@@ -153,8 +153,14 @@ impl Host {
 
     /// Writes the config with this host's agent section and the given `servers:` section.
     pub fn write_config(&self, servers: &str) {
+        self.write_config_with_audit(servers, "");
+    }
+
+    /// Like [`Host::write_config`], with more lines (`audit_extra`, each indented two spaces
+    /// and ending in a newline) in the `audit:` section.
+    pub fn write_config_with_audit(&self, servers: &str, audit_extra: &str) {
         let text = format!(
-            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n  path: {}\n{servers}",
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n  path: {}\n{audit_extra}{servers}",
             self.bpffs.display(),
             self.cgroup.display(),
             self.dir.join("state").display(),
@@ -362,6 +368,14 @@ impl Host {
             thread: Some(thread),
         });
         requests
+    }
+
+    /// The audit records of `kind: request`.
+    pub fn request_records(&self) -> Vec<Value> {
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "request")
+            .collect()
     }
 
     /// Audit records, parsed.
