@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::SystemTime,
 };
@@ -56,6 +56,13 @@ fn fields_of(v: Value) -> Map<String, Value> {
     m
 }
 
+/// Records written and lost so far (for metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
 /// A handle to the audit writer; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -63,6 +70,8 @@ pub struct AuditLog {
     /// False while the file cannot be written.
     healthy: Arc<AtomicBool>,
     on_failure: OnFailure,
+    /// Records written and lost.
+    pub stats: Arc<Stats>,
     /// How tool-call arguments are shown.
     pub redactor: Arc<redact::Redactor>,
 }
@@ -91,13 +100,22 @@ impl AuditLog {
         let chain = chain::Chain::resume(&mut file).map_err(err)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
-        let w = writer::Writer::new(file, path.to_owned(), chain, on_failure, healthy.clone());
+        let stats = Arc::new(Stats::default());
+        let w = writer::Writer::new(
+            file,
+            path.to_owned(),
+            chain,
+            on_failure,
+            healthy.clone(),
+            stats.clone(),
+        );
         let writer = tokio::task::spawn_blocking(move || w.run(rx));
         Ok((
             Self {
                 tx,
                 healthy,
                 on_failure,
+                stats,
                 redactor: Arc::new(redactor),
             },
             writer,
@@ -214,6 +232,7 @@ mod tests {
             log.record("kernel", json!({"event": "dropped"})).await;
             log.record("config", json!({"event": "started"})).await;
             log.flush().await;
+            assert_eq!(log.stats.written.load(Ordering::Relaxed), 2);
             drop(log);
             writer.await.unwrap();
         }

@@ -17,7 +17,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Msg, QUEUE, chain::Chain, write_line};
+use super::{Msg, QUEUE, Stats, chain::Chain, write_line};
 
 /// What happens to requests and records when the audit log cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,6 +46,7 @@ pub struct Writer {
     pub on_failure: OnFailure,
     /// False while writes fail.
     pub healthy: Arc<AtomicBool>,
+    stats: Arc<Stats>,
     /// Sealed lines not yet written.
     pending: Vec<u8>,
     pending_records: u64,
@@ -66,6 +67,7 @@ impl Writer {
         chain: Chain,
         on_failure: OnFailure,
         healthy: Arc<AtomicBool>,
+        stats: Arc<Stats>,
     ) -> Self {
         Self {
             file,
@@ -73,6 +75,7 @@ impl Writer {
             chain,
             on_failure,
             healthy,
+            stats,
             pending: Vec::new(),
             pending_records: 0,
             dropped: 0,
@@ -160,6 +163,9 @@ impl Writer {
         };
         match result {
             Ok(()) => {
+                self.stats
+                    .written
+                    .fetch_add(self.pending_records, Ordering::Relaxed);
                 self.pending_records = 0;
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::warn!(path = %self.path.display(), "audit writes resumed");
@@ -175,6 +181,9 @@ impl Writer {
                 }
                 if self.on_failure == OnFailure::Drop || self.pending.len() > MAX_PENDING {
                     self.dropped += self.pending_records;
+                    self.stats
+                        .dropped
+                        .fetch_add(self.pending_records, Ordering::Relaxed);
                     self.pending_records = 0;
                     self.pending.clear();
                     self.cut_line |= self.mid_line;
