@@ -241,7 +241,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let redactor =
         audit::redact::Redactor::new(&config.audit.redact_keys, &config.audit.redact_patterns)
             .map_err(AppError::Policy)?;
-    let (audit, writer) = AuditLog::open(&config.audit.path, config.audit.on_failure, redactor)?;
+    let (audit, writer) = AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
 
     let cgroup = match &config.agent.cgroup {
         Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,

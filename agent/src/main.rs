@@ -75,7 +75,8 @@ enum CertCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain through FILEs (in order); name the first broken, missing,
+    /// Check the hash chain through FILEs (a log and its rotated files, in any order: they
+    /// are put in chain order by their first record); name the first broken, missing,
     /// reordered or altered record and exit with status 1.
     Verify {
         #[arg(required = true)]
@@ -228,6 +229,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             }
         }
         Command::Audit(AuditCommand::Verify { files }) => {
+            let files = moat::audit::chain::in_chain_order(&files);
             match moat::audit::chain::verify(&files) {
                 Ok(n) => {
                     println!("ok: {n} records, one unbroken chain");

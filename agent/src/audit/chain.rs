@@ -21,6 +21,9 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// A new chain: no record yet.
+    pub const START: Self = Self { seq: 0, prev: ZERO };
+
     /// The chain at the end of an audit file (empty: a new chain).
     pub fn resume(file: &mut std::fs::File) -> io::Result<Self> {
         let len = file.seek(SeekFrom::End(0))?;
@@ -134,6 +137,25 @@ pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
     Ok(count)
 }
 
+/// `files` in chain order: by the number of their first record (files without one first).
+/// Names do not matter, so `audit*.jsonl` can be given as the shell expands it; the chain
+/// itself still proves the order.
+pub fn in_chain_order(files: &[PathBuf]) -> Vec<PathBuf> {
+    let first_seq = |p: &PathBuf| -> Option<u64> {
+        let file = std::fs::File::open(p).ok()?;
+        let mut line = String::new();
+        io::BufReader::new(file).read_line(&mut line).ok()?;
+        serde_json::from_str::<Value>(&line)
+            .ok()?
+            .get("seq")?
+            .as_u64()
+    };
+    let mut keyed: Vec<(Option<u64>, PathBuf)> =
+        files.iter().map(|p| (first_seq(p), p.clone())).collect();
+    keyed.sort_by_key(|(seq, _)| *seq);
+    keyed.into_iter().map(|(_, p)| p).collect()
+}
+
 /// The record without its `hash` (closed with `}`), and the hash it claims.
 fn split(line: &str) -> Option<(String, [u8; 32])> {
     const MARK: &str = ",\"hash\":\"";
@@ -149,11 +171,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-fn hex(b: &[u8; 32]) -> String {
+pub(super) fn hex(b: &[u8; 32]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+pub(super) fn unhex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
@@ -209,6 +231,10 @@ mod tests {
         assert!(
             verify(&[b.clone(), a.clone()]).is_err(),
             "files in the wrong order"
+        );
+        assert_eq!(
+            in_chain_order(&[b.clone(), a.clone()]),
+            [a.clone(), b.clone()]
         );
 
         let original = lines(&a);

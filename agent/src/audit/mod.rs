@@ -14,8 +14,12 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 pub mod chain;
+mod file;
+mod head;
 pub mod redact;
 mod request;
+mod sink;
+mod syslog;
 mod writer;
 pub use request::{Http, Mcp, RequestRecord};
 pub use writer::OnFailure;
@@ -23,10 +27,15 @@ pub use writer::OnFailure;
 const QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
-#[error("audit log {path}: {source}")]
+#[error("audit log ({sink}): {source}")]
 pub struct AuditError {
-    pub path: PathBuf,
+    pub sink: String,
     pub source: io::Error,
+}
+
+/// Where the chain head is kept, under the agent's state directory.
+pub fn head_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit-head")
 }
 
 enum Msg {
@@ -77,35 +86,32 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (appending) the log at `path` and starts its writer. Numbering continues from the
-    /// last record already in the file.
+    /// Opens the configured sink and starts its writer. Numbering continues from the last
+    /// record in the file, or else from the head saved in `state_dir`.
     pub fn open(
-        path: &Path,
-        on_failure: OnFailure,
+        config: &crate::config::Audit,
+        state_dir: &Path,
         redactor: redact::Redactor,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), AuditError> {
-        let err = |source| AuditError {
-            path: path.to_owned(),
+        let (sink, in_sink) = sink::Sink::open(&config.sink).map_err(|source| AuditError {
+            sink: config.sink.to_string(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(err)?;
-        let chain = chain::Chain::resume(&mut file).map_err(err)?;
+        })?;
+        let head_path = head_path(state_dir);
+        let (head, saved) = head::Head::open(&head_path).map_err(|source| AuditError {
+            sink: format!("chain head {}", head_path.display()),
+            source,
+        })?;
+        let chain = in_sink.or(saved).unwrap_or(chain::Chain::START);
         let (tx, rx) = mpsc::channel(QUEUE);
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(Stats::default());
         let w = writer::Writer::new(
-            file,
-            path.to_owned(),
+            sink,
+            config.sink.to_string(),
+            Some(head),
             chain,
-            on_failure,
+            config.on_failure,
             healthy.clone(),
             stats.clone(),
         );
@@ -114,7 +120,7 @@ impl AuditLog {
             Self {
                 tx,
                 healthy,
-                on_failure,
+                on_failure: config.on_failure,
                 stats,
                 redactor: Arc::new(redactor),
             },
@@ -217,18 +223,26 @@ pub fn agent_event(event: &str, extra: Value) -> Value {
 mod tests {
     use super::*;
 
+    fn file_config(path: &Path, max_bytes: Option<u64>) -> crate::config::Audit {
+        crate::config::Audit {
+            sink: crate::config::AuditSink::File(crate::config::FileSink {
+                path: path.to_owned(),
+                max_bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     #[tokio::test]
     async fn records_are_numbered_and_numbering_survives_a_restart() {
         let dir = std::env::temp_dir().join(format!("moat-audit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("sub/audit.jsonl");
+        let config = file_config(&path, None);
         for _ in 0..2 {
-            let (log, writer) = AuditLog::open(
-                &path,
-                OnFailure::FailClosed,
-                redact::Redactor::new(&[], &[]).unwrap(),
-            )
-            .unwrap();
+            let (log, writer) =
+                AuditLog::open(&config, &dir, redact::Redactor::new(&[], &[]).unwrap()).unwrap();
             log.record("kernel", json!({"event": "dropped"})).await;
             log.record("config", json!({"event": "started"})).await;
             log.flush().await;
@@ -249,6 +263,109 @@ mod tests {
         assert_eq!(recs[2]["kind"], "kernel");
         assert_eq!(recs[3]["event"], "started");
         assert!(recs[0]["ts"].as_str().unwrap().ends_with('Z'));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    async fn write_records(config: &crate::config::Audit, state: &Path, n: usize) {
+        let (log, writer) =
+            AuditLog::open(config, state, redact::Redactor::new(&[], &[]).unwrap()).unwrap();
+        for i in 0..n {
+            log.record("request", json!({"server": "files", "i": i}))
+                .await;
+        }
+        log.flush().await;
+        drop(log);
+        writer.await.unwrap();
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn the_chain_goes_on_through_rotated_files_and_restarts() {
+        let dir = std::env::temp_dir().join(format!("moat-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let live = dir.join("audit.jsonl");
+        let config = file_config(&live, Some(4096));
+        write_records(&config, &dir, 150).await;
+        write_records(&config, &dir, 150).await;
+
+        let files = files_in(&dir);
+        assert!(files.len() >= 5, "{files:?}");
+        assert_eq!(
+            files.last(),
+            Some(&live),
+            "rotated names sort before the live file"
+        );
+        let total = chain::verify(&files).unwrap();
+        let rotations = files.len() as u64 - 1;
+        assert_eq!(
+            total,
+            300 + rotations,
+            "every record, and one notice per rotation"
+        );
+        // Each file after the first starts by naming the one before it.
+        for pair in files.windows(2) {
+            let first = std::fs::read_to_string(&pair[1]).unwrap();
+            let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            assert_eq!(first["kind"], "audit");
+            assert_eq!(first["event"], "rotated");
+            assert_eq!(
+                first["previous"],
+                pair[0].file_name().unwrap().to_str().unwrap()
+            );
+        }
+        for f in &files[..files.len() - 1] {
+            let len = std::fs::metadata(f).unwrap().len();
+            assert!((4096..4096 + 512).contains(&len), "{f:?} is {len} bytes");
+        }
+        // Given in any order, the files are put back in chain order.
+        let mut shuffled = files.clone();
+        shuffled.reverse();
+        assert_eq!(chain::in_chain_order(&shuffled), files);
+        // A rotated file removed from the middle is a break.
+        let mut gap = files.clone();
+        gap.remove(1);
+        let e = chain::verify(&gap).unwrap_err();
+        assert_eq!(e.file, files[2]);
+        assert!(e.why.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_chain_that_cannot_be_read_back_continues_from_the_saved_head() {
+        let dir = std::env::temp_dir().join(format!("moat-head-chain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("log.sock");
+        let rx = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+        let config = crate::config::Audit {
+            sink: crate::config::AuditSink::Syslog {
+                socket: socket.clone(),
+                facility: 16,
+            },
+            ..Default::default()
+        };
+        write_records(&config, &dir, 3).await;
+        write_records(&config, &dir, 2).await;
+        rx.set_nonblocking(true).unwrap();
+        let mut records = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = rx.recv(&mut buf) {
+            let msg = std::str::from_utf8(&buf[..n]).unwrap();
+            let json = &msg[msg.find(" - {").unwrap() + 3..];
+            records.push(format!("{json}\n"));
+        }
+        let file = dir.join("received.jsonl");
+        std::fs::write(&file, records.concat()).unwrap();
+        assert_eq!(chain::verify(std::slice::from_ref(&file)), Ok(5));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

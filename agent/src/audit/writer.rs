@@ -1,23 +1,21 @@
-//! The audit writer thread: seals records into the chain and appends them to the file, a
-//! batch at a time. When the file cannot be written (disk full, permissions), what is not
-//! written is kept and tried again; meanwhile, under `fail_closed`, the proxy refuses
+//! The audit writer thread: seals records into the chain and hands them to the sink, a batch
+//! at a time. When the sink cannot be written (disk full, permissions, collector gone), what is
+//! not written is kept and tried again; meanwhile, under `fail_closed`, the proxy refuses
 //! requests (the log says when writes fail and when they resume). Under `drop`, unwritten
 //! records are counted, and a record saying how many were lost is written first when writes
-//! resume (the chain shows the gap).
+//! resume (the chain shows the gap). A file due for rotation is rotated between batches, and
+//! the new file starts with a record naming the old one.
 use std::{
-    fs::File,
-    io::{self, Write as _},
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Msg, QUEUE, Stats, chain::Chain, write_line};
+use super::{Msg, QUEUE, Stats, chain::Chain, head::Head, sink::Sink, write_line};
 
 /// What happens to requests and records when the audit log cannot be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,54 +33,57 @@ pub enum OnFailure {
 const POLL: Duration = Duration::from_millis(1);
 /// How often writing is tried again while it fails.
 const RETRY: Duration = Duration::from_millis(100);
+/// How often rotating is tried again after it failed.
+const ROTATION_RETRY: Duration = Duration::from_secs(10);
 /// Unwritten records kept under `fail_closed` at most (bytes); beyond, they are dropped and
 /// counted rather than exhaust memory.
 const MAX_PENDING: usize = 64 * 1024 * 1024;
 
 pub struct Writer {
-    pub file: File,
-    pub path: PathBuf,
+    pub sink: Sink,
+    /// The sink, for logs.
+    pub name: String,
+    /// Where the chain's head is kept between runs.
+    pub head: Option<Head>,
     pub chain: Chain,
     pub on_failure: OnFailure,
     /// False while writes fail.
     pub healthy: Arc<AtomicBool>,
-    stats: Arc<Stats>,
+    pub stats: Arc<Stats>,
     /// Sealed lines not yet written.
     pending: Vec<u8>,
-    pending_records: u64,
     /// Records lost (under `drop`, or beyond MAX_PENDING) since the last notice.
     dropped: u64,
-    /// The file ends in the middle of a line (a write failed part way).
-    mid_line: bool,
-    /// ... and the rest of that line was dropped: the next write starts a new line.
-    cut_line: bool,
     waiters: Vec<oneshot::Sender<()>>,
     line: Vec<u8>,
+    /// When a rotation last failed (logged once until one succeeds; tried again after
+    /// ROTATION_RETRY).
+    rotation_failed: Option<Instant>,
 }
 
 impl Writer {
     pub fn new(
-        file: File,
-        path: PathBuf,
+        sink: Sink,
+        name: String,
+        head: Option<Head>,
         chain: Chain,
         on_failure: OnFailure,
         healthy: Arc<AtomicBool>,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
-            file,
-            path,
+            sink,
+            name,
+            head,
             chain,
             on_failure,
             healthy,
             stats,
             pending: Vec::new(),
-            pending_records: 0,
             dropped: 0,
-            mid_line: false,
-            cut_line: false,
             waiters: Vec::new(),
             line: Vec::with_capacity(1024),
+            rotation_failed: None,
         }
     }
 
@@ -108,8 +109,9 @@ impl Writer {
         }
         // The agent is stopping: one last try.
         self.write();
-        if self.pending_records > 0 {
-            tracing::error!(path = %self.path.display(), records = self.pending_records, "audit records could not be written before the agent stopped");
+        let left = records(&self.pending);
+        if left > 0 {
+            tracing::error!(sink = %self.name, records = left, "audit records could not be written before the agent stopped");
         }
     }
 
@@ -123,10 +125,14 @@ impl Writer {
         for msg in batch.drain(..) {
             match msg {
                 Msg::Record { ts, kind, fields } => {
+                    self.rotate_if_due();
                     let object = serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec());
                     self.push(ts, kind, &object);
                 }
-                Msg::Serialized { ts, kind, object } => self.push(ts, kind, &object),
+                Msg::Serialized { ts, kind, object } => {
+                    self.rotate_if_due();
+                    self.push(ts, kind, &object)
+                }
                 Msg::Flush(done) => self.waiters.push(done),
             }
         }
@@ -135,40 +141,68 @@ impl Writer {
     fn push(&mut self, ts: SystemTime, kind: &str, object: &[u8]) {
         if write_line(&mut self.line, &mut self.chain, ts, kind, object).is_ok() {
             self.pending.extend_from_slice(&self.line);
-            self.pending_records += 1;
+        }
+    }
+
+    /// Writes what is pending and answers flushes.
+    fn write(&mut self) {
+        self.write_pending();
+        // A flush waits for one attempt, not for the sink to recover.
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Before a record is sealed: if the file is due for rotation, writes what is pending,
+    /// rotates, and starts the new file with a record naming the old one. (A record sealed
+    /// is in the chain, so this is decided record by record, not after a batch.)
+    fn rotate_if_due(&mut self) {
+        if !self.sink.rotation_due(self.pending.len() as u64)
+            || self
+                .rotation_failed
+                .is_some_and(|t| t.elapsed() < ROTATION_RETRY)
+        {
+            return;
+        }
+        self.write_pending();
+        if !self.pending.is_empty() {
+            return;
+        }
+        match self.sink.rotate(self.chain.seq) {
+            Ok(old) => {
+                self.rotation_failed = None;
+                let name = old.file_name().unwrap_or_default().to_string_lossy();
+                let notice = serde_json::json!({"event": "rotated", "previous": name});
+                self.push(SystemTime::now(), "audit", notice.to_string().as_bytes());
+            }
+            Err(e) => {
+                if self.rotation_failed.replace(Instant::now()).is_none() {
+                    tracing::error!(sink = %self.name, "cannot rotate the audit log: {e}; writing on to the same file");
+                }
+            }
         }
     }
 
     /// Writes what is pending; on failure applies the policy.
-    fn write(&mut self) {
-        if self.cut_line && !self.pending.is_empty() {
-            // The half line a failure left, whose rest was dropped, ends here; the next record
-            // starts clean.
-            self.pending.insert(0, b'\n');
-            self.cut_line = false;
+    fn write_pending(&mut self) {
+        let before = records(&self.pending);
+        let mut result = self.sink.write(&mut self.pending);
+        let lost = self.sink.take_lost();
+        let written = before - records(&self.pending) - lost;
+        self.stats.written.fetch_add(written, Ordering::Relaxed);
+        self.count_dropped(lost);
+        if result.is_ok() {
+            result = self.sink.sync();
         }
-        let result = loop {
-            if self.pending.is_empty() {
-                break Ok(());
-            }
-            match self.file.write(&self.pending) {
-                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => {
-                    self.mid_line = self.pending[n - 1] != b'\n';
-                    self.pending.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
         match result {
             Ok(()) => {
-                self.stats
-                    .written
-                    .fetch_add(self.pending_records, Ordering::Relaxed);
-                self.pending_records = 0;
+                if let Some(head) = &mut self.head
+                    && let Err(e) = head.store(&self.chain)
+                {
+                    tracing::warn!("cannot save the audit chain head: {e}");
+                }
                 if !self.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(path = %self.path.display(), "audit writes resumed");
+                    tracing::warn!(sink = %self.name, "audit writes resumed");
                 }
             }
             Err(e) => {
@@ -177,22 +211,24 @@ impl Writer {
                         OnFailure::FailClosed => "requests are refused until it can be written",
                         OnFailure::Drop => "records are dropped and counted",
                     };
-                    tracing::error!(path = %self.path.display(), "cannot write the audit log: {e}; {then}");
+                    tracing::error!(sink = %self.name, "cannot write the audit log: {e}; {then}");
                 }
                 if self.on_failure == OnFailure::Drop || self.pending.len() > MAX_PENDING {
-                    self.dropped += self.pending_records;
-                    self.stats
-                        .dropped
-                        .fetch_add(self.pending_records, Ordering::Relaxed);
-                    self.pending_records = 0;
+                    self.count_dropped(records(&self.pending));
                     self.pending.clear();
-                    self.cut_line |= self.mid_line;
+                    self.sink.discarded();
                 }
             }
         }
-        // A flush waits for one attempt, not for the disk to recover.
-        for w in self.waiters.drain(..) {
-            let _ = w.send(());
-        }
     }
+
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped += n;
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Records in `pending`: each ends with a newline (the first may have been written in part).
+fn records(pending: &[u8]) -> u64 {
+    pending.iter().filter(|&&b| b == b'\n').count() as u64
 }

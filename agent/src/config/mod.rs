@@ -1,4 +1,5 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
+mod audit;
 mod auth;
 mod policy;
 mod server;
@@ -6,6 +7,7 @@ mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use audit::{Audit, FileSink, Fsync, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
@@ -80,17 +82,6 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Audit {
-    pub path: PathBuf,
-    /// When the file cannot be written: refuse requests (default) or drop records.
-    pub on_failure: crate::audit::OnFailure,
-    /// Argument keys (case-insensitive substrings) redacted besides the built-in ones.
-    pub redact_keys: Vec<String>,
-    /// Value patterns (name, regex) redacted besides the built-in detectors.
-    pub redact_patterns: Vec<(String, String)>,
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -127,7 +118,7 @@ fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
         None => Some(Agent::default()),
     };
     let audit = match m.get("audit") {
-        Some(n) => read_audit(n, r),
+        Some(n) => audit::read_audit(n, r),
         None => Some(Audit::default()),
     };
     let servers = m.require("servers", r).map(|n| server::read_servers(n, r));
@@ -162,17 +153,6 @@ impl Default for Agent {
     }
 }
 
-impl Default for Audit {
-    fn default() -> Self {
-        Self {
-            path: "/var/log/moat/audit.jsonl".into(),
-            on_failure: crate::audit::OnFailure::FailClosed,
-            redact_keys: Vec::new(),
-            redact_patterns: Vec::new(),
-        }
-    }
-}
-
 fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
     let m = n.mapping(&["state_dir", "bpffs", "cgroup", "upstream_ports"], r)?;
     let mut a = Agent::default();
@@ -192,51 +172,6 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
     }
     if let Some(v) = m.get("upstream_ports") {
         a.upstream_ports = port_range(v, r)?;
-    }
-    Some(a)
-}
-
-fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
-    let m = n.mapping(&["path", "on_failure", "redact"], r)?;
-    let mut a = Audit::default();
-    if let Some(v) = m.get("redact") {
-        let rm = v.mapping(&["keys", "patterns"], r)?;
-        a.redact_keys = server::string_list(rm.get("keys"), r)?;
-        for item in rm
-            .get("patterns")
-            .map(|p| p.sequence(r))
-            .unwrap_or_default()
-        {
-            let pm = item.mapping(&["name", "pattern"], r)?;
-            let name = pm.require("name", r).and_then(|n| n.string(r));
-            let pattern = pm.require("pattern", r).and_then(|p| {
-                let s = p.string(r)?;
-                match regex::Regex::new(&s) {
-                    Ok(_) => Some(s),
-                    Err(e) => {
-                        r.add(p, format!("not a valid pattern: {e}"));
-                        None
-                    }
-                }
-            });
-            a.redact_patterns.push((name?, pattern?));
-        }
-    }
-    if let Some(v) = m.get("path") {
-        a.path = absolute_path(v, r)?;
-    }
-    if let Some(v) = m.get("on_failure") {
-        a.on_failure = match v.string(r)?.as_str() {
-            "fail_closed" => crate::audit::OnFailure::FailClosed,
-            "drop" => crate::audit::OnFailure::Drop,
-            other => {
-                r.add(
-                    v,
-                    format!("expected `fail_closed` or `drop`, found {other:?}"),
-                );
-                return None;
-            }
-        };
     }
     Some(a)
 }

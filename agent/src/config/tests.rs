@@ -28,7 +28,16 @@ fn minimal_config_gets_safe_defaults() {
     );
     assert_eq!(s.limits, Limits::default());
     assert!(s.allowed_origins.is_empty());
-    assert_eq!(c.audit.path, PathBuf::from("/var/log/moat/audit.jsonl"));
+    assert_eq!(
+        c.audit.sink,
+        AuditSink::File(FileSink {
+            path: "/var/log/moat/audit.jsonl".into(),
+            fsync: Fsync::Batch,
+            max_bytes: Some(100 * 1024 * 1024),
+            max_age: None,
+        }),
+        "a file, forced to disk after each batch, rotated at 100 MiB"
+    );
     assert_eq!(c.servers[0].upstream, "127.0.0.1:8000".parse().unwrap());
     let a = s.auth.as_ref().unwrap();
     assert_eq!(a.issuer, Issuer::Local);
@@ -393,4 +402,88 @@ fn policy_and_rate_limits_are_read_and_checked() {
     ] {
         assert!(keys.contains(&key), "{key}: {p:#?}");
     }
+}
+
+const SERVERS: &str =
+    "servers: [{name: f, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}]\n";
+
+#[test]
+fn audit_sinks_are_read() {
+    let audit = |text: &str| {
+        Config::parse("moat.yaml", &format!("{text}\n{SERVERS}"))
+            .unwrap()
+            .audit
+    };
+    let a = audit("audit: {path: /l/a.jsonl, fsync: off, rotate: {max_age_s: 3600}}");
+    assert_eq!(
+        a.sink,
+        AuditSink::File(FileSink {
+            path: "/l/a.jsonl".into(),
+            fsync: Fsync::Off,
+            max_bytes: None,
+            max_age: Some(std::time::Duration::from_secs(3600)),
+        }),
+        "a rotate section says exactly when to rotate"
+    );
+    assert_eq!(
+        audit("audit: {sink: stdout, on_failure: drop}").sink,
+        AuditSink::Stdout
+    );
+    assert_eq!(
+        audit("audit: {sink: syslog}").sink,
+        AuditSink::Syslog {
+            socket: "/dev/log".into(),
+            facility: 16
+        }
+    );
+    assert_eq!(
+        audit("audit: {sink: syslog, syslog: {socket: /run/v.sock, facility: local3}}").sink,
+        AuditSink::Syslog {
+            socket: "/run/v.sock".into(),
+            facility: 19
+        }
+    );
+}
+
+#[test]
+fn audit_sink_mistakes_are_all_reported() {
+    let p = problems(&format!(
+        "audit:\n  sink: stdout\n  path: /l/a.jsonl\n  rotate: {{max_bytes: 10}}\n  syslog: {{socket: /dev/log}}\n{SERVERS}"
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["audit.path", "audit.rotate", "audit.syslog"],
+        "{p:?}"
+    );
+    assert!(p[0].message.contains("only for `sink: file`"), "{p:?}");
+    assert_eq!(p[0].line, 3);
+
+    let p = problems(&format!(
+        "audit: {{rotate: {{max_bytes: 10, max_age_s: 0}}, fsync: always}}\n{SERVERS}"
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "audit.fsync",
+            "audit.rotate.max_bytes",
+            "audit.rotate.max_age_s"
+        ],
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "audit: {{sink: syslog, syslog: {{socket: log, facility: local9}}}}\n{SERVERS}"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].message.contains("absolute path"), "{p:?}");
+    let p = problems(&format!(
+        "audit: {{sink: syslog, syslog: {{facility: kern}}}}\n{SERVERS}"
+    ));
+    assert!(p[0].message.contains("syslog facility"), "{p:?}");
+    let p = problems(&format!("audit: {{sink: kafka}}\n{SERVERS}"));
+    assert!(
+        p[0].message.contains("`file`, `stdout` or `syslog`"),
+        "{p:?}"
+    );
 }
