@@ -290,3 +290,185 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// The records in one audit stream: its lines, each checked to be a JSON record.
+fn records_in(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {e}: {l}")))
+        .collect()
+}
+
+/// `moat audit verify` on `path`: Ok(its report) or Err(why it failed).
+fn verify(path: &Path) -> Result<String, String> {
+    let out = Command::new(MOAT)
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// Runs the agent twice with `audit` as its audit section, pings it `n` times each run, and
+/// waits until `written()` holds both runs' `stopped` records; returns them.
+fn two_runs(host: &mut Host, audit: &str, written: impl Fn() -> Vec<Value>, n: u32) -> Vec<Value> {
+    host.write_config_with_audit_section(
+        &format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+        ),
+        audit,
+    );
+    let _upstream = host.start_server(PORT);
+    for _ in 0..2 {
+        host.start_agent();
+        for i in 0..n {
+            assert_eq!(ping(host, i), 200);
+        }
+        host.stop_agent();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let records = written();
+        let stopped = records.iter().filter(|r| r["event"] == "stopped").count();
+        if stopped == 2 {
+            return records;
+        }
+        assert!(Instant::now() < deadline, "{} records", records.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn records_sent_to_syslog_reach_rsyslog_as_one_verifiable_chain() {
+    let mut host = Host::new();
+    let socket = host.dir.join("log.sock");
+    let received = host.dir.join("received.jsonl");
+    // rsyslog, configured as a log shipper would be: RFC 5424 over a unix datagram socket,
+    // keeping each message's MSG (the record) as it came.
+    let conf = host.dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{dir}\" maxMessageSize=\"1m\")\n\
+             module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+             input(type=\"imuxsock\" Socket=\"{socket}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\n\
+             template(name=\"record\" type=\"string\" string=\"%msg%\\n\")\n\
+             template(name=\"head\" type=\"string\" string=\"%syslogfacility-text% %syslogseverity-text% %app-name% %msgid%\\n\")\n\
+             *.* action(type=\"omfile\" file=\"{received}\" template=\"record\")\n\
+             *.* action(type=\"omfile\" file=\"{dir}/heads.log\" template=\"head\")\n",
+            dir = host.dir.display(),
+            socket = socket.display(),
+            received = received.display(),
+        ),
+    )
+    .unwrap();
+    host.spawn(
+        {
+            let mut c = Command::new("rsyslogd");
+            c.arg("-n")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-i")
+                .arg(host.dir.join("rsyslog.pid"));
+            c
+        },
+        "rsyslog.log",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslogd did not open {socket:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let audit = format!(
+        "  sink: syslog\n  syslog: {{socket: {}, facility: local3}}\n",
+        socket.display()
+    );
+    let records = two_runs(&mut host, &audit, || records_in(&received), 20);
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "request").count(),
+        40
+    );
+    let report = verify(&received).expect("one chain across both runs");
+    assert!(
+        report.contains(&format!("{} records", records.len())),
+        "{report}"
+    );
+    // rsyslog parsed each message as RFC 5424: facility, severity, app name, msgid.
+    let heads = std::fs::read_to_string(host.dir.join("heads.log")).unwrap();
+    assert!(
+        heads.lines().any(|l| l == "local3 info moat request"),
+        "{heads}"
+    );
+    assert!(
+        heads.lines().all(|l| l.starts_with("local3 info moat ")),
+        "{heads}"
+    );
+}
+
+#[test]
+fn records_on_standard_output_form_one_verifiable_chain() {
+    let mut host = Host::new();
+    let out = host.dir.join("agent.out");
+    let records = two_runs(&mut host, "  sink: stdout\n", || records_in(&out), 20);
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "request").count(),
+        40
+    );
+    // The agent's own log stays on standard error.
+    assert!(host.agent_log().contains("INFO"), "{}", host.agent_log());
+    verify(&out).expect("one chain across both runs");
+}
+
+#[test]
+fn a_rotated_log_verifies_across_its_files_given_in_any_order() {
+    let mut host = Host::new();
+    host.audit = host.dir.join("log/audit.jsonl");
+    let audit = format!(
+        "  path: {}\n  rotate: {{max_bytes: 8192}}\n",
+        host.audit.display()
+    );
+    let dir = host.dir.join("log");
+    let files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let all = two_runs(
+        &mut host,
+        &audit,
+        || files().iter().flat_map(|f| records_in(f)).collect(),
+        60,
+    );
+    let mut files = files();
+    assert!(files.len() >= 4, "{files:?}");
+    files.reverse();
+    assert_eq!(all.iter().filter(|r| r["kind"] == "request").count(), 120);
+    let out = Command::new(MOAT)
+        .args(["audit", "verify"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains(&format!("{} records", all.len())),
+        "{report}"
+    );
+}

@@ -13,6 +13,8 @@ const APT: &[&str] = &[
     "python3",
     "python3-venv",
     "curl",
+    // The syslog sink's tests hand records to a real rsyslog.
+    "rsyslog",
 ];
 
 pub fn run() -> Result {

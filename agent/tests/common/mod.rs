@@ -7,7 +7,7 @@ use std::{
     io::{BufRead, BufReader, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
@@ -159,14 +159,20 @@ impl Host {
     /// Like [`Host::write_config`], with more lines (`audit_extra`, each indented two spaces
     /// and ending in a newline) in the `audit:` section.
     pub fn write_config_with_audit(&self, servers: &str, audit_extra: &str) {
+        let path = format!("  path: {}\n", self.audit.display());
+        self.write_config_with_audit_section(servers, &(path + audit_extra));
+    }
+
+    /// Like [`Host::write_config`], with `audit` (lines indented two spaces, each ending in a
+    /// newline) as the whole `audit:` section.
+    pub fn write_config_with_audit_section(&self, servers: &str, audit: &str) {
         let text = format!(
-            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n  path: {}\n{audit_extra}{servers}",
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}",
             self.bpffs.display(),
             self.cgroup.display(),
             self.dir.join("state").display(),
             RESERVED.0,
             RESERVED.1,
-            self.audit.display(),
         );
         std::fs::write(&self.config, text).unwrap();
     }
@@ -209,12 +215,19 @@ impl Host {
         assert!(ok, "{what} did not listen on port {port}");
     }
 
+    /// Starts the agent; its standard output goes to `agent.out`, appended to across restarts,
+    /// and its log to `agent.log`.
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "agent already running");
         let log = File::create(self.dir.join("agent.log")).unwrap();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.out"))
+            .unwrap();
         let child = self
             .command(MOAT, &["run", "-c", self.config.to_str().unwrap()])
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
             .unwrap();
