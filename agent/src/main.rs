@@ -16,8 +16,18 @@ use moat::{app, auth, config::Config, error::AppError, tls};
     about = "Kernel-enforced protection and audit for MCP servers"
 )]
 struct Cli {
+    /// How the agent's own log (on standard error) is written: `human` or `json` (one object
+    /// per line; lines written while a request is served carry its `request_id`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -132,14 +142,22 @@ fn main() {
     auth::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
                 .unwrap_or_else(|_| "info,rustls=error".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = dispatch(Cli::parse().command) {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => log.init(),
+        LogFormat::Json => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    if let Err(e) = dispatch(cli.command) {
         eprintln!("moat: {e}");
         std::process::exit(e.exit_code());
     }

@@ -472,3 +472,41 @@ fn a_rotated_log_verifies_across_its_files_given_in_any_order() {
         "{report}"
     );
 }
+
+#[test]
+fn json_log_lines_carry_the_request_id_of_their_audit_record() {
+    let mut host = Host::new();
+    // No server listens upstream: the request fails, and the agent logs why.
+    host.start_agent_with(&["--log-format", "json"]);
+    assert_eq!(ping(&host, 1), 502);
+    let rec = host.wait_audit("the failed request", |r| r["kind"] == "request");
+    let id = rec["request_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16, "{rec}");
+    assert_eq!(ping(&host, 2), 502);
+    host.stop_agent();
+    let ids: Vec<Value> = host
+        .request_records()
+        .iter()
+        .map(|r| r["request_id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "each request has its own id");
+
+    let log = host.agent_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warned = lines
+        .iter()
+        .find(|l| l["level"] == "WARN" && l["span"]["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no log line for request {id}: {log}"));
+    assert_eq!(warned["span"]["server"], "files");
+    assert!(
+        warned["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"),
+        "{warned}"
+    );
+}

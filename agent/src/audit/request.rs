@@ -1,7 +1,15 @@
 //! The audit record of one HTTP request: filled in as the request goes through the phases, and
 //! written exactly once when it is dropped, however the request ended. It is serialized on the
 //! request's own thread; the writer only appends the bytes.
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Instant,
+};
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -18,6 +26,38 @@ pub enum Outcome {
     Open,
     Completed,
     Failed,
+}
+
+/// A request's id, in its audit record (`request_id`) and on every log line written while it
+/// is served: 16 hex digits, a random half per agent run and a count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct RequestId(u64);
+
+impl RequestId {
+    pub fn next() -> Self {
+        static RUN: OnceLock<u32> = OnceLock::new();
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let run = *RUN.get_or_init(|| {
+            let mut b = [0u8; 4];
+            // Without randomness, ids are still unique within this run.
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+            u32::from_ne_bytes(b)
+        });
+        Self(u64::from(run) << 32 | u64::from(COUNT.fetch_add(1, Ordering::Relaxed)))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(id: RequestId) -> Self {
+        id.to_string()
+    }
 }
 
 fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +126,7 @@ pub struct Decision {
 
 #[derive(Serialize)]
 struct Fields {
+    request_id: RequestId,
     server: Arc<str>,
     conn: Conn,
     http: Http,
@@ -127,6 +168,7 @@ impl RequestRecord {
             audit: audit.clone(),
             start: Instant::now(),
             fields: Fields {
+                request_id: RequestId::next(),
                 server,
                 conn: Conn {
                     peer,
@@ -146,6 +188,10 @@ impl RequestRecord {
                 ms: 0.0,
             },
         }
+    }
+
+    pub fn id(&self) -> RequestId {
+        self.fields.request_id
     }
 
     /// The MCP fields, as far as they are known.

@@ -16,6 +16,7 @@ use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use self::{
     admit::Route,
@@ -137,7 +138,13 @@ impl Proxy {
             conn.process.clone(),
             http,
         );
-        match self.proxy(site, conn, req, &mut record).await {
+        // Log lines written while the request is served carry its audit record's id.
+        let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);
+        match self
+            .proxy(site, conn, req, &mut record)
+            .instrument(span.clone())
+            .await
+        {
             Ok(Answer::Local(resp)) => {
                 record.answered_locally(resp.status().as_u16());
                 Ok(resp)
@@ -171,6 +178,7 @@ impl Proxy {
                     record.deny(e.to_string());
                 }
                 if let ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout = e {
+                    span.in_scope(|| tracing::warn!(upstream = %site.server.upstream, "{e}"));
                     record.upstream_failed(&e.to_string());
                 }
                 Ok(resp)

@@ -218,6 +218,11 @@ impl Host {
     /// Starts the agent; its standard output goes to `agent.out`, appended to across restarts,
     /// and its log to `agent.log`.
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Like [`Host::start_agent`], with more arguments to `moat run`.
+    pub fn start_agent_with(&mut self, args: &[&str]) {
         assert!(self.agent.is_none(), "agent already running");
         let log = File::create(self.dir.join("agent.log")).unwrap();
         let out = File::options()
@@ -226,7 +231,10 @@ impl Host {
             .open(self.dir.join("agent.out"))
             .unwrap();
         let child = self
-            .command(MOAT, &["run", "-c", self.config.to_str().unwrap()])
+            .command(
+                MOAT,
+                &[&["run", "-c", self.config.to_str().unwrap()], args].concat(),
+            )
             .stdout(out)
             .stderr(log)
             .spawn()
