@@ -232,16 +232,16 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     {
         tracing::info!(server = %s.name, "no policy: every authenticated caller may call every tool");
     }
-    // Key fetchers and rotation run on this thread for the agent's lifetime.
-    let key_tasks: Vec<_> = jwks
-        .into_iter()
-        .map(|j| tokio::spawn(j.run()))
-        .chain(upstream_keys.map(|k| tokio::spawn(rotate_upstream_keys(k))))
-        .collect();
     let redactor =
         audit::redact::Redactor::new(&config.audit.redact_keys, &config.audit.redact_patterns)
             .map_err(AppError::Policy)?;
     let (audit, writer) = AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
+    // Key fetchers and rotation run on this thread for the agent's lifetime.
+    let key_tasks: Vec<_> = jwks
+        .into_iter()
+        .map(|j| tokio::spawn(j.run(audit.clone())))
+        .chain(upstream_keys.map(|k| tokio::spawn(rotate_upstream_keys(k))))
+        .collect();
 
     let cgroup = match &config.agent.cgroup {
         Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,

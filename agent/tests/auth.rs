@@ -490,6 +490,18 @@ fn stale_keys_fail_closed() {
     s.host.wait_audit("the fail-closed refusal", |r| {
         r["status"] == 503 && r["decision"]["effect"] == "deny"
     });
+    // The key set's history is in the audit log: fetched once, then failing (once, not on
+    // every retry).
+    let auth: Vec<Value> = s
+        .host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["kind"] == "auth")
+        .collect();
+    let events: Vec<&str> = auth.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["keys_fetched", "keys_fetch_failed"], "{auth:?}");
+    assert_eq!(auth[0]["kids"], json!([KID]));
+    assert_eq!(auth[1]["jwks"], format!("{}/jwks", issuer()));
 }
 
 /// A legacy (HTTP+SSE) message URL belongs to the principal that opened its stream.

@@ -9,6 +9,7 @@ use jsonwebtoken::{
     Algorithm, AlgorithmFamily, DecodingKey,
     jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
+use serde_json::json;
 use tokio::sync::{Notify, watch};
 
 use super::AuthError;
@@ -235,12 +236,31 @@ impl Jwks {
 
     /// Fetches the keys now, then every `refresh` (sooner after a failure, or when a request
     /// asks, but never more often than MIN_REFETCH on request); runs until the agent stops.
-    pub async fn run(self: Arc<Self>) {
+    /// Audits (`kind: auth`) each new set of key ids and the first failure of a run of them.
+    pub async fn run(self: Arc<Self>, audit: crate::audit::AuditLog) {
+        let mut kids: Option<Vec<Option<String>>> = None;
+        let mut failing = false;
         loop {
             if let Ok(mut a) = self.last_attempt.lock() {
                 *a = Some(Instant::now());
             }
             let result = self.fetch().await;
+            match &result {
+                Ok((set, _)) => {
+                    let now: Vec<_> = set.keys.iter().map(|k| k.kid.clone()).collect();
+                    if failing || kids.as_ref() != Some(&now) {
+                        let event = json!({"event": "keys_fetched", "jwks": self.uri, "kids": now});
+                        audit.record("auth", event).await;
+                    }
+                    (kids, failing) = (Some(now), false);
+                }
+                Err(e) if !failing => {
+                    let event = json!({"event": "keys_fetch_failed", "jwks": self.uri, "error": e});
+                    audit.record("auth", event).await;
+                    failing = true;
+                }
+                Err(_) => {}
+            }
             let next = if result.is_ok() { self.refresh } else { RETRY };
             self.state.send_modify(|s| {
                 s.attempts += 1;
