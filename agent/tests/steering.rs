@@ -229,10 +229,31 @@ fn with_the_agent_killed_the_port_fails_closed_and_a_restart_resumes() {
         "counters keep counting across the restart: {after}"
     );
     assert_eq!(after["dropped"], down["dropped"]);
-    // What the kernel saw while the agent was down is in the log once it is back.
-    host.wait_audit("a drop while the agent was down", |r| {
-        r["event"] == "dropped"
-    });
+    // What the kernel saw while the agent was down is in the log once it is back: one
+    // record for each drop it counted.
+    let counted = down["dropped"].as_u64().unwrap() as usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let drops: Vec<_> = host
+            .audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "kernel" && r["event"] == "dropped")
+            .collect();
+        if drops.len() == counted {
+            assert!(
+                drops
+                    .iter()
+                    .all(|r| r["server"] == "files" && r["event_ts"].is_string())
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} drop records for {counted} drops",
+            drops.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     host.wait_audit("adoption of the pins", |r| {
         r["event"] == "started" && r["adopted_pins"] == true
     });
