@@ -15,6 +15,9 @@ use crate::config::{FileSink as Config, Fsync};
 
 pub struct FileSink {
     config: Config,
+    /// A regular file: rotated and forced to disk. (Not a device such as /dev/null, or a
+    /// pipe.)
+    regular: bool,
     stream: Stream<File>,
     /// Size when opened; `stream.written` adds to it.
     size_at_open: u64,
@@ -32,6 +35,7 @@ impl FileSink {
         let opened = meta.created().unwrap_or_else(|_| SystemTime::now());
         let sink = Self {
             config: config.clone(),
+            regular: meta.is_file(),
             stream: Stream::new(file),
             size_at_open: meta.len(),
             opened,
@@ -50,7 +54,7 @@ impl FileSink {
     }
 
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced && self.config.fsync == Fsync::Batch {
+        if self.unsynced && self.config.fsync == Fsync::Batch && self.regular {
             self.stream.w.sync_data()?;
         }
         self.unsynced = false;
@@ -69,7 +73,7 @@ impl FileSink {
             .config
             .max_age
             .is_some_and(|max| self.opened.elapsed().unwrap_or(Duration::ZERO) >= max && size > 0);
-        (big || old) && !self.stream.mid_line()
+        (big || old) && self.regular && !self.stream.mid_line()
     }
 
     /// Renames the file for its last record and opens a new one in its place.

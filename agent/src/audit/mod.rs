@@ -368,4 +368,27 @@ mod tests {
         assert_eq!(chain::verify(std::slice::from_ref(&file)), Ok(5));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_device_is_written_to_but_never_rotated() {
+        let dir = std::env::temp_dir().join(format!("moat-devnull-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = file_config(Path::new("/dev/null"), Some(4096));
+        write_records(&config, &dir, 100).await;
+        use std::os::unix::fs::FileTypeExt as _;
+        let null = std::fs::metadata("/dev/null").unwrap();
+        assert!(
+            null.file_type().is_char_device(),
+            "/dev/null is still the device"
+        );
+        let moved: Vec<_> = std::fs::read_dir("/dev")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("null."))
+            .collect();
+        assert!(moved.is_empty(), "{moved:?}");
+        let head = std::fs::read_to_string(head_path(&dir)).unwrap();
+        assert!(head.starts_with("00000000000000000100 "), "{head}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
