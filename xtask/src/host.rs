@@ -21,6 +21,8 @@ pub struct Lab {
     pub config: PathBuf,
     pub audit: PathBuf,
     pub moat: PathBuf,
+    /// The config's `servers:` section.
+    servers: String,
     agent: Option<Child>,
     children: Vec<Child>,
 }
@@ -65,6 +67,7 @@ impl Lab {
             audit: dir.join("audit.jsonl"),
             dir,
             moat,
+            servers: servers.into(),
             agent: None,
             children: Vec::new(),
         };
@@ -75,15 +78,21 @@ impl Lab {
             .map_err(|e| format!("{}: {e}", lab.cgroup.display()))?;
         sh(Command::new("ip").args(["netns", "add", name]))?;
         sh(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
-        let config = format!(
-            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: 64000-64999\naudit:\n  path: {}\n{servers}",
-            lab.bpffs.display(),
-            lab.cgroup.display(),
-            lab.dir.join("state").display(),
-            lab.audit.display()
-        );
-        std::fs::write(&lab.config, config).map_err(|e| e.to_string())?;
+        lab.write_config(&format!("  path: {}\n", lab.audit.display()))?;
         Ok(lab)
+    }
+
+    /// Writes the config with `audit` (lines indented two spaces) as its `audit:` section;
+    /// the agent reads it when it next starts.
+    pub fn write_config(&self, audit: &str) -> Result {
+        let config = format!(
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: 64000-64999\naudit:\n{audit}{}",
+            self.bpffs.display(),
+            self.cgroup.display(),
+            self.dir.join("state").display(),
+            self.servers,
+        );
+        std::fs::write(&self.config, config).map_err(|e| e.to_string())
     }
 
     /// A command run inside the host's network namespace and cgroup.

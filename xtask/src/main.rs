@@ -8,7 +8,7 @@ mod setup;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy>>";
+    "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy | audit>>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

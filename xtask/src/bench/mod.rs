@@ -2,7 +2,8 @@
 //! machine line of their reports and the MCP request they send.
 //!
 //! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
-//! connection through the proxy) and `proxy` (the proxy's throughput and cost per request).
+//! connection through the proxy), `proxy` (the proxy's throughput and cost per request) and
+//! `audit` (what writing the audit log to disk costs).
 pub mod proxy;
 mod stats;
 mod steer;
@@ -11,7 +12,7 @@ use std::fmt;
 
 use crate::Result;
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy>";
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy | audit>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -20,6 +21,7 @@ pub fn run(args: &[String]) -> Result {
     match args {
         [a] if a == "steer" => steer::run(),
         [a] if a == "proxy" => proxy::run(),
+        [a] if a == "audit" => proxy::audit::run(),
         _ => Err(USAGE.into()),
     }
 }

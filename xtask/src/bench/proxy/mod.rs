@@ -26,6 +26,7 @@
 //! Here: the run, start to end. Its parts: `upstream` (the server), `client` (the latency
 //! client), `load` (driving wrk and the client), `usage` (what the processes spend) and
 //! `report` (the tables and the JSON line).
+pub mod audit;
 mod client;
 mod load;
 mod report;
@@ -164,6 +165,12 @@ pub fn run() -> Result {
         certs.join("localhost.key").display()
     );
     let mut lab = Lab::new(LAB, moat, &servers)?;
+    // The log is truncated under the agent after each round (usage::Audit): no rotation by
+    // size, which counts what was written.
+    lab.write_config(&format!(
+        "  path: {}\n  rotate: {{max_age_s: 86400}}\n",
+        lab.audit.display()
+    ))?;
     let script = load::write_script(&lab)?;
 
     let machine = Machine::new();
