@@ -183,12 +183,14 @@ async fn reload_policies(sites: Arc<Sites>, audit: AuditLog) {
                     tracing::error!(server = %server, "policy reload failed, keeping the policies in force:\n{e}")
                 }
             }
+            // What is in force now (after a failure, still the old policies).
+            let sha256 = live.current().source_sha256.clone();
             audit
                 .record(
                     "config",
                     audit::agent_event(
                         event,
-                        json!({"server": server, "policy": file, "error": error}),
+                        json!({"server": server, "policy": file, "sha256": sha256, "error": error}),
                     ),
                 )
                 .await;
@@ -280,7 +282,14 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let servers: Vec<Value> = config
         .servers
         .iter()
-        .map(|s| json!({"name": s.name, "port": s.port, "upstream": s.upstream.to_string()}))
+        .map(|s| {
+            let policy = sites
+                .by_port
+                .get(&s.port)
+                .and_then(|p| p.site.policy.as_ref())
+                .map(|live| json!({"file": live.config.file, "sha256": live.current().source_sha256}));
+            json!({"name": s.name, "port": s.port, "upstream": s.upstream.to_string(), "policy": policy})
+        })
         .collect();
     audit
         .record(
@@ -289,6 +298,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
                 "started",
                 json!({
                     "config": config_path.display().to_string(),
+                    "config_sha256": std::fs::read(config_path).ok().map(|b| audit::chain::sha256_hex(&b)),
                     "pid": std::process::id(),
                     "adopted_pins": kernel.adopted,
                     "servers": servers,

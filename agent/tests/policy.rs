@@ -328,8 +328,28 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
         }
     };
 
+    // Records name the policies in force by their file's SHA-256 (checked with sha256sum).
+    let sha256sum = |p: &std::path::Path| {
+        let out = run(Command::new("sha256sum").arg(p));
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    };
+    let started = host.wait_audit("the start", |r| r["event"] == "started");
+    assert_eq!(
+        started["servers"][0]["policy"]["sha256"],
+        sha256sum(&file),
+        "{started}"
+    );
+    assert!(
+        started["config_sha256"]
+            .as_str()
+            .is_some_and(|h| h == sha256sum(&host.config))
+    );
+
     std::fs::write(&file, only("add")).unwrap();
     wait_for("policy_reloaded", 1);
+    let only_add = sha256sum(&file);
+    let reloaded = host.wait_audit("the reload", |r| r["event"] == "policy_reloaded");
+    assert_eq!(reloaded["sha256"], only_add.as_str());
     assert!(
         allowed("add") && !allowed("echo"),
         "the new policies are in force"
@@ -347,6 +367,11 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
     assert!(
         failed["error"].as_str().unwrap().contains("live.cedar:1:"),
         "{failed}"
+    );
+    assert_eq!(
+        failed["sha256"],
+        only_add.as_str(),
+        "the old policies are in force"
     );
     assert!(
         allowed("add") && !allowed("echo"),

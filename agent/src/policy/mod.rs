@@ -59,6 +59,8 @@ pub struct Engine {
     groups_claim: String,
     claims: Vec<String>,
     authorizer: Authorizer,
+    /// The SHA-256 (hex) of the file the policies were read from, for the audit log.
+    pub source_sha256: String,
 }
 
 /// The local process behind a connection from this host.
