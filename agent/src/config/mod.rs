@@ -5,7 +5,10 @@ mod policy;
 mod server;
 mod yaml;
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 pub use audit::{Audit, FileSink, Fsync, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
@@ -22,6 +25,9 @@ pub const DEFAULT_UPSTREAM_PORTS: PortRange = PortRange {
     lo: 64000,
     hi: 64999,
 };
+/// Where /metrics, /healthz and /readyz are served unless `agent.admin_listen` says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +55,8 @@ pub struct Agent {
     pub cgroup: Cgroup,
     /// Source ports reserved for the agent's upstream connections.
     pub upstream_ports: PortRange,
+    /// The admin listener (metrics, health); None: `off`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +143,35 @@ fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
             );
         }
     }
+    if let Some(admin) = agent.admin_listen {
+        // Reported at the key itself (read again; its problems were reported above).
+        let mut again = Report::default();
+        let agent_map = m
+            .get("agent")
+            .and_then(|a| a.mapping(AGENT_KEYS, &mut again));
+        let at = agent_map
+            .as_ref()
+            .and_then(|a| a.get("admin_listen"))
+            .unwrap_or(&m.at);
+        if let Some(s) = servers.iter().find(|s| s.port == admin.port()) {
+            r.add(
+                at,
+                format!(
+                    "{admin} uses the port of server `{}`, whose connections all go to the proxy",
+                    s.name
+                ),
+            );
+        }
+        if agent.upstream_ports.contains(admin.port()) {
+            r.add(
+                at,
+                format!(
+                    "{admin} is inside agent.upstream_ports {}",
+                    agent.upstream_ports
+                ),
+            );
+        }
+    }
     Some(Config {
         agent,
         audit,
@@ -149,12 +186,21 @@ impl Default for Agent {
             bpffs: "/sys/fs/bpf/moat".into(),
             cgroup: Cgroup::Auto,
             upstream_ports: DEFAULT_UPSTREAM_PORTS,
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN),
         }
     }
 }
 
+const AGENT_KEYS: &[&str] = &[
+    "state_dir",
+    "bpffs",
+    "cgroup",
+    "upstream_ports",
+    "admin_listen",
+];
+
 fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
-    let m = n.mapping(&["state_dir", "bpffs", "cgroup", "upstream_ports"], r)?;
+    let m = n.mapping(AGENT_KEYS, r)?;
     let mut a = Agent::default();
     if let Some(v) = m.get("state_dir") {
         a.state_dir = absolute_path(v, r)?;
@@ -173,7 +219,31 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
     if let Some(v) = m.get("upstream_ports") {
         a.upstream_ports = port_range(v, r)?;
     }
+    if let Some(v) = m.get("admin_listen") {
+        a.admin_listen = admin_listen(v, r)?;
+    }
     Some(a)
+}
+
+/// `IP:PORT` (`[v6]:PORT` for IPv6), or `off`.
+fn admin_listen(v: &Node<'_>, r: &mut Report) -> Option<Option<SocketAddr>> {
+    let expected =
+        "expected an address `IP:PORT` (e.g. 127.0.0.1:9901, '[::1]:9901' quoted) or `off`";
+    let Some(s) = v.text(&mut Report::default()) else {
+        // An unquoted [::1]:9901 reads as a list.
+        r.add(v, expected);
+        return None;
+    };
+    if s == "off" {
+        return Some(None);
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Some(Some(a)),
+        _ => {
+            r.add(v, format!("{expected}, found {s:?}"));
+            None
+        }
+    }
 }
 
 pub(crate) fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {

@@ -487,3 +487,65 @@ fn audit_sink_mistakes_are_all_reported() {
         "{p:?}"
     );
 }
+
+#[test]
+fn admin_listen_is_an_address_or_off() {
+    let with = |v: &str| {
+        format!(
+            "agent:\n  admin_listen: {v}\nservers:\n  - {{name: a, port: 8000, dangerous: {{plaintext: true, unauthenticated: true}}}}\n"
+        )
+    };
+    let read = |v: &str| Config::parse("moat.yaml", &with(v)).map(|c| c.agent.admin_listen);
+    assert_eq!(
+        Agent::default().admin_listen,
+        Some("127.0.0.1:9901".parse().unwrap()),
+        "on by default, on loopback"
+    );
+    assert_eq!(read("off"), Ok(None));
+    assert_eq!(
+        read("0.0.0.0:9100"),
+        Ok(Some("0.0.0.0:9100".parse().unwrap()))
+    );
+    assert_eq!(
+        read("'[::1]:9901'"),
+        Ok(Some("[::1]:9901".parse().unwrap()))
+    );
+    for bad in [
+        "9901",
+        "localhost:9901",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "on",
+        "[::1]",
+    ] {
+        let p = problems(&with(bad));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert_eq!(
+            (p[0].key.as_str(), p[0].line, p[0].col),
+            ("agent.admin_listen", 2, 17),
+            "{bad}"
+        );
+        assert!(p[0].message.contains("IP:PORT"), "{bad}: {}", p[0].message);
+    }
+    // A protected port is steered to the proxy, and the upstream range is the agent's own.
+    for (v, needle) in [
+        ("127.0.0.1:8000", "uses the port of server `a`"),
+        ("127.0.0.1:64010", "inside agent.upstream_ports 64000-64999"),
+    ] {
+        let p = problems(&with(v));
+        assert_eq!(p.len(), 1, "{v}: {p:?}");
+        assert_eq!(
+            (p[0].key.as_str(), p[0].line),
+            ("agent.admin_listen", 2),
+            "{v}"
+        );
+        assert!(p[0].message.contains(needle), "{v}: {}", p[0].message);
+    }
+    let shown = Config::parse("moat.yaml", &with("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.contains("moat.yaml:2:17: agent.admin_listen: expected an address"),
+        "{shown}"
+    );
+}
