@@ -7,6 +7,8 @@ pub enum AppError {
     Steer(#[from] crate::steer::SteerError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("{what}: {source}")]
     Io {
         what: String,

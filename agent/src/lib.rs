@@ -1,5 +1,6 @@
 //! Moat: kernel-enforced protection and audit for MCP servers. The `moat` binary is a thin
 //! command line over [`app`]; the modules are public for the benchmarks.
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -33,7 +33,7 @@ use crate::{auth::Principal, config::PolicyMode};
 pub const SCHEMA: &str = include_str!("../../../config/moat.cedarschema");
 
 /// The actions: one per method that has its own, and `other` for any other request.
-const ACTIONS: &[&str] = &[
+pub const ACTIONS: &[&str] = &[
     "other",
     "initialize",
     "ping",
