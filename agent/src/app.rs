@@ -5,6 +5,7 @@ use agent_common::{HOST_COUNTERS, Settings};
 use serde_json::{Value, json};
 
 use crate::{
+    admin::{self, Admin, Metrics, ServerMetrics},
     audit::{self, AuditLog},
     auth::{
         self, Authenticator,
@@ -30,8 +31,9 @@ struct Loaded {
 }
 
 /// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
-/// check` (`run` false) nothing is created in the state directory.
-fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
+/// check` (`run` false) nothing is created in the state directory. Requests are counted in
+/// `metrics`, when given.
+fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<Loaded, AppError> {
     let mut by_port = HashMap::new();
     let mut jwks = Vec::new();
     let mut tls_errors = Vec::new();
@@ -109,7 +111,14 @@ fn load_sites(config: &Config, run: bool) -> Result<Loaded, AppError> {
         by_port.insert(
             s.port,
             Arc::new(Protected {
-                site: Site::new(s.clone(), authenticator, credential, keys, policy),
+                site: Site::new(
+                    s.clone(),
+                    authenticator,
+                    credential,
+                    keys,
+                    policy,
+                    metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
+                ),
                 tls,
             }),
         );
@@ -214,11 +223,15 @@ async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Arc::new(Config::load(config_path)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
+    let admin = Admin::new(&config);
     let Loaded {
         sites,
         jwks,
         upstream_keys,
-    } = load_sites(&config, true)?;
+    } = load_sites(&config, true, Some(&admin.metrics))?;
+    // Listening before anything is attached: a taken address stops the agent here, and
+    // /readyz says when it serves.
+    let admin_task = admin::start(config.agent.admin_listen, admin.clone()).await?;
     let sites = Arc::new(sites);
     instance::raise_fd_limit();
     for s in config.servers.iter().filter(|s| s.plaintext) {
@@ -238,6 +251,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         audit::redact::Redactor::new(&config.audit.redact_keys, &config.audit.redact_patterns)
             .map_err(AppError::Policy)?;
     let (audit, writer) = AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
+    admin.state.set_audit(audit.clone());
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
         .into_iter()
@@ -333,6 +347,10 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
             .map_err(AppError::io("starting the proxy workers"))?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(AppError::io("registering the proxy listener"))?;
+    admin
+        .state
+        .set_serving(kernel, &listener)
+        .map_err(AppError::io("reading the proxy socket's cookie"))?;
     let workers_failed = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("stopping; protected ports stay closed until the agent is back");
@@ -340,6 +358,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         }
         () = serve::accept(listener, handoff) => true,
     };
+    admin.state.stop();
     let _ = stop.send(true);
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
@@ -354,6 +373,9 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         )
         .await;
     audit.flush().await;
+    if let Some(t) = admin_task {
+        t.abort();
+    }
     drop(audit);
     // Requests still in flight end when the runtime drops their tasks; their records go to the
     // writer, which ends after the last of them (dropping the runtime waits for it).
@@ -449,7 +471,7 @@ pub fn policy_test(config: &Config, file: &Path) -> Result<crate::policy::Decisi
 pub fn check(config_path: &Path) -> Result<String, AppError> {
     let c = Config::load(config_path)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
-    load_sites(&c, false)?;
+    load_sites(&c, false, None)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",
         config_path.display(),

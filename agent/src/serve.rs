@@ -190,7 +190,9 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
         }
         Some(tls) => {
             let accept = TlsAcceptor::from(tls.config.clone()).accept(stream);
-            match tokio::time::timeout(limits.header_timeout, accept).await {
+            let handshake = tokio::time::timeout(limits.header_timeout, accept).await;
+            p.site.metrics.tls_handshake(matches!(handshake, Ok(Ok(_))));
+            match handshake {
                 Ok(Ok(tls_stream)) => {
                     let version = tls_stream
                         .get_ref()

@@ -31,10 +31,22 @@ pub enum AdminError {
     },
 }
 
-/// What the endpoints answer from.
+/// What the endpoints answer from; cheap to clone.
+#[derive(Clone)]
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub state: Arc<AgentState>,
+}
+
+impl Admin {
+    /// The metrics of `config`'s servers, and an agent state still to be filled in.
+    pub fn new(config: &crate::config::Config) -> Self {
+        let state = Arc::new(AgentState::default());
+        Self {
+            metrics: Arc::new(Metrics::new(config, state.clone())),
+            state,
+        }
+    }
 }
 
 /// Binds the admin listener; failing is an error at startup, not later.
@@ -173,11 +185,7 @@ mod tests {
             "servers:\n  - {name: files, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}\n",
         )
         .unwrap();
-        let state = Arc::new(AgentState::default());
-        Admin {
-            metrics: Arc::new(Metrics::new(&config, state.clone())),
-            state,
-        }
+        Admin::new(&config)
     }
 
     async fn text(r: Response<Full<Bytes>>) -> String {

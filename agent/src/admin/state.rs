@@ -1,6 +1,8 @@
 //! What the admin listener reads from the running agent: the audit log's state, the kernel's
 //! pins and counters, and from them whether the agent is ready to serve.
 use std::{
+    io,
+    os::fd::AsFd,
     path::Path,
     sync::{
         OnceLock,
@@ -114,13 +116,15 @@ impl AgentState {
         let _ = self.audit.set(audit);
     }
 
-    /// The agent serves: `kernel`'s programs are attached and the socket whose cookie is
-    /// `proxy_cookie` is in the sockmap.
-    pub fn set_serving(&self, kernel: Kernel, proxy_cookie: u64) {
+    /// The agent serves: `kernel`'s programs are attached and `listener` was put in the
+    /// sockmap (it is recognised there by its cookie).
+    pub fn set_serving(&self, kernel: Kernel, listener: &impl AsFd) -> io::Result<()> {
+        let proxy_cookie = socket2::SockRef::from(listener).cookie()?;
         let _ = self.kernel.set(Serving {
             kernel,
             proxy_cookie,
         });
+        Ok(())
     }
 
     /// The agent is shutting down: no longer ready.

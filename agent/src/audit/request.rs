@@ -15,7 +15,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::AuditLog;
-use crate::{auth::Principal, policy::Process};
+use crate::{admin::ServerMetrics, auth::Principal, policy::Process};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -152,6 +152,8 @@ pub struct RequestRecord {
     audit: AuditLog,
     start: Instant,
     fields: Fields,
+    /// Where the request is counted when it ends.
+    metrics: ServerMetrics,
 }
 
 impl RequestRecord {
@@ -187,11 +189,18 @@ impl RequestRecord {
                 error: None,
                 ms: 0.0,
             },
+            metrics: ServerMetrics::default(),
         }
     }
 
     pub fn id(&self) -> RequestId {
         self.fields.request_id
+    }
+
+    /// Counts the request in `metrics` when it ends (its method, whether Moat refused it,
+    /// and how long it took).
+    pub fn count_in(&mut self, metrics: ServerMetrics) {
+        self.metrics = metrics;
     }
 
     /// The MCP fields, as far as they are known.
@@ -234,7 +243,7 @@ impl RequestRecord {
     }
 
     pub fn elapsed_ms(&self) -> f64 {
-        (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3
+        millis(self.start.elapsed())
     }
 
     /// The upstream answered with `status`; the client gets it too.
@@ -284,9 +293,22 @@ impl RequestRecord {
     }
 }
 
+/// Milliseconds, to the microsecond.
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        self.fields.ms = self.elapsed_ms();
+        let elapsed = self.start.elapsed();
+        // Refused by Moat: it answered with an error and nothing was asked of the upstream.
+        let refused = self.fields.outcome == Outcome::Failed && self.fields.upstream.is_none();
+        self.metrics.request(
+            self.fields.mcp.method.as_deref(),
+            refused,
+            elapsed.as_secs_f64(),
+        );
+        self.fields.ms = millis(elapsed);
         match serde_json::to_vec(&self.fields) {
             Ok(object) => self.audit.record_serialized("request", object),
             // Only a serializer bug gets here; say so rather than lose the record silently.

@@ -134,14 +134,26 @@ impl Authenticator {
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Arc<Principal>, AuthError> {
+        self.authenticate_noting_cache(headers, uri)
+            .await
+            .map(|(p, _)| p)
+    }
+
+    /// Like [`Authenticator::authenticate`], and whether the token was validated earlier
+    /// (found in the cache).
+    pub async fn authenticate_noting_cache(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<(Arc<Principal>, bool), AuthError> {
         let token = bearer_token(headers, uri)?;
-        let principal = match self.cache.get(token) {
-            Some(p) => p,
+        let (principal, cached) = match self.cache.get(token) {
+            Some(p) => (p, true),
             None => {
                 let (p, exp) = self.validate(token).await?;
                 let p = Arc::new(p);
                 self.cache.insert(token, p.clone(), exp);
-                p
+                (p, false)
             }
         };
         let missing: Vec<String> = self
@@ -157,7 +169,7 @@ impl Authenticator {
                 missing,
             });
         }
-        Ok(principal)
+        Ok((principal, cached))
     }
 
     /// A token not in the cache: a JWT is verified here; anything else goes to introspection.

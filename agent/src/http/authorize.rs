@@ -43,6 +43,7 @@ pub fn authorize(
         let sub = principal.sub.as_str();
         let rate = site.rates.hit(sub, target.unwrap_or(method), now);
         if let Some(why) = over_limit(site, sub, rate, now) {
+            site.metrics.rate_limited();
             record.deny(format!("rate limit: {why}"));
             return Err(ProxyError::RateLimited(why));
         }
@@ -61,6 +62,7 @@ pub fn authorize(
             now,
             listing: false,
         });
+        site.metrics.policy_decision(d.allowed(), engine.mode);
         if d.allowed() {
             allowed.get_or_insert(d);
             continue;

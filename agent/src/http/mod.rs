@@ -25,6 +25,7 @@ use self::{
     forward::UpstreamClient,
 };
 use crate::{
+    admin::{ServerMetrics, TokenOutcome},
     audit::{AuditLog, Http, Mcp, RequestRecord},
     auth::{
         Authenticator, Principal,
@@ -56,6 +57,8 @@ pub struct Site {
     /// The Cedar policies deciding each request; None: every authenticated caller may.
     pub policy: Option<Live>,
     pub rates: Rates,
+    /// What this server's requests are counted in.
+    pub metrics: ServerMetrics,
 }
 
 impl Site {
@@ -65,6 +68,7 @@ impl Site {
         credential: Credential,
         upstream_keys: Option<Arc<UpstreamKeys>>,
         policy: Option<Live>,
+        metrics: ServerMetrics,
     ) -> Self {
         let limits = mcp::Limits {
             max_body: server.limits.max_body,
@@ -81,6 +85,7 @@ impl Site {
             upstream_keys,
             policy,
             rates: Rates::default(),
+            metrics,
         }
     }
 }
@@ -138,6 +143,7 @@ impl Proxy {
             conn.process.clone(),
             http,
         );
+        record.count_in(site.metrics.clone());
         // Log lines written while the request is served carry its audit record's id.
         let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);
         match self
@@ -315,13 +321,18 @@ async fn admit(
     record.mcp().session.clone_from(&session);
     let principal = match &site.auth {
         Some(a) => {
-            let p = a
-                .authenticate(&parts.headers, &parts.uri)
-                .await
-                .map_err(|error| ProxyError::Auth {
-                    challenge: a.challenge(&error),
-                    error,
-                })?;
+            let checked = a
+                .authenticate_noting_cache(&parts.headers, &parts.uri)
+                .await;
+            site.metrics.token(match &checked {
+                Ok((_, true)) => TokenOutcome::Cached,
+                Ok((_, false)) => TokenOutcome::Valid,
+                Err(e) => TokenOutcome::of_error(e),
+            });
+            let (p, _) = checked.map_err(|error| ProxyError::Auth {
+                challenge: a.challenge(&error),
+                error,
+            })?;
             record.principal(p.clone());
             Some(p)
         }
