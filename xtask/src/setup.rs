@@ -15,6 +15,9 @@ const APT: &[&str] = &[
     "curl",
     // The syslog sink's tests hand records to a real rsyslog.
     "rsyslog",
+    // promtool, which checks the agent's /metrics in the tests (its service is not started
+    // where there is no init system; apt-get succeeds either way).
+    "prometheus",
 ];
 
 pub fn run() -> Result {
