@@ -402,7 +402,7 @@ impl Collector for Scraped {
             counter(
                 &mut e,
                 "audit_records_dropped",
-                "Audit records lost because the audit log could not be written (on_failure: drop).",
+                "Audit records lost because the audit log could not be written.",
                 stats.dropped,
             )?;
         }
