@@ -54,12 +54,12 @@ impl Chain {
         debug_assert_eq!(record.last(), Some(&b'}'));
         record.pop();
         record.extend_from_slice(b",\"prev\":\"");
-        record.extend_from_slice(hex(&self.prev).as_bytes());
+        push_hex(record, &self.prev);
         record.extend_from_slice(b"\"}");
         let hash = sha256(record);
         record.pop();
         record.extend_from_slice(b",\"hash\":\"");
-        record.extend_from_slice(hex(&hash).as_bytes());
+        push_hex(record, &hash);
         record.extend_from_slice(b"\"}\n");
         self.prev = hash;
     }
@@ -177,7 +177,18 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub(super) fn hex(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut out = Vec::with_capacity(64);
+    push_hex(&mut out, b);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `b` in lower-case hex (on every record: no formatting machinery).
+fn push_hex(out: &mut Vec<u8>, b: &[u8; 32]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)]);
+        out.push(DIGITS[usize::from(x & 0xf)]);
+    }
 }
 
 pub(super) fn unhex(s: &str) -> Option<[u8; 32]> {
@@ -284,5 +295,17 @@ mod tests {
         x.remove(0);
         check(x, 1, "does not start");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (i * 37 + 5) as u8;
+        }
+        let h = hex(&b);
+        assert_eq!(&h[..6], "052a4f");
+        assert_eq!(h, b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+        assert_eq!(unhex(&h), Some(b));
     }
 }

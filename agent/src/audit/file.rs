@@ -1,5 +1,5 @@
-//! The audit file: appended to, forced to disk after each batch (unless `fsync: off`), and
-//! rotated by size or age. A rotated file is renamed for the number of its last record
+//! The audit file: appended to, forced to disk (unless `fsync: off`) at most SYNC_EVERY after
+//! a record was written and as soon as records stop coming, and rotated by size or age. A rotated file is renamed for the number of its last record
 //! (`audit.jsonl` -> `audit.000000001234.jsonl`), so names sort in chain order, and the chain
 //! goes on in the new file. Rotated files are kept: shipping and removing them is the
 //! operator's.
@@ -7,7 +7,7 @@ use std::{
     fs::{File, OpenOptions},
     io,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use super::{chain::Chain, sink::Stream};
@@ -24,7 +24,12 @@ pub struct FileSink {
     opened: SystemTime,
     /// Written but not yet forced to disk.
     unsynced: bool,
+    last_sync: Instant,
 }
+
+/// While records keep coming, they are forced to disk this often (group commit): an fsync per
+/// batch of a millisecond would cost more than the records.
+const SYNC_EVERY: Duration = Duration::from_millis(10);
 
 impl FileSink {
     /// Opens (appending) the file, and the chain it ends with, if it holds records.
@@ -40,6 +45,7 @@ impl FileSink {
             size_at_open: meta.len(),
             opened,
             unsynced: false,
+            last_sync: Instant::now(),
         };
         Ok((sink, (chain.seq > 0).then_some(chain)))
     }
@@ -53,11 +59,16 @@ impl FileSink {
         self.stream.discarded();
     }
 
-    pub fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced && self.config.fsync == Fsync::Batch && self.regular {
+    /// Forces what was written to disk: now, or if SYNC_EVERY has passed since the last time.
+    pub fn sync(&mut self, now: bool) -> io::Result<()> {
+        if !self.unsynced || !now && self.last_sync.elapsed() < SYNC_EVERY {
+            return Ok(());
+        }
+        if self.config.fsync == Fsync::Batch && self.regular {
             self.stream.w.sync_data()?;
         }
         self.unsynced = false;
+        self.last_sync = Instant::now();
         Ok(())
     }
 
@@ -78,7 +89,7 @@ impl FileSink {
 
     /// Renames the file for its last record and opens a new one in its place.
     pub fn rotate(&mut self, last_seq: u64) -> io::Result<PathBuf> {
-        self.sync()?;
+        self.sync(true)?;
         let path = &self.config.path;
         let to = rotated_name(path, last_seq);
         std::fs::rename(path, &to)?;

@@ -61,10 +61,10 @@ impl Sink {
         }
     }
 
-    /// Makes what was written durable, as configured.
-    pub fn sync(&mut self) -> io::Result<()> {
+    /// Makes what was written durable, as configured: now, or when due.
+    pub fn sync(&mut self, now: bool) -> io::Result<()> {
         match self {
-            Self::File(f) => f.sync(),
+            Self::File(f) => f.sync(now),
             _ => Ok(()),
         }
     }

@@ -94,7 +94,7 @@ impl Writer {
         while rx.blocking_recv_many(&mut batch, 256) > 0 {
             loop {
                 self.take(&mut batch);
-                self.write();
+                self.write(false);
                 std::thread::sleep(if self.pending.is_empty() { POLL } else { RETRY });
                 while batch.len() < QUEUE {
                     match rx.try_recv() {
@@ -103,12 +103,14 @@ impl Writer {
                     }
                 }
                 if batch.is_empty() && self.pending.is_empty() {
+                    // Idle: what was written goes to disk now.
+                    self.write(true);
                     break;
                 }
             }
         }
         // The agent is stopping: one last try.
-        self.write();
+        self.write(true);
         let left = records(&self.pending);
         if left > 0 {
             tracing::error!(sink = %self.name, records = left, "audit records could not be written before the agent stopped");
@@ -144,9 +146,10 @@ impl Writer {
         }
     }
 
-    /// Writes what is pending and answers flushes.
-    fn write(&mut self) {
-        self.write_pending();
+    /// Writes what is pending (and forces it to disk now, with `sync_now`, or when due) and
+    /// answers flushes.
+    fn write(&mut self, sync_now: bool) {
+        self.write_pending(sync_now);
         // A flush waits for one attempt, not for the sink to recover.
         for w in self.waiters.drain(..) {
             let _ = w.send(());
@@ -164,7 +167,7 @@ impl Writer {
         {
             return;
         }
-        self.write_pending();
+        self.write_pending(true);
         if !self.pending.is_empty() {
             return;
         }
@@ -184,7 +187,7 @@ impl Writer {
     }
 
     /// Writes what is pending; on failure applies the policy.
-    fn write_pending(&mut self) {
+    fn write_pending(&mut self, sync_now: bool) {
         let before = records(&self.pending);
         let mut result = self.sink.write(&mut self.pending);
         let lost = self.sink.take_lost();
@@ -192,7 +195,7 @@ impl Writer {
         self.stats.written.fetch_add(written, Ordering::Relaxed);
         self.count_dropped(lost);
         if result.is_ok() {
-            result = self.sink.sync();
+            result = self.sink.sync(sync_now);
         }
         match result {
             Ok(()) => {
