@@ -29,7 +29,7 @@ pub struct FileSink {
 
 /// While records keep coming, they are forced to disk this often (group commit): an fsync per
 /// batch of a millisecond would cost more than the records.
-const SYNC_EVERY: Duration = Duration::from_millis(10);
+const SYNC_EVERY: Duration = Duration::from_millis(50);
 
 impl FileSink {
     /// Opens (appending) the file, and the chain it ends with, if it holds records.

@@ -26,7 +26,7 @@ use crate::{
 };
 
 const LAB: &str = "moat-bench-audit";
-const ROUNDS: usize = 6;
+const ROUNDS: usize = 10;
 /// The target (issue): under 5% throughput lost with batched fsync, against /dev/null.
 const TARGET_LOSS: f64 = 0.05;
 
@@ -137,7 +137,7 @@ fn report(runs: &[Vec<Run>], records: u64) {
         "\nthroughput, {ROUNDS} rounds of {ROUND_S} s, {CONNS} connections (median; ratio = median of per-round ratios to /dev/null)"
     );
     println!(
-        "{:<18} {:>9} {:>7} {:>10} {:>8}",
+        "{:<18} {:>9} {:>7} {:>10} {:>8}  per-round ratios",
         "audit to", "req/s", "ratio", "agent µs", "errors"
     );
     let mut verdict = json!(null);
@@ -148,13 +148,15 @@ fn report(runs: &[Vec<Run>], records: u64) {
         let ratio = median(&ratios);
         let cpu: Vec<f64> = rs.iter().filter_map(|r| r.agent_us).collect();
         let errors: u64 = rs.iter().map(|r| r.errors + r.bad_status).sum();
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "{:<18} {:>9.0} {:>6.3}x {:>10.1} {:>8}",
+            "{:<18} {:>9.0} {:>6.3}x {:>10.1} {:>8}  {}",
             v.label,
             median(&rps),
             ratio,
             median(&cpu),
-            errors
+            errors,
+            each.join(" ")
         );
         lines.push(json!({
             "audit": v.label, "rps": round1(median(&rps)), "ratio": round3(ratio),
