@@ -45,7 +45,7 @@ pub struct FileSink {
 /// When written records are forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
-    /// Within 10 ms of being written, and as soon as records stop coming (group commit).
+    /// Within 50 ms of being written, and as soon as records stop coming (group commit).
     Batch,
     /// Left to the kernel.
     Off,
