@@ -111,6 +111,10 @@ impl Kernel {
             return Self::open(dir, true);
         }
         load_and_pin(dir, hooks)?;
+        // Loading parsed the kernel's BTF (tens of MiB, freed now): give those pages back to
+        // the system rather than keep them in the allocator's heap for the agent's lifetime.
+        // SAFETY: mi_collect takes no pointers; it only purges memory already freed.
+        unsafe { libmimalloc_sys::mi_collect(true) };
         Self::open(dir, false)
     }
 
