@@ -89,6 +89,10 @@ enum AuditCommand {
     /// are put in chain order by their first record); name the first broken, missing,
     /// reordered or altered record and exit with status 1.
     Verify {
+        /// The first record may follow records not given (removed by retention, or archived
+        /// elsewhere); everything from it on is checked.
+        #[arg(long)]
+        mid_chain: bool,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -248,11 +252,16 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 _ => Ok(()),
             }
         }
-        Command::Audit(AuditCommand::Verify { files }) => {
+        Command::Audit(AuditCommand::Verify { files, mid_chain }) => {
             let files = moat::audit::chain::in_chain_order(&files);
-            match moat::audit::chain::verify(&files) {
+            match moat::audit::chain::verify_from(&files, mid_chain) {
                 Ok(n) => {
-                    println!("ok: {n} records, one unbroken chain");
+                    let start = if mid_chain {
+                        " (from its first record given)"
+                    } else {
+                        ""
+                    };
+                    println!("ok: {n} records, one unbroken chain{start}");
                     Ok(())
                 }
                 Err(b) => Err(AppError::Expectation(format!("audit chain broken: {b}"))),

@@ -141,6 +141,20 @@ pub fn run() -> Result {
         denied["error"]
     ));
     show_audit(&lab, "  audit:", |r| r["kind"] == "request", 3)?;
+    let metrics = output(
+        lab.command("curl")
+            .args(["-s", "http://127.0.0.1:9901/metrics"]),
+    )?;
+    say("  /metrics on the admin listener (127.0.0.1:9901), requests and policy decisions so far:");
+    for l in String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .filter(|l| {
+            (l.starts_with("moat_requests_total") || l.starts_with("moat_policy_decisions_total"))
+                && !l.ends_with(" 0")
+        })
+    {
+        say(&format!("    {l}"));
+    }
 
     step("3. A local process tries to take the agent's upstream identity to bypass the proxy");
     let out = output(lab.command("python3").args([
@@ -186,6 +200,15 @@ pub fn run() -> Result {
     say(&format!(
         "  {}",
         String::from_utf8_lossy(&out.stdout).trim()
+    ));
+    let verified = output(
+        Command::new(&lab.moat)
+            .args(["audit", "verify"])
+            .arg(&lab.audit),
+    )?;
+    say(&format!(
+        "  `moat audit verify` -> {}",
+        String::from_utf8_lossy(&verified.stdout).trim()
     ));
     say(&format!(
         "\nThe full audit log of this run: {}",

@@ -73,7 +73,9 @@ impl Lab {
         };
         lab.cleanup();
         std::fs::create_dir_all(&lab.dir).map_err(|e| e.to_string())?;
+        // A new log, and a new chain: not continued from the head of an earlier run's.
         let _ = std::fs::remove_file(&lab.audit);
+        let _ = std::fs::remove_file(lab.dir.join("state/audit-head"));
         std::fs::create_dir_all(&lab.cgroup)
             .map_err(|e| format!("{}: {e}", lab.cgroup.display()))?;
         sh(Command::new("ip").args(["netns", "add", name]))?;

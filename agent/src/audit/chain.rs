@@ -84,9 +84,16 @@ impl fmt::Display for Broken {
     }
 }
 
-/// Checks the chain through `files`, in order (one chain, continued from file to file).
-/// Returns the number of records.
+/// Checks the chain through `files`, in order (one chain, continued from file to file), from
+/// its first record. Returns the number of records.
 pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
+    verify_from(files, false)
+}
+
+/// Like [`verify`]; with `mid_chain`, the first record may follow records not given (removed
+/// by retention, or archived elsewhere): its `prev` is taken as it is, and everything from it
+/// on is checked.
+pub fn verify_from(files: &[PathBuf], mid_chain: bool) -> Result<u64, Broken> {
     let mut prev = ZERO;
     let mut last_seq: Option<u64> = None;
     let mut count = 0;
@@ -114,6 +121,9 @@ pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
                 ));
             }
             let claimed_prev = v.get("prev").and_then(Value::as_str).and_then(unhex);
+            if let (true, 0, Some(p)) = (mid_chain, count, claimed_prev) {
+                prev = p;
+            }
             if claimed_prev != Some(prev) {
                 let why = if count == 0 && last_seq.is_none() && seq != Some(1) {
                     "the chain does not start here (earlier records missing, or a later file first)"
@@ -293,7 +303,13 @@ mod tests {
         // The first record removed: the chain does not start here.
         let mut x = original.clone();
         x.remove(0);
-        check(x, 1, "does not start");
+        check(x.clone(), 1, "does not start");
+        // ... unless told the earlier records are elsewhere; what follows is still checked.
+        assert_eq!(verify_from(std::slice::from_ref(&a), true), Ok(4));
+        x.swap(1, 2);
+        std::fs::write(&a, x.join("\n") + "\n").unwrap();
+        let e = verify_from(std::slice::from_ref(&a), true).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
