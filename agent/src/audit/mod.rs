@@ -391,4 +391,25 @@ mod tests {
         assert!(head.starts_with("00000000000000000100 "), "{head}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn a_file_older_than_max_age_is_rotated_at_its_next_record() {
+        let dir = std::env::temp_dir().join(format!("moat-age-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let live = dir.join("audit.jsonl");
+        let mut config = file_config(&live, None);
+        if let crate::config::AuditSink::File(f) = &mut config.sink {
+            f.max_age = Some(std::time::Duration::from_secs(1));
+        }
+        write_records(&config, &dir, 3).await;
+        assert_eq!(files_in(&dir), [live.clone()], "young: not rotated");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        write_records(&config, &dir, 2).await;
+        let files = files_in(&dir);
+        assert_eq!(files.len(), 2, "{files:?}");
+        // 3 records; then the rotation notice and 2 records in the new file.
+        assert_eq!(chain::verify(&files), Ok(6));
+        assert_eq!(files[0], dir.join("audit.000000000003.jsonl"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
