@@ -402,7 +402,11 @@ mod tests {
             f.max_age = Some(std::time::Duration::from_secs(1));
         }
         write_records(&config, &dir, 3).await;
-        assert_eq!(files_in(&dir), std::slice::from_ref(&live), "young: not rotated");
+        assert_eq!(
+            files_in(&dir),
+            std::slice::from_ref(&live),
+            "young: not rotated"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         write_records(&config, &dir, 2).await;
         let files = files_in(&dir);
