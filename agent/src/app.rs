@@ -11,15 +11,15 @@ use crate::{
         self, Authenticator,
         upstream::{Credential, UpstreamKeys},
     },
+    background,
     config::{Cgroup, Config, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
     instance, listen,
-    policy::Reloaded,
     serve::{self, Protected, Sites},
     steer::{self, Hooks, Kernel},
-    tls::{self, ServerTls},
+    tls::ServerTls,
     upstream::{self, Upstream},
 };
 
@@ -137,88 +137,6 @@ fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<L
     })
 }
 
-/// Reloads certificates whose files changed, logging and auditing each outcome.
-async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
-    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
-    loop {
-        tick.tick().await;
-        for p in sites.by_port.values() {
-            let Some(t) = &p.tls else { continue };
-            for (path, result) in t.reload_changed() {
-                let (event, error) = match &result {
-                    Ok(()) => ("tls_reloaded", None),
-                    Err(e) => ("tls_reload_failed", Some(e.to_string())),
-                };
-                match &error {
-                    None => {
-                        tracing::info!(server = %p.site.server.name, cert = %path.display(), "certificate reloaded")
-                    }
-                    Some(e) => {
-                        tracing::error!(server = %p.site.server.name, "certificate reload failed, keeping the old one: {e}")
-                    }
-                }
-                let extra = json!({"server": p.site.server.name, "cert": path.display().to_string(), "error": error});
-                audit
-                    .record("config", audit::agent_event(event, extra))
-                    .await;
-            }
-        }
-    }
-}
-
-/// Reloads policies whose files changed (checked with the certificates' period), and all of
-/// them on SIGHUP; a file that does not load keeps the policies in force. Each outcome is
-/// logged and audited.
-async fn reload_policies(sites: Arc<Sites>, audit: AuditLog) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
-    loop {
-        let force = tokio::select! {
-            _ = tick.tick() => false,
-            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-        };
-        for p in sites.by_port.values() {
-            let Some(live) = &p.site.policy else { continue };
-            let (event, error) = match live.reload(force) {
-                Reloaded::Unchanged => continue,
-                Reloaded::Replaced => ("policy_reloaded", None),
-                Reloaded::Failed(e) => ("policy_reload_failed", Some(e)),
-            };
-            let (server, file) = (&p.site.server.name, live.config.file.display().to_string());
-            match &error {
-                None => tracing::info!(server = %server, policy = %file, "policies reloaded"),
-                Some(e) => {
-                    tracing::error!(server = %server, "policy reload failed, keeping the policies in force:\n{e}")
-                }
-            }
-            // What is in force now (after a failure, still the old policies).
-            let sha256 = live.current().source_sha256.clone();
-            audit
-                .record(
-                    "config",
-                    audit::agent_event(
-                        event,
-                        json!({"server": server, "policy": file, "sha256": sha256, "error": error}),
-                    ),
-                )
-                .await;
-        }
-    }
-}
-
-/// Makes a new upstream signing key when one is due (checked hourly).
-async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        if let Err(e) = keys.tick() {
-            tracing::error!("rotating the upstream signing keys: {e}");
-        }
-    }
-}
-
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let config = Arc::new(Config::load(config_path)?);
@@ -256,7 +174,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let key_tasks: Vec<_> = jwks
         .into_iter()
         .map(|j| tokio::spawn(j.run(audit.clone())))
-        .chain(upstream_keys.map(|k| tokio::spawn(rotate_upstream_keys(k))))
+        .chain(upstream_keys.map(|k| tokio::spawn(background::rotate_upstream_keys(k))))
         .collect();
 
     let cgroup = match &config.agent.cgroup {
@@ -338,8 +256,8 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     if identity.is_none() {
         tracing::warn!(bpffs = %kernel.dir.display(), "the pinned programs predate local process identity: `moat detach` and start again to have it");
     }
-    let reload_task = tokio::spawn(reload_certs(sites.clone(), audit.clone()));
-    let policy_task = tokio::spawn(reload_policies(sites.clone(), audit.clone()));
+    let reload_task = tokio::spawn(background::reload_certs(sites.clone(), audit.clone()));
+    let policy_task = tokio::spawn(background::reload_policies(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let serve::Workers { threads, handoff } =

@@ -1,0 +1,95 @@
+//! What runs beside the proxy for the agent's lifetime: certificate and policy reloads (each
+//! outcome logged and audited) and upstream signing key rotation.
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::{
+    audit::{self, AuditLog},
+    auth::upstream::UpstreamKeys,
+    policy::Reloaded,
+    serve::Sites,
+    tls,
+};
+
+/// Reloads certificates whose files changed, logging and auditing each outcome.
+pub async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
+    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
+    loop {
+        tick.tick().await;
+        for p in sites.by_port.values() {
+            let Some(t) = &p.tls else { continue };
+            for (path, result) in t.reload_changed() {
+                let (event, error) = match &result {
+                    Ok(()) => ("tls_reloaded", None),
+                    Err(e) => ("tls_reload_failed", Some(e.to_string())),
+                };
+                match &error {
+                    None => {
+                        tracing::info!(server = %p.site.server.name, cert = %path.display(), "certificate reloaded")
+                    }
+                    Some(e) => {
+                        tracing::error!(server = %p.site.server.name, "certificate reload failed, keeping the old one: {e}")
+                    }
+                }
+                let extra = json!({"server": p.site.server.name, "cert": path.display().to_string(), "error": error});
+                audit
+                    .record("config", audit::agent_event(event, extra))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Reloads policies whose files changed (checked with the certificates' period), and all of
+/// them on SIGHUP; a file that does not load keeps the policies in force. Each outcome is
+/// logged and audited.
+pub async fn reload_policies(sites: Arc<Sites>, audit: AuditLog) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(tls::RELOAD_EVERY);
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        for p in sites.by_port.values() {
+            let Some(live) = &p.site.policy else { continue };
+            let (event, error) = match live.reload(force) {
+                Reloaded::Unchanged => continue,
+                Reloaded::Replaced => ("policy_reloaded", None),
+                Reloaded::Failed(e) => ("policy_reload_failed", Some(e)),
+            };
+            let (server, file) = (&p.site.server.name, live.config.file.display().to_string());
+            match &error {
+                None => tracing::info!(server = %server, policy = %file, "policies reloaded"),
+                Some(e) => {
+                    tracing::error!(server = %server, "policy reload failed, keeping the policies in force:\n{e}")
+                }
+            }
+            // What is in force now (after a failure, still the old policies).
+            let sha256 = live.current().source_sha256.clone();
+            audit
+                .record(
+                    "config",
+                    audit::agent_event(
+                        event,
+                        json!({"server": server, "policy": file, "sha256": sha256, "error": error}),
+                    ),
+                )
+                .await;
+        }
+    }
+}
+
+/// Makes a new upstream signing key when one is due (checked hourly).
+pub async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = keys.tick() {
+            tracing::error!("rotating the upstream signing keys: {e}");
+        }
+    }
+}
