@@ -345,54 +345,92 @@ fn two_runs(host: &mut Host, audit: &str, written: impl Fn() -> Vec<Value>, n: u
     }
 }
 
+/// rsyslogd, configured as a log shipper would be: RFC 5424 over a unix datagram socket
+/// (`dir/log.sock`), keeping each message's MSG (the record) as it came in `dir/received.jsonl`
+/// and each message's parsed header in `dir/heads.log`. Stopped (SIGTERM: it writes what it
+/// holds) when dropped.
+struct Rsyslog {
+    child: std::process::Child,
+    socket: PathBuf,
+    received: PathBuf,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path) -> Self {
+        let socket = dir.join("log.sock");
+        let received = dir.join("received.jsonl");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{dir}\" maxMessageSize=\"1m\")\n\
+                 module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+                 input(type=\"imuxsock\" Socket=\"{socket}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\n\
+                 template(name=\"record\" type=\"string\" string=\"%msg%\\n\")\n\
+                 template(name=\"head\" type=\"string\" string=\"%syslogfacility-text% %syslogseverity-text% %app-name% %msgid%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{received}\" template=\"record\")\n\
+                 *.* action(type=\"omfile\" file=\"{dir}/heads.log\" template=\"head\")\n",
+                dir = dir.display(),
+                socket = socket.display(),
+                received = received.display(),
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(&socket);
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("rsyslog.log"))
+            .unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("rsyslogd (Debian's rsyslog; `cargo xtask setup` installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not open {socket:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            socket,
+            received,
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn syslog_section(socket: &Path) -> String {
+    format!(
+        "  sink: syslog\n  syslog: {{socket: {}, facility: local3}}\n",
+        socket.display()
+    )
+}
+
 #[test]
 fn records_sent_to_syslog_reach_rsyslog_as_one_verifiable_chain() {
     let mut host = Host::new();
-    let socket = host.dir.join("log.sock");
-    let received = host.dir.join("received.jsonl");
-    // rsyslog, configured as a log shipper would be: RFC 5424 over a unix datagram socket,
-    // keeping each message's MSG (the record) as it came.
-    let conf = host.dir.join("rsyslog.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "global(workDirectory=\"{dir}\" maxMessageSize=\"1m\")\n\
-             module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
-             input(type=\"imuxsock\" Socket=\"{socket}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\n\
-             template(name=\"record\" type=\"string\" string=\"%msg%\\n\")\n\
-             template(name=\"head\" type=\"string\" string=\"%syslogfacility-text% %syslogseverity-text% %app-name% %msgid%\\n\")\n\
-             *.* action(type=\"omfile\" file=\"{received}\" template=\"record\")\n\
-             *.* action(type=\"omfile\" file=\"{dir}/heads.log\" template=\"head\")\n",
-            dir = host.dir.display(),
-            socket = socket.display(),
-            received = received.display(),
-        ),
-    )
-    .unwrap();
-    host.spawn(
-        {
-            let mut c = Command::new("rsyslogd");
-            c.arg("-n")
-                .arg("-f")
-                .arg(&conf)
-                .arg("-i")
-                .arg(host.dir.join("rsyslog.pid"));
-            c
-        },
-        "rsyslog.log",
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "rsyslogd did not open {socket:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let audit = format!(
-        "  sink: syslog\n  syslog: {{socket: {}, facility: local3}}\n",
-        socket.display()
-    );
+    let rsyslog = Rsyslog::start(&host.dir);
+    let received = rsyslog.received.clone();
+    let audit = syslog_section(&rsyslog.socket);
     let records = two_runs(&mut host, &audit, || records_in(&received), 20);
     assert_eq!(
         records.iter().filter(|r| r["kind"] == "request").count(),
@@ -413,6 +451,89 @@ fn records_sent_to_syslog_reach_rsyslog_as_one_verifiable_chain() {
         heads.lines().all(|l| l.starts_with("local3 info moat ")),
         "{heads}"
     );
+}
+
+/// The collector goes away: under `fail_closed` requests are refused (503) and nothing is
+/// forwarded unaudited; when it is back, service resumes and it gets every record.
+#[test]
+fn a_syslog_collector_that_goes_away_refuses_requests_until_it_is_back() {
+    let mut host = Host::new();
+    let rsyslog = Rsyslog::start(&host.dir);
+    let received = rsyslog.received.clone();
+    host.write_config_with_audit_section(
+        &format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+        ),
+        &syslog_section(&rsyslog.socket),
+    );
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    let mut sent = 0;
+    let mut ok = 0;
+    let mut send = |host: &Host| {
+        sent += 1;
+        let s = ping(host, sent);
+        ok += u32::from(s == 200);
+        s
+    };
+    for _ in 0..3 {
+        assert_eq!(send(&host), 200);
+    }
+    // The collector stops once it has what was sent (what it received but had not yet read
+    // when it stopped would be lost with it: the chain would show that gap).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while records_in(&received)
+        .iter()
+        .filter(|r| r["kind"] == "request")
+        .count()
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "rsyslog did not write the records"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(rsyslog);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(&host) != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "still served with the collector gone"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..5 {
+        assert_eq!(send(&host), 503);
+    }
+
+    let _rsyslog = Rsyslog::start(&host.dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(&host) != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not served with the collector back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    host.stop_agent();
+    assert_eq!(upstream.count() as u32, ok, "nothing forwarded unaudited");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = records_in(&received);
+        if records.iter().any(|r| r["event"] == "stopped") {
+            break records;
+        }
+        assert!(Instant::now() < deadline, "{} records", records.len());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let requests = records.iter().filter(|r| r["kind"] == "request").count();
+    assert_eq!(
+        requests as u32, sent,
+        "one record per request, the refused ones too"
+    );
+    verify(&received).expect("the chain is whole");
 }
 
 #[test]
