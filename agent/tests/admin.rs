@@ -7,7 +7,6 @@ use std::{
     collections::HashMap,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -376,25 +375,6 @@ fn metrics_count_exactly_the_requests_sent_and_pass_promtool() {
     );
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir));
-        Self(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn readyz_is_not_ready_while_the_audit_log_fails_nor_after_detach() {
     let mut host = Host::new();
@@ -408,10 +388,7 @@ fn readyz_is_not_ready_while_the_audit_log_fails_nor_after_detach() {
     assert_eq!(wait_ready(&host, 200), "ready\n");
 
     // A full disk under fail_closed: requests are refused, and the agent is not ready.
-    let filler = fs.0.join("filler");
-    let mut f = std::fs::File::create(&filler).unwrap();
-    while f.write_all(&[0u8; 4096]).is_ok() {}
-    drop(f);
+    let filler = fs.fill();
     let deadline = Instant::now() + Duration::from_secs(10);
     while send(&host, PORT, post(dst(PORT), &call(1, "ping", None), "")) != 503 {
         assert!(Instant::now() < deadline, "never refused with a full disk");

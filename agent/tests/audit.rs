@@ -14,35 +14,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir));
-        Self(dir.to_owned())
-    }
-
-    /// Fills the filesystem with one file; returns its path.
-    fn fill(&self) -> PathBuf {
-        let filler = self.0.join("filler");
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = [0u8; 4096];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 fn dst() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], PORT))
 }
@@ -289,15 +260,6 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-}
-
-/// The records in one audit stream: its lines, each checked to be a JSON record.
-fn records_in(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {e}: {l}")))
-        .collect()
 }
 
 /// `moat audit verify` on `path`: Ok(its report) or Err(why it failed).

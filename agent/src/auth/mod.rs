@@ -128,20 +128,9 @@ impl Authenticator {
         })
     }
 
-    /// The principal of a request, from its `Authorization: Bearer` header.
+    /// The principal of a request, from its `Authorization: Bearer` header, and whether its
+    /// token was validated earlier (found in the cache).
     pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        uri: &Uri,
-    ) -> Result<Arc<Principal>, AuthError> {
-        self.authenticate_noting_cache(headers, uri)
-            .await
-            .map(|(p, _)| p)
-    }
-
-    /// Like [`Authenticator::authenticate`], and whether the token was validated earlier
-    /// (found in the cache).
-    pub async fn authenticate_noting_cache(
         &self,
         headers: &HeaderMap,
         uri: &Uri,

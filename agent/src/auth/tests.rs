@@ -77,6 +77,7 @@ async fn check(f: &Fixture, token: &str) -> Result<Arc<Principal>, AuthError> {
     f.auth
         .authenticate(&bearer(token), &Uri::from_static("/mcp"))
         .await
+        .map(|(p, _)| p)
 }
 
 #[tokio::test]
@@ -87,8 +88,14 @@ async fn a_good_token_names_the_caller() {
     assert_eq!(p.sub, "alice");
     assert_eq!(p.client_id.as_deref(), Some("cli"));
     assert_eq!(p.scopes, vec!["mcp:tools"]);
-    // From the cache, the same.
-    assert_eq!(check(&f, &t).await.unwrap(), p);
+    // From the cache, the same, and said to be from the cache.
+    let uri = Uri::from_static("/mcp");
+    assert_eq!(
+        f.auth.authenticate(&bearer(&t), &uri).await.unwrap(),
+        (p, true)
+    );
+    let other = f.key.sign("at+jwt", &claims(json!({"jti": "2"}))).unwrap();
+    assert!(!f.auth.authenticate(&bearer(&other), &uri).await.unwrap().1);
 }
 
 #[tokio::test]
@@ -227,11 +234,14 @@ async fn the_token_comes_from_one_header_only() {
     let t = f.key.sign("at+jwt", &claims(json!({}))).unwrap();
     let uri: Uri = format!("/mcp?access_token={t}").parse().unwrap();
     assert_eq!(
-        f.auth.authenticate(&HeaderMap::new(), &uri).await,
+        f.auth
+            .authenticate(&HeaderMap::new(), &uri)
+            .await
+            .map(|(p, _)| p),
         Err(AuthError::BadRequest("access token in the URL"))
     );
     assert_eq!(
-        f.auth.authenticate(&bearer(&t), &uri).await,
+        f.auth.authenticate(&bearer(&t), &uri).await.map(|(p, _)| p),
         Err(AuthError::BadRequest("access token in the URL"))
     );
     let mut two = bearer(&t);

@@ -51,8 +51,8 @@ pub enum Fsync {
     Off,
 }
 
-pub const DEFAULT_PATH: &str = "/var/log/moat/audit.jsonl";
-pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_PATH: &str = "/var/log/moat/audit.jsonl";
+const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 const SYSLOG_SOCKET: &str = "/dev/log";
 /// local0
 const SYSLOG_FACILITY: u8 = 16;
@@ -63,16 +63,6 @@ impl std::fmt::Display for Sink {
             Self::File(s) => write!(f, "{}", s.path.display()),
             Self::Stdout => f.write_str("standard output"),
             Self::Syslog { socket, .. } => write!(f, "syslog socket {}", socket.display()),
-        }
-    }
-}
-
-impl Audit {
-    /// The file records are written to, for the file sink.
-    pub fn path(&self) -> Option<&std::path::Path> {
-        match &self.sink {
-            Sink::File(f) => Some(&f.path),
-            _ => None,
         }
     }
 }

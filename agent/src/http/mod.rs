@@ -321,9 +321,7 @@ async fn admit(
     record.mcp().session.clone_from(&session);
     let principal = match &site.auth {
         Some(a) => {
-            let checked = a
-                .authenticate_noting_cache(&parts.headers, &parts.uri)
-                .await;
+            let checked = a.authenticate(&parts.headers, &parts.uri).await;
             site.metrics.token(match &checked {
                 Ok((_, true)) => TokenOutcome::Cached,
                 Ok((_, false)) => TokenOutcome::Valid,

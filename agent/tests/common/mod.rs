@@ -401,10 +401,7 @@ impl Host {
 
     /// Audit records, parsed.
     pub fn audit_records(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l}: {e}")))
-            .collect()
+        records_in(&self.audit)
     }
 
     /// Waits until an audit record matches `pred` (records are written asynchronously).
@@ -690,4 +687,43 @@ pub fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join(format!("{name}.key")),
         dir.join(format!("{name}-ca.crt")),
     )
+}
+
+/// The records of one audit stream (a file, or what a collector kept): its lines, each of
+/// which must be a JSON record. None yet if the file does not exist.
+pub fn records_in(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {e}: {l}")))
+        .collect()
+}
+
+/// A small tmpfs, unmounted when dropped.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir));
+        Self(dir.to_owned())
+    }
+
+    /// Fills the filesystem with one file; returns its path.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
