@@ -101,7 +101,7 @@ fn bench(c: &mut Criterion) {
         let e = engine(n, scoped);
         let input = Input {
             server: "files",
-            method: "tools/call",
+            action: "tools/call",
             target: Some("read_file"),
             arguments: Some(&args),
             principal: &principal,

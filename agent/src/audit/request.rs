@@ -222,6 +222,18 @@ impl RequestRecord {
         });
     }
 
+    /// The request may go on without a policy deciding it (none is configured): why.
+    pub fn allow(&mut self, reason: &str) {
+        if self.fields.decision.is_none() {
+            self.fields.decision = Some(Decision {
+                effect: "allow",
+                policies: Vec::new(),
+                reason: reason.into(),
+                shadow: false,
+            });
+        }
+    }
+
     /// The policies' decision (`shadow`: recorded, not enforced).
     pub fn decide(&mut self, d: crate::policy::Decision, shadow: bool) {
         let shadow = shadow && !d.allowed();

@@ -1,47 +1,88 @@
-//! The policy phase: each JSON-RPC request of a message, counted against the server's rate
-//! limits and decided by its Cedar policies for the authenticated caller, before anything is
-//! forwarded.
+//! The policy phase: each JSON-RPC message with a method (requests and notifications), or the
+//! HTTP request itself (GET, DELETE), counted against the server's rate limits and decided by
+//! its Cedar policies for the authenticated caller, before anything is forwarded.
 use std::time::SystemTime;
+
+use serde_json::Value;
 
 use super::{Conn, Site, error::ProxyError};
 use crate::{
     audit::RequestRecord,
     auth::Principal,
     config::{PolicyMode, RateLimits},
-    mcp::{Decoded, Kind},
-    policy::{Decision, Input},
+    mcp::Decoded,
+    policy::{Decision, Input, action_of_method},
 };
 
-/// Counts and decides every request in `decoded`; the first one over a limit or denied
-/// refuses the whole message (a denial in shadow mode is only recorded). The record gets the
-/// deciding decision.
-pub fn authorize(
+/// The decision's reason when the server has no policy.
+pub const NO_POLICY: &str = "no policy: every authenticated caller may";
+
+/// One thing decided: a JSON-RPC message with a method, or the HTTP request itself (a GET of
+/// the server's stream, a DELETE of a session).
+pub struct Ask<'a> {
+    pub action: &'static str,
+    /// The JSON-RPC method (the action, for an HTTP action).
+    pub method: &'a str,
+    /// The tool, resource URI or prompt it is about.
+    pub target: Option<&'a str>,
+    pub arguments: Option<&'a Value>,
+}
+
+impl<'a> Ask<'a> {
+    /// Every message with a method (requests and notifications), in body order.
+    pub fn messages(decoded: &'a Decoded) -> impl Iterator<Item = Ask<'a>> {
+        decoded.messages.iter().filter_map(|m| {
+            let method = m.method.as_deref()?;
+            Some(Ask {
+                action: action_of_method(method),
+                method,
+                target: m
+                    .tool
+                    .as_deref()
+                    .or(m.resource.as_deref())
+                    .or(m.prompt.as_deref()),
+                arguments: m.arguments.as_ref(),
+            })
+        })
+    }
+
+    /// An HTTP action.
+    pub fn http(action: &'static str) -> Self {
+        Ask {
+            action,
+            method: action,
+            target: None,
+            arguments: None,
+        }
+    }
+}
+
+/// Counts and decides each ask; the first one over a limit or denied refuses the whole request
+/// (a denial in shadow mode is only recorded). The record gets the deciding decision.
+pub fn authorize<'a>(
     site: &Site,
     conn: &Conn,
     principal: &Principal,
     session: Option<&str>,
-    decoded: &Decoded,
+    asks: impl IntoIterator<Item = Ask<'a>>,
     record: &mut RequestRecord,
 ) -> Result<(), ProxyError> {
     let limits = site.server.rate_limits;
     let engine = site.policy.as_ref().map(|live| live.current());
-    if engine.is_none() && limits == RateLimits::default() {
-        return Ok(());
+    if engine.is_none() {
+        record.allow(NO_POLICY);
+        if limits == RateLimits::default() {
+            return Ok(());
+        }
     }
     let now = SystemTime::now();
     let shadow = engine
         .as_ref()
         .is_some_and(|e| e.mode == PolicyMode::Shadow);
     let mut allowed: Option<Decision> = None;
-    for m in decoded.messages.iter().filter(|m| m.kind == Kind::Request) {
-        let method = m.method.as_deref().unwrap_or_default();
-        let target = m
-            .tool
-            .as_deref()
-            .or(m.resource.as_deref())
-            .or(m.prompt.as_deref());
+    for ask in asks {
         let sub = principal.sub.as_str();
-        let rate = site.rates.hit(sub, target.unwrap_or(method), now);
+        let rate = site.rates.hit(sub, ask.target.unwrap_or(ask.method), now);
         if let Some(why) = over_limit(site, sub, rate, now) {
             site.metrics.rate_limited();
             record.deny(format!("rate limit: {why}"));
@@ -50,9 +91,9 @@ pub fn authorize(
         let Some(engine) = &engine else { continue };
         let d = engine.decide(&Input {
             server: &site.server.name,
-            method,
-            target,
-            arguments: m.arguments.as_ref(),
+            action: ask.action,
+            target: ask.target,
+            arguments: ask.arguments,
             principal,
             source_ip: conn.peer.ip(),
             tls: conn.tls.as_deref(),
@@ -73,8 +114,9 @@ pub fn authorize(
             return Ok(());
         }
         return Err(ProxyError::Denied {
-            method: method.to_string(),
-            target: target.map(str::to_string),
+            action: ask.action,
+            method: ask.method.to_string(),
+            target: ask.target.map(str::to_string),
             reason,
         });
     }

@@ -4,7 +4,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
 use super::body::{ProxyBody, full};
-use crate::{auth::AuthError, mcp::DecodeError};
+use crate::{
+    auth::AuthError,
+    mcp::DecodeError,
+    policy::{SESSION_END, STREAM_OPEN},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -26,6 +30,22 @@ pub enum ProxyError {
     BadOrigin(String),
     #[error("unsupported MCP-Protocol-Version {0:?}")]
     BadProtocolVersion(String),
+    /// An MCP header Moat would decide on one way and the server might read another.
+    #[error("the {name} header {why}")]
+    BadHeader {
+        name: &'static str,
+        why: &'static str,
+    },
+    /// A GET or DELETE with a body: its framing is not what Moat forwards.
+    #[error("a {0} request has no body")]
+    BodyNotAllowed(String),
+    /// A response Moat must read (a list result, a legacy stream) that it cannot read: it is
+    /// not passed on unread.
+    #[error("upstream response cannot be read: {0}")]
+    UpstreamUnreadable(String),
+    /// More requests in flight on one legacy session than Moat keeps track of.
+    #[error("too many requests in flight on this session")]
+    TooManyPending,
     #[error("{0}")]
     Decode(#[from] DecodeError),
     #[error("unknown or closed SSE session")]
@@ -53,6 +73,9 @@ pub enum ProxyError {
     RateLimited(String),
     #[error("denied by policy: {reason}")]
     Denied {
+        /// The action that was decided.
+        action: &'static str,
+        /// The JSON-RPC method (or the action, for an HTTP action).
         method: String,
         target: Option<String>,
         reason: String,
@@ -67,7 +90,12 @@ impl ProxyError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::ClientBody(_) | Self::BadProtocolVersion(_) => StatusCode::BAD_REQUEST,
+            Self::ClientBody(_)
+            | Self::BadProtocolVersion(_)
+            | Self::BadHeader { .. }
+            | Self::BodyNotAllowed(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnreadable(_) => StatusCode::BAD_GATEWAY,
+            Self::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
             Self::BadHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::BadOrigin(_) => StatusCode::FORBIDDEN,
             Self::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -83,12 +111,15 @@ impl ProxyError {
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Denied { method, .. } => match method.as_str() {
+            Self::Denied { action, .. } => match *action {
                 "tools/call"
                 | "prompts/get"
                 | "resources/read"
                 | "resources/subscribe"
                 | "resources/unsubscribe" => StatusCode::OK,
+                // What a server without a stream, or one that does not let clients end
+                // sessions, answers: clients carry on without them.
+                STREAM_OPEN | SESSION_END => StatusCode::METHOD_NOT_ALLOWED,
                 _ => StatusCode::FORBIDDEN,
             },
         }
@@ -98,11 +129,14 @@ impl ProxyError {
         match self {
             Self::Decode(e) => e.jsonrpc_code(),
             Self::BadProtocolVersion(_) => -32022,
-            Self::BodyTooLarge(_) => -32600,
-            Self::UpstreamConnect(_) | Self::UpstreamTimeout | Self::AuditUnavailable => -32603,
+            Self::BodyTooLarge(_) | Self::BadHeader { .. } | Self::BodyNotAllowed(_) => -32600,
+            Self::UpstreamConnect(_)
+            | Self::UpstreamTimeout
+            | Self::UpstreamUnreadable(_)
+            | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
-            Self::Session(_) | Self::RateLimited(_) => -32001,
-            Self::Denied { method, .. } => match method.as_str() {
+            Self::Session(_) | Self::RateLimited(_) | Self::TooManyPending => -32001,
+            Self::Denied { action, .. } => match *action {
                 "tools/call" | "prompts/get" => -32602,
                 "resources/read" | "resources/subscribe" | "resources/unsubscribe" => -32002,
                 _ => -32001,
@@ -111,19 +145,25 @@ impl ProxyError {
         }
     }
 
-    /// The response the client gets: the status, and a JSON-RPC error it can read.
-    pub fn response(&self, id: Option<&Value>) -> Response<ProxyBody> {
+    /// The JSON-RPC error the client reads (answering request `id`).
+    pub fn response_body(&self, id: Option<&Value>) -> Value {
         let message = match self {
             Self::Session(_) => "Session not found".to_string(),
-            Self::Denied { method, target, .. } => {
+            Self::Denied {
+                action,
+                method,
+                target,
+                ..
+            } => {
                 let t = target.as_deref().unwrap_or_default();
-                match method.as_str() {
+                match *action {
                     "tools/call" => format!("Unknown tool: {t}"),
                     "prompts/get" => format!("Unknown prompt: {t}"),
                     "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                         format!("Resource not found: {t}")
                     }
-                    m => format!("Forbidden: {m}"),
+                    STREAM_OPEN | SESSION_END => "Method not allowed".to_string(),
+                    _ => format!("Forbidden: {method}"),
                 }
             }
             Self::Auth {
@@ -132,7 +172,12 @@ impl ProxyError {
             } => "cannot validate access tokens now; try again later".to_string(),
             _ => self.to_string(),
         };
-        let body = crate::mcp::error_body(id, self.jsonrpc_code(), &message);
+        crate::mcp::error_body(id, self.jsonrpc_code(), &message)
+    }
+
+    /// The response the client gets: the status, and a JSON-RPC error it can read.
+    pub fn response(&self, id: Option<&Value>) -> Response<ProxyBody> {
+        let body = self.response_body(id);
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(
@@ -150,9 +195,16 @@ impl ProxyError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
-        if let Self::MethodNotAllowed(_) = self {
+        let allow = match self {
+            Self::MethodNotAllowed(_) => Some("GET, POST, DELETE"),
+            Self::Denied { action, .. } if matches!(*action, STREAM_OPEN | SESSION_END) => {
+                Some("POST")
+            }
+            _ => None,
+        };
+        if let Some(allow) = allow {
             resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     }

@@ -1,28 +1,20 @@
-//! List results filtered by the same policies as calls: a `tools/list`, `resources/list` or
-//! `prompts/list` result only names what the caller may use (each entry decided as a call,
-//! with `context.listing` true and no arguments). A JSON body is read whole (up to MAX) and
-//! rewritten; SSE events are rewritten one at a time. What cannot be filtered is not passed on.
-use std::{
-    collections::VecDeque,
-    net::IpAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::SystemTime,
-};
+//! List results read and filtered by the same policies as calls: a `tools/list`,
+//! `resources/list` or `prompts/list` result only names what the caller may use (each entry
+//! decided as a call, with `context.listing` true and no arguments), and the audit record
+//! names the tools listed. A JSON body is read whole (up to MAX) and rewritten; SSE events are
+//! rewritten one at a time. What cannot be read is not passed on.
+use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::body::Reader;
 use crate::{
+    audit::RequestRecord,
     auth::Principal,
-    mcp::{SseEvent, SseParser},
+    mcp::{self, SseParser},
     policy::{Engine, Input, Process},
 };
-
-/// The largest list result (a JSON body, or one SSE event) that is filtered.
-const MAX: usize = 16 * 1024 * 1024;
 
 /// Which list, and how its entries are decided.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,6 +31,14 @@ impl List {
             "resources/list" => Some(Self::Resources),
             "prompts/list" => Some(Self::Prompts),
             _ => None,
+        }
+    }
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Resources => "resources/list",
+            Self::Prompts => "prompts/list",
         }
     }
 
@@ -70,7 +70,7 @@ impl Lister {
         self.engine
             .decide(&Input {
                 server: &self.server,
-                method: call,
+                action: call,
                 target: Some(name),
                 arguments: None,
                 principal: &self.principal,
@@ -105,145 +105,99 @@ impl Lister {
     }
 }
 
-enum State {
-    /// Collecting a JSON body.
-    Json(BytesMut),
-    Sse(SseParser),
-    /// Everything has been sent.
-    Done,
+/// The largest list result read whole (a JSON body), or one SSE event of one.
+pub const MAX: usize = 16 * 1024 * 1024;
+
+/// Reads a list result, filters it when there is a lister, and notes what it listed: the
+/// bytes the client gets, or why the result cannot be passed on (it cannot be read, so it
+/// cannot be filtered).
+pub fn read_whole(
+    list: List,
+    lister: Option<&Lister>,
+    body: &[u8],
+    record: &mut RequestRecord,
+) -> Result<Bytes, String> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the {} result is not JSON: {e}", list.method()))?;
+    Ok(match read_noted(list, lister, &mut v, record) {
+        true => Bytes::from(v.to_string()),
+        false => Bytes::copy_from_slice(body),
+    })
 }
 
-pub struct Filtered<B> {
-    inner: B,
-    lister: Lister,
-    state: State,
-    /// Rewritten bytes waiting to be sent.
-    out: VecDeque<Bytes>,
+/// Filters one message of a list result: whether it changed, and the tools it lists (a
+/// `tools/list` result).
+pub fn read_one(
+    list: List,
+    lister: Option<&Lister>,
+    message: &mut Value,
+) -> (bool, Option<Vec<String>>) {
+    let changed = lister.is_some_and(|l| l.filter(message));
+    let listed = (list == List::Tools)
+        .then(|| mcp::tool_names(message))
+        .flatten();
+    (changed, listed)
 }
 
-impl<B> Filtered<B> {
-    /// Filters a response of `content_type`; None when it is neither JSON nor SSE.
-    pub fn new(inner: B, lister: Lister, content_type: Option<&str>) -> Option<Self> {
-        let ct = content_type?.split(';').next()?.trim().to_ascii_lowercase();
-        let state = match ct.as_str() {
-            "application/json" => State::Json(BytesMut::new()),
-            "text/event-stream" => State::Sse(SseParser::new(MAX)),
-            _ => return None,
-        };
-        Some(Self {
-            inner,
+/// [`read_one`], noting the tools listed in `record`.
+fn read_noted(
+    list: List,
+    lister: Option<&Lister>,
+    message: &mut Value,
+    record: &mut RequestRecord,
+) -> bool {
+    let (changed, listed) = read_one(list, lister, message);
+    if let Some(names) = listed {
+        record.tools_listed(names);
+    }
+    changed
+}
+
+/// A list result as an event stream: each event's message read (and filtered) as it passes;
+/// comments, ids and events without data (or with empty data) pass unchanged. An event that cannot be read ends
+/// the stream.
+pub struct ListStream {
+    list: List,
+    lister: Option<Lister>,
+    parser: SseParser,
+}
+
+impl ListStream {
+    pub fn new(list: List, lister: Option<Lister>) -> Self {
+        Self {
+            list,
             lister,
-            state,
-            out: VecDeque::new(),
-        })
-    }
-
-    /// The whole JSON body, filtered (unchanged if it is not JSON; an error if it is too big
-    /// to be read).
-    fn finish_json(&mut self, buf: &[u8]) -> Bytes {
-        match serde_json::from_slice::<Value>(buf) {
-            Ok(mut v) => {
-                if self.lister.filter(&mut v) {
-                    Bytes::from(v.to_string())
-                } else {
-                    Bytes::copy_from_slice(buf)
-                }
-            }
-            Err(_) => Bytes::copy_from_slice(buf),
+            parser: SseParser::with_blocks(MAX),
         }
-    }
-
-    fn sse_event(&self, e: SseEvent) -> Bytes {
-        let mut data = e.data;
-        if let Ok(mut v) = serde_json::from_str::<Value>(&data)
-            && self.lister.filter(&mut v)
-        {
-            data = v.to_string();
-        }
-        let mut s = String::new();
-        if let Some(id) = &e.id {
-            s.push_str(&format!("id: {id}\n"));
-        }
-        if let Some(ev) = &e.event {
-            s.push_str(&format!("event: {ev}\n"));
-        }
-        if let Some(r) = e.retry {
-            s.push_str(&format!("retry: {r}\n"));
-        }
-        for line in data.split('\n') {
-            s.push_str(&format!("data: {line}\n"));
-        }
-        s.push('\n');
-        Bytes::from(s)
     }
 }
 
-fn too_large() -> Bytes {
-    Bytes::from_static(
-        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"list result too large to filter"}}"#,
-    )
-}
-
-impl<B> Body for Filtered<B>
-where
-    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        loop {
-            if let Some(b) = this.out.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(b))));
-            }
-            if let State::Done = this.state {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers: not part of a list result
-                    };
-                    match &mut this.state {
-                        State::Json(buf) if buf.len() + data.len() > MAX => {
-                            this.state = State::Done;
-                            this.out.push_back(too_large());
-                        }
-                        State::Json(buf) => buf.extend_from_slice(&data),
-                        State::Sse(parser) => match parser.push(&data) {
-                            Ok(events) => {
-                                for e in events {
-                                    let b = this.sse_event(e);
-                                    this.out.push_back(b);
-                                }
-                            }
-                            // An event too large to read is not passed on: the stream ends.
-                            Err(_) => this.state = State::Done,
-                        },
-                        State::Done => {}
-                    }
-                }
-                Poll::Ready(None) => {
-                    if let State::Json(buf) = std::mem::replace(&mut this.state, State::Done) {
-                        let b = this.finish_json(&buf);
-                        this.out.push_back(b);
-                    }
-                }
+impl Reader for ListStream {
+    fn chunk(
+        &mut self,
+        data: Bytes,
+        record: &mut RequestRecord,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<(), String> {
+        let blocks = self.parser.push_blocks(&data).map_err(|e| e.to_string())?;
+        for block in blocks {
+            // Priming events (an id and empty data) carry no message.
+            let Some(event) = block.event.as_ref().filter(|e| !e.data.is_empty()) else {
+                out.push_back(block.raw.into());
+                continue;
+            };
+            let mut v: Value = serde_json::from_str(&event.data).map_err(|e| {
+                format!(
+                    "an event of the {} result is not JSON: {e}",
+                    self.list.method()
+                )
+            })?;
+            if read_noted(self.list, self.lister.as_ref(), &mut v, record) {
+                out.push_back(block.with_data(&v.to_string()).into());
+            } else {
+                out.push_back(block.raw.into());
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done) && self.out.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Forwarding: the pooled upstream client (connecting from the reserved identity) and the
-//! request and response header rewriting.
+//! Forwarding: the pooled upstream client (connecting from the reserved identity), the upstream
+//! request Moat builds, and the response's hop-by-hop headers.
 use std::{
     future::Future,
     net::SocketAddr,
@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::Client,
@@ -17,7 +18,7 @@ use hyper_util::{
 };
 use tokio::net::TcpStream;
 
-use super::{body::ProxyBody, error::ProxyError};
+use super::{body::ProxyBody, error::ProxyError, fields::Fields};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Opens upstream connections from the reserved identity, for the pooled client.
@@ -80,37 +81,71 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-/// Rewrites a client request for the upstream at `addr`: its URI, Host and Origin name the
-/// upstream (servers bound to loopback check them), hop-by-hop headers go, and the client's
-/// credentials never leave Moat.
-pub fn upstream_request(
-    parts: &http::request::Parts,
-    addr: SocketAddr,
-    body: ProxyBody,
-) -> Request<ProxyBody> {
-    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+/// What the upstream request is built from: what Moat routed and decided, never the client's
+/// request itself.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    /// The path (and query) Moat routed: the endpoint, or a message URL of a legacy stream.
+    pub target: &'a str,
+    /// The header fields Moat read and checked.
+    pub fields: &'a Fields,
+    /// The client sent an `Origin` (which Moat checked): the upstream gets its own.
+    pub origin: bool,
+    /// What the upstream gets instead of the client's token.
+    pub credential: Option<(HeaderName, HeaderValue)>,
+}
+
+/// Builds the upstream request for the upstream at `addr`. Its headers are an allowlist, each
+/// the one value Moat checked: content type and length (of the body Moat encoded), accept,
+/// the MCP headers, trace context, Host and Origin naming the upstream (servers bound to
+/// loopback check them) and Moat's own credential. Framing, connection and credential headers
+/// from the client never go upstream; the upstream is asked for unencoded responses.
+pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr, body: Bytes) -> Request<ProxyBody> {
     let authority = addr.to_string();
-    let uri: Uri = format!("http://{authority}{pq}")
+    let uri: Uri = format!("http://{authority}{}", out.target)
         .parse()
-        .expect("valid upstream URI");
-    let mut headers = parts.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::COOKIE);
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&authority).expect("address is a valid header"),
-    );
-    if headers.contains_key(header::ORIGIN) {
-        headers.insert(
-            header::ORIGIN,
-            HeaderValue::from_str(&format!("http://{authority}")).expect("valid origin"),
-        );
+        .expect("a routed target is a valid URI path");
+    let mut h = HeaderMap::with_capacity(12);
+    let mut put = |name: HeaderName, value: &str| {
+        // Every value was checked to be visible ASCII (or built by Moat).
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put(header::HOST, &authority);
+    if out.origin {
+        put(header::ORIGIN, &format!("http://{authority}"));
     }
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
+    put(header::ACCEPT_ENCODING, "identity");
+    let f = out.fields;
+    for (name, value) in [
+        (header::ACCEPT, &f.accept),
+        (HeaderName::from_static("mcp-session-id"), &f.session),
+        (
+            HeaderName::from_static("mcp-protocol-version"),
+            &f.protocol_version,
+        ),
+        (HeaderName::from_static("mcp-method"), &f.mcp_method),
+        (HeaderName::from_static("mcp-name"), &f.mcp_name),
+        (HeaderName::from_static("last-event-id"), &f.last_event_id),
+        (HeaderName::from_static("traceparent"), &f.traceparent),
+        (HeaderName::from_static("tracestate"), &f.tracestate),
+    ] {
+        if let Some(v) = value {
+            put(name, v);
+        }
+    }
+    if *out.method == Method::POST {
+        put(header::CONTENT_TYPE, "application/json");
+        put(header::CONTENT_LENGTH, &body.len().to_string());
+    }
+    if let Some((name, value)) = &out.credential {
+        h.insert(name.clone(), value.clone());
+    }
+    let mut req = Request::new(super::body::full(body));
+    *req.method_mut() = out.method.clone();
     *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
+    *req.headers_mut() = h;
     req
 }
 
@@ -144,37 +179,66 @@ pub async fn send(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::http::body::full;
+    use http_body_util::BodyExt as _;
 
-    #[test]
-    fn the_upstream_request_names_the_upstream_and_carries_no_credentials() {
-        let req = Request::builder()
-            .method("POST")
-            .uri("/mcp?x=1")
-            .header("host", "files.example.com")
-            .header("origin", "https://claude.ai")
-            .header("authorization", "Bearer secret")
-            .header("cookie", "sid=1")
-            .header("connection", "keep-alive, x-private")
-            .header("x-private", "1")
-            .header("te", "trailers")
-            .header("mcp-session-id", "s1")
-            .body(())
-            .unwrap();
-        let (parts, ()) = req.into_parts();
-        let up = upstream_request(
-            &parts,
-            "127.0.0.1:9000".parse().unwrap(),
-            full(bytes::Bytes::new()),
-        );
-        assert_eq!(up.uri(), "http://127.0.0.1:9000/mcp?x=1");
+    use super::*;
+
+    #[tokio::test]
+    async fn the_upstream_request_is_built_from_the_checked_fields_only() {
+        let fields = Fields {
+            session: Some("s1".into()),
+            protocol_version: Some("2025-06-18".into()),
+            accept: Some("application/json, text/event-stream".into()),
+            ..Fields::default()
+        };
+        let out = Outgoing {
+            method: &Method::POST,
+            target: "/mcp",
+            fields: &fields,
+            origin: true,
+            credential: Some((header::AUTHORIZATION, HeaderValue::from_static("Bearer up"))),
+        };
+        let up = upstream_request(&out, "127.0.0.1:9000".parse().unwrap(), "{}".into());
+        assert_eq!(up.uri(), "http://127.0.0.1:9000/mcp");
         let h = up.headers();
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept",
+                "accept-encoding",
+                "authorization",
+                "content-length",
+                "content-type",
+                "host",
+                "mcp-protocol-version",
+                "mcp-session-id",
+                "origin"
+            ]
+        );
         assert_eq!(h["host"], "127.0.0.1:9000");
         assert_eq!(h["origin"], "http://127.0.0.1:9000");
-        assert_eq!(h["mcp-session-id"], "s1");
-        for gone in ["authorization", "cookie", "connection", "x-private", "te"] {
-            assert!(!h.contains_key(gone), "{gone} was forwarded");
-        }
+        assert_eq!(h["authorization"], "Bearer up");
+        assert_eq!(h["accept-encoding"], "identity");
+        assert_eq!(h["content-length"], "2");
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(up.into_body().collect().await.unwrap().to_bytes(), "{}");
+
+        let get = Outgoing {
+            method: &Method::GET,
+            target: "/mcp",
+            fields: &Fields::default(),
+            origin: false,
+            credential: None,
+        };
+        let up = upstream_request(&get, "127.0.0.1:9000".parse().unwrap(), Bytes::new());
+        let mut names: Vec<&str> = up.headers().keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept-encoding", "host"],
+            "a GET carries no framing"
+        );
     }
 }

@@ -4,10 +4,12 @@ pub mod admit;
 pub mod authorize;
 pub mod body;
 pub mod error;
+pub mod fields;
 pub mod filter;
 pub mod forward;
 pub mod legacy;
-pub mod listing;
+#[cfg(test)]
+mod tests;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -20,9 +22,12 @@ use tracing::Instrument as _;
 
 use self::{
     admit::Route,
-    body::{Audited, ProxyBody, full},
+    authorize::Ask,
+    body::{Audited, ProxyBody, Reader, full},
     error::ProxyError,
-    forward::UpstreamClient,
+    fields::Fields,
+    filter::{List, Lister},
+    forward::{Outgoing, UpstreamClient},
 };
 use crate::{
     admin::{ServerMetrics, TokenOutcome},
@@ -34,8 +39,8 @@ use crate::{
     },
     config::Server,
     idle::InFlight,
-    mcp::{self, Decoded, Revision},
-    policy::{Live, Process, Rates},
+    mcp::{self, Decoded, Kind, Revision},
+    policy::{Live, Process, Rates, SESSION_END, STREAM_OPEN},
     steer::identity::Identity,
 };
 
@@ -90,15 +95,21 @@ impl Site {
     }
 }
 
-/// What answers a request: the upstream, or Moat itself (metadata, keys).
+/// What answers a request.
 enum Answer {
-    /// The upstream's response, what watches it, and the policy filter of a list result.
-    Upstream(
-        Response<Incoming>,
-        Option<Box<dyn body::Observer>>,
-        Option<filter::Lister>,
-    ),
-    Local(Response<ProxyBody>),
+    /// The upstream's response, streamed through the reader, if any. `on_end` takes the
+    /// record when the response ends (a legacy request answered later on its stream).
+    Upstream {
+        resp: Response<Incoming>,
+        reader: Option<Box<dyn Reader>>,
+        on_end: Option<body::OnEnd>,
+    },
+    /// A response Moat built whole: its own documents and answers (`upstream` None), or an
+    /// upstream result it read whole (`upstream`: the status the upstream answered with).
+    Whole {
+        resp: Response<ProxyBody>,
+        upstream: Option<u16>,
+    },
 }
 
 /// What every request handler shares.
@@ -151,31 +162,41 @@ impl Proxy {
             .instrument(span.clone())
             .await
         {
-            Ok(Answer::Local(resp)) => {
+            Ok(Answer::Whole {
+                resp,
+                upstream: None,
+            }) => {
                 record.answered_locally(resp.status().as_u16());
                 Ok(resp)
             }
-            Ok(Answer::Upstream(resp, observer, lister)) => {
+            Ok(Answer::Whole {
+                resp,
+                upstream: Some(status),
+            }) => {
+                record.answered(status);
+                record.complete();
+                Ok(resp)
+            }
+            Ok(Answer::Upstream {
+                resp,
+                reader,
+                on_end,
+            }) => {
                 record.answered(resp.status().as_u16());
                 let (mut parts, body) = resp.into_parts();
-                let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str());
-                let body = match lister {
-                    None => ProxyBody::new(Audited::new(body, record, observer, in_flight)),
-                    Some(l) => match filter::Filtered::new(body, l, content_type) {
-                        Some(f) => {
-                            parts.headers.remove(header::CONTENT_LENGTH);
-                            ProxyBody::new(Audited::new(f, record, observer, in_flight))
-                        }
-                        // Neither JSON nor SSE: no list in it to filter.
-                        None => ProxyBody::new(Audited::new(
-                            http_body_util::Empty::new().map_err(|never| match never {}),
-                            record,
-                            observer,
-                            in_flight,
-                        )),
-                    },
-                };
-                Ok(Response::from_parts(parts, body))
+                if reader.is_some() {
+                    // The reader may change what passes.
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                } else if http_body::Body::is_end_stream(&body) {
+                    // Nothing to send after the head (a 202, `Content-Length: 0`): hyper may
+                    // never poll such a body, and the response is complete once it is sent.
+                    record.complete();
+                }
+                let mut body = Audited::new(body, record, reader, in_flight);
+                if let Some(f) = on_end {
+                    body = body.on_end(f);
+                }
+                Ok(Response::from_parts(parts, ProxyBody::new(body)))
             }
             Err(e) => {
                 let resp = e.response(record.mcp_id());
@@ -183,9 +204,15 @@ impl Proxy {
                 if let ProxyError::Auth { .. } | ProxyError::Session(_) = e {
                     record.deny(e.to_string());
                 }
-                if let ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout = e {
-                    span.in_scope(|| tracing::warn!(upstream = %site.server.upstream, "{e}"));
-                    record.upstream_failed(&e.to_string());
+                match &e {
+                    ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout => {
+                        span.in_scope(|| tracing::warn!(upstream = %site.server.upstream, "{e}"));
+                        record.upstream_failed(&e.to_string());
+                    }
+                    ProxyError::UpstreamUnreadable(_) => {
+                        span.in_scope(|| tracing::warn!(upstream = %site.server.upstream, "{e}"));
+                    }
+                    _ => {}
                 }
                 Ok(resp)
             }
@@ -208,42 +235,131 @@ impl Proxy {
         }
         let Admitted {
             route,
-            session,
+            target,
+            fields,
             principal,
         } = match admit(site, &parts, record).await {
             Ok(Ok(a)) => a,
-            Ok(Err(local)) => return Ok(Answer::Local(local)),
+            Ok(Err(local)) => {
+                return Ok(Answer::Whole {
+                    resp: local,
+                    upstream: None,
+                });
+            }
             Err(e) => {
                 drain(incoming).await;
                 return Err(e);
             }
         };
+        let legacy = match route {
+            Route::LegacyMessage => {
+                Some(site.legacy.get(&target).ok_or(ProxyError::UnknownSession)?)
+            }
+            _ => None,
+        };
+        let session = fields.session.as_deref();
+        let lister = |list: List| -> Option<Lister> {
+            let (live, p) = (site.policy.as_ref()?, principal.as_ref()?);
+            Some(Lister {
+                list,
+                engine: live.current(),
+                server: site.name.clone(),
+                principal: p.clone(),
+                source_ip: conn.peer.ip(),
+                tls: conn.tls.clone(),
+                session: fields.session.clone(),
+                process: conn.process.clone(),
+            })
+        };
+        if principal.is_none() {
+            record.allow("the server is unauthenticated (dangerous.unauthenticated): anyone may");
+        }
         let mut list = None;
+        let mut decoded = None;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
-            let decoded = decode(
-                site,
-                &parts.headers,
-                &bytes,
-                route == Route::Streamable,
-                record,
-            )?;
+            let d = decode(site, &fields, &bytes, route == Route::Streamable, record)?;
             if let Some(p) = &principal {
-                authorize::authorize(site, conn, p, session.as_deref(), &decoded, record)?;
+                let decided =
+                    authorize::authorize(site, conn, p, session, Ask::messages(&d), record);
+                if let (Err(e), Some(legacy)) = (&decided, &legacy)
+                    && let Some(resp) = answer_on_stream(legacy, &d, e, record)
+                {
+                    return Ok(Answer::Whole {
+                        resp,
+                        upstream: None,
+                    });
+                }
+                decided?;
             }
-            list = decoded
+            list = d
                 .messages
                 .iter()
-                .find_map(|m| m.method.as_deref().and_then(filter::List::of_method));
-            full(bytes)
+                .find_map(|m| m.method.as_deref().and_then(List::of_method));
+            let body = d.body.clone();
+            decoded = Some(d);
+            body
         } else {
-            full(Bytes::new())
+            // Moat forwards no body with these, so none may come: its framing would reach
+            // the upstream as the start of another request.
+            let framed = parts.headers.contains_key(header::TRANSFER_ENCODING)
+                || parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0");
+            if framed || !http_body::Body::is_end_stream(&incoming) {
+                drain(incoming).await;
+                return Err(ProxyError::BodyNotAllowed(parts.method.to_string()));
+            }
+            if let Some(p) = &principal {
+                let action = if parts.method == Method::DELETE {
+                    SESSION_END
+                } else {
+                    STREAM_OPEN
+                };
+                authorize::authorize(site, conn, p, session, [Ask::http(action)], record)?;
+            }
+            Bytes::new()
         };
-        let mut up = forward::upstream_request(&parts, server.upstream, body);
-        if let Some((name, value)) = site.credential.header(principal.as_deref()) {
-            up.headers_mut().insert(name, value);
-        }
-        let resp = forward::send(&self.client, up, server.limits.upstream_timeout).await?;
+        // On a legacy session the answers come on the stream: note what is expected there.
+        let requests: Vec<&serde_json::Value> = match (&legacy, &decoded) {
+            (Some(legacy), Some(d)) => {
+                let expected = d
+                    .messages
+                    .iter()
+                    .filter(|m| m.kind == Kind::Request)
+                    .filter_map(|m| {
+                        let l = m.method.as_deref().and_then(List::of_method);
+                        Some((m.id.as_ref()?, l.map(|l| (l, lister(l)))))
+                    })
+                    .collect::<Vec<_>>();
+                let ids = expected.iter().map(|(id, _)| *id).collect();
+                legacy.expect(expected)?;
+                ids
+            }
+            _ => Vec::new(),
+        };
+        let up = forward::upstream_request(
+            &Outgoing {
+                method: &parts.method,
+                target: &target,
+                fields: &fields,
+                origin: parts.headers.contains_key(header::ORIGIN),
+                credential: site.credential.header(principal.as_deref()),
+            },
+            server.upstream,
+            body,
+        );
+        let sent = forward::send(&self.client, up, server.limits.upstream_timeout).await;
+        let resp = match sent.and_then(check_encoding) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(legacy) = &legacy {
+                    legacy.forget(requests.iter().copied());
+                }
+                return Err(e);
+            }
+        };
         if let Some(p) = &principal
             && route == Route::Streamable
             && resp.status().is_success()
@@ -251,51 +367,170 @@ impl Proxy {
             if let Some(id) = header_str(resp.headers(), "mcp-session-id") {
                 site.sessions.bind(id, p);
             } else if parts.method == Method::DELETE
-                && let Some(id) = &session
+                && let Some(id) = session
             {
                 site.sessions.end(id);
             }
         }
-        let observer = if !resp.status().is_success() {
-            None
-        } else if route == Route::LegacyStream {
-            Some(site.legacy.observer(principal.as_deref().map(Owner::from)))
-        } else if matches!(list, Some(filter::List::Tools)) {
-            listing::ListObserver::for_content_type(header_str(
-                resp.headers(),
-                header::CONTENT_TYPE.as_str(),
-            ))
-        } else {
-            None
+        if let Some(legacy) = &legacy {
+            if !resp.status().is_success() {
+                // Answered here, not on the stream.
+                legacy.forget(requests.iter().copied());
+            } else if let Some(d) = &decoded {
+                // A cancelled request is not answered.
+                for m in &d.messages {
+                    if let Some(id) = &m.cancels {
+                        legacy.forget([id]);
+                    }
+                }
+            }
+        }
+        if !resp.status().is_success() {
+            return Ok(Answer::Upstream {
+                resp,
+                reader: None,
+                on_end: None,
+            });
+        }
+        if route == Route::LegacyStream {
+            expect_content_type(&resp, "text/event-stream")?;
+            let owner = principal.as_deref().map(Owner::from);
+            return Ok(Answer::Upstream {
+                resp,
+                reader: Some(site.legacy.stream(owner)),
+                on_end: None,
+            });
+        }
+        if let (Some(legacy), Some(list)) = (legacy, list) {
+            // The list's result comes on the stream: its record waits for it there.
+            let id = requests.first().map(|id| (*id).clone());
+            let on_end: Option<body::OnEnd> =
+                id.map(|id| -> body::OnEnd { Box::new(move |record| legacy.park(&id, record)) });
+            let _ = list;
+            return Ok(Answer::Upstream {
+                resp,
+                reader: None,
+                on_end,
+            });
+        }
+        let Some(list) = list else {
+            return Ok(Answer::Upstream {
+                resp,
+                reader: None,
+                on_end: None,
+            });
         };
-        let lister = match (list, &site.policy, &principal) {
-            (Some(list), Some(live), Some(p)) if resp.status().is_success() => {
-                Some(filter::Lister {
-                    list,
-                    engine: live.current(),
-                    server: site.name.clone(),
-                    principal: p.clone(),
-                    source_ip: conn.peer.ip(),
-                    tls: conn.tls.clone(),
-                    session: session.clone(),
-                    process: conn.process.clone(),
+        // A list result is read before it passes: filtered by the policies, and noted.
+        match content_type(resp.headers()).as_deref() {
+            Some("text/event-stream") => Ok(Answer::Upstream {
+                resp,
+                reader: Some(Box::new(filter::ListStream::new(list, lister(list)))),
+                on_end: None,
+            }),
+            Some("application/json") => {
+                let (mut parts, body) = resp.into_parts();
+                let bytes = read_upstream(body, server.limits.upstream_timeout).await?;
+                let bytes = filter::read_whole(list, lister(list).as_ref(), &bytes, record)
+                    .map_err(ProxyError::UpstreamUnreadable)?;
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let status = parts.status.as_u16();
+                Ok(Answer::Whole {
+                    resp: Response::from_parts(parts, full(bytes)),
+                    upstream: Some(status),
                 })
             }
-            _ => None,
-        };
-        Ok(Answer::Upstream(resp, observer, lister))
+            other => Err(ProxyError::UpstreamUnreadable(format!(
+                "a {} result of content type {}",
+                list.method(),
+                other.unwrap_or("(none)")
+            ))),
+        }
     }
 }
 
-/// A request that may go on to its body: where it goes, its session, who sent it.
+/// A denied (or rate-limited) request on a legacy session is answered where the client reads
+/// answers: accepted (202), with the error as an event on the session's stream for each
+/// request of the message. None if the stream cannot take it (the error is then the answer).
+fn answer_on_stream(
+    legacy: &legacy::Session,
+    d: &Decoded,
+    e: &ProxyError,
+    record: &mut RequestRecord,
+) -> Option<Response<ProxyBody>> {
+    if !matches!(e, ProxyError::Denied { .. } | ProxyError::RateLimited(_)) {
+        return None;
+    }
+    let ids: Vec<&serde_json::Value> = d
+        .messages
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .filter_map(|m| m.id.as_ref())
+        .collect();
+    for id in &ids {
+        let body = e.response_body(Some(id));
+        if !legacy.send(legacy::event(&body)) {
+            return None;
+        }
+    }
+    let resp = Response::builder()
+        .status(http::StatusCode::ACCEPTED)
+        .body(full(Bytes::new()))
+        .ok()?;
+    record.fail(202, &e.to_string());
+    Some(resp)
+}
+
+/// Moat asks the upstream for unencoded responses; an encoded one is not passed on (Moat could
+/// not read it, and the client never asked for that encoding).
+fn check_encoding(resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    match header_str(resp.headers(), header::CONTENT_ENCODING.as_str()) {
+        None => Ok(resp),
+        Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(resp),
+        Some(e) => Err(ProxyError::UpstreamUnreadable(format!(
+            "content encoding {e:?} (identity was asked for)"
+        ))),
+    }
+}
+
+/// The media type of a response, lower-case, without parameters.
+fn content_type(h: &HeaderMap) -> Option<String> {
+    header_str(h, header::CONTENT_TYPE.as_str())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+fn expect_content_type(resp: &Response<Incoming>, want: &str) -> Result<(), ProxyError> {
+    match content_type(resp.headers()) {
+        Some(ct) if ct == want => Ok(()),
+        other => Err(ProxyError::UpstreamUnreadable(format!(
+            "content type {} where {want} is read",
+            other.as_deref().unwrap_or("(none)")
+        ))),
+    }
+}
+
+/// Reads a whole upstream body Moat must read (a list result), within the list size limit and
+/// the upstream timeout.
+async fn read_upstream(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
+    let collect = Limited::new(body, filter::MAX).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(ProxyError::UpstreamUnreadable(e.to_string())),
+    }
+}
+
+/// A request that may go on to its body: where it goes, its checked headers, who sent it.
 struct Admitted {
     route: Route,
-    session: Option<String>,
+    /// The path (and query) the upstream request goes to: what was routed.
+    target: String,
+    fields: Fields,
     principal: Option<Arc<Principal>>,
 }
 
 /// The checks on a request's head: the host, documents Moat serves itself (the `Err` of the
-/// inner result), the origin, the route, the token and the session.
+/// inner result), the origin, the route, the headers, the token and the session.
 async fn admit(
     site: &Site,
     parts: &http::request::Parts,
@@ -310,15 +545,19 @@ async fn admit(
     let route = admit::route(server, &parts.method, &parts.uri, |t| {
         site.legacy.is_live(t)
     })?;
-    let session = header_str(&parts.headers, "mcp-session-id")
-        .or_else(|| {
-            parts
-                .uri
-                .path_and_query()
-                .and_then(|pq| legacy::session_of(pq.as_str()))
-        })
-        .map(str::to_string);
-    record.mcp().session.clone_from(&session);
+    let target = match route {
+        Route::Streamable => server.endpoint.clone(),
+        Route::LegacyStream | Route::LegacyMessage => parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
+    };
+    let mut fields = Fields::read(&parts.headers)?;
+    if route == Route::LegacyMessage {
+        // The session of a legacy message is the one its URL names.
+        fields.session = legacy::session_of(&target).map(str::to_string);
+    }
+    record.mcp().session.clone_from(&fields.session);
     let principal = match &site.auth {
         Some(a) => {
             let checked = a.authenticate(&parts.headers, &parts.uri).await;
@@ -337,11 +576,12 @@ async fn admit(
         None => None,
     };
     if let Some(p) = &principal {
-        check_session(site, route, &parts.uri, session.as_deref(), p)?;
+        check_session(site, route, &target, fields.session.as_deref(), p)?;
     }
     Ok(Ok(Admitted {
         route,
-        session,
+        target,
+        fields,
         principal,
     }))
 }
@@ -362,19 +602,16 @@ async fn drain(body: Incoming) {
 fn check_session(
     site: &Site,
     route: Route,
-    uri: &http::Uri,
+    target: &str,
     session: Option<&str>,
     p: &Principal,
 ) -> Result<(), ProxyError> {
     match route {
-        Route::LegacyMessage => {
-            let target = uri.path_and_query().map_or("", |pq| pq.as_str());
-            match site.legacy.owner(target) {
-                Some(Some(owner)) if owner == Owner::from(p) => Ok(()),
-                Some(_) => Err(ProxyError::Session("belongs to another principal")),
-                None => Err(ProxyError::UnknownSession),
-            }
-        }
+        Route::LegacyMessage => match site.legacy.get(target) {
+            Some(s) if s.owner.as_ref() == Some(&Owner::from(p)) => Ok(()),
+            Some(_) => Err(ProxyError::Session("belongs to another principal")),
+            None => Err(ProxyError::UnknownSession),
+        },
         Route::Streamable => match session.map(|id| site.sessions.check(id, p)) {
             None | Some(Binding::Own) => Ok(()),
             Some(Binding::Foreign) => Err(ProxyError::Session("belongs to another principal")),
@@ -452,12 +689,12 @@ async fn read_body(site: &Site, headers: &HeaderMap, body: Incoming) -> Result<B
 /// Decodes the whole message and checks the headers that must agree with it.
 fn decode(
     site: &Site,
-    headers: &HeaderMap,
+    fields: &Fields,
     bytes: &[u8],
     streamable: bool,
     record: &mut RequestRecord,
 ) -> Result<Decoded, ProxyError> {
-    let revision = match header_str(headers, "mcp-protocol-version") {
+    let revision = match fields.protocol_version.as_deref() {
         None if streamable => Revision::V2025_03_26,
         None => Revision::V2024_11_05,
         Some(v) => {
@@ -469,16 +706,12 @@ fn decode(
         record.arguments(args);
     }
     // Recorded before the header checks, so a refusal answers with the request's id.
-    note_mcp(
-        &decoded,
-        header_str(headers, "mcp-protocol-version"),
-        record.mcp(),
-    );
+    note_mcp(&decoded, fields.protocol_version.as_deref(), record.mcp());
     for m in &decoded.messages {
         mcp::check_headers(
             m,
-            header_str(headers, "mcp-method"),
-            header_str(headers, "mcp-name"),
+            fields.mcp_method.as_deref(),
+            fields.mcp_name.as_deref(),
             revision,
         )?;
     }

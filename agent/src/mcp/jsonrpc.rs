@@ -3,7 +3,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Limits, Revision,
-    error::DecodeError,
+    error::{DecodeError, excerpt},
     strict::{self, StrictError},
 };
 
@@ -36,6 +36,8 @@ pub struct Message {
     pub prompt: Option<String>,
     /// `initialize`: `params.protocolVersion`.
     pub protocol_version: Option<String>,
+    /// `notifications/cancelled`: `params.requestId`, the request it cancels.
+    pub cancels: Option<Value>,
 }
 
 impl Message {
@@ -50,6 +52,7 @@ impl Message {
             resource: None,
             prompt: None,
             protocol_version: None,
+            cancels: None,
         }
     }
 }
@@ -61,6 +64,10 @@ pub struct Decoded {
     pub messages: Vec<Message>,
     /// The body was a JSON array (even of one message).
     pub batch: bool,
+    /// What the upstream gets: the JSON that was decoded (and decided on), encoded by Moat,
+    /// never the client's bytes. A server that parses JSON differently from Moat (numbers
+    /// beyond 64 bits, escapes, whitespace) still reads exactly the values Moat read.
+    pub body: bytes::Bytes,
 }
 
 /// Decodes a whole POST body under `revision`'s rules, or says why it is refused.
@@ -72,11 +79,11 @@ pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decode
             unit: "bytes",
         });
     }
-    let value = strict::parse(body, limits.max_depth).map_err(|e| match e {
+    let mut value = strict::parse(body, limits.max_depth).map_err(|e| match e {
         StrictError::Parse(m) => DecodeError::Parse(m),
         StrictError::TooDeep(limit) => DecodeError::TooDeep { limit },
     })?;
-    match value {
+    let (messages, batch) = match &mut value {
         Value::Array(items) => {
             if !revision.allows_batch() {
                 return Err(DecodeError::BatchNotAllowed { revision });
@@ -91,17 +98,18 @@ pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decode
                     unit: "messages in the batch",
                 });
             }
-            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
-            Ok(Decoded {
-                messages,
-                batch: true,
-            })
+            let messages = items.iter_mut().map(message).collect::<Result<_, _>>()?;
+            (messages, true)
         }
-        other => Ok(Decoded {
-            messages: vec![message(other)?],
-            batch: false,
-        }),
-    }
+        other => (vec![message(other)?], false),
+    };
+    let body = serde_json::to_vec(&value)
+        .map_err(|e| DecodeError::Parse(format!("re-encoding the body: {e}")))?;
+    Ok(Decoded {
+        messages,
+        batch,
+        body: body.into(),
+    })
 }
 
 /// The tool names of a `tools/list` result message (`{"result":{"tools":[{"name":..},..]}}`), in
@@ -117,12 +125,12 @@ pub fn tool_names(result_message: &Value) -> Option<Vec<String>> {
         .collect()
 }
 
-fn message(value: Value) -> Result<Message, DecodeError> {
-    let Value::Object(mut object) = value else {
+fn message(value: &mut Value) -> Result<Message, DecodeError> {
+    let Value::Object(object) = value else {
         return Err(invalid_request(None, "a message must be a JSON object"));
     };
-    let raw_id = object.remove("id");
-    let id = raw_id.clone().filter(valid_id);
+    let raw_id = object.get("id");
+    let id = raw_id.filter(|v| valid_id(v)).cloned();
     // Errors name the id only when it is a request's: responses and notifications get no reply.
     let request_id = || id.clone().filter(|_| object.contains_key("method"));
     if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
@@ -130,8 +138,9 @@ fn message(value: Value) -> Result<Message, DecodeError> {
     }
     let has_result = object.contains_key("result");
     let has_error = object.contains_key("error");
-    match object.remove("method") {
+    match object.get("method") {
         Some(Value::String(method)) => {
+            let method = method.clone();
             if has_result || has_error {
                 return Err(invalid_request(
                     id,
@@ -148,7 +157,18 @@ fn message(value: Value) -> Result<Message, DecodeError> {
                     ));
                 }
             };
-            let params = match object.remove("params") {
+            // A request method sent without an id would reach the server undecided by the
+            // rules for that method: every notification must be one.
+            if kind == Kind::Notification && !is_notification_method(&method) {
+                return Err(invalid_request(
+                    None,
+                    format!(
+                        "{} is not a notification method (notifications/...): a request needs an id",
+                        excerpt(&method)
+                    ),
+                ));
+            }
+            let params = match object.get_mut("params") {
                 None => None,
                 Some(Value::Object(params)) => Some(params),
                 Some(_) => return Err(invalid_params(id, "params must be an object")),
@@ -170,10 +190,15 @@ fn message(value: Value) -> Result<Message, DecodeError> {
                     },
                 ));
             };
-            check_response(&object)?;
+            check_response(object)?;
             Ok(Message::bare(Kind::Response, Some(id)))
         }
     }
+}
+
+/// Notification methods: `notifications/...` (every one the spec defines, in both directions).
+pub fn is_notification_method(method: &str) -> bool {
+    method.starts_with("notifications/")
 }
 
 fn check_response(object: &Map<String, Value>) -> Result<(), DecodeError> {
@@ -194,37 +219,44 @@ fn check_response(object: &Map<String, Value>) -> Result<(), DecodeError> {
     Err(invalid_request(None, reason))
 }
 
-/// Fills in the fields of the methods the proxy decides on. Applies to notifications too: a
-/// "notification" named `tools/call` must not slip past a rule on the tool.
+/// Fills in the fields of the methods the proxy decides on.
 fn read_params(
     msg: &mut Message,
     method: &str,
-    params: Option<Map<String, Value>>,
+    params: Option<&mut Map<String, Value>>,
 ) -> Result<(), DecodeError> {
     let (key, what) = match method {
         "tools/call" => ("name", "tool"),
         "prompts/get" => ("name", "prompt"),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", "resource"),
         "initialize" => ("protocolVersion", "protocol version"),
+        "notifications/cancelled" => {
+            msg.cancels = params
+                .and_then(|p| p.get("requestId"))
+                .filter(|id| valid_id(id))
+                .cloned();
+            return Ok(());
+        }
         _ => return Ok(()),
     };
-    let Some(mut params) = params else {
+    let Some(params) = params else {
         return Err(invalid_params(
             msg.id.clone(),
             format!("{method} needs params with a string \"{key}\""),
         ));
     };
-    let Some(Value::String(value)) = params.remove(key) else {
+    let Some(Value::String(value)) = params.get(key) else {
         return Err(invalid_params(
             msg.id.clone(),
             format!("{method}: the {what} (params.{key}) must be a string"),
         ));
     };
+    let value = value.clone();
     match method {
         "tools/call" => {
-            msg.arguments = match params.remove("arguments") {
+            msg.arguments = match params.get("arguments") {
                 None => None,
-                Some(arguments @ Value::Object(_)) => Some(arguments),
+                Some(arguments @ Value::Object(_)) => Some(arguments.clone()),
                 Some(_) => {
                     return Err(invalid_params(
                         msg.id.clone(),

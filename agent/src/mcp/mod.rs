@@ -19,8 +19,8 @@ use std::fmt;
 
 pub use error::{DecodeError, error_body};
 pub use headers::check_headers;
-pub use jsonrpc::{Decoded, Kind, Message, decode, tool_names};
-pub use sse::{SseError, SseEvent, SseParser};
+pub use jsonrpc::{Decoded, Kind, Message, decode, is_notification_method, tool_names};
+pub use sse::{SseBlock, SseError, SseEvent, SseParser};
 
 /// Which revision's rules apply to a POST body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

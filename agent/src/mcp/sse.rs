@@ -20,6 +20,38 @@ pub struct SseEvent {
     pub retry: Option<u64>,
 }
 
+/// One block of an event stream (the lines up to a blank line), as read, and the event it
+/// dispatched, if any (comment-only blocks and blocks without data dispatch none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseBlock {
+    /// The block's lines, each ending in `\n`, and the blank line that ended it.
+    pub raw: Vec<u8>,
+    pub event: Option<SseEvent>,
+}
+
+impl SseBlock {
+    /// The block with its data replaced by `data` (its other lines kept: id, event, retry,
+    /// comments).
+    pub fn with_data(&self, data: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw.len() + data.len());
+        for line in self.raw.split(|&b| b == b'\n') {
+            let field = line.split(|&b| b == b':').next().unwrap_or_default();
+            if line.is_empty() || field == b"data" {
+                continue;
+            }
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        for line in data.split('\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
     #[error("server-sent event larger than {limit} bytes")]
@@ -49,6 +81,11 @@ pub struct SseParser {
     last_id: String,
     retry: Option<u64>,
     failed: bool,
+    /// Whether the raw lines of each block are kept ([`SseParser::push_blocks`]).
+    capture: bool,
+    /// The current block's lines so far.
+    raw: Vec<u8>,
+    blocks: Vec<SseBlock>,
 }
 
 impl SseParser {
@@ -65,7 +102,27 @@ impl SseParser {
             last_id: String::new(),
             retry: None,
             failed: false,
+            capture: false,
+            raw: Vec::new(),
+            blocks: Vec::new(),
         }
+    }
+
+    /// A parser for [`SseParser::push_blocks`]: the bound also covers the block's raw lines.
+    pub fn with_blocks(max_event_bytes: usize) -> Self {
+        SseParser {
+            capture: true,
+            ..Self::new(max_event_bytes)
+        }
+    }
+
+    /// Like [`SseParser::push`], for a parser made by [`SseParser::with_blocks`]: every
+    /// complete block, with the event it dispatched. What a stream needs to pass on unchanged
+    /// (comments, ids of blocks without data) is in the blocks.
+    pub fn push_blocks(&mut self, chunk: &[u8]) -> Result<Vec<SseBlock>, SseError> {
+        debug_assert!(self.capture);
+        self.push(chunk)?;
+        Ok(mem::take(&mut self.blocks))
     }
 
     /// Feeds the next chunk; returns the events it completed. After an error (which drops the
@@ -79,6 +136,8 @@ impl SseParser {
             Ok(()) => Ok(events),
             Err(e) => {
                 self.failed = true;
+                self.raw = Vec::new();
+                self.blocks = Vec::new();
                 self.line = Vec::new();
                 self.data = String::new();
                 self.event = String::new();
@@ -144,7 +203,7 @@ impl SseParser {
 
     /// Whether the event being read stays within bounds once `more` bytes join the current line.
     fn check(&self, more: usize) -> Result<(), SseError> {
-        let size = self.line.len() + more + self.data.len() + self.event.len();
+        let size = self.line.len() + more + self.data.len() + self.event.len() + self.raw.len();
         if size > self.max_event_bytes {
             return Err(self.too_large());
         }
@@ -152,8 +211,22 @@ impl SseParser {
     }
 
     fn process(&mut self, line: &[u8], events: &mut Vec<SseEvent>) {
+        if self.capture {
+            self.raw.extend_from_slice(line);
+            self.raw.push(b'\n');
+        }
         if line.is_empty() {
+            let before = events.len();
             self.dispatch(events);
+            if self.capture {
+                let event = if events.len() > before {
+                    events.pop()
+                } else {
+                    None
+                };
+                let raw = mem::take(&mut self.raw);
+                self.blocks.push(SseBlock { raw, event });
+            }
             return;
         }
         if line[0] == b':' {

@@ -15,6 +15,7 @@ pub struct Described {
     /// The server's `name`; optional when the config has one server with a policy.
     pub server: Option<String>,
     pub principal: DescribedPrincipal,
+    /// An MCP method, or `GET` (opening the server's stream) or `DELETE` (ending a session).
     pub method: String,
     /// The tool (tools/call), resource URI (resources/*) or prompt (prompts/get).
     pub name: Option<String>,
@@ -64,7 +65,11 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
     };
     Ok(engine.decide(&Input {
         server,
-        method: &d.method,
+        action: match d.method.as_str() {
+            "GET" => super::STREAM_OPEN,
+            "DELETE" => super::SESSION_END,
+            m => super::action_of_method(m),
+        },
         target: d.name.as_deref(),
         arguments: d.arguments.as_ref(),
         principal: &principal,

@@ -49,7 +49,33 @@ pub const ACTIONS: &[&str] = &[
     "completion/complete",
     "logging/setLevel",
     "subscriptions/listen",
+    NOTIFICATION,
+    STREAM_OPEN,
+    SESSION_END,
 ];
+
+/// The action deciding every notification a client sends.
+pub const NOTIFICATION: &str = "notification";
+/// The action deciding an HTTP GET of the server's event stream (Streamable HTTP or legacy).
+pub const STREAM_OPEN: &str = "stream/open";
+/// The action deciding an HTTP DELETE that ends a session.
+pub const SESSION_END: &str = "session/end";
+
+/// The action that decides a JSON-RPC message with `method`: its own, `notification` for every
+/// notification, `other` for any other method (never one of the HTTP actions, whatever the
+/// method is called).
+pub fn action_of_method(method: &str) -> &'static str {
+    if crate::mcp::is_notification_method(method) {
+        return NOTIFICATION;
+    }
+    match ACTIONS
+        .iter()
+        .find(|a| **a == method && !matches!(**a, NOTIFICATION | STREAM_OPEN | SESSION_END))
+    {
+        Some(a) => a,
+        None => "other",
+    }
+}
 
 /// One server's policies.
 pub struct Engine {
@@ -78,7 +104,8 @@ pub struct Process {
 /// What is asked, by whom, from where.
 pub struct Input<'a> {
     pub server: &'a str,
-    pub method: &'a str,
+    /// The action: [`action_of_method`] for a JSON-RPC message, or an HTTP action.
+    pub action: &'static str,
     /// The tool, resource URI or prompt name the method is about.
     pub target: Option<&'a str>,
     pub arguments: Option<&'a Value>,
@@ -124,11 +151,7 @@ impl Engine {
     fn evaluate(&self, input: &Input<'_>) -> Result<Decision, String> {
         let p = input.principal;
         let server = uid("Server", input.server)?;
-        let action_name = if input.method != "other" && ACTIONS.contains(&input.method) {
-            input.method
-        } else {
-            "other"
-        };
+        let action_name = input.action;
         let action = uid("Action", action_name)?;
         // Only the entities with attributes, tags or parents are in the store: the server,
         // groups and client need not be (`in` follows the parents named here), and a smaller

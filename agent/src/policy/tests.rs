@@ -70,7 +70,7 @@ impl Default for Ask<'_> {
 fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
     e.decide(&Input {
         server: "files",
-        method: a.method,
+        action: super::action_of_method(a.method),
         target: a.target,
         arguments: a.args.as_ref(),
         principal: p,
@@ -319,4 +319,22 @@ fn bad_policies_are_located() {
     assert!(e.contains("bad.cedar:2:"), "{e}");
     assert!(e.contains("bad.cedar:3:"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_rpc_methods_never_take_an_http_action_or_the_notification_action() {
+    use super::{NOTIFICATION, SESSION_END, STREAM_OPEN, action_of_method};
+    for m in [
+        STREAM_OPEN,
+        SESSION_END,
+        NOTIFICATION,
+        "other",
+        "made/up",
+        "GET",
+    ] {
+        assert_eq!(action_of_method(m), "other", "{m}");
+    }
+    assert_eq!(action_of_method("notifications/initialized"), NOTIFICATION);
+    assert_eq!(action_of_method("notifications/anything"), NOTIFICATION);
+    assert_eq!(action_of_method("tools/call"), "tools/call");
 }

@@ -130,15 +130,54 @@ fn tools_call() {
 
     let m = one(&call(r#"{"name":"t","arguments":{}}"#));
     assert_eq!(m.arguments, Some(json!({})));
+}
 
-    // A "notification" named tools/call still names its tool, and is checked the same way.
-    let m = one(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"rm"}}"#);
+#[test]
+fn a_request_method_without_an_id_is_refused() {
+    // A "notification" named tools/call would reach the server without being decided as a call.
+    for body in [
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"rm"}}"#,
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":1}}"#,
+        r#"{"jsonrpc":"2.0","method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications"}"#,
+        r#"{"jsonrpc":"2.0","method":"Notifications/initialized"}"#,
+    ] {
+        let r = dec(body);
+        assert!(is_invalid_request(&r), "{body}: {r:?}");
+        assert_eq!(r.unwrap_err().jsonrpc_code(), -32600);
+    }
+    // In a batch too: the whole message is refused.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"tools/call","params":{"name":"rm"}}]"#;
+    let r = decode(batch.as_bytes(), Revision::V2025_03_26, &Limits::default());
+    assert!(is_invalid_request(&r), "{r:?}");
+    for ok in [
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}"#,
+    ] {
+        assert_eq!(one(ok).kind, Kind::Notification, "{ok}");
+    }
     assert_eq!(
-        (m.kind, m.tool.as_deref()),
-        (Kind::Notification, Some("rm"))
+        one(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"a"}}"#)
+            .cancels,
+        Some(json!("a"))
     );
-    let r = dec(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":1}}"#);
-    assert!(is_invalid_params(&r, None), "{r:?}");
+}
+
+#[test]
+fn the_body_forwarded_is_the_decoded_json_encoded_again() {
+    // Whatever the client's spelling (escapes, whitespace, numbers beyond 64 bits), the server
+    // gets the values Moat decided on.
+    let d = dec(
+        "{ \"jsonrpc\":\"2.0\", \"id\":1,\"method\":\"tools/call\",\"params\":{\"na\\u006de\":\"e\\u0063ho\",\"arguments\":{\"n\":123456789012345678901234567890}}}\n",
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(v["params"]["name"], "echo");
+    assert_eq!(d.messages[0].tool.as_deref(), Some("echo"));
+    let n = &v["params"]["arguments"]["n"];
+    assert_eq!(n, &d.messages[0].arguments.as_ref().unwrap()["n"]);
+    assert!(n.is_f64(), "{n}");
+    assert!(!String::from_utf8_lossy(&d.body).contains("\\u"));
 }
 
 #[test]

@@ -145,8 +145,8 @@ fn present_headers_must_match_in_every_revision() {
 fn mismatch_carries_the_request_id() {
     let e = check_headers(&call("t"), Some("ping"), Some("t"), NEW).unwrap_err();
     assert_eq!((e.id(), e.jsonrpc_code()), (Some(&json!(5)), -32020));
-    let n = one(r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#);
-    let e = check_headers(&n, Some("tools/call"), Some("u"), NEW).unwrap_err();
+    let n = one(r#"{"jsonrpc":"2.0","method":"notifications/cancelled"}"#);
+    let e = check_headers(&n, Some("ping"), None, NEW).unwrap_err();
     assert_eq!(e.id(), None);
 }
 
