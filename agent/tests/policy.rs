@@ -226,23 +226,21 @@ fn tools_list_is_filtered_by_the_same_policies() {
     .unwrap();
     let (host, _upstream) = host(&format!("{{file: {}}}", file.display()));
     let t = token(&host, "alice", &[]);
-    let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
-    for extra in ["", "x-test-sse: 1\r\n"] {
-        let raw = post(
-            dst(),
-            list,
-            &format!("authorization: Bearer {t}\r\n{extra}"),
-        );
+    for list in [
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/list","params":{"respond":"sse"}}"#,
+    ] {
+        let raw = post(dst(), list, &format!("authorization: Bearer {t}\r\n"));
         let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
         assert_eq!(r.status, 200, "{r:?}");
         let text = match &r.body {
             Value::String(s) => s.clone(),
             v => v.to_string(),
         };
-        assert!(text.contains("\"echo\""), "{extra:?}: {text}");
+        assert!(text.contains("\"echo\""), "{list}: {text}");
         assert!(
             !text.contains("\"add\""),
-            "{extra:?}: the hidden tool is not named: {text}"
+            "{list}: the hidden tool is not named: {text}"
         );
     }
     let rec = host.wait_audit("the filtered list", |r| r["tools_listed"].is_array());

@@ -366,7 +366,8 @@ fn every_request_leaves_exactly_one_audit_record() {
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
     for (want, n) in [
-        (200u64, N / 5 * 2),
+        (200u64, N / 5),
+        (202, N / 5),
         (400, N / 5),
         (403, N / 5),
         (404, N / 5),
@@ -378,6 +379,13 @@ fn every_request_leaves_exactly_one_audit_record() {
         );
     }
     assert_eq!(upstream.count(), N / 5 * 2);
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["status"] == 202)
+            .all(|r| r["outcome"] == "completed"),
+        "an accepted notification completed"
+    );
     let seqs: Vec<u64> = host
         .audit_records()
         .iter()

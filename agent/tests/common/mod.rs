@@ -480,7 +480,9 @@ impl Recorded {
 }
 
 /// Serves keep-alive HTTP/1.1 requests on one connection until it closes. A request whose
-/// method is `stream` gets a long SSE stream (an event every 50 ms) instead.
+/// method is `stream` gets a long SSE stream (an event every 50 ms) instead; a `tools/list`
+/// with `params.respond` gets the answer named there (`sse`, `gzip`, `text`, `none`, `broken`,
+/// `sse-broken`).
 fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let _ = s.set_nonblocking(false);
@@ -512,11 +514,43 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             }
             return;
         }
-        if msg["method"] == "tools/list" && head.to_ascii_lowercase().contains("x-test-sse: 1") {
+        // `params.respond` picks an answer that a test needs (the request reaches the
+        // server as Moat built it: only the body carries such a switch).
+        let respond = msg["params"]["respond"].as_str().unwrap_or_default();
+        if msg["method"] == "tools/list" && !matches!(respond, "" | "sse") {
+            let list = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+                {"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]}})
+            .to_string();
+            let (extra, body) = match respond {
+                // Encoded although Moat asked for identity.
+                "gzip" => (
+                    "content-type: application/json\r\ncontent-encoding: gzip\r\n",
+                    list,
+                ),
+                "text" => ("content-type: text/plain\r\n", list),
+                "none" => ("", list),
+                "broken" => ("content-type: application/json\r\n", format!("{list}}}")),
+                "sse-broken" => (
+                    "content-type: text/event-stream\r\n",
+                    format!("event: message\ndata: {list}\n\nevent: message\ndata: not json\n\n"),
+                ),
+                other => panic!("unknown respond: {other}"),
+            };
+            let _ = w.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\n{extra}content-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            continue;
+        }
+        if msg["method"] == "tools/list" && respond == "sse" {
             // The result as one SSE event, as Streamable HTTP servers may answer.
             let event = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
                 {"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]}});
-            let event = format!("id: e1\nevent: message\ndata: {event}\n\n");
+            // After a priming event (an id and empty data), as the SDK servers send first.
+            let event = format!("id: p0\ndata: \n\nid: e1\nevent: message\ndata: {event}\n\n");
             let _ = w.write_all(
                 format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
@@ -524,6 +558,15 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
                 )
                 .as_bytes(),
             );
+            continue;
+        }
+        if msg["method"].is_string() && msg.get("id").is_none() {
+            // A notification: accepted, no body (as Streamable HTTP servers answer).
+            if w.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
             continue;
         }
         let result = if msg["method"] == "tools/list" {
@@ -666,6 +709,27 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Reply> {
     let body = serde_json::from_slice(&body)
         .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
     Ok(Reply { status, head, body })
+}
+
+/// Sends `raw` (one or more whole HTTP/1.1 requests) on one new connection to `addr` and reads
+/// every response until the connection closes or stays quiet for a second.
+pub fn exchanges(addr: SocketAddr, raw: &[u8]) -> Vec<Reply> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    (&s).write_all(raw).unwrap();
+    let mut reader = BufReader::new(&s);
+    let mut replies = Vec::new();
+    while let Some((head, body)) = read_http_with_head(&mut reader) {
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = serde_json::from_slice(&body)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+        replies.push(Reply { status, head, body });
+    }
+    replies
 }
 
 /// A JSON-RPC POST to /mcp with extra header lines (each ending in \r\n).

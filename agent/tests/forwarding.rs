@@ -1,0 +1,394 @@
+//! Privileged adversarial tests: Moat forwards only what it decided. A client with a valid
+//! token tries to smuggle a request past the decision (framing, repeated or odd headers, a
+//! request sent as a notification), and the upstream answers in a form Moat cannot read; every
+//! request that reaches the server must be one Moat built, for the user who sent it, with one
+//! audit record carrying its decision.
+mod common;
+
+use std::{collections::HashMap, net::SocketAddr, process::Command};
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+fn dst() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], PORT))
+}
+
+/// A plaintext server with the local issuer whose upstream gets a JWT naming the caller, and
+/// `extra` config lines; its upstream recorded.
+fn host(extra: &str) -> (Host, std::sync::Arc<Recorded>) {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
+         upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}'}}}}\n{extra}"
+    ));
+    let upstream = host.start_server(PORT);
+    host.start_agent();
+    (host, upstream)
+}
+
+fn token(host: &Host, sub: &str) -> String {
+    let out = run(Command::new(MOAT)
+        .args(["token", "mint", "-c"])
+        .arg(&host.config)
+        .args(["--server", "files", "--sub", sub]));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The `sub` of the JWT Moat gave the upstream request whose head is `head`.
+fn upstream_sub(head: &str) -> String {
+    let jwt = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("authorization").then(|| v.trim())
+        })
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no credential upstream: {head}"));
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["sub"].as_str().unwrap().to_string()
+}
+
+fn request(method: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} /mcp HTTP/1.1\r\nhost: {}\r\naccept: application/json, text/event-stream\r\n{extra_headers}\r\n",
+        dst()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn ping(id: u32) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string()
+}
+
+fn post_with(token: &str, headers: &str, body: &str) -> Vec<u8> {
+    request(
+        "POST",
+        &format!(
+            "authorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}",
+            body.len()
+        ),
+        body.as_bytes(),
+    )
+}
+
+/// Two users on one agent: one tries every framing and header trick on a keep-alive
+/// connection to reach the other's session or a path Moat refuses. Nothing of it reaches the
+/// server; what does is exactly what each user sent Moat, with one audit record each.
+#[test]
+fn smuggled_requests_never_reach_the_server() {
+    let (host, upstream) = host("");
+    let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let raw = post_with(&bob, "", &init);
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let session = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("bob has a session")
+        .trim()
+        .to_string();
+
+    // What alice hides inside her requests: bob's session ended, and a path Moat answers 404.
+    let hidden = [
+        format!(
+            "DELETE /mcp HTTP/1.1\r\nhost: {}\r\nmcp-session-id: {session}\r\ncontent-length: 0\r\n\r\n",
+            dst()
+        ),
+        format!("GET /admin HTTP/1.1\r\nhost: {}\r\n\r\n", dst()),
+    ];
+    let mut attempts: Vec<(&str, Vec<u8>)> = Vec::new();
+    for h in &hidden {
+        let cl = format!(
+            "authorization: Bearer {alice}\r\ncontent-length: {}\r\n",
+            h.len()
+        );
+        attempts.push(("GET with a body", request("GET", &cl, h.as_bytes())));
+        attempts.push(("DELETE with a body", request("DELETE", &cl, h.as_bytes())));
+        let chunked = format!("authorization: Bearer {alice}\r\ntransfer-encoding: chunked\r\n");
+        let body = format!("{:x}\r\n{h}\r\n0\r\n\r\n", h.len());
+        attempts.push(("GET chunked", request("GET", &chunked, body.as_bytes())));
+    }
+    let repeated = format!("mcp-session-id: x\r\nmcp-session-id: {session}\r\n");
+    attempts.push((
+        "repeated session id",
+        post_with(&alice, &repeated, &ping(2)),
+    ));
+    let mut odd = post_with(&alice, "mcp-session-id: ", &ping(3));
+    let at = odd
+        .windows(16)
+        .position(|w| w == b"mcp-session-id: ")
+        .unwrap()
+        + 16;
+    odd.splice(at..at, b"\xffbob".iter().copied());
+    attempts.push(("non-ASCII session id", odd));
+    attempts.push((
+        "repeated protocol version",
+        post_with(
+            &alice,
+            "mcp-protocol-version: 2025-06-18\r\nmcp-protocol-version: 2025-03-26\r\n",
+            &ping(4),
+        ),
+    ));
+    attempts.push((
+        "empty Mcp-Method",
+        post_with(&alice, "mcp-method: \r\n", &ping(5)),
+    ));
+    for (what, raw) in attempts {
+        // Each attempt is followed, on the same connection, by an honest ping: if the upstream
+        // read anything hidden, the honest request would desynchronise with it.
+        let mut both = raw.clone();
+        both.extend(post_with(&alice, "", &ping(9)));
+        let replies = host.in_ns(false, move || exchanges(dst(), &both));
+        assert!(!replies.is_empty(), "{what}: no answer");
+        assert_eq!(replies[0].status, 400, "{what}: {:?}", replies[0]);
+        // Bytes that are not text in a header are refused by the HTTP parser itself (400,
+        // connection closed), before Moat sees a request.
+        if what != "non-ASCII session id" {
+            assert_eq!(
+                replies[0].body["error"]["code"], -32600,
+                "{what}: {:?}",
+                replies[0]
+            );
+        }
+    }
+    // Bob's session is alive and his.
+    let raw = post_with(&bob, &format!("mcp-session-id: {session}\r\n"), &ping(10));
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+
+    host.wait_audit("bob's ping", |r| r["mcp"]["id"] == 10);
+    let received = upstream.requests.lock().unwrap().clone();
+    for (head, body) in &received {
+        let line = head.lines().next().unwrap();
+        assert!(
+            line.starts_with("POST /mcp "),
+            "only what Moat decided: {line}"
+        );
+        assert!(!head.to_ascii_lowercase().contains("delete"), "{head}");
+        assert!(
+            !body.contains("HTTP/1.1"),
+            "a request inside a body: {body}"
+        );
+    }
+    let mut by_sub: HashMap<String, usize> = HashMap::new();
+    for (head, _) in &received {
+        *by_sub.entry(upstream_sub(head)).or_default() += 1;
+    }
+    // Bob: initialize and his ping; alice: the honest pings that followed refused attempts
+    // on a connection that stayed open.
+    assert_eq!(by_sub.get("bob"), Some(&2), "{by_sub:?}");
+    let records = host.request_records();
+    let forwarded: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["upstream"]["status"].is_u64())
+        .collect();
+    assert_eq!(
+        forwarded.len(),
+        received.len(),
+        "one record per forwarded request"
+    );
+    for sub in ["alice", "bob"] {
+        let audited = forwarded
+            .iter()
+            .filter(|r| r["principal"]["sub"] == sub && r["decision"]["effect"] == "allow")
+            .count();
+        assert_eq!(Some(&audited).filter(|n| **n > 0), by_sub.get(sub), "{sub}");
+    }
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["status"] == 400)
+            .all(|r| r["upstream"].is_null()),
+        "nothing refused was forwarded"
+    );
+}
+
+/// A request method sent without an id (a "notification" named tools/call) is refused, alone
+/// and inside a batch: it would reach the server without being decided as a call.
+#[test]
+fn requests_disguised_as_notifications_are_refused() {
+    let policy = write_policy(
+        "permit (principal, action, resource);\n\
+         forbid (principal, action == Action::\"tools/call\", resource == Tool::\"rm\");\n",
+    );
+    let (host, upstream) = host(&format!("    policy: {{file: {policy}}}\n"));
+    let t = token(&host, "alice");
+    for (body, version) in [
+        (
+            json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "rm"}}).to_string(),
+            "2025-06-18",
+        ),
+        (
+            json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                   {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "rm"}}])
+            .to_string(),
+            "2025-03-26",
+        ),
+        (
+            json!({"jsonrpc": "2.0", "method": "ping"}).to_string(),
+            "2025-06-18",
+        ),
+    ] {
+        let raw = post_with(&t, &format!("mcp-protocol-version: {version}\r\n"), &body);
+        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert_eq!(r.body["error"]["code"], -32600, "{body}: {r:?}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the server");
+    // A real notification is decided (by `notification`) and forwarded.
+    let raw = post_with(
+        &t,
+        "",
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    );
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    assert_eq!(r.status, 202, "{r:?}");
+    let rec = host.wait_audit("the notification", |r| {
+        r["mcp"]["method"] == "notifications/initialized"
+    });
+    assert_eq!(rec["decision"]["effect"], "allow", "{rec}");
+    assert_eq!(rec["outcome"], "completed", "{rec}");
+    assert_eq!(upstream.count(), 1);
+}
+
+/// A principal the policies deny everything reaches nothing: not the stream (GET), not the end
+/// of a session (DELETE), not a notification. A permitted one opens the stream.
+#[test]
+fn get_and_delete_are_decided_too() {
+    let policy = write_policy(
+        "@id(\"connect\")\npermit (principal == User::\"alice\", action in [Action::\"initialize\", \
+         Action::\"notification\", Action::\"stream/open\", Action::\"session/end\"], resource);\n",
+    );
+    let (host, upstream) = host(&format!("    policy: {{file: {policy}}}\n"));
+    let (alice, mallory) = (token(&host, "alice"), token(&host, "mallory"));
+    let get = |t: &str| request("GET", &format!("authorization: Bearer {t}\r\n"), b"");
+    let delete = |t: &str| request("DELETE", &format!("authorization: Bearer {t}\r\n"), b"");
+    let notify = |t: &str| {
+        post_with(
+            t,
+            "",
+            &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+        )
+    };
+    for (what, raw, status) in [
+        ("GET", get(&mallory), 405),
+        ("DELETE", delete(&mallory), 405),
+        ("notification", notify(&mallory), 403),
+        ("ping", post_with(&mallory, "", &ping(1)), 403),
+    ] {
+        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        if status == 405 {
+            assert!(
+                r.head.to_ascii_lowercase().contains("allow: post"),
+                "{what}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(upstream.count(), 0, "mallory reached nothing");
+    let denied = count_records(&host, 4, |r| r["decision"]["effect"] == "deny");
+    assert_eq!(denied, 4, "each refusal audited with its decision");
+
+    for raw in [get(&alice), delete(&alice), notify(&alice)] {
+        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        assert!(r.status < 300, "{r:?}");
+    }
+    assert_eq!(upstream.count(), 3);
+    let rec = host.wait_audit("alice's GET", |r| {
+        r["http"]["method"] == "GET" && r["principal"]["sub"] == "alice"
+    });
+    assert_eq!(rec["decision"]["policies"], json!(["connect"]), "{rec}");
+}
+
+/// A list result Moat must read (to filter it) that comes encoded, in a content type it cannot
+/// read, or broken, is not passed on: 502, audited.
+#[test]
+fn unreadable_list_results_are_refused() {
+    let (host, upstream) = host("");
+    let t = token(&host, "alice");
+    let list = |respond: &str| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"respond": respond}})
+            .to_string()
+    };
+    for respond in ["gzip", "text", "none", "broken"] {
+        let raw = post_with(&t, "accept-encoding: gzip, br\r\n", &list(respond));
+        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        assert_eq!(r.status, 502, "{respond}: {r:?}");
+        assert_eq!(r.body["error"]["code"], -32603, "{respond}: {r:?}");
+        assert_eq!(r.body["id"], 3, "{respond}: {r:?}");
+        assert!(!r.body.to_string().contains("\"add\""), "{respond}: {r:?}");
+    }
+    // The upstream was asked for what Moat can read, whatever the client accepts.
+    for (head, _) in upstream.requests.lock().unwrap().iter() {
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("accept-encoding: identity"), "{head}");
+        assert!(!head.contains("gzip"), "{head}");
+    }
+    let refused = count_records(&host, 4, |r| {
+        r["status"] == 502
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot be read"))
+    });
+    assert_eq!(refused, 4);
+
+    // An event stream is read event by event: what passed before the broken event passed; the
+    // broken one and what follows do not, and the record says so.
+    let raw = post_with(&t, "", &list("sse-broken"));
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let text = r.body.as_str().unwrap_or_default();
+    assert!(
+        text.contains("\"echo\"") && !text.contains("not json"),
+        "{r:?}"
+    );
+    let rec = host.wait_audit("the broken stream", |r| {
+        r["outcome"] == "failed" && r["status"] == 200
+    });
+    assert!(
+        rec["error"]
+            .as_str()
+            .unwrap()
+            .contains("an event of the tools/list result is not JSON"),
+        "{rec}"
+    );
+}
+
+/// A policy file in the test's temporary directory.
+fn write_policy(text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "moat-forwarding-{}-{}",
+        std::process::id(),
+        text.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("p.cedar");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// How many request records match `pred`, once `want` of them are written (or 10 s passed).
+fn count_records(host: &Host, want: usize, pred: impl Fn(&Value) -> bool) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = host.request_records().iter().filter(|r| pred(r)).count();
+        if n >= want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
