@@ -2,8 +2,9 @@
 //! the pinned files in `tests/fixtures/` (see its README): a Python venv with the official SDK
 //! (`mcp`, for `fastmcp_server.py`, `mcp_client.py` and `mcp_oauth_client.py`) and, from npm,
 //! server-everything, the inspector, the OpenID provider (`oidc-provider`, for
-//! `oidc/provider.mjs`) and the Node 22 the inspector and the provider need. Nothing
-//! preinstalled by hand is used.
+//! `oidc/provider.mjs`), the TypeScript SDK with Express and zod (for `ts_server.mjs` and
+//! `ts_client.mjs`) and the Node 22 the inspector and the provider need. Nothing preinstalled by
+//! hand is used.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -15,7 +16,12 @@ use crate::{Result, host::workspace, sh};
 /// The npm executables that must exist after an install.
 const NPM_BINS: &[&str] = &["mcp-server-everything", "mcp-inspector"];
 /// npm packages without an executable that must exist after an install.
-const NPM_LIBS: &[&str] = &["oidc-provider"];
+const NPM_LIBS: &[&str] = &[
+    "oidc-provider",
+    "@modelcontextprotocol/sdk",
+    "express",
+    "zod",
+];
 /// Written last into an install directory: a copy of the pinned inputs it was installed from.
 const STAMP: &str = ".moat-installed";
 
@@ -145,7 +151,7 @@ fn npm() -> Result {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing server-everything, the inspector, oidc-provider and Node 22 from npm into {}",
+        "xtask setup: installing server-everything, the inspector, oidc-provider, the TypeScript SDK and Node 22 from npm into {}",
         prefix.display()
     );
     fs::create_dir_all(&prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;
