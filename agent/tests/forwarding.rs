@@ -82,28 +82,28 @@ fn post_with(token: &str, headers: &str, body: &str) -> Vec<u8> {
     )
 }
 
-/// Two users on one agent: one tries every framing and header trick on a keep-alive
-/// connection to reach the other's session or a path Moat refuses. Nothing of it reaches the
-/// server; what does is exactly what each user sent Moat, with one audit record each.
-#[test]
-fn smuggled_requests_never_reach_the_server() {
-    let (host, upstream) = host("");
-    let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
+/// Bob's `initialize`, which opens his session: the session id.
+fn open_session(host: &Host, token: &str) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                    "clientInfo": {"name": "t", "version": "1"}}})
     .to_string();
-    let raw = post_with(&bob, "", &init);
+    let raw = post_with(token, "", &init);
     let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
-    let session = r
-        .head
+    assert_eq!(r.status, 200, "{r:?}");
+    r.head
         .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .expect("bob has a session")
-        .trim()
-        .to_string();
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("mcp-session-id")
+                .then(|| v.trim().to_string())
+        })
+        .expect("a session")
+}
 
-    // What alice hides inside her requests: bob's session ended, and a path Moat answers 404.
+/// Every framing and header trick alice (holding `alice`, a valid token) tries, to reach
+/// bob's `session` (a DELETE ending it) or a path Moat answers 404, hidden in her requests.
+fn attempts(alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
     let hidden = [
         format!(
             "DELETE /mcp HTTP/1.1\r\nhost: {}\r\nmcp-session-id: {session}\r\ncontent-length: 0\r\n\r\n",
@@ -119,16 +119,15 @@ fn smuggled_requests_never_reach_the_server() {
         );
         attempts.push(("GET with a body", request("GET", &cl, h.as_bytes())));
         attempts.push(("DELETE with a body", request("DELETE", &cl, h.as_bytes())));
+        let json = format!("{cl}content-type: application/json\r\n");
+        attempts.push(("GET with a JSON body", request("GET", &json, h.as_bytes())));
         let chunked = format!("authorization: Bearer {alice}\r\ntransfer-encoding: chunked\r\n");
         let body = format!("{:x}\r\n{h}\r\n0\r\n\r\n", h.len());
         attempts.push(("GET chunked", request("GET", &chunked, body.as_bytes())));
     }
     let repeated = format!("mcp-session-id: x\r\nmcp-session-id: {session}\r\n");
-    attempts.push((
-        "repeated session id",
-        post_with(&alice, &repeated, &ping(2)),
-    ));
-    let mut odd = post_with(&alice, "mcp-session-id: ", &ping(3));
+    attempts.push(("repeated session id", post_with(alice, &repeated, &ping(2))));
+    let mut odd = post_with(alice, "mcp-session-id: ", &ping(3));
     let at = odd
         .windows(16)
         .position(|w| w == b"mcp-session-id: ")
@@ -139,20 +138,25 @@ fn smuggled_requests_never_reach_the_server() {
     attempts.push((
         "repeated protocol version",
         post_with(
-            &alice,
+            alice,
             "mcp-protocol-version: 2025-06-18\r\nmcp-protocol-version: 2025-03-26\r\n",
             &ping(4),
         ),
     ));
     attempts.push((
         "empty Mcp-Method",
-        post_with(&alice, "mcp-method: \r\n", &ping(5)),
+        post_with(alice, "mcp-method: \r\n", &ping(5)),
     ));
+    attempts
+}
+
+/// Sends each attempt followed, on the same keep-alive connection, by `honest` (a request
+/// alice may make): if the upstream read anything hidden, the honest request would
+/// desynchronise with it. Each attempt is refused (400).
+fn try_everything(host: &Host, attempts: Vec<(&'static str, Vec<u8>)>, honest: &[u8]) {
     for (what, raw) in attempts {
-        // Each attempt is followed, on the same connection, by an honest ping: if the upstream
-        // read anything hidden, the honest request would desynchronise with it.
         let mut both = raw.clone();
-        both.extend(post_with(&alice, "", &ping(9)));
+        both.extend_from_slice(honest);
         let replies = host.in_ns(false, move || exchanges(dst(), &both));
         assert!(!replies.is_empty(), "{what}: no answer");
         assert_eq!(replies[0].status, 400, "{what}: {:?}", replies[0]);
@@ -166,6 +170,21 @@ fn smuggled_requests_never_reach_the_server() {
             );
         }
     }
+}
+
+/// Two users on one agent: one tries every framing and header trick on a keep-alive
+/// connection to reach the other's session or a path Moat refuses. Nothing of it reaches the
+/// server; what does is exactly what each user sent Moat, with one audit record each.
+#[test]
+fn smuggled_requests_never_reach_the_server() {
+    let (host, upstream) = host("");
+    let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
+    let session = open_session(&host, &bob);
+    try_everything(
+        &host,
+        attempts(&alice, &session),
+        &post_with(&alice, "", &ping(9)),
+    );
     // Bob's session is alive and his.
     let raw = post_with(&bob, &format!("mcp-session-id: {session}\r\n"), &ping(10));
     let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
@@ -179,7 +198,6 @@ fn smuggled_requests_never_reach_the_server() {
             line.starts_with("POST /mcp "),
             "only what Moat decided: {line}"
         );
-        assert!(!head.to_ascii_lowercase().contains("delete"), "{head}");
         assert!(
             !body.contains("HTTP/1.1"),
             "a request inside a body: {body}"
@@ -192,6 +210,7 @@ fn smuggled_requests_never_reach_the_server() {
     // Bob: initialize and his ping; alice: the honest pings that followed refused attempts
     // on a connection that stayed open.
     assert_eq!(by_sub.get("bob"), Some(&2), "{by_sub:?}");
+    assert!(by_sub.get("alice").is_some_and(|n| *n >= 10), "{by_sub:?}");
     let records = host.request_records();
     let forwarded: Vec<&Value> = records
         .iter()
@@ -207,7 +226,7 @@ fn smuggled_requests_never_reach_the_server() {
             .iter()
             .filter(|r| r["principal"]["sub"] == sub && r["decision"]["effect"] == "allow")
             .count();
-        assert_eq!(Some(&audited).filter(|n| **n > 0), by_sub.get(sub), "{sub}");
+        assert_eq!(Some(&audited), by_sub.get(sub), "{sub}");
     }
     assert!(
         records
@@ -215,6 +234,82 @@ fn smuggled_requests_never_reach_the_server() {
             .filter(|r| r["status"] == 400)
             .all(|r| r["upstream"].is_null()),
         "nothing refused was forwarded"
+    );
+}
+
+/// The same against the official TypeScript SDK server on Express (which answers a GET at
+/// once, whatever its body): every request it logs is one Moat decided, for the user who
+/// sent it, and bob's session survives.
+#[test]
+fn smuggling_against_the_typescript_sdk_server() {
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
+         upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}'}}}}\n"
+    ));
+    let log = host.dir.join("ts-upstream.jsonl");
+    let script = script("ts_server.mjs");
+    let port = PORT.to_string();
+    let cmd = host.command(
+        "node",
+        &[
+            script.to_str().unwrap(),
+            "--port",
+            &port,
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    host.spawn(cmd, "ts-server.log");
+    host.wait_port(PORT, "the TypeScript SDK server");
+    host.start_agent();
+    let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
+    let session = open_session(&host, &bob);
+    let alice_init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "a", "version": "1"}}})
+    .to_string();
+    try_everything(
+        &host,
+        attempts(&alice, &session),
+        &post_with(&alice, "", &alice_init),
+    );
+    let raw = post_with(
+        &bob,
+        &format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n"),
+        &ping(10),
+    );
+    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    assert_eq!(r.status, 200, "bob's session is alive: {r:?}");
+
+    host.wait_audit("bob's ping", |r| r["mcp"]["id"] == 10);
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["request"].is_u64())
+        .collect();
+    let mut by_sub: HashMap<String, usize> = HashMap::new();
+    for l in &lines {
+        assert_eq!(l["method"], "POST", "{l}");
+        assert_eq!(l["path"], "/mcp", "{l}");
+        assert!(!l["body"].as_str().unwrap().contains("HTTP/1.1"), "{l}");
+        *by_sub
+            .entry(l["sub"].as_str().unwrap_or("(none)").to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(by_sub.get("bob"), Some(&2), "{by_sub:?}");
+    assert!(by_sub.get("alice").is_some_and(|n| *n >= 10), "{by_sub:?}");
+    let forwarded = host
+        .request_records()
+        .into_iter()
+        .filter(|r| r["upstream"]["status"].is_u64())
+        .count();
+    assert_eq!(
+        forwarded,
+        lines.len(),
+        "one record per request the server received"
     );
 }
 
