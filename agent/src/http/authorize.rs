@@ -36,11 +36,7 @@ impl<'a> Ask<'a> {
             Some(Ask {
                 action: action_of_method(method),
                 method,
-                target: m
-                    .tool
-                    .as_deref()
-                    .or(m.resource.as_deref())
-                    .or(m.prompt.as_deref()),
+                target: m.target(),
                 arguments: m.arguments.as_ref(),
             })
         })

@@ -236,7 +236,7 @@ impl Proxy {
         let Admitted {
             route,
             target,
-            fields,
+            mut fields,
             principal,
         } = match admit(site, &parts, record).await {
             Ok(Ok(a)) => a,
@@ -257,7 +257,8 @@ impl Proxy {
             }
             _ => None,
         };
-        let session = fields.session.as_deref();
+        let session_id = fields.session.clone();
+        let session = session_id.as_deref();
         let lister = |list: List| -> Option<Lister> {
             let (live, p) = (site.policy.as_ref()?, principal.as_ref()?);
             Some(Lister {
@@ -267,7 +268,7 @@ impl Proxy {
                 principal: p.clone(),
                 source_ip: conn.peer.ip(),
                 tls: conn.tls.clone(),
-                session: fields.session.clone(),
+                session: session_id.clone(),
                 process: conn.process.clone(),
             })
         };
@@ -278,7 +279,7 @@ impl Proxy {
         let mut decoded = None;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
-            let d = decode(site, &fields, &bytes, route == Route::Streamable, record)?;
+            let d = decode(site, &mut fields, &bytes, route == Route::Streamable, record)?;
             if let Some(p) = &principal {
                 let decided =
                     authorize::authorize(site, conn, p, session, Ask::messages(&d), record);
@@ -689,7 +690,7 @@ async fn read_body(site: &Site, headers: &HeaderMap, body: Incoming) -> Result<B
 /// Decodes the whole message and checks the headers that must agree with it.
 fn decode(
     site: &Site,
-    fields: &Fields,
+    fields: &mut Fields,
     bytes: &[u8],
     streamable: bool,
     record: &mut RequestRecord,
@@ -714,6 +715,14 @@ fn decode(
             fields.mcp_name.as_deref(),
             revision,
         )?;
+    }
+    // The name the server checks against the body is Moat's spelling of what it decided.
+    if fields.mcp_name.is_some() {
+        fields.mcp_name = decoded
+            .messages
+            .first()
+            .and_then(|m| m.target())
+            .map(mcp::encode_value);
     }
     Ok(decoded)
 }

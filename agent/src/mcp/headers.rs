@@ -34,11 +34,7 @@ pub fn check_headers(
     revision: Revision,
 ) -> Result<(), DecodeError> {
     let required = revision.requires_standard_headers() && msg.kind == Kind::Request;
-    let body_name = msg
-        .tool
-        .as_deref()
-        .or(msg.resource.as_deref())
-        .or(msg.prompt.as_deref());
+    let body_name = msg.target();
     check_one(
         "Mcp-Method",
         mcp_method,
@@ -98,5 +94,19 @@ pub(super) fn decode_value(raw: &str) -> Result<Cow<'_, str>, &'static str> {
             Ok(Cow::Borrowed(raw))
         }
         None => Err("has characters that are not visible ASCII (use =?base64?...?=)"),
+    }
+}
+
+/// A value as a header carries it: as it is when it is visible ASCII (inner spaces allowed),
+/// else `=?base64?<b64>?=`.
+pub fn encode_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if plain {
+        value.to_string()
+    } else {
+        format!("=?base64?{}?=", BASE64.encode(value))
     }
 }

@@ -41,6 +41,14 @@ pub struct Message {
 }
 
 impl Message {
+    /// What the method is about: the tool, resource URI or prompt name.
+    pub fn target(&self) -> Option<&str> {
+        self.tool
+            .as_deref()
+            .or(self.resource.as_deref())
+            .or(self.prompt.as_deref())
+    }
+
     /// A message of `kind` with `id` and nothing read from it yet.
     fn bare(kind: Kind, id: Option<Value>) -> Self {
         Self {

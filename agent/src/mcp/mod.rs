@@ -18,7 +18,7 @@ mod tests;
 use std::fmt;
 
 pub use error::{DecodeError, error_body};
-pub use headers::check_headers;
+pub use headers::{check_headers, encode_value};
 pub use jsonrpc::{Decoded, Kind, Message, decode, is_notification_method, tool_names};
 pub use sse::{SseBlock, SseError, SseEvent, SseParser};
 
