@@ -14,6 +14,7 @@ mod sse;
 mod strict;
 #[cfg(test)]
 mod tests;
+pub mod uri;
 
 use std::fmt;
 
