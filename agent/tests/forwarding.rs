@@ -487,3 +487,101 @@ fn count_records(host: &Host, want: usize, pred: impl Fn(&Value) -> bool) -> usi
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Resource URIs are decided in the spelling the server acts on: with `file:///secret`
+/// forbidden, no other spelling of it reads it from FastMCP (which parses URIs as URLs), and
+/// the server is sent the normalised form Moat decided on.
+#[test]
+fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
+    let mut host = Host::new();
+    let policy = write_policy(
+        "@id(\"all\")\npermit (principal, action, resource);\n\
+         @id(\"no-secret\")\nforbid (principal, action == Action::\"resources/read\", resource == Resource::\"file:///secret\");\n",
+    );
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {policy}}}\n"
+    ));
+    let (py, fastmcp, port) = (python(), script("fastmcp_server.py"), PORT.to_string());
+    let cmd = host.command(
+        py.to_str().unwrap(),
+        &[
+            fastmcp.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    );
+    host.spawn(cmd, "fastmcp.log");
+    host.wait_port(PORT, "FastMCP");
+    host.start_agent();
+    let t = token(&host, "alice");
+    let read = |uri: &str| {
+        let client = script("ts_client.mjs");
+        let url = format!("http://127.0.0.1:{PORT}/mcp");
+        let auth = format!("Authorization: Bearer {t}");
+        let out = host
+            .command(
+                "node",
+                &[
+                    client.to_str().unwrap(),
+                    &url,
+                    "read",
+                    "--uri",
+                    uri,
+                    "--header",
+                    &auth,
+                ],
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = read("file:///public");
+    assert!(ok && out.contains("PUBLIC"), "{out}");
+    for spelling in [
+        "file:///secret",
+        "FILE:///secret",
+        "file:///./secret",
+        "file:///x/../secret",
+        "file:///x/%2e%2E/secret",
+        "file://localhost/secret",
+        "file://LOCALHOST/secret",
+        " file:///secret",
+        "file:///secret\n",
+        "file:/secret",
+        "file:///sec\tret",
+        "file:///%73ecret",
+        "fIlE:///secret",
+    ] {
+        let (ok, out) = read(spelling);
+        assert!(!ok, "{spelling:?} was read: {out}");
+        assert!(!out.contains("TOP-SECRET"), "{spelling:?}: {out}");
+        assert!(
+            out.contains("\"code\":-32002"),
+            "{spelling:?}: refused by Moat: {out}"
+        );
+    }
+    // Decided, and sent on, in one spelling.
+    let (ok, out) = read("file://localhost/./public");
+    assert!(ok && out.contains("PUBLIC"), "{out}");
+    let rec = host.wait_audit("the read of public", |r| {
+        r["mcp"]["resource"] == "file:///public" && r["http"]["method"] == "POST"
+    });
+    assert_eq!(rec["decision"]["effect"], "allow", "{rec}");
+    let denied = count_records(&host, 13, |r| {
+        r["mcp"]["resource"] == "file:///secret" && r["decision"]["effect"] == "deny"
+    });
+    assert_eq!(denied, 13, "every spelling was decided as file:///secret");
+    // What cannot be read as a URI is refused.
+    let (ok, out) = read("secret");
+    assert!(!ok && out.contains("\"code\":-32602"), "{out}");
+}

@@ -81,7 +81,10 @@ fn json_out(mut cmd: Command) -> Result<Value, String> {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     if !out.status.success() {
-        return Err(format!("{:?}\nstdout: {stdout}\nstderr: {stderr}", out.status));
+        return Err(format!(
+            "{:?}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        ));
     }
     serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
         .map_err(|e| format!("{e}: {stdout}"))
@@ -96,7 +99,14 @@ fn ts_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
         &[
             &[script.to_str().unwrap(), &url],
             args,
-            &["--transport", "sse", "--header", &auth, "--timeout", "10000"],
+            &[
+                "--transport",
+                "sse",
+                "--header",
+                &auth,
+                "--timeout",
+                "10000",
+            ],
         ]
         .concat(),
     );
@@ -113,7 +123,14 @@ fn python_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, Strin
         &[
             &[script.to_str().unwrap(), &url],
             args,
-            &["--transport", "sse", "--header", &auth, "--request-timeout", "10"],
+            &[
+                "--transport",
+                "sse",
+                "--header",
+                &auth,
+                "--request-timeout",
+                "10",
+            ],
         ]
         .concat(),
     );
@@ -131,7 +148,14 @@ fn inspector(host: &Host, token: &str, args: &[&str]) -> std::process::Output {
         &[
             &["--cli", url.as_str(), "--transport", "sse"],
             args,
-            &["--format", "json", "-q", "--stored-auth-only", "--header", &auth],
+            &[
+                "--format",
+                "json",
+                "-q",
+                "--stored-auth-only",
+                "--header",
+                &auth,
+            ],
         ]
         .concat(),
     );
@@ -159,16 +183,25 @@ fn clients_see_the_policy(host: &Host, forbidden: &str, allowed: (&str, &str)) {
 
     // TypeScript SDK client.
     let listed = ts_client(host, &t, &["list"]).unwrap();
-    assert!(names(&listed["tools"]).iter().any(|n| n == tool), "{listed}");
+    assert!(
+        names(&listed["tools"]).iter().any(|n| n == tool),
+        "{listed}"
+    );
     assert!(hidden(&listed["tools"]), "{listed}");
     let started = std::time::Instant::now();
     let err = ts_client(host, &t, &["call", "--tool", forbidden]).unwrap_err();
-    assert!(err.contains("\"code\":-32602") && err.contains(&unknown), "{err}");
+    assert!(
+        err.contains("\"code\":-32602") && err.contains(&unknown),
+        "{err}"
+    );
     assert!(err.contains("\"timed_out\":false"), "{err}");
     assert!(started.elapsed().as_secs() < 8, "answered at once: {err}");
     let ok = ts_client(host, &t, &["call", "--tool", tool, "--args", args]).unwrap();
     assert_eq!(ok["is_error"], false, "{ok}");
-    assert!(ok["text"].as_str().is_some_and(|t| t.contains("hi")), "{ok}");
+    assert!(
+        ok["text"].as_str().is_some_and(|t| t.contains("hi")),
+        "{ok}"
+    );
 
     // Python SDK client.
     let r = python_client(host, &t, &["call", "--tool", forbidden, "--expect-error"]).unwrap();
@@ -183,7 +216,11 @@ fn clients_see_the_policy(host: &Host, forbidden: &str, allowed: (&str, &str)) {
     assert!(listed.contains(&format!("\"{tool}\"")), "{listed}");
     assert!(!listed.contains(&format!("\"{forbidden}\"")), "{listed}");
     let started = std::time::Instant::now();
-    let out = inspector(host, &t, &["--method", "tools/call", "--tool-name", forbidden]);
+    let out = inspector(
+        host,
+        &t,
+        &["--method", "tools/call", "--tool-name", forbidden],
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -240,7 +277,8 @@ fn the_typescript_sdk_server_in_sse_mode() {
     clients_see_the_policy(&host, "secret_tool", ("echo", r#"{"text":"hi"}"#));
     let log = std::fs::read_to_string(host.dir.join("ts-upstream.jsonl")).unwrap();
     assert!(
-        !log.lines().any(|l| l.contains("\"handled\"") && l.contains("secret_tool")),
+        !log.lines()
+            .any(|l| l.contains("\"handled\"") && l.contains("secret_tool")),
         "the forbidden tool ran: {log}"
     );
 }

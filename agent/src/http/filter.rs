@@ -97,9 +97,15 @@ impl Lister {
         };
         let before = entries.len();
         entries.retain(|e| {
-            e.get(key)
-                .and_then(Value::as_str)
-                .is_some_and(|n| self.may(n))
+            let name = e.get(key).and_then(Value::as_str);
+            match self.list {
+                // Decided in the spelling a read of it is decided in; an entry whose URI
+                // cannot be read that way could not be read through Moat either.
+                List::Resources => name
+                    .and_then(|u| mcp::uri::normalise(u).ok())
+                    .is_some_and(|u| self.may(&u)),
+                _ => name.is_some_and(|n| self.may(n)),
+            }
         });
         entries.len() != before
     }

@@ -279,7 +279,13 @@ impl Proxy {
         let mut decoded = None;
         let body = if parts.method == Method::POST {
             let bytes = read_body(site, &parts.headers, incoming).await?;
-            let d = decode(site, &mut fields, &bytes, route == Route::Streamable, record)?;
+            let d = decode(
+                site,
+                &mut fields,
+                &bytes,
+                route == Route::Streamable,
+                record,
+            )?;
             if let Some(p) = &principal {
                 let decided =
                     authorize::authorize(site, conn, p, session, Ask::messages(&d), record);

@@ -253,12 +253,17 @@ fn read_params(
             format!("{method} needs params with a string \"{key}\""),
         ));
     };
-    let Some(Value::String(value)) = params.get(key) else {
+    let Some(Value::String(value)) = params.get_mut(key) else {
         return Err(invalid_params(
             msg.id.clone(),
             format!("{method}: the {what} (params.{key}) must be a string"),
         ));
     };
+    if key == "uri" {
+        // Decided, and forwarded, in the spelling the server acts on.
+        *value = super::uri::normalise(value)
+            .map_err(|e| invalid_params(msg.id.clone(), format!("{method}: {e}")))?;
+    }
     let value = value.clone();
     match method {
         "tools/call" => {

@@ -368,3 +368,22 @@ fn parse_errors() {
     let m = one(" \n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r\n ");
     assert_eq!(m.method.as_deref(), Some("ping"));
 }
+
+#[test]
+fn resource_uris_are_decided_and_forwarded_normalised() {
+    for method in [
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"uri":" FILE://localhost/x/../secret"}}}}"#
+        );
+        let d = dec(&body).unwrap();
+        assert_eq!(d.messages[0].resource.as_deref(), Some("file:///secret"));
+        let sent: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(sent["params"]["uri"], "file:///secret", "{method}");
+        let r = dec(&body.replace(" FILE://localhost/x/../secret", "secret"));
+        assert!(is_invalid_params(&r, Some(&json!(1))), "{r:?}");
+    }
+}

@@ -224,7 +224,15 @@ fn base64_values() {
 #[test]
 fn encoded_values_decode_to_themselves() {
     use crate::mcp::{encode_value, headers::decode_value};
-    for v in ["echo", "a b", "weather/東京", " padded ", "", "tab\there", "file:///x"] {
+    for v in [
+        "echo",
+        "a b",
+        "weather/東京",
+        " padded ",
+        "",
+        "tab\there",
+        "file:///x",
+    ] {
         let e = encode_value(v);
         assert_eq!(decode_value(&e).unwrap(), v, "{v} -> {e}");
         assert!(e.bytes().all(|b| (0x20..0x7f).contains(&b)), "{e}");
