@@ -585,3 +585,88 @@ fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
     let (ok, out) = read("secret");
     assert!(!ok && out.contains("\"code\":-32602"), "{out}");
 }
+
+/// Tool names are looked up exactly by the official SDK servers: no other spelling of a
+/// forbidden tool runs it (Moat decides on the exact name, which is what the server uses).
+#[test]
+fn no_other_spelling_of_a_forbidden_tool_runs_it() {
+    let mut host = Host::new();
+    let policy = write_policy(
+        "@id(\"all\")\npermit (principal, action, resource);\n\
+         @id(\"no-secret\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"secret_tool\");\n",
+    );
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {policy}}}\n"
+    ));
+    let log = host.dir.join("ts-upstream.jsonl");
+    let (server, port) = (script("ts_server.mjs"), PORT.to_string());
+    let cmd = host.command(
+        "node",
+        &[
+            server.to_str().unwrap(),
+            "--port",
+            &port,
+            "--log",
+            log.to_str().unwrap(),
+        ],
+    );
+    host.spawn(cmd, "ts-server.log");
+    host.wait_port(PORT, "the TypeScript SDK server");
+    host.start_agent();
+    let t = token(&host, "alice");
+    let call = |name: &str| {
+        let client = script("ts_client.mjs");
+        let url = format!("http://127.0.0.1:{PORT}/mcp");
+        let auth = format!("Authorization: Bearer {t}");
+        let args = r#"{"text":"hi"}"#;
+        let out = host
+            .command(
+                "node",
+                &[
+                    client.to_str().unwrap(),
+                    &url,
+                    "call",
+                    "--tool",
+                    name,
+                    "--args",
+                    args,
+                    "--header",
+                    &auth,
+                ],
+            )
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = call("secret_tool");
+    assert!(out.contains("Unknown tool: secret_tool"), "{out}");
+    for spelling in [
+        "Secret_tool",
+        "SECRET_TOOL",
+        " secret_tool",
+        "secret_tool ",
+        "secret_tool\n",
+        "secret_tool\u{200b}",
+        "\u{ff53}ecret_tool",
+        "secret\u{2010}tool",
+    ] {
+        let out = call(spelling);
+        assert!(!out.contains("SECRET-TOOL-RAN"), "{spelling:?}: {out}");
+    }
+    let handled = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !handled
+            .lines()
+            .any(|l| l.contains("\"handled\"") && l.contains("secret_tool")),
+        "{handled}"
+    );
+    assert!(
+        call("echo").contains("is_error\":false"),
+        "the server works"
+    );
+}
