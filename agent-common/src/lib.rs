@@ -6,14 +6,20 @@ pub const MAP_PORTS: &str = "MOAT_PORTS";
 /// Sockmap with one slot ([`PROXY_SLOT`]) holding the proxy's listening socket. Value size is 8 so
 /// that userspace can read the socket cookie and tell whether the slot is filled.
 pub const MAP_PROXY: &str = "MOAT_PROXY";
-/// Per-CPU [`Counters`] keyed by protected port (u32); key [`HOST_COUNTERS`] holds host-wide counts.
+/// Map of sealed ports: upstream ports of protected servers that are not protected ports
+/// themselves. Only the agent's upstream identity may connect to them. Key = port (host order,
+/// u32), value = [`PortEntry`] (the first server whose upstream it is).
+pub const MAP_SEALED: &str = "MOAT_SEALED";
+/// Per-CPU [`Counters`] keyed by protected or sealed port (u32); key [`HOST_COUNTERS`] holds
+/// host-wide counts.
 pub const MAP_COUNTERS: &str = "MOAT_COUNTERS";
 /// Array with one [`Settings`] entry.
 pub const MAP_SETTINGS: &str = "MOAT_SETTINGS";
 /// Ring buffer of [`Event`]s.
 pub const MAP_EVENTS: &str = "MOAT_EVENTS";
-/// LRU hash: [`ConnKey`] of a local connection to a protected port -> [`ConnProcess`], the
-/// process that opened it (written at connect time, read by the agent after accept).
+/// LRU hash: [`ConnKey`] of a local connection to a protected or sealed port -> [`ConnProcess`],
+/// the process that opened it (written at connect time, read by the agent after accept, and by
+/// the steering program when it blocks a connection to a sealed port).
 pub const MAP_CONNS: &str = "MOAT_CONNS";
 pub const MAX_CONNS: u32 = 65536;
 
@@ -26,12 +32,15 @@ pub const PROG_CONNECT: &str = "moat_connect";
 pub const PROXY_SLOT: u32 = 0;
 /// Counters key for events that belong to no protected port (bind guard, lost events).
 pub const HOST_COUNTERS: u32 = 0;
+/// Protected ports, and (separately) sealed ports.
 pub const MAX_PORTS: u32 = 1024;
+/// Counter entries: every protected and sealed port, and [`HOST_COUNTERS`].
+pub const MAX_COUNTERS: u32 = 2 * MAX_PORTS + 1;
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// The loopback device has this index in every network namespace.
 pub const LOOPBACK_IFINDEX: u32 = 1;
 
-/// Value of [`MAP_PORTS`]: the server's index in the agent's config (names stay in userspace).
+/// Value of [`MAP_PORTS`] and [`MAP_SEALED`]: the server's index in the agent's config (names stay in userspace).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortEntry {
@@ -67,6 +76,8 @@ pub struct Counters {
     pub bind_denied: u64,
     /// Events that did not fit in the ring buffer.
     pub events_lost: u64,
+    /// Connections to a sealed port that did not come from the agent, dropped.
+    pub blocked: u64,
 }
 
 impl Counters {
@@ -76,6 +87,7 @@ impl Counters {
         self.passed += other.passed;
         self.bind_denied += other.bind_denied;
         self.events_lost += other.events_lost;
+        self.blocked += other.blocked;
     }
 }
 
@@ -87,6 +99,8 @@ pub enum EventKind {
     Dropped = 2,
     Passed = 3,
     BindDenied = 4,
+    /// A connection to a sealed port from anyone but the agent, dropped.
+    Blocked = 5,
 }
 
 impl EventKind {
@@ -96,6 +110,7 @@ impl EventKind {
             2 => Some(Self::Dropped),
             3 => Some(Self::Passed),
             4 => Some(Self::BindDenied),
+            5 => Some(Self::Blocked),
             _ => None,
         }
     }
@@ -106,6 +121,7 @@ impl EventKind {
             Self::Dropped => "dropped",
             Self::Passed => "passed",
             Self::BindDenied => "bind_denied",
+            Self::Blocked => "blocked",
         }
     }
 }
@@ -115,7 +131,8 @@ pub const AF_INET6: u32 = 10;
 
 /// One kernel event. Addresses are 16 bytes in network order (IPv4 in the first 4 bytes when
 /// `family` is [`AF_INET`]); ports are host order. `pid`, `uid`, `comm` and `cgroup_id` are set
-/// only where the program runs in the process's context (bind guard); zero otherwise.
+/// where the kernel knows the process: the bind guard runs in its context, and a blocked
+/// connection's process is the one the connect program recorded in [`MAP_CONNS`]; zero otherwise.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {

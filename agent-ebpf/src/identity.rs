@@ -1,6 +1,7 @@
-//! sock_ops at connect(): which local process opens each connection to a protected port,
-//! recorded by the connection's addresses for the agent to read after it accepts it. This
-//! runs in the connecting process's context (sk_lookup does not).
+//! sock_ops at connect(): which local process opens each connection to a protected or sealed
+//! port, recorded by the connection's addresses for the agent to read after it accepts it (and
+//! for the steering program to name when it blocks one). This runs in the connecting process's
+//! context (sk_lookup does not).
 use core::ptr::{addr_of, read_volatile};
 
 use agent_common::{AF_INET, AF_INET6, ConnKey, ConnProcess};
@@ -14,7 +15,7 @@ use aya_ebpf::{
     programs::SockOpsContext,
 };
 
-use crate::maps::{CONNS, PORTS, in_upstream_range, settings};
+use crate::maps::{CONNS, in_upstream_range, settings, watched};
 
 #[sock_ops]
 pub fn moat_connect(ctx: SockOpsContext) -> u32 {
@@ -49,9 +50,8 @@ pub fn moat_connect(ctx: SockOpsContext) -> u32 {
     }
     // remote_port: network order in the high 16 bits; local_port: host order.
     let dst_port = u16::from_be((remote_port >> 16) as u16) as u32;
-    // SAFETY: read-only lookup in a map of plain data.
-    if unsafe { PORTS.get(&dst_port) }.is_none() || in_upstream_range(&settings(), local_port) {
-        // Not a protected port, or the agent's own upstream connection.
+    if !watched(dst_port) || in_upstream_range(&settings(), local_port) {
+        // Neither a protected nor a sealed port, or the agent's own upstream connection.
         return 1;
     }
     let mut key = ConnKey {
@@ -84,7 +84,7 @@ pub fn moat_connect(ctx: SockOpsContext) -> u32 {
 }
 
 /// ::ffff:a.b.c.d from an IPv4 address in network order.
-fn mapped(ip4: u32) -> [u8; 16] {
+pub fn mapped(ip4: u32) -> [u8; 16] {
     let mut a = [0u8; 16];
     a[10] = 0xff;
     a[11] = 0xff;
@@ -93,7 +93,7 @@ fn mapped(ip4: u32) -> [u8; 16] {
 }
 
 /// 16 bytes from four 32-bit words in network order.
-fn words(w: [u32; 4]) -> [u8; 16] {
+pub fn words(w: [u32; 4]) -> [u8; 16] {
     let mut a = [0u8; 16];
     for i in 0..4 {
         a[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());

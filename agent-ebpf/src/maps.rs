@@ -2,8 +2,8 @@
 use core::cell::UnsafeCell;
 
 use agent_common::{
-    ConnKey, ConnProcess, Counters, EVENTS_BYTES, Event, HOST_COUNTERS, MAX_CONNS, MAX_PORTS,
-    PortEntry, Settings,
+    ConnKey, ConnProcess, Counters, EVENTS_BYTES, Event, HOST_COUNTERS, MAX_CONNS, MAX_COUNTERS,
+    MAX_PORTS, PortEntry, Settings,
 };
 use aya_ebpf::{
     bindings::{bpf_map_def, bpf_map_type::BPF_MAP_TYPE_SOCKMAP},
@@ -14,9 +14,12 @@ use aya_ebpf::{
 #[map(name = "MOAT_PORTS")]
 pub static PORTS: HashMap<u32, PortEntry> = HashMap::with_max_entries(MAX_PORTS, 0);
 
+#[map(name = "MOAT_SEALED")]
+pub static SEALED: HashMap<u32, PortEntry> = HashMap::with_max_entries(MAX_PORTS, 0);
+
 #[map(name = "MOAT_COUNTERS")]
 pub static COUNTERS: PerCpuHashMap<u32, Counters> =
-    PerCpuHashMap::with_max_entries(MAX_PORTS + 1, 0);
+    PerCpuHashMap::with_max_entries(MAX_COUNTERS, 0);
 
 #[map(name = "MOAT_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
@@ -58,12 +61,18 @@ pub fn settings() -> Settings {
     SETTINGS.get(0).copied().unwrap_or_default()
 }
 
+/// A port the connect program records the process for: protected or sealed.
+pub fn watched(port: u32) -> bool {
+    // SAFETY: read-only lookups in maps of plain data; nothing is held.
+    unsafe { PORTS.get(&port).is_some() || SEALED.get(&port).is_some() }
+}
+
 pub fn in_upstream_range(s: &Settings, port: u32) -> bool {
     s.upstream_port_lo != 0 && port >= s.upstream_port_lo && port <= s.upstream_port_hi
 }
 
-/// Adds one to a counter of `key`'s entry (the agent creates an entry for each protected port
-/// and for [`HOST_COUNTERS`]).
+/// Adds one to a counter of `key`'s entry (the agent creates an entry for each protected and
+/// sealed port and for [`HOST_COUNTERS`]).
 pub fn count(key: u32, field: impl FnOnce(&mut Counters) -> &mut u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.

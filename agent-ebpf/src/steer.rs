@@ -1,7 +1,8 @@
-//! sk_lookup: every TCP connection to a protected port goes to the proxy's socket, or is dropped.
+//! sk_lookup: every TCP connection to a protected port goes to the proxy's socket, or is dropped;
+//! a sealed port (an upstream that is not protected) takes only the agent's own connections.
 use core::ptr::{addr_of, read_volatile};
 
-use agent_common::{AF_INET, Event, EventKind, LOOPBACK_IFINDEX, PROXY_SLOT};
+use agent_common::{AF_INET, ConnKey, Event, EventKind, LOOPBACK_IFINDEX, PROXY_SLOT};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
@@ -13,7 +14,10 @@ use aya_ebpf::{
     programs::SkLookupContext,
 };
 
-use crate::maps::{PORTS, PROXY, count, in_upstream_range, report, settings};
+use crate::{
+    identity::{mapped, words},
+    maps::{CONNS, PORTS, PROXY, SEALED, count, in_upstream_range, report, settings},
+};
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -96,6 +100,35 @@ impl Lookup {
         }
         e
     }
+
+    /// The key the connect program recorded this connection's process under.
+    fn conn_key(&self) -> ConnKey {
+        let (src_addr, dst_addr) = if self.family == AF_INET {
+            (mapped(self.remote_ip4), mapped(self.local_ip4))
+        } else {
+            (words(self.remote_ip6), words(self.local_ip6))
+        };
+        ConnKey {
+            src_addr,
+            dst_addr,
+            src_port: self.remote_port as u32,
+            dst_port: self.local_port,
+        }
+    }
+
+    /// A blocked connection's event, with the local process that opened it when the connect
+    /// program saw it (this runs in softirq: the current task is not the client).
+    fn blocked_event(&self) -> Event {
+        let mut e = self.event(EventKind::Blocked);
+        // SAFETY: the value is only copied out, never held across another map operation.
+        if let Some(p) = unsafe { CONNS.get(&self.conn_key()) } {
+            e.pid = p.pid;
+            e.uid = p.uid;
+            e.cgroup_id = p.cgroup_id;
+            e.comm = p.comm;
+        }
+        e
+    }
 }
 
 #[sk_lookup]
@@ -105,8 +138,9 @@ pub fn moat_steer(ctx: SkLookupContext) -> u32 {
         return SK_PASS;
     }
     let port = l.local_port;
-    // SAFETY: the value is only copied out, never held across another map operation.
-    if unsafe { PORTS.get(&port) }.is_none() {
+    // SAFETY: the values are only tested, never held across another map operation.
+    let protected = unsafe { PORTS.get(&port) }.is_some();
+    if !protected && unsafe { SEALED.get(&port) }.is_none() {
         return SK_PASS;
     }
 
@@ -121,6 +155,13 @@ pub fn moat_steer(ctx: SkLookupContext) -> u32 {
         return SK_PASS;
     }
 
+    if !protected {
+        // A sealed upstream port: nobody but the agent reaches the server behind it, whether
+        // the agent runs or not.
+        count(port, |c| &mut c.blocked);
+        report(&l.blocked_event());
+        return SK_DROP;
+    }
     if assign_proxy(&ctx) {
         count(port, |c| &mut c.steered);
         report(&l.event(EventKind::Steered));

@@ -12,7 +12,7 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     background,
-    config::{Cgroup, Config, Issuer, UpstreamAuth},
+    config::{Cgroup, Config, HostAddrs, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
@@ -139,7 +139,7 @@ fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<L
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config_path: &Path) -> Result<(), AppError> {
-    let config = Arc::new(Config::load(config_path)?);
+    let config = Arc::new(Config::load_on(config_path, &this_host()?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
     let Loaded {
@@ -209,7 +209,12 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         .zip(1..)
         .map(|(s, id)| (s.port, id))
         .collect();
-    kernel.reconcile(&wanted)?;
+    let sealed: Vec<(u16, u32)> = config
+        .sealed_ports()
+        .into_iter()
+        .map(|(port, i)| (port, i as u32 + 1))
+        .collect();
+    kernel.reconcile(&wanted, &sealed)?;
 
     let servers: Vec<Value> = config
         .servers
@@ -234,6 +239,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
                     "pid": std::process::id(),
                     "adopted_pins": kernel.adopted,
                     "servers": servers,
+                    "sealed_ports": sealed.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
                 }),
             ),
         )
@@ -243,6 +249,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         adopted = kernel.adopted,
         proxy = %proxy_addr,
         ports = ?wanted.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        sealed = ?sealed.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
         "moat is protecting its ports"
     );
 
@@ -385,9 +392,14 @@ pub fn policy_test(config: &Config, file: &Path) -> Result<crate::policy::Decisi
     crate::policy::explain::decide(&engine, &server.name, &d).map_err(AppError::Policy)
 }
 
-/// Validates a config file; prints a summary.
+/// The addresses of the network namespace the agent runs in: upstreams must be among them.
+fn this_host() -> Result<HostAddrs, AppError> {
+    HostAddrs::of_this_host().map_err(AppError::io("reading this host's interface addresses"))
+}
+
+/// Validates a config file (upstreams against this host's addresses); prints a summary.
 pub fn check(config_path: &Path) -> Result<String, AppError> {
-    let c = Config::load(config_path)?;
+    let c = Config::load_on(config_path, &this_host()?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
     load_sites(&c, false, None)?;
     let mut out = format!(
@@ -412,6 +424,12 @@ pub fn check(config_path: &Path) -> Result<String, AppError> {
         out.push_str(&format!(
             "  {} port {} -> {} ({tls}, endpoint {}, {auth})\n",
             s.name, s.port, s.upstream, s.endpoint
+        ));
+    }
+    for (port, i) in c.sealed_ports() {
+        out.push_str(&format!(
+            "  port {port} sealed: only Moat connects to `{}`'s upstream\n",
+            c.servers[i].name
         ));
     }
     Ok(out)
@@ -448,6 +466,20 @@ pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> 
             })
         })
         .collect();
+    let sealed: Vec<Value> = kernel
+        .sealed()
+        .into_iter()
+        .map(|(port, id)| {
+            let c = kernel.counters(port.into());
+            let name = config
+                .and_then(|c| c.server_by_upstream_port(port))
+                .map(|s| s.name.clone());
+            json!({
+                "port": port, "server_id": id, "server": name,
+                "blocked": c.blocked, "passed": c.passed,
+            })
+        })
+        .collect();
     Ok(json!({
         "bpffs": bpffs.display().to_string(),
         "attached": links.values().all(|v| v == &Value::Bool(true)),
@@ -459,6 +491,7 @@ pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> 
         "bind_denied": host.bind_denied,
         "events_lost": host.events_lost,
         "ports": ports,
+        "sealed": sealed,
     }))
 }
 
@@ -507,6 +540,24 @@ pub fn status_text(s: &Value) -> String {
                 .map_or_else(|| format!("#{}", p["server_id"]), str::to_string),
             p["steered"].to_string(),
             p["dropped"].to_string(),
+            p["passed"].to_string()
+        ));
+    }
+    let sealed = s["sealed"].as_array().map_or(&[][..], Vec::as_slice);
+    if !sealed.is_empty() {
+        out.push_str(&format!(
+            "{:<7} {:<20} {:>10} {:>10}\n",
+            "SEALED", "UPSTREAM OF", "BLOCKED", "PASSED"
+        ));
+    }
+    for p in sealed {
+        out.push_str(&format!(
+            "{:<7} {:<20} {:>10} {:>10}\n",
+            p["port"].to_string(),
+            p["server"]
+                .as_str()
+                .map_or_else(|| format!("#{}", p["server_id"]), str::to_string),
+            p["blocked"].to_string(),
             p["passed"].to_string()
         ));
     }

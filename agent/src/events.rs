@@ -61,6 +61,21 @@ pub fn record(e: &Event, config: &Config) -> Value {
             "addr": src.to_string(),
             "process": process(e),
         }),
+        Some(EventKind::Blocked) => {
+            let dst = SocketAddr::new(ip(e.family, &e.dst_addr), e.dst_port as u16);
+            let mut conn =
+                json!({ "peer": src.to_string(), "dst": dst.to_string(), "proto": "tcp" });
+            // The connect program knew the process: the connection came from this host.
+            if e.pid != 0 {
+                conn["process"] = process(e);
+            }
+            json!({
+                "event": kind,
+                "event_ts": ts,
+                "server": config.server_by_upstream_port(dst.port()).map(|s| s.name.clone()),
+                "conn": conn,
+            })
+        }
         _ => {
             let dst = SocketAddr::new(ip(e.family, &e.dst_addr), e.dst_port as u16);
             json!({
@@ -111,9 +126,55 @@ mod tests {
     fn config() -> Config {
         Config::parse(
             "t.yaml",
-            "servers: [{name: files, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}]",
+            "servers: [{name: files, port: 8000, upstream: 'http://127.0.0.1:9003', dangerous: {plaintext: true, unauthenticated: true}}]",
         )
         .unwrap()
+    }
+
+    fn blocked(family: u32, src: &[u8], dst: &[u8], pid: u32) -> Event {
+        let mut e = Event {
+            kind: EventKind::Blocked as u32,
+            family,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: 41000,
+            dst_port: 9003,
+            pid,
+            uid: 1000,
+            cgroup_id: 7,
+            ktime_ns: 0,
+            comm: [0; 16],
+        };
+        e.src_addr[..src.len()].copy_from_slice(src);
+        e.dst_addr[..dst.len()].copy_from_slice(dst);
+        e.comm[..4].copy_from_slice(b"curl");
+        e
+    }
+
+    #[test]
+    fn a_blocked_connection_names_the_upstream_server_and_the_local_process() {
+        let local = blocked(AF_INET, &[127, 0, 0, 1], &[127, 0, 0, 1], 4242);
+        let r = record(&local, &config());
+        assert_eq!(r["event"], "blocked");
+        assert_eq!(r["server"], "files", "the server whose upstream port it is");
+        assert_eq!(
+            r["conn"],
+            json!({"peer": "127.0.0.1:41000", "dst": "127.0.0.1:9003", "proto": "tcp",
+                   "process": {"pid": 4242, "uid": 1000, "comm": "curl", "cgroup_id": 7}})
+        );
+        // From another host, the kernel knows no process.
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[15] = last;
+            a
+        };
+        let remote = blocked(agent_common::AF_INET6, &v6(2), &v6(1), 0);
+        let r = record(&remote, &config());
+        assert_eq!(
+            r["conn"],
+            json!({"peer": "[fd00::2]:41000", "dst": "[fd00::1]:9003", "proto": "tcp"})
+        );
     }
 
     #[test]

@@ -278,9 +278,15 @@ impl Metrics {
             .iter()
             .map(|s| (s.port, Arc::<str>::from(s.name.as_str())))
             .collect();
+        let sealed = config
+            .sealed_ports()
+            .into_iter()
+            .map(|(port, i)| (port, Arc::<str>::from(config.servers[i].name.as_str())))
+            .collect();
         registry.register_collector(Box::new(Scraped {
             state,
             ports: Arc::new(ports),
+            sealed: Arc::new(sealed),
         }));
 
         let servers = config
@@ -371,12 +377,15 @@ struct Scraped {
     state: Arc<AgentState>,
     /// Protected ports and their servers' names.
     ports: Arc<Vec<(u16, Arc<str>)>>,
+    /// Sealed upstream ports and the names of the servers whose upstreams they are.
+    sealed: Arc<Vec<(u16, Arc<str>)>>,
 }
 
 impl fmt::Debug for Scraped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scraped")
             .field("ports", &self.ports)
+            .field("sealed", &self.sealed)
             .finish()
     }
 }
@@ -406,29 +415,53 @@ impl Collector for Scraped {
                 stats.dropped,
             )?;
         }
-        let Some(kernel) = self.state.kernel_counters(&self.ports) else {
+        let (Some(kernel), Some(sealed)) = (
+            self.state.kernel_counters(&self.ports),
+            self.state.kernel_counters(&self.sealed),
+        ) else {
             return Ok(());
         };
-        let per_port: [(&str, &str, PortCounter); 3] = [
+        // (name, help, value, on protected ports, on sealed ports)
+        let per_port: [(&str, &str, PortCounter, bool, bool); 4] = [
             (
                 "kernel_connections_steered",
                 "Connections to protected ports handed to the agent by the kernel.",
                 |c| c.steered,
+                true,
+                false,
             ),
             (
                 "kernel_connections_dropped",
                 "Connections to protected ports dropped while no agent served them (fail closed).",
                 |c| c.dropped,
+                true,
+                false,
             ),
             (
                 "kernel_connections_passed",
                 "The agent's own upstream connections let through to the real server.",
                 |c| c.passed,
+                true,
+                true,
+            ),
+            (
+                "kernel_connections_blocked",
+                "Connections to sealed upstream ports from anyone but the agent, dropped.",
+                |c| c.blocked,
+                false,
+                true,
             ),
         ];
-        for (name, help, value) in per_port {
+        for (name, help, value, on_protected, on_sealed) in per_port {
+            let protected = kernel.ports.iter().filter(|_| on_protected);
+            let series: Vec<_> = protected
+                .chain(sealed.ports.iter().filter(|_| on_sealed))
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
             let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (port, server, c) in &kernel.ports {
+            for (port, server, c) in series {
                 let labels = PortLabels {
                     port: *port,
                     server: Arc::clone(server),

@@ -1,6 +1,7 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
 mod audit;
 mod auth;
+mod host;
 mod policy;
 mod server;
 mod yaml;
@@ -12,6 +13,7 @@ use std::{
 
 pub use audit::{Audit, FileSink, Fsync, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
+pub use host::HostAddrs;
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;
@@ -91,23 +93,45 @@ impl std::fmt::Display for PortRange {
 }
 
 impl Config {
+    /// Reads and validates the file, without asking where its upstreams are: for the commands
+    /// that only read the config (status, detach, tokens, policy tests).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, None)
+    }
+
+    /// Like [`Config::load`], and every upstream must be an address of `host` (the agent runs
+    /// and `moat check` checks with this).
+    pub fn load_on(path: &Path, host: &HostAddrs) -> Result<Self, ConfigError> {
+        Self::load_with(path, Some(host))
+    }
+
+    fn load_with(path: &Path, host: Option<&HostAddrs>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Ok(Self::parse(&path.display().to_string(), &text)?)
+        Ok(Self::parse_with(&path.display().to_string(), &text, host)?)
     }
 
-    /// Parses and validates `text`; `file` names it in errors.
+    /// Parses and validates `text`; `file` names it in errors. Upstream addresses are not
+    /// checked against the host's (see [`Config::parse_on`]).
     pub fn parse(file: &str, text: &str) -> Result<Self, Problems> {
+        Self::parse_with(file, text, None)
+    }
+
+    /// Like [`Config::parse`], and every upstream must be an address of `host`.
+    pub fn parse_on(file: &str, text: &str, host: &HostAddrs) -> Result<Self, Problems> {
+        Self::parse_with(file, text, Some(host))
+    }
+
+    fn parse_with(file: &str, text: &str, host: Option<&HostAddrs>) -> Result<Self, Problems> {
         let fail = |problems| Problems {
             file: file.to_string(),
             problems,
         };
         let raw = yaml::parse(text).map_err(|p| fail(vec![p]))?;
         let mut report = Report::default();
-        let config = read_config(&Node::root(&raw), &mut report);
+        let config = read_config(&Node::root(&raw), host, &mut report);
         match config {
             Some(c) if report.problems.is_empty() => Ok(c),
             _ => Err(fail(report.problems)),
@@ -117,9 +141,28 @@ impl Config {
     pub fn server_by_port(&self, port: u16) -> Option<&Server> {
         self.servers.iter().find(|s| s.port == port)
     }
+
+    /// The ports the kernel seals: upstream ports that are not protected ports, each with the
+    /// index of the first server whose upstream it is, sorted by port.
+    pub fn sealed_ports(&self) -> Vec<(u16, usize)> {
+        let mut sealed: Vec<(u16, usize)> = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let port = s.upstream.port();
+            if self.server_by_port(port).is_none() && !sealed.iter().any(|(p, _)| *p == port) {
+                sealed.push((port, i));
+            }
+        }
+        sealed.sort_unstable();
+        sealed
+    }
+
+    /// The first server whose upstream is on `port`.
+    pub fn server_by_upstream_port(&self, port: u16) -> Option<&Server> {
+        self.servers.iter().find(|s| s.upstream.port() == port)
+    }
 }
 
-fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
+fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option<Config> {
     let m = root.mapping(&["agent", "audit", "servers"], r)?;
     let agent = match m.get("agent") {
         Some(n) => read_agent(n, r),
@@ -129,7 +172,9 @@ fn read_config(root: &Node<'_>, r: &mut Report) -> Option<Config> {
         Some(n) => audit::read_audit(n, r),
         None => Some(Audit::default()),
     };
-    let servers = m.require("servers", r).map(|n| server::read_servers(n, r));
+    let servers = m
+        .require("servers", r)
+        .map(|n| server::read_servers(n, host, r));
     let (agent, audit, servers) = (agent?, audit?, servers?);
 
     for s in &servers {

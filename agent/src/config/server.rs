@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::{
-    absolute_path,
+    HostAddrs, absolute_path,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
     policy::{Policy, read_policy},
     yaml::{Node, Report},
@@ -99,7 +99,8 @@ impl Default for Limits {
     }
 }
 
-pub(super) fn read_servers(n: &Node<'_>, r: &mut Report) -> Vec<Server> {
+/// Reads the list; with `host`, every upstream must be one of its addresses.
+pub(super) fn read_servers(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Vec<Server> {
     let items = n.sequence(r);
     if items.is_empty() && r.problems.is_empty() {
         r.add(n, "list at least one server to protect");
@@ -108,7 +109,7 @@ pub(super) fn read_servers(n: &Node<'_>, r: &mut Report) -> Vec<Server> {
     let mut ports: HashMap<u16, String> = HashMap::new();
     let mut servers = Vec::new();
     for item in &items {
-        let Some(s) = read_server(item, r) else {
+        let Some(s) = read_server(item, host, r) else {
             continue;
         };
         if let Some(other) = names.insert(s.name.clone(), item.path.clone()) {
@@ -146,7 +147,7 @@ const SERVER_KEYS: &[&str] = &[
     "dangerous",
 ];
 
-fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
+fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option<Server> {
     let m = n.mapping(SERVER_KEYS, r)?;
     let name = m.require("name", r).and_then(|v| {
         let s = v.string(r)?;
@@ -162,7 +163,7 @@ fn read_server(n: &Node<'_>, r: &mut Report) -> Option<Server> {
     });
     let port = m.require("port", r).and_then(|v| port(v, r));
     let upstream = match (m.get("upstream"), port) {
-        (Some(v), Some(p)) => upstream(v, p, r),
+        (Some(v), Some(p)) => upstream(v, p, host, r),
         (None, Some(p)) => Some(SocketAddr::from(([127, 0, 0, 1], p))),
         _ => None,
     };
@@ -463,8 +464,14 @@ fn port(v: &Node<'_>, r: &mut Report) -> Option<u16> {
     }
 }
 
-/// `http://IP:PORT` (the port defaults to the protected port).
-fn upstream(v: &Node<'_>, protected_port: u16, r: &mut Report) -> Option<SocketAddr> {
+/// `http://IP:PORT` (the port defaults to the protected port), an address of this host: Moat
+/// cannot protect a server on another machine. With `host` None the address is not checked.
+fn upstream(
+    v: &Node<'_>,
+    protected_port: u16,
+    host: Option<&HostAddrs>,
+    r: &mut Report,
+) -> Option<SocketAddr> {
     let s = v.string(r)?;
     let Some(rest) = s.strip_prefix("http://") else {
         r.add(v, format!("expected `http://IP:PORT`, found {s:?}"));
@@ -485,14 +492,36 @@ fn upstream(v: &Node<'_>, protected_port: u16, r: &mut Report) -> Option<SocketA
                 .and_then(|x| x.parse::<IpAddr>().ok())
                 .map(|ip| SocketAddr::new(ip, protected_port))
         });
-    match addr {
-        Some(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
-        _ => {
-            r.add(
-                v,
-                format!("expected `http://IP:PORT` with an IP address and a port, found {s:?}"),
-            );
-            None
-        }
+    let Some(a) = addr.filter(|a| a.port() != 0) else {
+        r.add(
+            v,
+            format!("expected `http://IP:PORT` with an IP address and a port, found {s:?}"),
+        );
+        return None;
+    };
+    let ip = a.ip().to_canonical();
+    if ip.is_unspecified() {
+        r.add(
+            v,
+            format!(
+                "{ip} is no address to connect to: give the address the server listens on, \
+                 e.g. http://127.0.0.1:{}",
+                a.port()
+            ),
+        );
+        return None;
     }
+    if let Some(host) = host
+        && !host.is_local(ip)
+    {
+        r.add(
+            v,
+            format!(
+                "{ip} is not an address of this host: Moat protects servers on its own host only \
+                 (a loopback address, or an address of one of its interfaces)"
+            ),
+        );
+        return None;
+    }
+    Some(a)
 }

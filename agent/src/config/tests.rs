@@ -361,11 +361,33 @@ fn every_example_config_is_valid() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            // Their upstreams are on loopback: valid on any host.
+            Config::load_on(&path, &HostAddrs::default()).unwrap_or_else(|e| panic!("{e}"));
             seen += 1;
         }
     }
     assert!(seen > 0, "no example configs in {}", dir.display());
+}
+
+#[test]
+fn upstream_ports_that_are_not_protected_are_sealed() {
+    let plain = "dangerous: {plaintext: true, unauthenticated: true}";
+    let c = Config::parse(
+        "moat.yaml",
+        &format!(
+            "servers:\n  - {{name: a, port: 9002, upstream: 'http://127.0.0.1:9003', {plain}}}\n  \
+             - {{name: b, port: 8000, {plain}}}\n  \
+             - {{name: c, port: 8001, upstream: 'http://[::1]:9003', {plain}}}\n  \
+             - {{name: d, port: 8002, upstream: 'http://127.0.0.1:8000', {plain}}}\n  \
+             - {{name: e, port: 8003, upstream: 'http://127.0.0.1:7000', {plain}}}\n"
+        ),
+    )
+    .unwrap();
+    // b's upstream is its own protected port, d's is b's: steered, not sealed. 9003 is a's
+    // (first) and c's.
+    assert_eq!(c.sealed_ports(), [(7000, 4), (9003, 0)]);
+    assert_eq!(c.server_by_upstream_port(9003).unwrap().name, "a");
+    assert!(c.server_by_upstream_port(9002).is_none());
 }
 
 #[test]

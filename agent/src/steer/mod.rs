@@ -3,8 +3,8 @@
 //! Everything lives in one bpffs directory per instance. Programs, links and maps are pinned in a
 //! temporary directory that is then renamed into place, so a directory that exists is complete.
 //! The pins keep the programs attached when the agent dies; with no proxy socket in the sockmap,
-//! the steering program drops every connection to a protected port (fail closed). Only
-//! [`detach`] removes them.
+//! the steering program drops every connection to a protected port (fail closed), and sealed
+//! upstream ports stay sealed. Only [`detach`] removes them.
 pub mod identity;
 pub mod sys;
 
@@ -16,7 +16,7 @@ use std::{
 };
 
 use agent_common::{
-    Counters, HOST_COUNTERS, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY,
+    Counters, HOST_COUNTERS, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED,
     MAP_SETTINGS, PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry,
     Settings,
 };
@@ -27,8 +27,9 @@ use aya::{
 };
 
 /// Pinned map files, by map name.
-const MAPS: [(&str, &str); 6] = [
+const MAPS: [(&str, &str); 7] = [
     (MAP_PORTS, "map_ports"),
+    (MAP_SEALED, "map_sealed"),
     (MAP_PROXY, "map_proxy"),
     (MAP_COUNTERS, "map_counters"),
     (MAP_SETTINGS, "map_settings"),
@@ -55,6 +56,15 @@ pub enum SteerError {
     },
     #[error("nothing is attached: {path} does not exist")]
     NotAttached { path: PathBuf },
+    #[error(
+        "{path} holds the programs of an earlier Moat, which cannot seal upstream ports (no {missing}); \
+         they stay attached and keep the protected ports closed: run `moat detach --bpffs {path}` \
+         and start the agent again to load the current ones"
+    )]
+    Outdated {
+        path: PathBuf,
+        missing: &'static str,
+    },
 }
 
 /// Adds what was being done to a bpf error.
@@ -97,6 +107,7 @@ pub struct Kernel {
     /// True when the pins existed before this process started.
     pub adopted: bool,
     ports: HashMap<MapData, u32, PortEntry>,
+    sealed: HashMap<MapData, u32, PortEntry>,
     counters: PerCpuHashMap<MapData, u32, Counters>,
     settings: Array<MapData, Settings>,
     proxy: MapData,
@@ -118,11 +129,20 @@ impl Kernel {
         Self::open(dir, false)
     }
 
-    /// Opens the pins of `dir` without attaching anything (status, detach, restart).
+    /// Opens the pins of `dir` without attaching anything (status, detach, restart). Pins made
+    /// by an earlier version without the sealed-port map are refused ([`SteerError::Outdated`]):
+    /// their programs cannot seal, and their counters have another layout.
     pub fn open(dir: &Path, adopted: bool) -> Result<Self, SteerError> {
         if !dir.exists() {
             return Err(SteerError::NotAttached {
                 path: dir.to_owned(),
+            });
+        }
+        let sealed_file = pin_file(MAP_SEALED);
+        if !dir.join(sealed_file).exists() {
+            return Err(SteerError::Outdated {
+                path: dir.to_owned(),
+                missing: sealed_file,
             });
         }
         let map = |name: &str| -> Result<Map, SteerError> {
@@ -134,6 +154,7 @@ impl Kernel {
         };
         let typed = |name: &str| format!("pinned map {name} has an unexpected type");
         let ports = HashMap::try_from(map(MAP_PORTS)?).context(typed(MAP_PORTS))?;
+        let sealed = HashMap::try_from(map(MAP_SEALED)?).context(typed(MAP_SEALED))?;
         let counters = PerCpuHashMap::try_from(map(MAP_COUNTERS)?).context(typed(MAP_COUNTERS))?;
         let settings = Array::try_from(map(MAP_SETTINGS)?).context(typed(MAP_SETTINGS))?;
         let events = RingBuf::try_from(map(MAP_EVENTS)?).context(typed(MAP_EVENTS))?;
@@ -144,6 +165,7 @@ impl Kernel {
             dir: dir.to_owned(),
             adopted,
             ports,
+            sealed,
             counters,
             settings,
             proxy,
@@ -170,14 +192,23 @@ impl Kernel {
         sys::sockmap_cookie(self.proxy.fd().as_fd(), PROXY_SLOT).context("reading the sockmap")
     }
 
-    /// Makes the protected-port map equal `wanted` (port, server id), keeping the counters of
-    /// ports that stay and creating counters for new ones.
-    pub fn reconcile(&mut self, wanted: &[(u16, u32)]) -> Result<(), SteerError> {
+    /// Makes the protected-port map equal `protected` and the sealed-port map equal `sealed`
+    /// (port, server id), keeping the counters of ports that stay and creating counters for new
+    /// ones. New entries go in before stale ones go out, so a port that changes from one map
+    /// to the other is never open in between.
+    pub fn reconcile(
+        &mut self,
+        protected: &[(u16, u32)],
+        sealed: &[(u16, u32)],
+    ) -> Result<(), SteerError> {
         let ncpus = aya::util::nr_cpus()
             .map_err(|(_, e)| e)
             .context("counting CPUs")?;
         let zero = || PerCpuValues::try_from(vec![Counters::default(); ncpus]);
-        for key in std::iter::once(HOST_COUNTERS).chain(wanted.iter().map(|(p, _)| u32::from(*p))) {
+        let wanted =
+            |list: &[(u16, u32)], port: u32| list.iter().any(|(p, _)| u32::from(*p) == port);
+        let ports = protected.iter().chain(sealed).map(|(p, _)| u32::from(*p));
+        for key in std::iter::once(HOST_COUNTERS).chain(ports) {
             if self.counters.get(&key, 0).is_err() {
                 let z = zero().context("creating counters")?;
                 self.counters
@@ -185,36 +216,49 @@ impl Kernel {
                     .context(format!("creating counters for port {key}"))?;
             }
         }
-        for (port, id) in wanted {
+        for (port, id) in protected {
             self.ports
                 .insert(u32::from(*port), PortEntry { server_id: *id }, 0)
                 .context(format!("protecting port {port}"))?;
         }
-        let stale: Vec<u32> = self
-            .ports
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.iter().any(|(p, _)| u32::from(*p) == *k))
-            .collect();
-        for port in stale {
+        for (port, id) in sealed {
+            self.sealed
+                .insert(u32::from(*port), PortEntry { server_id: *id }, 0)
+                .context(format!("sealing port {port}"))?;
+        }
+        let stale = |map: &HashMap<MapData, u32, PortEntry>, keep: &[(u16, u32)]| -> Vec<u32> {
+            map.keys()
+                .filter_map(Result::ok)
+                .filter(|k| !wanted(keep, *k))
+                .collect()
+        };
+        for port in stale(&self.ports, protected) {
             self.ports
                 .remove(&port)
                 .context(format!("unprotecting port {port}"))?;
-            let _ = self.counters.remove(&port);
+            if !wanted(sealed, port) {
+                let _ = self.counters.remove(&port);
+            }
+        }
+        for port in stale(&self.sealed, sealed) {
+            self.sealed
+                .remove(&port)
+                .context(format!("unsealing port {port}"))?;
+            if !wanted(protected, port) {
+                let _ = self.counters.remove(&port);
+            }
         }
         Ok(())
     }
 
     /// Protected ports and their server ids, sorted by port.
     pub fn ports(&self) -> Vec<(u16, u32)> {
-        let mut v: Vec<(u16, u32)> = self
-            .ports
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(k, e)| (k as u16, e.server_id))
-            .collect();
-        v.sort_unstable();
-        v
+        sorted(&self.ports)
+    }
+
+    /// Sealed ports and the ids of the servers whose upstreams they are, sorted by port.
+    pub fn sealed(&self) -> Vec<(u16, u32)> {
+        sorted(&self.sealed)
     }
 
     /// Counters summed over CPUs for `key` (a port, or [`HOST_COUNTERS`]).
@@ -230,6 +274,16 @@ impl Kernel {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+fn sorted(map: &HashMap<MapData, u32, PortEntry>) -> Vec<(u16, u32)> {
+    let mut v: Vec<(u16, u32)> = map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, e)| (k as u16, e.server_id))
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 fn pin_file(map_name: &str) -> &'static str {
