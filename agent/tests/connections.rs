@@ -1,7 +1,8 @@
 //! Privileged tests of the connection limits: connections beyond the limit per source are
 //! closed at once and counted while the earlier ones and other sources are served, and
 //! connections that never finish a TLS handshake or their first request's headers are cut off
-//! and give their place back.
+//! and give their place back, and an HTTP/2 connection kept up by pings alone is closed when
+//! idle.
 mod common;
 
 use std::{
@@ -255,5 +256,104 @@ fn connections_that_never_finish_a_handshake_or_their_headers_are_cut_off() {
     assert_eq!(
         m.get(r#"moat_tls_handshakes_total{server="files",result="error"}"#),
         Some(&2.0)
+    );
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one HTTP/2 frame: (type, flags, stream); None at EOF, reset or timeout.
+fn read_frame(s: &mut TcpStream) -> Option<(u8, u8, u32)> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some((head[3], head[4], stream))
+}
+
+#[test]
+fn an_http2_connection_kept_up_by_pings_only_is_closed_when_idle() {
+    const PLAIN: u16 = 8001;
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "servers:\n  - name: plain\n    port: {PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    \
+         limits: {{header_timeout_ms: 5000, idle_timeout_ms: 1000}}\n"
+    ));
+    let _upstream = host.start_server(PLAIN);
+    host.start_agent();
+    let dst = SocketAddr::from(([127, 0, 0, 1], PLAIN));
+    let (answered, closed_after) = host.in_ns(false, move || {
+        let mut s = TcpStream::connect(dst).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        // Prior knowledge: the preface, empty settings, and one POST (HPACK: indexed and
+        // literal fields, no Huffman coding).
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let mut block = vec![0x83, 0x86, 0x04, 4];
+        block.extend(b"/mcp");
+        let authority = dst.to_string();
+        block.extend([0x01, authority.len() as u8]);
+        block.extend(authority.as_bytes());
+        for (name, value) in [
+            (&[0x0f, 0x10][..], "application/json"),
+            (&[0x0f, 0x04][..], "application/json, text/event-stream"),
+            (&[0x0f, 0x0d][..], &body.len().to_string()),
+        ] {
+            block.extend(name);
+            block.push(value.len() as u8);
+            block.extend(value.as_bytes());
+        }
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(4, 0, 0, &[]));
+        out.extend(frame(1, 0x4, 1, &block));
+        out.extend(frame(0, 0x1, 1, body));
+        s.write_all(&out).unwrap();
+        // Until the response ends (settings acknowledged on the way).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut answered = false;
+        while !answered && Instant::now() < deadline {
+            match read_frame(&mut s) {
+                Some((4, 0, 0)) => s.write_all(&frame(4, 0x1, 0, &[])).unwrap(),
+                Some((0, flags, 1)) if flags & 0x1 != 0 => answered = true,
+                Some((1, flags, 1)) if flags & 0x1 != 0 => answered = true,
+                _ => {}
+            }
+        }
+        // Then only pings, five a second, each answered: bytes move, no request.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if s.write_all(&frame(6, 0, 0, &[7; 8])).is_err() {
+                break;
+            }
+            match read_frame(&mut s) {
+                Some((7, _, _)) => break, // GOAWAY
+                Some(_) => {}
+                None => {
+                    let mut b = [0u8; 1];
+                    s.set_nonblocking(true).unwrap();
+                    let gone = matches!(s.read(&mut b), Ok(0))
+                        || matches!(s.read(&mut b), Err(e) if e.kind() == ErrorKind::ConnectionReset);
+                    s.set_nonblocking(false).unwrap();
+                    if gone {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (answered, start.elapsed())
+    });
+    assert!(answered, "the request was answered over HTTP/2");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "pings kept an idle connection for {closed_after:?}"
     );
 }
