@@ -276,12 +276,18 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         .state
         .set_serving(kernel, &listener)
         .map_err(AppError::io("reading the proxy socket's cookie"))?;
+    let limits = crate::conn_limits::Limiter::new(
+        config.agent.max_connections,
+        config.agent.max_connections_per_source,
+        admin.metrics.connections(),
+        Some(audit.clone()),
+    );
     let workers_failed = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("stopping; protected ports stay closed until the agent is back");
             false
         }
-        () = serve::accept(listener, handoff) => true,
+        () = serve::accept(listener, handoff, limits) => true,
     };
     admin.state.stop();
     let _ = stop.send(true);

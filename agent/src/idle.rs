@@ -1,24 +1,23 @@
-//! Idle connections: a connection with no request in flight and no bytes moving for the idle
-//! limit is closed (a silent client, or a keep-alive connection nobody uses).
+//! Idle connections: a connection with no request in flight for the idle limit, since its last
+//! request ended or since it opened, is closed (a silent client, a keep-alive connection nobody
+//! uses, an HTTP/2 connection kept up by pings only). Bytes that move without a request (pings,
+//! headers that never finish) do not keep a connection.
 use std::{
-    io,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What one connection is doing.
 pub struct Activity {
     start: Instant,
-    /// Milliseconds since `start` of the last byte read or written.
+    /// Milliseconds since `start` when the last request ended.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    /// Requests begun so far.
+    begun: AtomicU64,
 }
 
 impl Activity {
@@ -27,6 +26,7 @@ impl Activity {
             start: Instant::now(),
             last: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
         })
     }
 
@@ -44,8 +44,14 @@ impl Activity {
         self.start.elapsed().saturating_sub(last)
     }
 
+    /// Whether a request (its headers read) has begun on the connection.
+    pub fn any_request(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) > 0
+    }
+
     /// Marks a request in flight until the guard is dropped (with its response body).
     pub fn request(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -60,51 +66,27 @@ impl Drop for InFlight {
     }
 }
 
-/// An IO stream that records when bytes move.
-pub struct Tracked<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<I> Tracked<I> {
-    pub fn new(inner: I, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    #[test]
+    fn idle_counts_from_the_last_request_and_not_while_one_is_in_flight() {
+        let a = Activity::new();
+        assert!(!a.any_request());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            a.idle_for() >= Duration::from_millis(30),
+            "idle since it opened"
+        );
+        let r = a.request();
+        assert!(a.any_request());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(a.idle_for(), Duration::ZERO, "a request in flight");
+        drop(r);
+        assert!(
+            a.idle_for() < Duration::from_millis(20),
+            "idle from its end"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod config;
+pub mod conn_limits;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -1,5 +1,8 @@
-//! Accepts steered connections: finds the protected server from the original destination,
-//! terminates TLS, and serves HTTP/1.1 and HTTP/2 with the proxy.
+//! Accepts steered connections within the connection limits, finds the protected server from
+//! the original destination, terminates TLS, and serves HTTP/1.1 and HTTP/2 with the proxy.
+//! A connection that has not sent its first request's headers within `header_timeout` (after
+//! its TLS handshake, which has the same limit), or has no request in flight for
+//! `idle_timeout`, is closed.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
@@ -16,8 +19,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     audit::AuditLog,
+    conn_limits::{Limiter, Permit},
     http::{Conn, Proxy, Site, forward},
-    idle::{Activity, Tracked},
+    idle::Activity,
     listen::canonical,
     steer::identity::Identity,
     tls::ServerTls,
@@ -34,10 +38,13 @@ pub struct Sites {
     pub by_port: HashMap<u16, Arc<Protected>>,
 }
 
+/// An accepted connection, with its place within the connection limits.
+pub type Accepted = (std::net::TcpStream, Permit);
+
 /// The proxy's worker threads and the channels that hand them connections.
 pub struct Workers {
     pub threads: Vec<std::thread::JoinHandle<()>>,
-    pub handoff: Vec<mpsc::Sender<std::net::TcpStream>>,
+    pub handoff: Vec<mpsc::Sender<Accepted>>,
 }
 
 /// Starts `n` worker threads, each with its own single-threaded runtime and upstream pool: a
@@ -56,7 +63,7 @@ pub fn spawn_workers(
     let mut threads = Vec::with_capacity(n);
     let mut senders = Vec::with_capacity(n);
     for i in 0..n {
-        let (tx, mut rx) = mpsc::channel::<std::net::TcpStream>(1024);
+        let (tx, mut rx) = mpsc::channel::<Accepted>(1024);
         let (sites, upstream, audit, identity, mut stop) = (
             sites.clone(),
             upstream.clone(),
@@ -81,7 +88,9 @@ pub fn spawn_workers(
                         identity,
                     });
                     loop {
-                        let stream = tokio::select! {
+                        // The permit goes with the connection's task, and is given back when
+                        // the task ends (or is dropped with the runtime).
+                        let (stream, permit) = tokio::select! {
                             s = rx.recv() => match s {
                                 Some(s) => s,
                                 None => return,
@@ -96,9 +105,10 @@ pub fn spawn_workers(
                             }
                         };
                         let (sites, proxy, audit) = (sites.clone(), proxy.clone(), audit.clone());
-                        tokio::spawn(
-                            async move { connection(stream, &sites, proxy, &audit).await },
-                        );
+                        tokio::spawn(async move {
+                            connection(stream, &sites, proxy, &audit).await;
+                            drop(permit);
+                        });
                     }
                 });
             })?;
@@ -113,12 +123,17 @@ pub fn spawn_workers(
 
 /// Accepts steered connections and hands them to the workers in turn (the kernel would wake
 /// whichever worker is idle, and one worker would end up with nearly every connection).
-/// Returns when every worker is gone.
-pub async fn accept(listener: TcpListener, workers: Vec<mpsc::Sender<std::net::TcpStream>>) {
+/// A connection beyond the `limits` is closed at once, with a reset (no lingering socket
+/// state), before anything is read from it. Returns when every worker is gone.
+pub async fn accept(
+    listener: TcpListener,
+    workers: Vec<mpsc::Sender<Accepted>>,
+    limits: Arc<Limiter>,
+) {
     let mut next = 0usize;
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!("accept failed: {e}");
@@ -126,19 +141,28 @@ pub async fn accept(listener: TcpListener, workers: Vec<mpsc::Sender<std::net::T
                 continue;
             }
         };
-        let Ok(mut stream) = stream.into_std() else {
+        let permit = match limits.admit(peer, || stream.local_addr().ok()) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+                continue;
+            }
+        };
+        let Ok(stream) = stream.into_std() else {
             continue;
         };
+        let mut accepted = (stream, permit);
         let mut handed = false;
         for _ in 0..workers.len() {
             let w = &workers[next % workers.len()];
             next = next.wrapping_add(1);
-            match w.send(stream).await {
+            match w.send(accepted).await {
                 Ok(()) => {
                     handed = true;
                     break;
                 }
-                Err(mpsc::error::SendError(s)) => stream = s,
+                Err(mpsc::error::SendError(a)) => accepted = a,
             }
         }
         if !handed {
@@ -171,7 +195,6 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     let _ = stream.set_nodelay(true);
     let limits = p.site.server.limits;
     let activity = Activity::new();
-    let stream = Tracked::new(stream, activity.clone());
     match &p.tls {
         None => {
             http(
@@ -257,6 +280,12 @@ async fn http<I>(
     });
     let serving = builder.serve_connection(io, service);
     tokio::pin!(serving);
+    // hyper's own header timeout starts once it reads HTTP/1.1; before, while it waits for
+    // the bytes that tell HTTP/1.1 from HTTP/2 (or for an HTTP/2 client's first request), a
+    // client could send nothing, or part of the HTTP/2 preface, for as long as it liked.
+    let first_request = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(first_request);
+    let mut waiting_first = true;
     loop {
         tokio::select! {
             r = &mut serving => {
@@ -264,6 +293,13 @@ async fn http<I>(
                     tracing::debug!("connection ended: {e}");
                 }
                 return;
+            }
+            () = &mut first_request, if waiting_first => {
+                if !activity.any_request() {
+                    tracing::debug!("closing a connection that sent no request headers in time");
+                    return;
+                }
+                waiting_first = false;
             }
             () = tokio::time::sleep(idle / 4) => {
                 if activity.idle_for() >= idle {

@@ -626,3 +626,132 @@ fn json_log_lines_carry_the_request_id_of_their_audit_record() {
         "{warned}"
     );
 }
+
+/// `moat audit verify` with and without the chain head, on a real run's log: intact, with its
+/// last records cut off, with its last record edited or replaced by a well-formed forgery;
+/// and a log cut short while the agent was stopped, found by the agent when it starts again.
+#[test]
+fn the_end_of_the_log_is_checked_against_the_chain_head() {
+    let mut host = Host::new();
+    let _upstream = host.start_server(PORT);
+    host.start_agent();
+    for i in 0..5 {
+        assert_eq!(ping(&host, i), 200);
+    }
+    host.stop_agent();
+    let head = host.dir.join("state/audit-head");
+    let config = host.config.to_str().unwrap().to_string();
+    let verify_with = |args: &[&str], file: &Path| -> Result<String, String> {
+        let out = Command::new(MOAT)
+            .args(["audit", "verify"])
+            .args(args)
+            .arg(file)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => Ok(text),
+            Some(1) => Err(text),
+            other => panic!("exit {other:?}: {text}"),
+        }
+    };
+    let records = host.audit_records();
+    let n = records.len();
+    assert!(n >= 7, "started, 5 requests, stopped: {n}");
+
+    // Intact: the last record is the head's.
+    let report = verify_with(&["-c", &config], &host.audit).unwrap();
+    assert!(
+        report.contains(&format!("ok: {n} records"))
+            && report.contains(&format!("ending at the chain head (record {n})")),
+        "{report}"
+    );
+    let report = verify_with(&["--head", head.to_str().unwrap()], &host.audit).unwrap();
+    assert!(report.contains("ending at the chain head"), "{report}");
+    // Without a head, it passes but says what it could not check.
+    let report = verify_with(&[], &host.audit).unwrap();
+    assert!(
+        report.contains("not checked against a chain head"),
+        "{report}"
+    );
+
+    let text = std::fs::read_to_string(&host.audit).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let copy = host.dir.join("copy.jsonl");
+    let write = |lines: &[&str]| {
+        std::fs::write(
+            &copy,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap()
+    };
+    // The last 3 records cut off: the chain alone is whole, the head shows the loss.
+    write(&lines[..n - 3]);
+    verify_with(&[], &copy).expect("the chain alone cannot tell");
+    let e = verify_with(&["-c", &config], &copy).unwrap_err();
+    assert!(e.contains("3 records missing at the end"), "{e}");
+    assert!(
+        e.contains(&format!("record {}", n - 3)) && e.contains(&format!("names record {n}")),
+        "{e}"
+    );
+    // The last record edited.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[n - 1] = edited[n - 1].replace("\"stopped\"", "\"stoppeD\"");
+    assert_ne!(edited[n - 1], lines[n - 1]);
+    write(&edited.iter().map(String::as_str).collect::<Vec<_>>());
+    let e = verify_with(&["-c", &config], &copy).unwrap_err();
+    assert!(e.contains("altered"), "{e}");
+    // The last record replaced by a forgery sealed into the chain: only the head shows it.
+    let last: Value = serde_json::from_str(lines[n - 1]).unwrap();
+    let prev = last["prev"].as_str().unwrap();
+    let mut forged = format!(
+        r#"{{"ts":{},"seq":{n},"kind":"config","event":"stopped","pid":1}}"#,
+        last["ts"]
+    )
+    .into_bytes();
+    let mut chain = moat::audit::chain::Chain {
+        seq: n as u64 - 1,
+        prev: (0..32)
+            .map(|i| u8::from_str_radix(&prev[i * 2..i * 2 + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+    };
+    chain.seal(&mut forged);
+    let forged = String::from_utf8(forged).unwrap();
+    write(&[&lines[..n - 1], &[forged.trim_end()]].concat());
+    verify_with(&[], &copy).expect("a well-formed forgery keeps the chain whole");
+    let e = verify_with(&["-c", &config], &copy).unwrap_err();
+    assert!(e.contains("does not match the chain head"), "{e}");
+
+    // Cut short while the agent was stopped, then started again: it records what it found,
+    // and the log fails verification there from then on.
+    std::fs::write(
+        &host.audit,
+        lines[..n - 2]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    host.start_agent();
+    assert_eq!(ping(&host, 9), 200);
+    host.stop_agent();
+    assert!(
+        host.agent_log()
+            .contains("does not continue the chain head"),
+        "{}",
+        host.agent_log()
+    );
+    let e = verify_with(&["-c", &config], &host.audit).unwrap_err();
+    assert!(
+        e.contains(&format!(
+            "the log ended at record {} but its chain head named record {n}",
+            n - 2
+        )),
+        "{e}"
+    );
+    let e = verify_with(&[], &host.audit).unwrap_err();
+    assert!(e.contains(&format!("audit.jsonl:{}:", n - 1)), "{e}");
+}

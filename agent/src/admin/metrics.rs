@@ -14,6 +14,7 @@ use prometheus_client::{
         MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
+        gauge::Gauge,
         histogram::Histogram,
     },
     registry::{Registry, Unit},
@@ -165,6 +166,34 @@ struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// Connections to protected ports: open now, and refused for a connection limit. Cheap to
+/// clone; the default counts nowhere.
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    /// `total`, `per_source`.
+    refused: [Counter; 2],
+}
+
+impl ConnectionMetrics {
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    pub fn refused(&self, per_source: bool) {
+        self.refused[usize::from(per_source)].inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabels {
     port: u16,
     server: Arc<str>,
@@ -227,6 +256,7 @@ impl ServerMetrics {
 pub struct Metrics {
     registry: Registry,
     servers: HashMap<String, ServerMetrics>,
+    connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -272,6 +302,22 @@ impl Metrics {
             "rate_limited_requests",
             "Requests refused for going over a rate limit",
             rate_limited.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        let connections = ConnectionMetrics {
+            open: Gauge::default(),
+            refused: ["total", "per_source"]
+                .map(|reason| refused.get_or_create_owned(&ReasonLabels { reason })),
+        };
+        registry.register(
+            "connections_open",
+            "Connections to protected ports open now",
+            connections.open.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections to protected ports closed at once for a connection limit",
+            refused,
         );
         let ports = config
             .servers
@@ -356,7 +402,16 @@ impl Metrics {
                 (s.name.clone(), ServerMetrics(Some(Arc::new(counted))))
             })
             .collect();
-        Self { registry, servers }
+        Self {
+            registry,
+            servers,
+            connections,
+        }
+    }
+
+    /// The connection counters.
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// The counters of server `name` (counting nowhere for an unknown name).
@@ -541,8 +596,16 @@ mod tests {
         s.policy_decision(false, PolicyMode::Shadow);
         s.rate_limited();
         m.server("nobody").rate_limited();
+        let c = m.connections();
+        c.opened();
+        c.opened();
+        c.closed();
+        c.refused(true);
         let text = m.encode().unwrap();
         for line in [
+            "moat_connections_open 1",
+            r#"moat_connections_refused_total{reason="per_source"} 1"#,
+            r#"moat_connections_refused_total{reason="total"} 0"#,
             r#"moat_requests_total{server="files",method="tools/call",decision="allow"} 1"#,
             r#"moat_requests_total{server="files",method="tools/call",decision="deny"} 2"#,
             r#"moat_requests_total{server="files",method="none",decision="allow"} 1"#,

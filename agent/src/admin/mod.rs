@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
 pub use self::{
-    metrics::{Metrics, ServerMetrics, TokenOutcome},
+    metrics::{ConnectionMetrics, Metrics, ServerMetrics, TokenOutcome},
     state::AgentState,
 };
 

@@ -94,9 +94,47 @@ pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
 /// by retention, or archived elsewhere): its `prev` is taken as it is, and everything from it
 /// on is checked.
 pub fn verify_from(files: &[PathBuf], mid_chain: bool) -> Result<u64, Broken> {
+    verify_to(files, mid_chain, None).map(|v| v.records)
+}
+
+/// What a verified chain holds, and how its end compares with the chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub end: End,
+}
+
+/// How the last record given compares with the chain head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// No head given: records removed from the end cannot be seen.
+    Unchecked,
+    /// The last record is the head's.
+    AtHead(u64),
+    /// The head's record is in the chain, and `after` records follow it: written after the
+    /// head was last saved (the agent is running, or it stopped before saving it).
+    PastHead { head: u64, after: u64 },
+}
+
+/// `event` of the record the agent writes when, at its start, the log did not continue the
+/// chain head (see `audit::resume`); verifying fails there.
+pub const HEAD_MISMATCH: &str = "head_mismatch";
+
+/// Like [`verify_from`], and with `head`, the end is checked against it: the head's record
+/// must be in the chain (the record numbered `head.seq` has its hash, or the one after it
+/// names it as `prev`), and the chain may go on past it (records written after the head was
+/// saved), but must not end before it (records missing at the end).
+pub fn verify_to(
+    files: &[PathBuf],
+    mid_chain: bool,
+    head: Option<Chain>,
+) -> Result<Verified, Broken> {
     let mut prev = ZERO;
     let mut last_seq: Option<u64> = None;
     let mut count = 0;
+    // Where the last record is, and whether the head's record was met.
+    let mut last_at = (files.last().cloned().unwrap_or_default(), 0);
+    let mut met_head = false;
     for path in files {
         let broken = |line: usize, seq: Option<u64>, why: String| Broken {
             file: path.clone(),
@@ -125,12 +163,17 @@ pub fn verify_from(files: &[PathBuf], mid_chain: bool) -> Result<u64, Broken> {
                 prev = p;
             }
             if claimed_prev != Some(prev) {
-                let why = if count == 0 && last_seq.is_none() && seq != Some(1) {
+                let why = if v.get("kind") == Some(&Value::from("audit"))
+                    && v.get("event") == Some(&Value::from(HEAD_MISMATCH))
+                {
+                    head_mismatch_why(&v)
+                } else if count == 0 && last_seq.is_none() && seq != Some(1) {
                     "the chain does not start here (earlier records missing, or a later file first)"
+                        .into()
                 } else {
-                    "does not follow the record before it: a record is missing, inserted or out of order"
+                    "does not follow the record before it: a record is missing, inserted or out of order".into()
                 };
-                return Err(broken(n, seq, why.into()));
+                return Err(broken(n, seq, why));
             }
             match (last_seq, seq) {
                 (Some(l), Some(s)) if s != l + 1 => {
@@ -139,12 +182,143 @@ pub fn verify_from(files: &[PathBuf], mid_chain: bool) -> Result<u64, Broken> {
                 (_, None) => return Err(broken(n, None, "no `seq`".into())),
                 _ => {}
             }
+            if v.get("kind") == Some(&Value::from("audit"))
+                && v.get("event") == Some(&Value::from(HEAD_MISMATCH))
+            {
+                return Err(broken(n, seq, head_mismatch_why(&v)));
+            }
+            if let (Some(h), Some(s)) = (head, seq) {
+                let at_head = s == h.seq && hash != h.prev;
+                let after_head = s == h.seq + 1 && claimed_prev != Some(h.prev);
+                if at_head || after_head {
+                    return Err(broken(
+                        n,
+                        seq,
+                        format!(
+                            "does not match the chain head, which names record {} with another hash: \
+                             the log was rewritten, or the head is another chain's",
+                            h.seq
+                        ),
+                    ));
+                }
+                met_head |= s == h.seq || s == h.seq + 1;
+            }
             prev = hash;
             last_seq = seq;
+            last_at = (path.clone(), n);
             count += 1;
         }
     }
-    Ok(count)
+    let Some(h) = head else {
+        return Ok(Verified {
+            records: count,
+            end: End::Unchecked,
+        });
+    };
+    let (file, line) = last_at;
+    let last = last_seq.unwrap_or(0);
+    if h.seq > last {
+        let missing = h.seq - last;
+        let why = match last_seq {
+            Some(_) => format!(
+                "the log ends here, but the chain head names record {}: {missing} record{} missing at the end \
+                 (removed, or not written yet)",
+                h.seq,
+                if missing == 1 { "" } else { "s" }
+            ),
+            None => format!("no records, but the chain head names record {}", h.seq),
+        };
+        return Err(Broken {
+            file,
+            line,
+            seq: last_seq,
+            why,
+        });
+    }
+    if !met_head && h.seq > 0 {
+        return Err(Broken {
+            file,
+            line,
+            seq: last_seq,
+            why: format!(
+                "the chain head names record {}, which is not among the records given \
+                 (before the first one: the head is older than the files, or another chain's)",
+                h.seq
+            ),
+        });
+    }
+    let end = if h.seq == last {
+        End::AtHead(h.seq)
+    } else {
+        End::PastHead {
+            head: h.seq,
+            after: last - h.seq,
+        }
+    };
+    Ok(Verified {
+        records: count,
+        end,
+    })
+}
+
+/// Why verifying stops at a record the agent wrote when the log did not continue its head.
+fn head_mismatch_why(v: &Value) -> String {
+    let seq = |k: &str| {
+        v.get(k)
+            .and_then(|o| o.get("seq"))
+            .and_then(Value::as_u64)
+            .map_or_else(|| "none".to_string(), |s| s.to_string())
+    };
+    format!(
+        "when the agent started, the log ended at record {} but its chain head named record {}: \
+         records were removed or rewritten at the end of the log while the agent was stopped \
+         (or lost in a power failure with `fsync: off`)",
+        seq("log"),
+        seq("head")
+    )
+}
+
+/// Whether the chain in the file at `path` passes through `head`: a record numbered `head.seq`
+/// has its hash, or one numbered `head.seq + 1` names it as `prev` (the first record of a file
+/// rotated just after the head was saved). Reads the file from its start, parsing only the
+/// records it needs.
+pub fn passes_through(path: &std::path::Path, head: &Chain) -> io::Result<bool> {
+    let file = std::fs::File::open(path)?;
+    for line in io::BufReader::new(file).lines() {
+        let line = line?;
+        let Some(seq) = seq_of(&line) else { continue };
+        if seq == head.seq {
+            return Ok(split(&line).is_some_and(|(_, hash)| hash == head.prev));
+        }
+        if seq == head.seq + 1 {
+            let v: Option<Value> = serde_json::from_str(&line).ok();
+            let prev = v
+                .as_ref()
+                .and_then(|v| v.get("prev")?.as_str())
+                .and_then(unhex);
+            return Ok(prev == Some(head.prev));
+        }
+        if seq > head.seq + 1 {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+/// A record's `seq`, read from the start of its line (`{"ts":"...","seq":N,`) without parsing
+/// the rest.
+fn seq_of(line: &str) -> Option<u64> {
+    const MARK: &[u8] = b"\"seq\":";
+    let b = line.as_bytes();
+    let start = b[..b.len().min(80)]
+        .windows(MARK.len())
+        .position(|w| w == MARK)?
+        + MARK.len();
+    let digits = b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+    std::str::from_utf8(&b[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// `files` in chain order: by the number of their first record (files without one first).
@@ -186,7 +360,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-pub(super) fn hex(b: &[u8; 32]) -> String {
+pub fn hex(b: &[u8; 32]) -> String {
     let mut out = Vec::with_capacity(64);
     push_hex(&mut out, b);
     String::from_utf8(out).unwrap_or_default()
@@ -310,6 +484,85 @@ mod tests {
         std::fs::write(&a, x.join("\n") + "\n").unwrap();
         let e = verify_from(std::slice::from_ref(&a), true).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_end_is_checked_against_the_head() {
+        let dir = std::env::temp_dir().join(format!("moat-chain-head-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, mid) = chain_file(&dir, "a.jsonl", Chain::START, 5);
+        let (b, end) = chain_file(&dir, "b.jsonl", mid, 4);
+        let both = [a.clone(), b.clone()];
+        let at = |seq: u64| -> Chain {
+            let mut c = Chain::START;
+            for l in lines(&a).iter().chain(lines(&b).iter()) {
+                c = Chain {
+                    seq: seq_of(l).unwrap(),
+                    prev: split(l).unwrap().1,
+                };
+                if c.seq == seq {
+                    break;
+                }
+            }
+            c
+        };
+        assert_eq!(at(9), end);
+        let v = |files: &[PathBuf], mid: bool, head| verify_to(files, mid, Some(head));
+        assert_eq!(verify_to(&both, false, None).unwrap().end, End::Unchecked);
+        assert_eq!(v(&both, false, end).unwrap().end, End::AtHead(9));
+        // The head lags: the records after it follow it.
+        assert_eq!(
+            v(&both, false, at(7)).unwrap().end,
+            End::PastHead { head: 7, after: 2 }
+        );
+        // ... also when the head is the last record of a rotated file not given.
+        assert_eq!(
+            v(std::slice::from_ref(&b), true, mid).unwrap().end,
+            End::PastHead { head: 5, after: 4 }
+        );
+        assert_eq!(
+            v(&both, false, Chain::START).unwrap().end,
+            End::PastHead { head: 0, after: 9 }
+        );
+        // Records cut off the end: how many.
+        let e = v(std::slice::from_ref(&a), false, end).unwrap_err();
+        assert_eq!(
+            (e.file.clone(), e.line, e.seq),
+            (a.clone(), 5, Some(5)),
+            "{e}"
+        );
+        assert!(e.why.contains("4 records missing at the end"), "{e}");
+        let cut = dir.join("cut.jsonl");
+        std::fs::write(&cut, lines(&b)[..3].join("\n") + "\n").unwrap();
+        let e = v(&[a.clone(), cut.clone()], false, end).unwrap_err();
+        assert!(e.why.contains("1 record missing at the end"), "{e}");
+        // A head naming another last record (the last record forged, with a valid hash).
+        let forged = Chain {
+            seq: 9,
+            prev: [9; 32],
+        };
+        let e = v(&both, false, forged).unwrap_err();
+        assert_eq!((e.file.clone(), e.line), (b.clone(), 4), "{e}");
+        assert!(e.why.contains("does not match the chain head"), "{e}");
+        // A head before the first record given.
+        let e = v(std::slice::from_ref(&b), true, at(2)).unwrap_err();
+        assert!(e.why.contains("not among the records given"), "{e}");
+        // An empty log and a head.
+        let empty = dir.join("empty.jsonl");
+        std::fs::write(&empty, "").unwrap();
+        let e = v(std::slice::from_ref(&empty), false, end).unwrap_err();
+        assert!(e.why.contains("no records"), "{e}");
+        // passes_through: a record at the head's number with its hash, or the next naming it.
+        assert!(passes_through(&b, &end).unwrap());
+        assert!(
+            passes_through(&b, &mid).unwrap(),
+            "the first record follows it"
+        );
+        assert!(passes_through(&a, &at(3)).unwrap());
+        assert!(!passes_through(&a, &end).unwrap());
+        assert!(!passes_through(&b, &forged).unwrap());
+        assert!(!passes_through(&b, &at(2)).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

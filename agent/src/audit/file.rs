@@ -72,6 +72,16 @@ impl FileSink {
         Ok(())
     }
 
+    /// Nothing written waits to be forced to disk.
+    pub fn durable(&self) -> bool {
+        !self.unsynced
+    }
+
+    /// Whether the file's chain passes through `head`; false when it cannot be read.
+    pub fn passes_through(&self, head: &Chain) -> bool {
+        super::chain::passes_through(&self.config.path, head).unwrap_or(false)
+    }
+
     fn size(&self) -> u64 {
         self.size_at_open + self.stream.written
     }

@@ -20,6 +20,7 @@ pub mod redact;
 mod request;
 mod sink;
 mod syslog;
+pub mod verify;
 mod writer;
 pub use request::{Http, Mcp, RequestRecord};
 pub use writer::OnFailure;
@@ -102,8 +103,30 @@ impl AuditLog {
             sink: format!("chain head {}", head_path.display()),
             source,
         })?;
-        let chain = in_sink.or(saved).unwrap_or(chain::Chain::START);
+        let (chain, mismatch) =
+            head::resume(in_sink, saved, |h| sink.passes_through(h).unwrap_or(false));
         let (tx, rx) = mpsc::channel(QUEUE);
+        if let Some(m) = mismatch {
+            tracing::error!(
+                sink = %config.sink,
+                log_seq = m.log.seq,
+                head_seq = m.head.seq,
+                "the audit log does not continue the chain head saved in {}: its end was removed or rewritten while the agent was stopped; recorded, and `moat audit verify` fails there",
+                head_path.display()
+            );
+            let (log, head) = (m.log, m.head);
+            let notice = json!({
+                "event": chain::HEAD_MISMATCH,
+                "log": {"seq": log.seq, "hash": chain::hex(&log.prev)},
+                "head": {"seq": head.seq, "hash": chain::hex(&head.prev)},
+            });
+            // The queue is empty: this is its first record.
+            let _ = tx.try_send(Msg::Record {
+                ts: SystemTime::now(),
+                kind: "audit",
+                fields: fields_of(notice),
+            });
+        }
         let healthy = Arc::new(AtomicBool::new(true));
         let stats = Arc::new(Stats::default());
         let w = writer::Writer::new(
@@ -366,6 +389,93 @@ mod tests {
         let file = dir.join("received.jsonl");
         std::fs::write(&file, records.concat()).unwrap();
         assert_eq!(chain::verify(std::slice::from_ref(&file)), Ok(5));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_log_cut_short_while_the_agent_was_stopped_is_recorded_at_its_start() {
+        let dir = std::env::temp_dir().join(format!("moat-cut-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let config = file_config(&path, None);
+        write_records(&config, &dir, 6).await;
+        let head = head::read(&head_path(&dir)).unwrap();
+        assert_eq!(head.seq, 6, "saved once written");
+        // A crash before the head was saved: it lags; the log goes on through it. Nothing to
+        // report.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |n: usize| -> chain::Chain {
+            let v: Value = serde_json::from_str(lines[n - 1]).unwrap();
+            chain::Chain {
+                seq: n as u64,
+                prev: chain::unhex(v["hash"].as_str().unwrap()).unwrap(),
+            }
+        };
+        head::Head::open(&head_path(&dir))
+            .unwrap()
+            .0
+            .store(&at(4))
+            .unwrap();
+        write_records(&config, &dir, 1).await;
+        assert_eq!(chain::verify(std::slice::from_ref(&path)), Ok(7));
+        // The last three records removed while it was stopped: the agent records it and goes
+        // on from the head, and verifying fails there.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, kept).unwrap();
+        write_records(&config, &dir, 2).await;
+        let recs: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(recs[4]["kind"], "audit");
+        assert_eq!(recs[4]["event"], chain::HEAD_MISMATCH);
+        assert_eq!(recs[4]["log"]["seq"], 4);
+        assert_eq!(recs[4]["head"]["seq"], 7);
+        assert_eq!(recs[4]["seq"], 8, "numbers are never used twice");
+        let e = chain::verify(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.why
+                .contains("ended at record 4 but its chain head named record 7"),
+            "{e}"
+        );
+        // The last record replaced by a forged one (valid hash) while it was stopped: recorded
+        // too, though the chain in the file is whole.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let last = lines.pop().unwrap();
+        let v: Value = serde_json::from_str(&last).unwrap();
+        let mut c = chain::Chain {
+            seq: v["seq"].as_u64().unwrap() - 1,
+            prev: chain::unhex(v["prev"].as_str().unwrap()).unwrap(),
+        };
+        let mut forged = Vec::new();
+        write_line(
+            &mut forged,
+            &mut c,
+            SystemTime::now(),
+            "request",
+            br#"{"forged":true}"#,
+        )
+        .unwrap();
+        lines.push(String::from_utf8(forged).unwrap().trim_end().to_string());
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        write_records(&config, &dir, 1).await;
+        let recs: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let notice = &recs[recs.len() - 2];
+        assert_eq!(notice["event"], chain::HEAD_MISMATCH, "{notice}");
+        assert_eq!(
+            notice["prev"],
+            recs[recs.len() - 3]["hash"],
+            "goes on from the log"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -69,6 +69,24 @@ impl Sink {
         }
     }
 
+    /// Whether what was written is as durable as configured (forced to disk with `fsync:
+    /// batch`): only then may the chain head name it.
+    pub fn durable(&self) -> bool {
+        match self {
+            Self::File(f) => f.durable(),
+            _ => true,
+        }
+    }
+
+    /// Whether the chain in the sink passes through `head` (see `chain::passes_through`);
+    /// None when the sink cannot be read back.
+    pub fn passes_through(&self, head: &Chain) -> Option<bool> {
+        match self {
+            Self::File(f) => Some(f.passes_through(head)),
+            _ => None,
+        }
+    }
+
     /// Whether the file is due for rotation once `more` bytes are written.
     pub fn rotation_due(&self, more: u64) -> bool {
         matches!(self, Self::File(f) if f.rotation_due(more))

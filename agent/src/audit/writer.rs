@@ -199,7 +199,10 @@ impl Writer {
         }
         match result {
             Ok(()) => {
+                // The head names only what is written and durable: never ahead of the log.
                 if let Some(head) = &mut self.head
+                    && self.pending.is_empty()
+                    && self.sink.durable()
                     && let Err(e) = head.store(&self.chain)
                 {
                     tracing::warn!("cannot save the audit chain head: {e}");

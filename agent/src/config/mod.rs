@@ -59,7 +59,16 @@ pub struct Agent {
     pub upstream_ports: PortRange,
     /// The admin listener (metrics, health); None: `off`.
     pub admin_listen: Option<SocketAddr>,
+    /// Connections to protected ports open at once, in all and from one address.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+/// The largest `agent.max_connections` (each connection holds a file descriptor and tens of
+/// KiB).
+const MAX_MAX_CONNECTIONS: i64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cgroup {
@@ -232,6 +241,8 @@ impl Default for Agent {
             cgroup: Cgroup::Auto,
             upstream_ports: DEFAULT_UPSTREAM_PORTS,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -242,6 +253,8 @@ const AGENT_KEYS: &[&str] = &[
     "cgroup",
     "upstream_ports",
     "admin_listen",
+    "max_connections",
+    "max_connections_per_source",
 ];
 
 fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
@@ -266,6 +279,39 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
     }
     if let Some(v) = m.get("admin_listen") {
         a.admin_listen = admin_listen(v, r)?;
+    }
+    let count = |key: &str, r: &mut Report| -> Option<Option<usize>> {
+        let Some(v) = m.get(key) else {
+            return Some(None);
+        };
+        match v.integer(r)? {
+            i @ 1..=MAX_MAX_CONNECTIONS => Some(Some(i as usize)),
+            i => {
+                r.add(
+                    v,
+                    format!("expected a number from 1 to {MAX_MAX_CONNECTIONS}, found {i}"),
+                );
+                None
+            }
+        }
+    };
+    let (max, per_source) = (
+        count("max_connections", r),
+        count("max_connections_per_source", r),
+    );
+    a.max_connections = max?.unwrap_or(a.max_connections);
+    // Unless given, the default per source, but never more than in all.
+    a.max_connections_per_source =
+        per_source?.unwrap_or(a.max_connections_per_source.min(a.max_connections));
+    if a.max_connections_per_source > a.max_connections {
+        r.add(
+            m.get("max_connections_per_source").unwrap_or(&m.at),
+            format!(
+                "max_connections_per_source ({}) is more than max_connections ({})",
+                a.max_connections_per_source, a.max_connections
+            ),
+        );
+        return None;
     }
     Some(a)
 }

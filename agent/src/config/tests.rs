@@ -571,3 +571,71 @@ fn admin_listen_is_an_address_or_off() {
         "{shown}"
     );
 }
+
+#[test]
+fn connection_limits_are_read_and_checked() {
+    let with = |lines: &str| {
+        format!(
+            "agent:\n{lines}servers:\n  - {{name: a, port: 8000, dangerous: {{plaintext: true, unauthenticated: true}}}}\n"
+        )
+    };
+    let read = |lines: &str| {
+        Config::parse("moat.yaml", &with(lines))
+            .map(|c| (c.agent.max_connections, c.agent.max_connections_per_source))
+    };
+    assert_eq!(read("  state_dir: /s\n"), Ok((10_000, 256)), "the defaults");
+    assert_eq!(
+        read("  max_connections: 50000\n  max_connections_per_source: 1000\n"),
+        Ok((50_000, 1_000))
+    );
+    assert_eq!(
+        read("  max_connections: 100\n"),
+        Ok((100, 100)),
+        "per source, unless given, is at most the total"
+    );
+    for (lines, line, col, needle) in [
+        (
+            "  max_connections: 0\n",
+            2,
+            20,
+            "from 1 to 1000000, found 0",
+        ),
+        ("  max_connections: 2000000\n", 2, 20, "found 2000000"),
+        ("  max_connections: -5\n", 2, 20, "found -5"),
+        ("  max_connections: lots\n", 2, 20, "expected an integer"),
+        ("  max_connections_per_source: 0\n", 2, 31, "found 0"),
+        (
+            "  max_connections_per_source: 1.5\n",
+            2,
+            31,
+            "expected an integer",
+        ),
+        (
+            "  max_connections: 100\n  max_connections_per_source: 101\n",
+            3,
+            31,
+            "max_connections_per_source (101) is more than max_connections (100)",
+        ),
+    ] {
+        let p = problems(&with(lines));
+        assert_eq!(p.len(), 1, "{lines}: {p:?}");
+        let key = if col == 20 {
+            "agent.max_connections"
+        } else {
+            "agent.max_connections_per_source"
+        };
+        assert_eq!(
+            (p[0].key.as_str(), p[0].line, p[0].col),
+            (key, line, col),
+            "{lines}: {p:?}"
+        );
+        assert!(p[0].message.contains(needle), "{lines}: {}", p[0].message);
+    }
+    let shown = Config::parse("moat.yaml", &with("  max_connections_per_source: 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.contains("moat.yaml:2:31: agent.max_connections_per_source: expected a number"),
+        "{shown}"
+    );
+}
