@@ -129,10 +129,8 @@ fn over_limit(site: &Site, sub: &str, tool_rate: u64, now: SystemTime) -> Option
     // Only the counts a limit needs are kept.
     let principal_rate = l
         .per_principal
-        .map_or(0, |_| site.rates.hit(sub, "\0all", now));
-    let server_rate = l
-        .per_server
-        .map_or(0, |_| site.rates.hit("\0all", "\0all", now));
+        .map_or(0, |_| site.rates.hit_principal(sub, now));
+    let server_rate = l.per_server.map_or(0, |_| site.rates.hit_server(now));
     let checks = [
         (l.per_tool, tool_rate, "per principal and tool"),
         (l.per_principal, principal_rate, "per principal"),

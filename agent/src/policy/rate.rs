@@ -64,6 +64,10 @@ struct Bounds {
 /// A name (or principal) as its 128-bit keyed hash.
 type Key = u128;
 
+/// The key of "everything": a principal's calls to anything, or the server's calls by anyone.
+/// Names are never given it (see `Rates::key`), so no tool or `sub` can share its count.
+const ALL: Key = u128::MAX;
+
 /// The keys are already uniformly random: the map uses their low bits as they are.
 #[derive(Default)]
 struct KeyHasher(u64);
@@ -142,15 +146,29 @@ impl Rates {
     /// Counts a call by `who` to `what` at `now`; returns the calls in the last minute,
     /// this one included (see the module's doc for when it counts more).
     pub fn hit(&self, who: &str, what: &str, now: SystemTime) -> u64 {
+        self.hit_keys(self.key(who), self.key(what), now)
+    }
+
+    /// Counts a call by `who` to anything; returns `who`'s calls in the last minute.
+    pub fn hit_principal(&self, who: &str, now: SystemTime) -> u64 {
+        self.hit_keys(self.key(who), ALL, now)
+    }
+
+    /// Counts a call by anyone; returns the server's calls in the last minute.
+    pub fn hit_server(&self, now: SystemTime) -> u64 {
+        self.hit_keys(ALL, ALL, now)
+    }
+
+    fn hit_keys(&self, who: Key, what: Key, now: SystemTime) -> u64 {
         let sec = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let (who, what) = (self.key(who), self.key(what));
         // Counts stay consistent whatever a panicking holder left: no reason to stop counting.
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         table.hit(who, what, sec)
     }
 
+    /// A name's key: two keyed hashes, never [`ALL`] (the lowest bit is cleared).
     fn key(&self, s: &str) -> Key {
-        (u128::from(self.keys.0.hash_one(s)) << 64) | u128::from(self.keys.1.hash_one(s))
+        ((u128::from(self.keys.0.hash_one(s)) << 64) | u128::from(self.keys.1.hash_one(s))) & !1
     }
 
     /// (principals, windows in all, the largest principal's windows), for tests.
@@ -463,5 +481,25 @@ mod tests {
                 prop_assert!(largest <= bounds.names);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod aggregate_tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::Rates;
+
+    #[test]
+    fn no_name_shares_the_aggregate_counts() {
+        let r = Rates::default();
+        let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        for _ in 0..5 {
+            r.hit("alice", "\0all", t);
+            r.hit("\0all", "\0all", t);
+        }
+        assert_eq!(r.hit_principal("alice", t), 1);
+        assert_eq!(r.hit_server(t), 1);
+        assert_eq!(r.hit_server(t), 2);
     }
 }
