@@ -35,6 +35,11 @@ pub trait Reader: Send + Sync + 'static {
     /// The upstream's stream ended normally.
     fn finish(&mut self, _record: &mut RequestRecord, _out: &mut VecDeque<Bytes>) {}
 
+    /// Whether what passes may differ from what came (else the length stays as it was).
+    fn rewrites(&self) -> bool {
+        true
+    }
+
     /// What Moat adds to the stream itself (answers on a legacy stream), between chunks.
     fn poll_added(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         Poll::Pending

@@ -198,10 +198,15 @@ impl Reader for ListStream {
                     self.list.method()
                 )
             })?;
+            let answer = v.get("method").is_none() && v.get("id").is_some();
             if read_noted(self.list, self.lister.as_ref(), &mut v, record) {
                 out.push_back(block.with_data(&v.to_string()).into());
             } else {
                 out.push_back(block.raw.into());
+            }
+            if answer {
+                // The list has passed: the client may hang up now.
+                record.complete();
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! The MCP-aware HTTP proxy: admit, read and decode the request, forward it, stream the answer.
 //! Every request gets exactly one audit record, written when it ends, however it ends.
 pub mod admit;
+pub mod answers;
 pub mod authorize;
 pub mod body;
 pub mod error;
@@ -184,7 +185,7 @@ impl Proxy {
             }) => {
                 record.answered(resp.status().as_u16());
                 let (mut parts, body) = resp.into_parts();
-                if reader.is_some() {
+                if reader.as_ref().is_some_and(|r| r.rewrites()) {
                     // The reader may change what passes.
                     parts.headers.remove(header::CONTENT_LENGTH);
                 } else if http_body::Body::is_end_stream(&body) {
@@ -408,12 +409,16 @@ impl Proxy {
                 on_end: None,
             });
         }
-        if let (Some(legacy), Some(list)) = (legacy, list) {
-            // The list's result comes on the stream: its record waits for it there.
-            let id = requests.first().map(|id| (*id).clone());
-            let on_end: Option<body::OnEnd> =
-                id.map(|id| -> body::OnEnd { Box::new(move |record| legacy.park(&id, record)) });
-            let _ = list;
+        if let Some(legacy) = legacy {
+            // The result comes on the stream: a list's record waits for it there.
+            let list_id = decoded.as_ref().and_then(|d| {
+                d.messages
+                    .iter()
+                    .find(|m| m.method.as_deref().and_then(List::of_method).is_some())
+                    .and_then(|m| m.id.clone())
+            });
+            let on_end = list_id
+                .map(|id| -> body::OnEnd { Box::new(move |record| legacy.park(&id, record)) });
             return Ok(Answer::Upstream {
                 resp,
                 reader: None,
@@ -421,9 +426,19 @@ impl Proxy {
             });
         }
         let Some(list) = list else {
+            // An event stream is complete once the requests' answers have passed.
+            let ids: Vec<serde_json::Value> = decoded
+                .iter()
+                .flat_map(|d| &d.messages)
+                .filter(|m| m.kind == Kind::Request)
+                .filter_map(|m| m.id.clone())
+                .collect();
+            let stream = content_type(resp.headers()).as_deref() == Some("text/event-stream");
+            let reader: Option<Box<dyn Reader>> = (stream && !ids.is_empty())
+                .then(|| Box::new(answers::Answers::new(ids)) as Box<dyn Reader>);
             return Ok(Answer::Upstream {
                 resp,
-                reader: None,
+                reader,
                 on_end: None,
             });
         };
