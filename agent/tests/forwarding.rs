@@ -249,20 +249,7 @@ fn smuggling_against_the_typescript_sdk_server() {
          upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}'}}}}\n"
     ));
     let log = host.dir.join("ts-upstream.jsonl");
-    let script = script("ts_server.mjs");
-    let port = PORT.to_string();
-    let cmd = host.command(
-        "node",
-        &[
-            script.to_str().unwrap(),
-            "--port",
-            &port,
-            "--log",
-            log.to_str().unwrap(),
-        ],
-    );
-    host.spawn(cmd, "ts-server.log");
-    host.wait_port(PORT, "the TypeScript SDK server");
+    start_ts_server(&mut host, &[], &log);
     host.start_agent();
     let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
     let session = open_session(&host, &bob);
@@ -517,34 +504,9 @@ fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
     host.wait_port(PORT, "FastMCP");
     host.start_agent();
     let t = token(&host, "alice");
-    let read = |uri: &str| {
-        let client = script("ts_client.mjs");
-        let url = format!("http://127.0.0.1:{PORT}/mcp");
-        let auth = format!("Authorization: Bearer {t}");
-        let out = host
-            .command(
-                "node",
-                &[
-                    client.to_str().unwrap(),
-                    &url,
-                    "read",
-                    "--uri",
-                    uri,
-                    "--header",
-                    &auth,
-                ],
-            )
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
+    let url = format!("http://127.0.0.1:{PORT}/mcp");
+    let auth = format!("Authorization: Bearer {t}");
+    let read = |uri: &str| ts_client(&host, &[&url, "read", "--uri", uri, "--header", &auth]);
     let (ok, out) = read("file:///public");
     assert!(ok && out.contains("PUBLIC"), "{out}");
     for spelling in [
@@ -600,48 +562,18 @@ fn no_other_spelling_of_a_forbidden_tool_runs_it() {
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {policy}}}\n"
     ));
     let log = host.dir.join("ts-upstream.jsonl");
-    let (server, port) = (script("ts_server.mjs"), PORT.to_string());
-    let cmd = host.command(
-        "node",
-        &[
-            server.to_str().unwrap(),
-            "--port",
-            &port,
-            "--log",
-            log.to_str().unwrap(),
-        ],
-    );
-    host.spawn(cmd, "ts-server.log");
-    host.wait_port(PORT, "the TypeScript SDK server");
+    start_ts_server(&mut host, &[], &log);
     host.start_agent();
     let t = token(&host, "alice");
+    let url = format!("http://127.0.0.1:{PORT}/mcp");
+    let auth = format!("Authorization: Bearer {t}");
     let call = |name: &str| {
-        let client = script("ts_client.mjs");
-        let url = format!("http://127.0.0.1:{PORT}/mcp");
-        let auth = format!("Authorization: Bearer {t}");
-        let args = r#"{"text":"hi"}"#;
-        let out = host
-            .command(
-                "node",
-                &[
-                    client.to_str().unwrap(),
-                    &url,
-                    "call",
-                    "--tool",
-                    name,
-                    "--args",
-                    args,
-                    "--header",
-                    &auth,
-                ],
-            )
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let args = ["call", "--tool", name, "--args", r#"{"text":"hi"}"#];
+        ts_client(
+            &host,
+            &[&[url.as_str()], &args[..], &["--header", &auth]].concat(),
         )
+        .1
     };
     let out = call("secret_tool");
     assert!(out.contains("Unknown tool: secret_tool"), "{out}");

