@@ -9,6 +9,8 @@ pub mod fields;
 pub mod filter;
 pub mod forward;
 pub mod legacy;
+pub mod message;
+pub mod respond;
 #[cfg(test)]
 mod tests;
 
@@ -18,21 +20,21 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use serde_json::json;
 use tracing::Instrument as _;
 
 use self::{
     admit::Route,
     authorize::Ask,
-    body::{Audited, ProxyBody, Reader, full},
+    body::{Audited, ProxyBody, full},
     error::ProxyError,
     fields::Fields,
     filter::{List, Lister},
     forward::{Outgoing, UpstreamClient},
+    respond::Answer,
 };
 use crate::{
     admin::{ServerMetrics, TokenOutcome},
-    audit::{AuditLog, Http, Mcp, RequestRecord},
+    audit::{AuditLog, Http, RequestRecord},
     auth::{
         Authenticator, Principal,
         sessions::{Binding, Owner, Sessions},
@@ -40,7 +42,7 @@ use crate::{
     },
     config::Server,
     idle::InFlight,
-    mcp::{self, Decoded, Kind, Revision},
+    mcp::{self, Kind},
     policy::{Live, Process, Rates, SESSION_END, STREAM_OPEN},
     steer::identity::Identity,
 };
@@ -94,23 +96,6 @@ impl Site {
             metrics,
         }
     }
-}
-
-/// What answers a request.
-enum Answer {
-    /// The upstream's response, streamed through the reader, if any. `on_end` takes the
-    /// record when the response ends (a legacy request answered later on its stream).
-    Upstream {
-        resp: Response<Incoming>,
-        reader: Option<Box<dyn Reader>>,
-        on_end: Option<body::OnEnd>,
-    },
-    /// A response Moat built whole: its own documents and answers (`upstream` None), or an
-    /// upstream result it read whole (`upstream`: the status the upstream answered with).
-    Whole {
-        resp: Response<ProxyBody>,
-        upstream: Option<u16>,
-    },
 }
 
 /// What every request handler shares.
@@ -279,8 +264,8 @@ impl Proxy {
         let mut list = None;
         let mut decoded = None;
         let body = if parts.method == Method::POST {
-            let bytes = read_body(site, &parts.headers, incoming).await?;
-            let d = decode(
+            let bytes = message::read_body(site, &parts.headers, incoming).await?;
+            let d = message::decode(
                 site,
                 &mut fields,
                 &bytes,
@@ -291,7 +276,7 @@ impl Proxy {
                 let decided =
                     authorize::authorize(site, conn, p, session, Ask::messages(&d), record);
                 if let (Err(e), Some(legacy)) = (&decided, &legacy)
-                    && let Some(resp) = answer_on_stream(legacy, &d, e, record)
+                    && let Some(resp) = legacy.refuse(&d, e, record)
                 {
                     return Ok(Answer::Whole {
                         resp,
@@ -359,7 +344,7 @@ impl Proxy {
             body,
         );
         let sent = forward::send(&self.client, up, server.limits.upstream_timeout).await;
-        let resp = match sent.and_then(check_encoding) {
+        let resp = match sent.and_then(respond::check_encoding) {
             Ok(r) => r,
             Err(e) => {
                 if let Some(legacy) = &legacy {
@@ -393,152 +378,20 @@ impl Proxy {
                 }
             }
         }
-        if !resp.status().is_success() {
-            return Ok(Answer::Upstream {
-                resp,
-                reader: None,
-                on_end: None,
-            });
-        }
-        if route == Route::LegacyStream {
-            expect_content_type(&resp, "text/event-stream")?;
-            let owner = principal.as_deref().map(Owner::from);
-            return Ok(Answer::Upstream {
-                resp,
-                reader: Some(site.legacy.stream(owner)),
-                on_end: None,
-            });
-        }
-        if let Some(legacy) = legacy {
-            // The result comes on the stream: a list's record waits for it there.
-            let list_id = decoded.as_ref().and_then(|d| {
-                d.messages
-                    .iter()
-                    .find(|m| m.method.as_deref().and_then(List::of_method).is_some())
-                    .and_then(|m| m.id.clone())
-            });
-            let on_end = list_id
-                .map(|id| -> body::OnEnd { Box::new(move |record| legacy.park(&id, record)) });
-            return Ok(Answer::Upstream {
-                resp,
-                reader: None,
-                on_end,
-            });
-        }
-        let Some(list) = list else {
-            // An event stream is complete once the requests' answers have passed.
-            let ids: Vec<serde_json::Value> = decoded
-                .iter()
-                .flat_map(|d| &d.messages)
-                .filter(|m| m.kind == Kind::Request)
-                .filter_map(|m| m.id.clone())
-                .collect();
-            let stream = content_type(resp.headers()).as_deref() == Some("text/event-stream");
-            let reader: Option<Box<dyn Reader>> = (stream && !ids.is_empty())
-                .then(|| Box::new(answers::Answers::new(ids)) as Box<dyn Reader>);
-            return Ok(Answer::Upstream {
-                resp,
-                reader,
-                on_end: None,
-            });
-        };
-        // A list result is read before it passes: filtered by the policies, and noted.
-        match content_type(resp.headers()).as_deref() {
-            Some("text/event-stream") => Ok(Answer::Upstream {
-                resp,
-                reader: Some(Box::new(filter::ListStream::new(list, lister(list)))),
-                on_end: None,
-            }),
-            Some("application/json") => {
-                let (mut parts, body) = resp.into_parts();
-                let bytes = read_upstream(body, server.limits.upstream_timeout).await?;
-                let bytes = filter::read_whole(list, lister(list).as_ref(), &bytes, record)
-                    .map_err(ProxyError::UpstreamUnreadable)?;
-                parts.headers.remove(header::CONTENT_LENGTH);
-                let status = parts.status.as_u16();
-                Ok(Answer::Whole {
-                    resp: Response::from_parts(parts, full(bytes)),
-                    upstream: Some(status),
-                })
-            }
-            other => Err(ProxyError::UpstreamUnreadable(format!(
-                "a {} result of content type {}",
-                list.method(),
-                other.unwrap_or("(none)")
-            ))),
-        }
-    }
-}
-
-/// A denied (or rate-limited) request on a legacy session is answered where the client reads
-/// answers: accepted (202), with the error as an event on the session's stream for each
-/// request of the message. None if the stream cannot take it (the error is then the answer).
-fn answer_on_stream(
-    legacy: &legacy::Session,
-    d: &Decoded,
-    e: &ProxyError,
-    record: &mut RequestRecord,
-) -> Option<Response<ProxyBody>> {
-    if !matches!(e, ProxyError::Denied { .. } | ProxyError::RateLimited(_)) {
-        return None;
-    }
-    let ids: Vec<&serde_json::Value> = d
-        .messages
-        .iter()
-        .filter(|m| m.kind == Kind::Request)
-        .filter_map(|m| m.id.as_ref())
-        .collect();
-    for id in &ids {
-        let body = e.response_body(Some(id));
-        if !legacy.send(legacy::event(&body)) {
-            return None;
-        }
-    }
-    let resp = Response::builder()
-        .status(http::StatusCode::ACCEPTED)
-        .body(full(Bytes::new()))
-        .ok()?;
-    record.fail(202, &e.to_string());
-    Some(resp)
-}
-
-/// Moat asks the upstream for unencoded responses; an encoded one is not passed on (Moat could
-/// not read it, and the client never asked for that encoding).
-fn check_encoding(resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-    match header_str(resp.headers(), header::CONTENT_ENCODING.as_str()) {
-        None => Ok(resp),
-        Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(resp),
-        Some(e) => Err(ProxyError::UpstreamUnreadable(format!(
-            "content encoding {e:?} (identity was asked for)"
-        ))),
-    }
-}
-
-/// The media type of a response, lower-case, without parameters.
-fn content_type(h: &HeaderMap) -> Option<String> {
-    header_str(h, header::CONTENT_TYPE.as_str())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-}
-
-fn expect_content_type(resp: &Response<Incoming>, want: &str) -> Result<(), ProxyError> {
-    match content_type(resp.headers()) {
-        Some(ct) if ct == want => Ok(()),
-        other => Err(ProxyError::UpstreamUnreadable(format!(
-            "content type {} where {want} is read",
-            other.as_deref().unwrap_or("(none)")
-        ))),
-    }
-}
-
-/// Reads a whole upstream body Moat must read (a list result), within the list size limit and
-/// the upstream timeout.
-async fn read_upstream(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
-    let collect = Limited::new(body, filter::MAX).collect();
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) => Err(ProxyError::UpstreamUnreadable(e.to_string())),
+        let lister = list.map(|l| (l, lister(l)));
+        respond::answer(
+            site,
+            respond::Asked {
+                route,
+                decoded: decoded.as_ref(),
+                list: lister,
+                legacy,
+                owner: principal.as_deref().map(Owner::from),
+            },
+            resp,
+            record,
+        )
+        .await
     }
 }
 
@@ -680,94 +533,6 @@ fn local_answer(site: &Site, req: &http::request::Parts) -> Option<Response<Prox
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Reads the whole body, within the size and time limits; a body over the limit is refused
-/// before it is read to the end, and never forwarded.
-async fn read_body(site: &Site, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
-    let json = header_str(headers, header::CONTENT_TYPE.as_str())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
-        return Err(ProxyError::UnsupportedMediaType);
-    }
-    let max = site.server.limits.max_body;
-    let declared =
-        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(ProxyError::BodyTooLarge(max));
-    }
-    let collect = Limited::new(body, max).collect();
-    match tokio::time::timeout(site.server.limits.body_timeout, collect).await {
-        Err(_) => Err(ProxyError::BodyTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::BodyTooLarge(max))
-        }
-        Ok(Err(e)) => Err(ProxyError::ClientBody(e.to_string())),
-    }
-}
-
-/// Decodes the whole message and checks the headers that must agree with it.
-fn decode(
-    site: &Site,
-    fields: &mut Fields,
-    bytes: &[u8],
-    streamable: bool,
-    record: &mut RequestRecord,
-) -> Result<Decoded, ProxyError> {
-    let revision = match fields.protocol_version.as_deref() {
-        None if streamable => Revision::V2025_03_26,
-        None => Revision::V2024_11_05,
-        Some(v) => {
-            Revision::from_header(v).ok_or_else(|| ProxyError::BadProtocolVersion(v.into()))?
-        }
-    };
-    let decoded = mcp::decode(bytes, revision, &site.limits)?;
-    if let Some(args) = decoded.messages.first().and_then(|m| m.arguments.as_ref()) {
-        record.arguments(args);
-    }
-    // Recorded before the header checks, so a refusal answers with the request's id.
-    note_mcp(&decoded, fields.protocol_version.as_deref(), record.mcp());
-    for m in &decoded.messages {
-        mcp::check_headers(
-            m,
-            fields.mcp_method.as_deref(),
-            fields.mcp_name.as_deref(),
-            revision,
-        )?;
-    }
-    // The name the server checks against the body is Moat's spelling of what it decided.
-    if fields.mcp_name.is_some() {
-        fields.mcp_name = decoded
-            .messages
-            .first()
-            .and_then(|m| m.target())
-            .map(mcp::encode_value);
-    }
-    Ok(decoded)
-}
-
-/// The audit record's MCP fields: the first message, and each message of a batch.
-fn note_mcp(d: &Decoded, version_header: Option<&str>, mcp: &mut Mcp) {
-    if let Some(m) = d.messages.first() {
-        mcp.method.clone_from(&m.method);
-        mcp.id.clone_from(&m.id);
-        mcp.tool.clone_from(&m.tool);
-        mcp.resource.clone_from(&m.resource);
-        mcp.prompt.clone_from(&m.prompt);
-        mcp.protocol_version = version_header
-            .map(str::to_string)
-            .or_else(|| m.protocol_version.clone());
-    }
-    if d.batch {
-        mcp.batch = Some(
-            d.messages
-                .iter()
-                .map(|m| json!({"method": m.method, "id": m.id, "tool": m.tool}))
-                .collect(),
-        );
-    }
 }
 
 fn version_name(v: http::Version) -> &'static str {

@@ -1,0 +1,175 @@
+//! The upstream's answer, as the client gets it: streamed through, read while it passes (a
+//! POST's event stream, a legacy stream, a list result filtered by the policies), or refused
+//! when Moat must read it and cannot (encoded, of another type, not JSON).
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, header};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use super::{
+    Site,
+    admit::Route,
+    answers::Answers,
+    body::{OnEnd, ProxyBody, Reader, full},
+    error::ProxyError,
+    filter::{self, List, ListStream, Lister},
+    header_str, legacy,
+};
+use crate::{
+    audit::RequestRecord,
+    auth::sessions::Owner,
+    mcp::{Decoded, Kind},
+};
+
+/// What answers a request.
+pub enum Answer {
+    /// The upstream's response, streamed through the reader, if any. `on_end` takes the
+    /// record when the response ends (a legacy request answered later on its stream).
+    Upstream {
+        resp: Response<Incoming>,
+        reader: Option<Box<dyn Reader>>,
+        on_end: Option<OnEnd>,
+    },
+    /// A response Moat built whole: its own documents and answers (`upstream` None), or an
+    /// upstream result it read whole (`upstream`: the status the upstream answered with).
+    Whole {
+        resp: Response<ProxyBody>,
+        upstream: Option<u16>,
+    },
+}
+
+impl Answer {
+    fn streamed(resp: Response<Incoming>, reader: Option<Box<dyn Reader>>) -> Self {
+        Self::Upstream {
+            resp,
+            reader,
+            on_end: None,
+        }
+    }
+}
+
+/// What was asked, as far as reading its answer goes.
+pub struct Asked<'a> {
+    pub route: Route,
+    /// The POST's message.
+    pub decoded: Option<&'a Decoded>,
+    /// The list it asks for, and who the result is filtered for (None: only noted).
+    pub list: Option<(List, Option<Lister>)>,
+    /// The legacy session a message was posted to.
+    pub legacy: Option<Arc<legacy::Session>>,
+    /// Who asked (None on a server without `auth`).
+    pub owner: Option<Owner>,
+}
+
+/// How the client gets `resp`, the upstream's answer to `asked`.
+pub async fn answer(
+    site: &Site,
+    asked: Asked<'_>,
+    resp: Response<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    if !resp.status().is_success() {
+        return Ok(Answer::streamed(resp, None));
+    }
+    if asked.route == Route::LegacyStream {
+        expect_content_type(&resp, "text/event-stream")?;
+        return Ok(Answer::streamed(
+            resp,
+            Some(site.legacy.stream(asked.owner)),
+        ));
+    }
+    let messages = asked.decoded.map_or(&[][..], |d| &d.messages[..]);
+    if let Some(legacy) = asked.legacy {
+        // The result comes on the stream: a list's record waits for it there.
+        let list_id = messages
+            .iter()
+            .find(|m| m.method.as_deref().and_then(List::of_method).is_some())
+            .and_then(|m| m.id.clone());
+        let on_end =
+            list_id.map(|id| -> OnEnd { Box::new(move |record| legacy.park(&id, record)) });
+        return Ok(Answer::Upstream {
+            resp,
+            reader: None,
+            on_end,
+        });
+    }
+    let content_type = content_type(resp.headers());
+    let Some((list, lister)) = asked.list else {
+        // An event stream is complete once the requests' answers have passed.
+        let ids: Vec<Value> = messages
+            .iter()
+            .filter(|m| m.kind == Kind::Request)
+            .filter_map(|m| m.id.clone())
+            .collect();
+        let stream = content_type.as_deref() == Some("text/event-stream");
+        let reader = (stream && !ids.is_empty()).then(|| Box::new(Answers::new(ids)) as _);
+        return Ok(Answer::streamed(resp, reader));
+    };
+    // A list result is read before it passes: filtered by the policies, and noted.
+    match content_type.as_deref() {
+        Some("text/event-stream") => Ok(Answer::streamed(
+            resp,
+            Some(Box::new(ListStream::new(list, lister))),
+        )),
+        Some("application/json") => {
+            let (mut parts, body) = resp.into_parts();
+            let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
+            let bytes = filter::read_whole(list, lister.as_ref(), &bytes, record)
+                .map_err(ProxyError::UpstreamUnreadable)?;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let status = parts.status.as_u16();
+            Ok(Answer::Whole {
+                resp: Response::from_parts(parts, full(bytes)),
+                upstream: Some(status),
+            })
+        }
+        other => Err(ProxyError::UpstreamUnreadable(format!(
+            "a {} result of content type {}",
+            list.method(),
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
+/// Moat asks the upstream for unencoded responses; an encoded one is not passed on (Moat could
+/// not read it, and the client never asked for that encoding).
+pub fn check_encoding(resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    match header_str(resp.headers(), header::CONTENT_ENCODING.as_str()) {
+        None => Ok(resp),
+        Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(resp),
+        Some(e) => Err(ProxyError::UpstreamUnreadable(format!(
+            "content encoding {e:?} (identity was asked for)"
+        ))),
+    }
+}
+
+/// The media type of a response, lower-case, without parameters.
+fn content_type(h: &HeaderMap) -> Option<String> {
+    header_str(h, header::CONTENT_TYPE.as_str())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+fn expect_content_type(resp: &Response<Incoming>, want: &str) -> Result<(), ProxyError> {
+    match content_type(resp.headers()) {
+        Some(ct) if ct == want => Ok(()),
+        other => Err(ProxyError::UpstreamUnreadable(format!(
+            "content type {} where {want} is read",
+            other.as_deref().unwrap_or("(none)")
+        ))),
+    }
+}
+
+/// Reads a whole upstream body Moat must read (a list result), within the list size limit and
+/// the upstream timeout.
+async fn read_whole(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
+    let collect = Limited::new(body, filter::MAX).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(ProxyError::UpstreamUnreadable(e.to_string())),
+    }
+}
