@@ -22,7 +22,6 @@ use self::{
     admit::Route,
     body::{Audited, ProxyBody, full},
     error::ProxyError,
-    forward::UpstreamClient,
 };
 use crate::{
     admin::{ServerMetrics, TokenOutcome},
@@ -37,6 +36,7 @@ use crate::{
     mcp::{self, Decoded, Revision},
     policy::{Live, Process, Rates},
     steer::identity::Identity,
+    upstream::pool::{self, Pool},
 };
 
 /// One protected server, as the proxy serves it.
@@ -94,7 +94,7 @@ impl Site {
 enum Answer {
     /// The upstream's response, what watches it, and the policy filter of a list result.
     Upstream(
-        Response<Incoming>,
+        Response<pool::Body>,
         Option<Box<dyn body::Observer>>,
         Option<filter::Lister>,
     ),
@@ -103,7 +103,8 @@ enum Answer {
 
 /// What every request handler shares.
 pub struct Proxy {
-    pub client: UpstreamClient,
+    /// This worker's upstream connections.
+    pub client: Pool,
     pub audit: AuditLog,
     /// Names the local process behind a connection (None if the kernel program is missing).
     pub identity: Option<Arc<Identity>>,
@@ -243,7 +244,12 @@ impl Proxy {
         if let Some((name, value)) = site.credential.header(principal.as_deref()) {
             up.headers_mut().insert(name, value);
         }
-        let resp = forward::send(&self.client, up, server.limits.upstream_timeout).await?;
+        // Each principal's requests go on connections of their own.
+        let key = pool::Key {
+            addr: server.upstream,
+            principal: principal.as_deref().map(Owner::from),
+        };
+        let resp = forward::send(&self.client, key, up, server.limits.upstream_timeout).await?;
         if let Some(p) = &principal
             && route == Route::Streamable
             && resp.status().is_success()

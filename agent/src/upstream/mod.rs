@@ -1,4 +1,6 @@
 //! Connections to the real server from the reserved upstream identity, which the kernel lets through.
+pub mod pool;
+
 use std::{
     io,
     net::SocketAddr,
