@@ -12,7 +12,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{
+    HeaderValue, Request, Response, Uri, header,
+    uri::{self, PathAndQuery},
+};
 use http_body::{Frame, SizeHint};
 use hyper::{
     body::Incoming,
@@ -31,23 +34,28 @@ pub struct Key {
     pub principal: Option<Owner>,
 }
 
-/// How many idle connections are kept, and how long.
+/// How many idle connections a worker keeps, and how long.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// An idle connection is closed after this long.
     pub idle_timeout: Duration,
     /// Idle connections per key; beyond, the one idle longest is closed.
     pub per_key: usize,
-    /// Keys with idle connections; beyond, the least recently used key's are closed.
+    /// Keys (principals) kept; beyond, the least recently used key's connections are closed.
     pub keys: usize,
+    /// Idle connections in all; beyond, the least recently used keys' are closed.
+    pub total: usize,
 }
 
 impl Default for Limits {
+    /// Without authentication all clients are one key: as many idle connections for it as the
+    /// shared pool kept before (64 per worker).
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(30),
-            per_key: 16,
+            per_key: 64,
             keys: 256,
+            total: 512,
         }
     }
 }
@@ -83,6 +91,8 @@ struct Shared {
 #[derive(Default)]
 struct Idle {
     keys: HashMap<Key, Conns>,
+    /// The idle connections of all keys.
+    count: usize,
     /// Counts checkouts and returns: the recency of a key.
     clock: u64,
     /// Whether the task closing expired connections runs.
@@ -158,11 +168,11 @@ impl Pool {
         let (parts, inner) = resp.into_parts();
         let mut body = Body {
             inner,
-            back: Some(Back {
+            back: Some(Box::new(Back {
                 send,
                 key,
                 pool: self.shared.clone(),
-            }),
+            })),
         };
         // Nothing to read (e.g. 204, or Content-Length: 0): the exchange is over.
         if hyper::body::Body::is_end_stream(&body.inner) {
@@ -174,9 +184,13 @@ impl Pool {
     /// The idle connections now.
     pub fn idle(&self) -> Counts {
         let idle = self.shared.lock();
+        debug_assert_eq!(
+            idle.count,
+            idle.keys.values().map(|c| c.list.len()).sum::<usize>()
+        );
         Counts {
             keys: idle.keys.len(),
-            connections: idle.keys.values().map(|c| c.list.len()).sum(),
+            connections: idle.count,
         }
     }
 }
@@ -184,12 +198,14 @@ impl Pool {
 /// `http://host:port/p?q` becomes `/p?q`, with the Host header kept (or set from `addr`).
 fn origin_form(req: &mut Request<ProxyBody>, addr: SocketAddr) {
     if req.uri().authority().is_some() || req.uri().scheme().is_some() {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        *req.uri_mut() = Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"));
+        let mut parts = uri::Parts::default();
+        parts.path_and_query = Some(
+            req.uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        *req.uri_mut() = Uri::from_parts(parts).expect("a path alone is a URI");
     }
     if !req.headers().contains_key(header::HOST) {
         let host = HeaderValue::from_str(&addr.to_string()).expect("an address is a valid header");
@@ -208,11 +224,14 @@ impl Shared {
     fn checkout(&self, key: &Key) -> Option<SendRequest<ProxyBody>> {
         let timeout = self.limits.idle_timeout;
         let mut idle = self.lock();
-        idle.clock += 1;
-        let tick = idle.clock;
-        let conns = idle.keys.get_mut(key)?;
-        conns.used = tick;
+        let Idle {
+            keys, count, clock, ..
+        } = &mut *idle;
+        *clock += 1;
+        let conns = keys.get_mut(key)?;
+        conns.used = *clock;
         while let Some(c) = conns.list.pop() {
+            *count -= 1;
             if c.send.is_ready() && c.since.elapsed() < timeout {
                 return Some(c.send);
             }
@@ -236,40 +255,49 @@ impl Shared {
     /// Keeps a connection whose exchange is over, ready for the next request of `key`.
     fn put(self: &Arc<Self>, key: Key, send: SendRequest<ProxyBody>) {
         let limits = self.limits;
+        let keep = limits.per_key.min(limits.total);
+        if keep == 0 || limits.keys == 0 {
+            return;
+        }
         let conn = Conn {
             send,
             since: Instant::now(),
         };
         let mut idle = self.lock();
-        idle.clock += 1;
-        let tick = idle.clock;
-        if let Some(conns) = idle.keys.get_mut(&key) {
-            conns.used = tick;
-            if conns.list.len() >= limits.per_key {
-                conns.list.remove(0);
-            }
-            conns.list.push(conn);
-            return;
-        }
-        if idle.keys.len() >= limits.keys {
-            let lru = idle
-                .keys
+        let Idle {
+            keys,
+            count,
+            clock,
+            reaping,
+        } = &mut *idle;
+        *clock += 1;
+        // Room for one more connection, and for a new key: the least recently used other
+        // keys go first.
+        let new = !keys.contains_key(&key);
+        while *count >= limits.total || (new && keys.len() >= limits.keys) {
+            let lru = keys
                 .iter()
+                .filter(|(k, _)| **k != key)
                 .min_by_key(|(_, c)| c.used)
                 .map(|(k, _)| k.clone());
-            if let Some(lru) = lru {
-                idle.keys.remove(&lru);
-            }
+            let Some(gone) = lru.and_then(|k| keys.remove(&k)) else {
+                break;
+            };
+            *count -= gone.list.len();
         }
-        idle.keys.insert(
-            key,
-            Conns {
-                list: vec![conn],
-                used: tick,
-            },
-        );
-        if !idle.reaping {
-            idle.reaping = true;
+        let conns = keys.entry(key).or_insert_with(|| Conns {
+            list: Vec::new(),
+            used: 0,
+        });
+        conns.used = *clock;
+        if conns.list.len() >= keep {
+            conns.list.remove(0);
+            *count -= 1;
+        }
+        conns.list.push(conn);
+        *count += 1;
+        if !*reaping {
+            *reaping = true;
             tokio::spawn(reap(Arc::downgrade(self), limits.idle_timeout));
         }
     }
@@ -284,6 +312,7 @@ impl Shared {
                 .retain(|c| !c.send.is_closed() && c.since.elapsed() < timeout);
         }
         idle.keys.retain(|_, c| !c.list.is_empty());
+        idle.count = idle.keys.values().map(|c| c.list.len()).sum();
     }
 }
 
@@ -310,19 +339,19 @@ struct Back {
 /// pool; dropped before (the client went away, or stopped reading), the connection is closed.
 pub struct Body {
     inner: Incoming,
-    back: Option<Back>,
+    back: Option<Box<Back>>,
 }
 
 impl Body {
     fn give_back(&mut self) {
-        let Some(Back {
+        let Some(back) = self.back.take() else {
+            return;
+        };
+        let Back {
             mut send,
             key,
             pool,
-        }) = self.back.take()
-        else {
-            return;
-        };
+        } = *back;
         if send.is_ready() {
             pool.put(key, send);
         } else if !send.is_closed()

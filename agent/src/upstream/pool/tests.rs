@@ -462,6 +462,51 @@ async fn the_least_recently_used_principal_goes_first_when_there_are_too_many() 
 }
 
 #[tokio::test]
+async fn idle_connections_are_bounded_in_all() {
+    let server = Server::start();
+    let pool = pool(Limits {
+        total: 3,
+        ..Limits::default()
+    });
+    let alice = key(&server, owner("https://idp", "alice", None));
+    let bob = key(&server, owner("https://idp", "bob", None));
+    let (a, b) = tokio::join!(open(&pool, &alice, "/"), open(&pool, &alice, "/"));
+    for resp in [a, b] {
+        resp.into_body().collect().await.unwrap();
+    }
+    let (a, b) = tokio::join!(open(&pool, &bob, "/"), open(&pool, &bob, "/"));
+    for resp in [a, b] {
+        resp.into_body().collect().await.unwrap();
+    }
+    // Bob's second connection made room for itself: Alice's two went.
+    assert_eq!(
+        pool.idle(),
+        Counts {
+            keys: 1,
+            connections: 2
+        }
+    );
+    assert!(server.ended(0).await && server.ended(1).await);
+    assert_eq!(server.open(), [2, 3]);
+    // Alone, one principal is held to the total too.
+    let many: Vec<_> = (0..4).map(|_| open(&pool, &bob, "/")).collect();
+    let mut resps = Vec::new();
+    for f in many {
+        resps.push(f.await);
+    }
+    for resp in resps {
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(
+        pool.idle(),
+        Counts {
+            keys: 1,
+            connections: 3
+        }
+    );
+}
+
+#[tokio::test]
 async fn idle_connections_expire() {
     let server = Server::start();
     let pool = pool(Limits {
@@ -502,8 +547,8 @@ async fn a_desynchronised_connection_never_carries_another_principals_request() 
     assert_eq!(resp.status(), 200);
     resp.into_body().collect().await.unwrap();
     // Mallory's connection is back in the pool, its server side waiting for 20 more bytes.
-    assert_eq!(get(&pool, &alice, "/alice").await, (200, Some(1)));
-    assert_eq!(get(&pool, &alice, "/alice").await, (200, Some(1)));
+    assert_eq!(get(&pool, &alice, "/alice?x=1").await, (200, Some(1)));
+    assert_eq!(get(&pool, &alice, "/alice?x=1").await, (200, Some(1)));
     // The next request on Mallory's connection is the one torn apart.
     let (status, _) = get(&pool, &mallory, "/next").await;
     assert_eq!(
@@ -520,8 +565,8 @@ async fn a_desynchronised_connection_never_carries_another_principals_request() 
         seen,
         [
             (0, "/smuggle".to_string()),
-            (1, "/alice".to_string()),
-            (1, "/alice".to_string())
+            (1, "/alice?x=1".to_string()),
+            (1, "/alice?x=1".to_string())
         ]
     );
 }
