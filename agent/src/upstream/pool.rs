@@ -54,8 +54,8 @@ impl Default for Limits {
         Self {
             idle_timeout: Duration::from_secs(30),
             per_key: 64,
-            keys: 256,
-            total: 512,
+            keys: 128,
+            total: 256,
         }
     }
 }
