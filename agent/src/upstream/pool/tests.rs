@@ -182,11 +182,14 @@ fn serve(id: usize, stream: TcpStream, st: &State) {
                 return until_closed(&mut r);
             }
             "/stall" => return until_closed(&mut r),
+            "/empty" => {
+                let _ = write!(w, "HTTP/1.1 204 No Content\r\nx-conn: {id}\r\n\r\n");
+            }
             _ => {
                 let body = format!("conn={id}");
                 let _ = write!(
                     w,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nkeep-alive: timeout=30\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-conn: {id}\r\nkeep-alive: timeout=30\r\n\r\n{body}",
                     body.len()
                 );
             }
@@ -251,11 +254,14 @@ async fn open(pool: &Pool, key: &Key, path: &str) -> Response<Body> {
 async fn get(pool: &Pool, key: &Key, path: &str) -> (u16, Option<usize>) {
     let resp = open(pool, key, path).await;
     let status = resp.status().as_u16();
+    let conn = resp
+        .headers()
+        .get("x-conn")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let conn = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|b| b.strip_prefix("conn="))
-        .and_then(|n| n.parse().ok());
+    if let Some(n) = conn {
+        assert!(body.is_empty() || body == format!("conn={n}"), "{body:?}");
+    }
     (status, conn)
 }
 
@@ -310,6 +316,8 @@ async fn one_principal_reuses_one_connection_after_each_response_was_read_to_its
     let alice = key(&server, owner("https://idp", "alice", None));
     for _ in 0..5 {
         assert_eq!(get(&pool, &alice, "/").await, (200, Some(0)));
+        // A response without a body ends with its head.
+        assert_eq!(get(&pool, &alice, "/empty").await, (204, Some(0)));
     }
     assert_eq!(server.connections(), 1);
     assert_eq!(
@@ -319,6 +327,26 @@ async fn one_principal_reuses_one_connection_after_each_response_was_read_to_its
             connections: 1
         }
     );
+}
+
+/// The server answers before it has read the request's body: the response ends while the
+/// body is still being written, and the connection is kept once the body went out.
+#[tokio::test]
+async fn a_connection_whose_response_ended_first_is_kept_once_its_request_was_sent() {
+    let server = Server::start();
+    let pool = pool(Limits::default());
+    let alice = key(&server, owner("https://idp", "alice", None));
+    let mut upload = request(&alice, "POST", "/");
+    *upload.body_mut() = full(Bytes::from(vec![b'x'; 8 << 20]));
+    let resp = send(&pool, alice.clone(), upload, TIMEOUT).await.unwrap();
+    assert_eq!(resp.headers()["x-conn"], "0");
+    resp.into_body().collect().await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while pool.idle().connections == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(get(&pool, &alice, "/").await, (200, Some(0)));
+    assert_eq!(server.connections(), 1);
 }
 
 #[tokio::test]
