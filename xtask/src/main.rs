@@ -7,8 +7,7 @@ mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str =
-    "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy | audit>>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

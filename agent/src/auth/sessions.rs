@@ -9,7 +9,7 @@ use std::{
 use super::Principal;
 
 /// Who a session belongs to: the same user through the same client, from the same issuer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     iss: String,
     sub: String,

@@ -1,58 +1,20 @@
-//! Forwarding: the pooled upstream client (connecting from the reserved identity), the upstream
-//! request Moat builds, and the response's hop-by-hop headers.
-use std::{
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+//! Forwarding: the upstream request Moat builds, the exchange with the upstream through the
+//! worker's pool (connections from the reserved identity, one set per principal), and the
+//! response's hop-by-hop headers.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::Client,
-    rt::{TokioExecutor, TokioIo},
-};
-use tokio::net::TcpStream;
 
 use super::{body::ProxyBody, error::ProxyError, fields::Fields};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{
+    Upstream,
+    pool::{self, Key, Pool},
+};
 
-/// Opens upstream connections from the reserved identity, for the pooled client.
-#[derive(Clone)]
-pub struct Connector(pub Arc<Upstream>);
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let upstream = self.0.clone();
-        Box::pin(async move {
-            let addr = uri
-                .authority()
-                .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-                .ok_or(UpstreamError::BadAddress(uri.to_string()))?;
-            upstream.connect(addr).await.map(TokioIo::new)
-        })
-    }
-}
-
-pub type UpstreamClient = Client<Connector, ProxyBody>;
-
-pub fn client(upstream: Arc<Upstream>) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(Connector(upstream))
+/// A worker's upstream connections (one pool per worker thread).
+pub fn client(upstream: Arc<Upstream>) -> Pool {
+    Pool::new(upstream)
 }
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
@@ -149,13 +111,15 @@ pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr, body: Bytes) -> Re
     req
 }
 
-/// Sends the request; the upstream has `timeout` to answer with response headers.
+/// Sends the request on a connection of `key` (its upstream and principal); the upstream has
+/// `timeout` to answer with response headers.
 pub async fn send(
-    client: &UpstreamClient,
+    pool: &Pool,
+    key: Key,
     req: Request<ProxyBody>,
     timeout: Duration,
-) -> Result<Response<Incoming>, ProxyError> {
-    match tokio::time::timeout(timeout, client.request(req)).await {
+) -> Result<Response<pool::Body>, ProxyError> {
+    match tokio::time::timeout(timeout, pool.send(key, req)).await {
         Err(_) => Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();

@@ -29,7 +29,7 @@ use self::{
     error::ProxyError,
     fields::Fields,
     filter::{List, Lister},
-    forward::{Outgoing, UpstreamClient},
+    forward::Outgoing,
     respond::Answer,
 };
 use crate::{
@@ -45,6 +45,7 @@ use crate::{
     mcp::{self, Kind},
     policy::{Live, Process, Rates, SESSION_END, STREAM_OPEN},
     steer::identity::Identity,
+    upstream::pool::{self, Pool},
 };
 
 /// One protected server, as the proxy serves it.
@@ -100,7 +101,8 @@ impl Site {
 
 /// What every request handler shares.
 pub struct Proxy {
-    pub client: UpstreamClient,
+    /// This worker's upstream connections.
+    pub client: Pool,
     pub audit: AuditLog,
     /// Names the local process behind a connection (None if the kernel program is missing).
     pub identity: Option<Arc<Identity>>,
@@ -343,7 +345,12 @@ impl Proxy {
             server.upstream,
             body,
         );
-        let sent = forward::send(&self.client, up, server.limits.upstream_timeout).await;
+        // Each principal's requests go on connections of their own.
+        let key = pool::Key {
+            addr: server.upstream,
+            principal: principal.as_deref().map(Owner::from),
+        };
+        let sent = forward::send(&self.client, key, up, server.limits.upstream_timeout).await;
         let resp = match sent.and_then(respond::check_encoding) {
             Ok(r) => r,
             Err(e) => {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Response, header};
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::{
@@ -22,6 +21,7 @@ use crate::{
     audit::RequestRecord,
     auth::sessions::Owner,
     mcp::{Decoded, Kind},
+    upstream::pool,
 };
 
 /// What answers a request.
@@ -29,7 +29,7 @@ pub enum Answer {
     /// The upstream's response, streamed through the reader, if any. `on_end` takes the
     /// record when the response ends (a legacy request answered later on its stream).
     Upstream {
-        resp: Response<Incoming>,
+        resp: Response<pool::Body>,
         reader: Option<Box<dyn Reader>>,
         on_end: Option<OnEnd>,
     },
@@ -42,7 +42,7 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn streamed(resp: Response<Incoming>, reader: Option<Box<dyn Reader>>) -> Self {
+    fn streamed(resp: Response<pool::Body>, reader: Option<Box<dyn Reader>>) -> Self {
         Self::Upstream {
             resp,
             reader,
@@ -68,7 +68,7 @@ pub struct Asked<'a> {
 pub async fn answer(
     site: &Site,
     asked: Asked<'_>,
-    resp: Response<Incoming>,
+    resp: Response<pool::Body>,
     record: &mut RequestRecord,
 ) -> Result<Answer, ProxyError> {
     if !resp.status().is_success() {
@@ -136,7 +136,7 @@ pub async fn answer(
 
 /// Moat asks the upstream for unencoded responses; an encoded one is not passed on (Moat could
 /// not read it, and the client never asked for that encoding).
-pub fn check_encoding(resp: Response<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+pub fn check_encoding(resp: Response<pool::Body>) -> Result<Response<pool::Body>, ProxyError> {
     match header_str(resp.headers(), header::CONTENT_ENCODING.as_str()) {
         None => Ok(resp),
         Some(e) if e.trim().eq_ignore_ascii_case("identity") => Ok(resp),
@@ -153,7 +153,7 @@ fn content_type(h: &HeaderMap) -> Option<String> {
         .map(|v| v.trim().to_ascii_lowercase())
 }
 
-fn expect_content_type(resp: &Response<Incoming>, want: &str) -> Result<(), ProxyError> {
+fn expect_content_type(resp: &Response<pool::Body>, want: &str) -> Result<(), ProxyError> {
     match content_type(resp.headers()) {
         Some(ct) if ct == want => Ok(()),
         other => Err(ProxyError::UpstreamUnreadable(format!(
@@ -165,7 +165,7 @@ fn expect_content_type(resp: &Response<Incoming>, want: &str) -> Result<(), Prox
 
 /// Reads a whole upstream body Moat must read (a list result), within the list size limit and
 /// the upstream timeout.
-async fn read_whole(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
+async fn read_whole(body: pool::Body, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
     let collect = Limited::new(body, filter::MAX).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ProxyError::UpstreamTimeout),

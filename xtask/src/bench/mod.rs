@@ -12,7 +12,8 @@ use std::fmt;
 
 use crate::Result;
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy | audit>";
+const USAGE: &str =
+    "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -20,7 +21,7 @@ const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params"
 pub fn run(args: &[String]) -> Result {
     match args {
         [a] if a == "steer" => steer::run(),
-        [a] if a == "proxy" => proxy::run(),
+        [a, rest @ ..] if a == "proxy" => proxy::run(rest),
         [a] if a == "audit" => proxy::audit::run(),
         _ => Err(USAGE.into()),
     }

@@ -260,11 +260,11 @@ pub fn write_token_script(lab: &Lab, token: &str) -> Result<PathBuf> {
 }
 
 /// A wrk script that sends the tokens of `tokens` (one per line) in turn, a different one with
-/// each request.
-pub fn write_tokens_script(lab: &Lab, tokens: &[String]) -> Result<PathBuf> {
-    let list = lab.dir.join("bench-proxy-tokens.txt");
+/// each request; `name` names its files.
+pub fn write_tokens_script(lab: &Lab, name: &str, tokens: &[String]) -> Result<PathBuf> {
+    let list = lab.dir.join(format!("bench-proxy-{name}.txt"));
     std::fs::write(&list, tokens.join("\n") + "\n").map_err(|e| e.to_string())?;
-    let script = lab.dir.join("bench-proxy-tokens.lua");
+    let script = lab.dir.join(format!("bench-proxy-{name}.lua"));
     let lua = WRK_LUA.replace("__BODY__", MCP_CALL)
         + &format!(
             r#"local tokens = {{}}

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, ROUNDS, TARGET_ADDED_MS,
-    TARGET_AUTH_LOSS, TARGET_CPU_US, TARGET_RATIO, Target,
+    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, TARGET_ADDED_MS, TARGET_AUTH_LOSS,
+    TARGET_BASELINE_LOSS, TARGET_CPU_US, TARGET_RATIO, Target, USERS,
     load::{LatRound, Run},
     usage::{AuditTotal, PerRequest},
 };
@@ -20,6 +20,8 @@ pub struct Measured<'a> {
     pub machine: Machine,
     pub wrk_version: String,
     pub targets: &'a [Target],
+    /// Throughput rounds.
+    pub rounds: usize,
     /// Per target: the wrk runs, and the latency client's rounds.
     pub many: Vec<Vec<Run>>,
     pub one: Vec<Vec<LatRound>>,
@@ -34,6 +36,15 @@ pub struct Measured<'a> {
     /// Requests the upstream served on DIRECT and on PLAIN (from Moat) while measuring.
     pub served: [u64; 2],
     pub elapsed: Duration,
+    /// With `--baseline`: the other build's runs, in the same rounds.
+    pub baseline: Option<AgainstBaseline>,
+}
+
+/// The baseline build's wrk runs, per target (none for direct).
+pub struct AgainstBaseline {
+    pub reference: String,
+    pub commit: String,
+    pub many: Vec<Vec<Run>>,
 }
 
 /// Throughput of one target: its runs combined, and its per-round comparison with direct.
@@ -99,10 +110,13 @@ pub fn print(m: &Measured) {
     let one_us = median_by(&m.one_agent, |u| u.cpu_us);
     let one_cs = median_by(&m.one_agent, |u| u.switches);
 
-    throughput_table(m.targets, &many);
+    throughput_table(m.targets, m.rounds, &many);
     latency_table(m.targets, &lat, one_us, one_cs);
     let mut targets = verdicts(&many, &lat);
     targets["auth"] = auth_verdict(m, &many);
+    if let Some(b) = &m.baseline {
+        targets["baseline"] = baseline(m, b);
+    }
 
     println!();
     println!(
@@ -143,7 +157,7 @@ pub fn print(m: &Measured) {
         "generator": m.wrk_version,
         "throughput": {
             "connections": CONNS,
-            "rounds": ROUNDS,
+            "rounds": m.rounds,
             "round_s": ROUND_S,
             "targets": m.targets.iter().zip(&many).map(|(t, s)| throughput_json(t, s)).collect::<Vec<_>>(),
         },
@@ -172,10 +186,10 @@ pub fn print(m: &Measured) {
     println!("{report}");
 }
 
-fn throughput_table(targets: &[Target], many: &[Summary]) {
+fn throughput_table(targets: &[Target], rounds: usize, many: &[Summary]) {
     println!();
     println!(
-        "throughput: {CONNS} keep-alive connections, wrk 1 thread, {ROUNDS} rounds x {ROUND_S} s per target, rotating order"
+        "throughput: {CONNS} keep-alive connections, wrk 1 thread, {rounds} rounds x {ROUND_S} s per target, rotating order"
     );
     println!(
         "  {:<18} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>7} {:>9} {:>8}",
@@ -294,10 +308,11 @@ fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
 }
 
 /// Authentication's cost: the auth targets against plain `moat http` in the same rounds (same
-/// upstream, same plaintext), with a cached token (the target) and a new token per request.
+/// upstream, same plaintext), with a cached token (the target), a new token per request, and
+/// USERS principals in turn (each with upstream connections of its own).
 fn auth_verdict(m: &Measured, many: &[Summary]) -> Value {
     let loss = |i: usize| 1.0 - against(&m.many[i], &m.many[1], |r, d| r.rps / d.rps);
-    let (cached, fresh) = (loss(3), loss(4));
+    let (cached, fresh, users) = (loss(3), loss(4), loss(5));
     let us = |i: usize| many[i].all.agent_us.unwrap_or(f64::NAN);
     let met = cached <= TARGET_AUTH_LOSS;
     println!(
@@ -306,15 +321,97 @@ fn auth_verdict(m: &Measured, many: &[Summary]) -> Value {
         if met { "MET" } else { "NOT MET" }
     );
     println!(
-        "  auth, a new token each request (no target): loss {fresh:.3}; agent CPU µs/request: moat http {:.1}, cached {:.1}, new token {:.1}",
+        "  auth, a new token each request (no target): loss {fresh:.3}; {USERS} principals in turn: loss {users:.3}; agent CPU µs/request: moat http {:.1}, cached {:.1}, new token {:.1}, {USERS} principals {:.1}",
         us(1),
         us(3),
-        us(4)
+        us(4),
+        us(5)
     );
     json!({
         "loss_max": TARGET_AUTH_LOSS,
         "cached_loss": round3(cached),
         "fresh_loss": round3(fresh),
+        "users": USERS,
+        "users_loss": round3(users),
+        "met": met,
+    })
+}
+
+/// The current build against the baseline's, target by target in the same rounds: the median
+/// of the per-round throughput ratios (current / baseline), and the verdict for plaintext and
+/// TLS.
+fn baseline(m: &Measured, b: &AgainstBaseline) -> Value {
+    println!();
+    println!(
+        "against the baseline {} ({}), run back to back with each target in every round:",
+        b.reference,
+        &b.commit[..b.commit.len().min(12)]
+    );
+    println!(
+        "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>10} {:>8} {:>8}",
+        "target", "req/s", "base", "now/base", "agent µs", "base µs", "RSS MiB", "base"
+    );
+    let mut rows = Vec::new();
+    let (mut ratios, mut cpu) = (Vec::new(), Vec::new());
+    for (i, t) in m.targets.iter().enumerate().filter(|(_, t)| t.moat) {
+        let (now, base) = (&m.many[i], &b.many[i]);
+        let ratio = against(now, base, |r, d| r.rps / d.rps);
+        let (n, o) = (Run::combined(now), Run::combined(base));
+        let opt = |v: Option<f64>, prec: usize| {
+            v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
+        };
+        let mib = |k: Option<u64>| opt(k.map(|k| k as f64 / 1024.0), 1);
+        println!(
+            "  {:<18} {:>8.0} {:>8.0} {:>9.3} {:>10} {:>10} {:>8} {:>8}",
+            t.label,
+            n.rps,
+            o.rps,
+            ratio,
+            opt(n.agent_us, 1),
+            opt(o.agent_us, 1),
+            mib(n.rss_kib),
+            mib(o.rss_kib),
+        );
+        ratios.push(ratio);
+        cpu.push(against(now, base, |r, d| {
+            r.agent_us.unwrap_or(f64::NAN) / d.agent_us.unwrap_or(f64::NAN)
+        }));
+        rows.push(json!({
+            "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+            "rps": n.rps.round(),
+            "base_rps": o.rps.round(),
+            "ratio": round3(ratio),
+            "ratio_rounds": now.iter().zip(base).map(|(r, d)| round3(r.rps / d.rps)).collect::<Vec<_>>(),
+            "agent_cpu_us_per_req": n.agent_us.map(round1),
+            "base_agent_cpu_us_per_req": o.agent_us.map(round1),
+            "wrk_non_2xx": n.bad_status, "wrk_errors": n.errors,
+            "base_wrk_non_2xx": o.bad_status, "base_wrk_errors": o.errors,
+        }));
+    }
+    println!(
+        "  (now/base: median of the per-round ratios; µs: agent CPU time per answered request; RSS: largest VmRSS after a round)"
+    );
+    let min = 1.0 - TARGET_BASELINE_LOSS;
+    // http and https are the first two Moat targets.
+    let met = ratios.iter().take(2).all(|&r| r >= min);
+    println!(
+        "  {:<46} http {:.3}, https {:.3} {}",
+        format!("throughput >= {min:.2}x the baseline"),
+        ratios[0],
+        ratios[1],
+        if met { "MET" } else { "NOT MET" }
+    );
+    // Less sensitive than throughput to what else the machine runs.
+    println!(
+        "  agent CPU per request, now/base (median of the rounds' ratios): http {:.3}, https {:.3}",
+        cpu[0], cpu[1]
+    );
+    json!({
+        "ref": b.reference,
+        "commit": b.commit,
+        "loss_max": TARGET_BASELINE_LOSS,
+        "targets": rows,
+        "agent_cpu_ratio": { "http": round3(cpu[0]), "https": round3(cpu[1]) },
         "met": met,
     })
 }

@@ -1,4 +1,6 @@
 //! Connections to the real server from the reserved upstream identity, which the kernel lets through.
+pub mod pool;
+
 use std::{
     io,
     net::SocketAddr,
@@ -53,10 +55,8 @@ impl Upstream {
                 }
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
-                // Not an address of this host: the server is elsewhere and no exemption applies.
-                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
-                    return TcpStream::connect(addr).await.map_err(err);
-                }
+                // Not (or no longer) an address of this host: the config only takes local
+                // upstreams, and Moat never connects from anything but the reserved identity.
                 Err(e) => return Err(err(e)),
             }
             let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
