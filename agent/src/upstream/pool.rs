@@ -22,6 +22,7 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
+use tokio::task::AbortHandle;
 
 use super::{Upstream, UpstreamError};
 use crate::{auth::sessions::Owner, http::body::ProxyBody};
@@ -101,13 +102,28 @@ struct Idle {
 
 struct Conns {
     /// Most recently returned last (taken first).
-    list: Vec<Conn>,
+    list: Vec<Parked>,
     used: u64,
 }
 
-struct Conn {
-    send: SendRequest<ProxyBody>,
+/// An idle connection, and since when.
+struct Parked {
+    conn: Connection,
     since: Instant,
+}
+
+/// An upstream connection: what sends requests on it, and the task that runs it. When this
+/// goes the task is aborted, which closes the connection at once (hyper's own task may
+/// otherwise linger, e.g. when the response ended before the request was written).
+struct Connection {
+    send: SendRequest<ProxyBody>,
+    task: AbortHandle,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Idle connections, counted.
@@ -143,17 +159,18 @@ impl Pool {
     ) -> Result<Response<Body>, PoolError> {
         origin_form(&mut req, key.addr);
         let addr = key.addr;
-        let (mut send, reused) = match self.shared.checkout(&key) {
-            Some(send) => (send, true),
+        let (mut conn, reused) = match self.shared.checkout(&key) {
+            Some(conn) => (conn, true),
             None => (self.shared.connect(addr).await?, false),
         };
-        let resp = match send.try_send_request(req).await {
+        let resp = match conn.send.try_send_request(req).await {
             Ok(resp) => resp,
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {
                     tracing::debug!(%addr, "idle upstream connection closed: {}", e.error());
-                    send = self.shared.connect(addr).await?;
-                    send.send_request(req)
+                    conn = self.shared.connect(addr).await?;
+                    conn.send
+                        .send_request(req)
                         .await
                         .map_err(|source| PoolError::Send { addr, source })?
                 }
@@ -169,7 +186,7 @@ impl Pool {
         let mut body = Body {
             inner,
             back: Some(Box::new(Back {
-                send,
+                conn,
                 key,
                 pool: self.shared.clone(),
             })),
@@ -221,7 +238,7 @@ impl Shared {
 
     /// The most recently returned idle connection of `key` that is ready for a request;
     /// expired, closed or not ready ones on the way are closed.
-    fn checkout(&self, key: &Key) -> Option<SendRequest<ProxyBody>> {
+    fn checkout(&self, key: &Key) -> Option<Connection> {
         let timeout = self.limits.idle_timeout;
         let mut idle = self.lock();
         let Idle {
@@ -230,37 +247,38 @@ impl Shared {
         *clock += 1;
         let conns = keys.get_mut(key)?;
         conns.used = *clock;
-        while let Some(c) = conns.list.pop() {
+        while let Some(p) = conns.list.pop() {
             *count -= 1;
-            if c.send.is_ready() && c.since.elapsed() < timeout {
-                return Some(c.send);
+            if p.conn.send.is_ready() && p.since.elapsed() < timeout {
+                return Some(p.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, PoolError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Connection, PoolError> {
         let stream = self.upstream.connect(addr).await?;
         let (send, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|source| PoolError::Handshake { addr, source })?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, "upstream connection: {e}");
             }
-        });
-        Ok(send)
+        })
+        .abort_handle();
+        Ok(Connection { send, task })
     }
 
     /// Keeps a connection whose exchange is over, ready for the next request of `key`.
-    fn put(self: &Arc<Self>, key: Key, send: SendRequest<ProxyBody>) {
+    fn put(self: &Arc<Self>, key: Key, conn: Connection) {
         let limits = self.limits;
         let keep = limits.per_key.min(limits.total);
         if keep == 0 || limits.keys == 0 {
             return;
         }
-        let conn = Conn {
-            send,
+        let parked = Parked {
+            conn,
             since: Instant::now(),
         };
         let mut idle = self.lock();
@@ -294,7 +312,7 @@ impl Shared {
             conns.list.remove(0);
             *count -= 1;
         }
-        conns.list.push(conn);
+        conns.list.push(parked);
         *count += 1;
         if !*reaping {
             *reaping = true;
@@ -309,7 +327,7 @@ impl Shared {
         for conns in idle.keys.values_mut() {
             conns
                 .list
-                .retain(|c| !c.send.is_closed() && c.since.elapsed() < timeout);
+                .retain(|p| !p.conn.send.is_closed() && p.since.elapsed() < timeout);
         }
         idle.keys.retain(|_, c| !c.list.is_empty());
         idle.count = idle.keys.values().map(|c| c.list.len()).sum();
@@ -330,42 +348,30 @@ async fn reap(shared: Weak<Shared>, timeout: Duration) {
 
 /// A connection on loan to a response, and where it goes back.
 struct Back {
-    send: SendRequest<ProxyBody>,
+    conn: Connection,
     key: Key,
     pool: Arc<Shared>,
 }
 
 /// The body of an upstream response. Read to its end, it gives its connection back to the
 /// pool; dropped before (the client went away, or stopped reading), the connection is closed.
+/// (On a worker's single thread, the connection's task has taken in the end of the response,
+/// and is ready for the next request, before the response's reader sees that end.)
 pub struct Body {
     inner: Incoming,
     back: Option<Box<Back>>,
 }
 
 impl Body {
+    /// The response has been read to its end: the connection is kept if the exchange is over
+    /// on its side too. It is not when the request's body is still being written (the server
+    /// answered before reading all of it): such a connection is closed.
     fn give_back(&mut self) {
-        let Some(back) = self.back.take() else {
-            return;
-        };
-        let Back {
-            mut send,
-            key,
-            pool,
-        } = *back;
-        if send.is_ready() {
-            pool.put(key, send);
-        } else if !send.is_closed()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        if let Some(back) = self.back.take()
+            && back.conn.send.is_ready()
         {
-            // The connection's task has not yet taken in the end of the exchange (e.g. the
-            // request's body is still being written): it goes back once it is ready for
-            // another request, if it is within the idle timeout.
-            let timeout = pool.limits.idle_timeout;
-            rt.spawn(async move {
-                if let Ok(Ok(())) = tokio::time::timeout(timeout, send.ready()).await {
-                    pool.put(key, send);
-                }
-            });
+            let Back { conn, key, pool } = *back;
+            pool.put(key, conn);
         }
     }
 }
