@@ -799,12 +799,14 @@ pub fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The records of one audit stream (a file, or what a collector kept): its lines, each of
-/// which must be a JSON record. None yet if the file does not exist.
+/// The records of one audit stream (a file, or what a collector kept): its whole lines, each
+/// of which must be a JSON record (a last line without its newline is still being written).
+/// None yet if the file does not exist.
 pub fn records_in(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{path:?}: {e}: {l}")))
         .collect()
 }
