@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
         let input = Input {
             server: "files",
             action: "tools/call",
-            target: Some("read_file"),
+            target: Some((moat::vocab::Target::Tool, "read_file")),
             arguments: Some(&args),
             principal: &principal,
             source_ip: "10.1.2.3".parse().unwrap(),

@@ -370,7 +370,7 @@ pub fn mint_token(
 }
 
 /// `moat policy test`: the decision for the request described in `file`.
-pub fn policy_test(config: &Config, file: &Path) -> Result<crate::policy::Decision, AppError> {
+pub fn policy_test(config: &Config, file: &Path) -> Result<crate::vocab::Decision, AppError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| AppError::Policy(format!("{}: {e}", file.display())))?;
     let d: crate::policy::explain::Described = serde_json::from_str(&text)

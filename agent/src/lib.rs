@@ -19,3 +19,4 @@ pub mod serve;
 pub mod steer;
 pub mod tls;
 pub mod upstream;
+pub mod vocab;

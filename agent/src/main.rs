@@ -252,7 +252,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 );
             }
             match expect {
-                Some(e) if e != d.effect => Err(AppError::Expectation(format!(
+                Some(e) if e != d.effect.as_str() => Err(AppError::Expectation(format!(
                     "expected {e}, decided {}",
                     d.effect
                 ))),

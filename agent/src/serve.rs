@@ -20,12 +20,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     audit::AuditLog,
     conn_limits::{Limiter, Permit},
-    http::{Conn, Proxy, Site, forward},
+    http::{Proxy, Site, forward},
     idle::Activity,
     listen::canonical,
     steer::identity::Identity,
     tls::ServerTls,
     upstream::Upstream,
+    vocab::Conn,
 };
 
 /// A protected server: how to serve it, and its TLS (None only with `dangerous.plaintext`).

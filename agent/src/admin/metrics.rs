@@ -5,7 +5,11 @@
 //! Every series of a protected server is created when the agent starts, so the proxy only
 //! increments counters it already holds: no lookup, lock or allocation per request (the
 //! latency histogram takes prometheus-client's own short lock).
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, LazyLock},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -41,25 +45,24 @@ pub const NO_METHOD: &str = "none";
 /// The `method` label of any notification.
 pub const NOTIFICATION: &str = "notification";
 
-/// The `method` labels: the two above, then the methods policies name (`other` for any
-/// method not among them), so that clients cannot make new series.
-fn method_labels() -> impl Iterator<Item = &'static str> {
+/// The `method` labels: the two above, then the actions of the methods policies name (`other`
+/// for any method not among them), so that clients cannot make new series.
+static METHOD_LABELS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
     [NO_METHOD, NOTIFICATION]
         .into_iter()
-        .chain(crate::policy::ACTIONS.iter().copied())
+        .chain(crate::vocab::actions().filter(|a| *a != crate::vocab::NOTIFICATION))
+        .collect()
+});
+
+fn method_labels() -> impl Iterator<Item = &'static str> {
+    METHOD_LABELS.iter().copied()
 }
 
 /// The index of a method's label in [`method_labels`].
 fn method_index(method: Option<&str>) -> usize {
-    let actions = crate::policy::ACTIONS;
-    match method {
-        None => 0,
-        Some(m) if m.starts_with("notifications/") => 1,
-        Some(m) => {
-            let other = actions.iter().position(|a| *a == "other").unwrap_or(0);
-            2 + actions.iter().position(|a| *a == m).unwrap_or(other)
-        }
-    }
+    let Some(m) = method else { return 0 };
+    let action = crate::vocab::Method::of(m).action();
+    METHOD_LABELS.iter().position(|l| *l == action).unwrap_or(0)
 }
 
 /// How a token check ended, for `moat_token_validations_total`.

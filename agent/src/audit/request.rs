@@ -15,7 +15,10 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::AuditLog;
-use crate::{admin::ServerMetrics, auth::Principal, policy::Process};
+use crate::{
+    admin::ServerMetrics,
+    vocab::{Decision, Effect, Principal, Process},
+};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -111,19 +114,6 @@ enum Upstream {
     Failed { error: String },
 }
 
-/// What was decided about a request: refused for its credentials or session, or what the
-/// policies decided (and by which).
-#[derive(Serialize)]
-pub struct Decision {
-    pub effect: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub policies: Vec<String>,
-    pub reason: String,
-    /// Shadow mode: a denial that was let through.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub shadow: bool,
-}
-
 #[derive(Serialize)]
 struct Fields {
     request_id: RequestId,
@@ -214,35 +204,20 @@ impl RequestRecord {
 
     /// The request was refused: why, in the record's terms (not necessarily the client's).
     pub fn deny(&mut self, reason: String) {
-        self.fields.decision = Some(Decision {
-            effect: "deny",
-            policies: Vec::new(),
-            reason,
-            shadow: false,
-        });
+        self.fields.decision = Some(Decision::of(Effect::Deny, reason));
     }
 
     /// The request may go on without a policy deciding it (none is configured): why.
     pub fn allow(&mut self, reason: &str) {
         if self.fields.decision.is_none() {
-            self.fields.decision = Some(Decision {
-                effect: "allow",
-                policies: Vec::new(),
-                reason: reason.into(),
-                shadow: false,
-            });
+            self.fields.decision = Some(Decision::of(Effect::Allow, reason));
         }
     }
 
     /// The policies' decision (`shadow`: recorded, not enforced).
-    pub fn decide(&mut self, d: crate::policy::Decision, shadow: bool) {
-        let shadow = shadow && !d.allowed();
-        self.fields.decision = Some(Decision {
-            effect: d.effect,
-            policies: d.policies,
-            reason: d.reason,
-            shadow,
-        });
+    pub fn decide(&mut self, mut d: Decision, shadow: bool) {
+        d.shadow = shadow && !d.allowed();
+        self.fields.decision = Some(d);
     }
 
     /// Notes a tools/call's arguments, redacted.

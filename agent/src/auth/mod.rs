@@ -15,7 +15,6 @@ pub mod upstream;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderValue, Uri, header};
-use serde::Serialize;
 
 use self::{cache::TokenCache, introspect::Introspector};
 pub use self::{
@@ -24,20 +23,7 @@ pub use self::{
     ring_crypto::install as install_crypto,
 };
 use crate::config::{Auth, Issuer};
-
-/// The caller, as its access token names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Principal {
-    pub sub: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    pub iss: String,
-    pub scopes: Vec<String>,
-    /// The token's claims (from the JWT, or the introspection answer), for policies; not
-    /// audited.
-    #[serde(skip)]
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
+pub use crate::vocab::Principal;
 
 /// Why a request's credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,13 +5,13 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::{Conn, Site, error::ProxyError};
+use super::{Site, error::ProxyError};
 use crate::{
     audit::RequestRecord,
-    auth::Principal,
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
-    policy::{Decision, Input, action_of_method},
+    policy::Input,
+    vocab::{Conn, Decision, Denial, HttpAction, Principal, Target},
 };
 
 /// The decision's reason when the server has no policy.
@@ -21,10 +21,12 @@ pub const NO_POLICY: &str = "no policy: every authenticated caller may";
 /// the server's stream, a DELETE of a session).
 pub struct Ask<'a> {
     pub action: &'static str,
+    /// How a denial is answered.
+    pub denial: Denial,
     /// The JSON-RPC method (the action, for an HTTP action).
     pub method: &'a str,
     /// The tool, resource URI or prompt it is about.
-    pub target: Option<&'a str>,
+    pub target: Option<(Target, &'a str)>,
     pub arguments: Option<&'a Value>,
 }
 
@@ -32,21 +34,23 @@ impl<'a> Ask<'a> {
     /// Every message with a method (requests and notifications), in body order.
     pub fn messages(decoded: &'a Decoded) -> impl Iterator<Item = Ask<'a>> {
         decoded.messages.iter().filter_map(|m| {
-            let method = m.method.as_deref()?;
+            let (name, spec) = (m.method.as_deref()?, m.call()?.spec());
             Some(Ask {
-                action: action_of_method(method),
-                method,
-                target: m.target(),
+                action: spec.action,
+                denial: spec.denial(),
+                method: name,
+                target: spec.target().zip(m.target()),
                 arguments: m.arguments.as_ref(),
             })
         })
     }
 
     /// An HTTP action.
-    pub fn http(action: &'static str) -> Self {
+    pub fn http(action: HttpAction) -> Self {
         Ask {
-            action,
-            method: action,
+            action: action.action(),
+            denial: action.denial(),
+            method: action.action(),
             target: None,
             arguments: None,
         }
@@ -78,7 +82,9 @@ pub fn authorize<'a>(
     let mut allowed: Option<Decision> = None;
     for ask in asks {
         let sub = principal.sub.as_str();
-        let rate = site.rates.hit(sub, ask.target.unwrap_or(ask.method), now);
+        let rate = site
+            .rates
+            .hit(sub, ask.target.map_or(ask.method, |(_, t)| t), now);
         if let Some(why) = over_limit(site, sub, rate, now) {
             site.metrics.rate_limited();
             record.deny(format!("rate limit: {why}"));
@@ -110,9 +116,9 @@ pub fn authorize<'a>(
             return Ok(());
         }
         return Err(ProxyError::Denied {
-            action: ask.action,
+            denial: ask.denial,
             method: ask.method.to_string(),
-            target: ask.target.map(str::to_string),
+            target: ask.target.map(|(_, t)| t.to_string()),
             reason,
         });
     }

@@ -7,7 +7,7 @@ use super::body::{ProxyBody, full};
 use crate::{
     auth::AuthError,
     mcp::DecodeError,
-    policy::{SESSION_END, STREAM_OPEN},
+    vocab::{Denial, Target},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +73,8 @@ pub enum ProxyError {
     RateLimited(String),
     #[error("denied by policy: {reason}")]
     Denied {
-        /// The action that was decided.
-        action: &'static str,
+        /// How the method's denial is answered.
+        denial: Denial,
         /// The JSON-RPC method (or the action, for an HTTP action).
         method: String,
         target: Option<String>,
@@ -111,16 +111,12 @@ impl ProxyError {
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Denied { action, .. } => match *action {
-                "tools/call"
-                | "prompts/get"
-                | "resources/read"
-                | "resources/subscribe"
-                | "resources/unsubscribe" => StatusCode::OK,
+            Self::Denied { denial, .. } => match denial {
+                Denial::Unknown(_) => StatusCode::OK,
                 // What a server without a stream, or one that does not let clients end
                 // sessions, answers: clients carry on without them.
-                STREAM_OPEN | SESSION_END => StatusCode::METHOD_NOT_ALLOWED,
-                _ => StatusCode::FORBIDDEN,
+                Denial::NotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                Denial::Forbidden => StatusCode::FORBIDDEN,
             },
         }
     }
@@ -136,10 +132,10 @@ impl ProxyError {
             | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
             Self::Session(_) | Self::RateLimited(_) | Self::TooManyPending => -32001,
-            Self::Denied { action, .. } => match *action {
-                "tools/call" | "prompts/get" => -32602,
-                "resources/read" | "resources/subscribe" | "resources/unsubscribe" => -32002,
-                _ => -32001,
+            Self::Denied { denial, .. } => match denial {
+                Denial::Unknown(Target::Tool | Target::Prompt) => -32602,
+                Denial::Unknown(Target::Resource) => -32002,
+                Denial::Forbidden | Denial::NotAllowed => -32001,
             },
             _ => -32000,
         }
@@ -150,20 +146,18 @@ impl ProxyError {
         let message = match self {
             Self::Session(_) => "Session not found".to_string(),
             Self::Denied {
-                action,
+                denial,
                 method,
                 target,
                 ..
             } => {
                 let t = target.as_deref().unwrap_or_default();
-                match *action {
-                    "tools/call" => format!("Unknown tool: {t}"),
-                    "prompts/get" => format!("Unknown prompt: {t}"),
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                        format!("Resource not found: {t}")
-                    }
-                    STREAM_OPEN | SESSION_END => "Method not allowed".to_string(),
-                    _ => format!("Forbidden: {method}"),
+                match denial {
+                    Denial::Unknown(Target::Tool) => format!("Unknown tool: {t}"),
+                    Denial::Unknown(Target::Prompt) => format!("Unknown prompt: {t}"),
+                    Denial::Unknown(Target::Resource) => format!("Resource not found: {t}"),
+                    Denial::NotAllowed => "Method not allowed".to_string(),
+                    Denial::Forbidden => format!("Forbidden: {method}"),
                 }
             }
             Self::Auth {
@@ -197,9 +191,10 @@ impl ProxyError {
         }
         let allow = match self {
             Self::MethodNotAllowed(_) => Some("GET, POST, DELETE"),
-            Self::Denied { action, .. } if matches!(*action, STREAM_OPEN | SESSION_END) => {
-                Some("POST")
-            }
+            Self::Denied {
+                denial: Denial::NotAllowed,
+                ..
+            } => Some("POST"),
             _ => None,
         };
         if let Some(allow) = allow {

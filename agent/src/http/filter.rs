@@ -9,48 +9,13 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::body::Reader;
+pub use crate::vocab::List;
 use crate::{
     audit::RequestRecord,
-    auth::Principal,
     mcp::{self, SseParser},
-    policy::{Engine, Input, Process},
+    policy::{Engine, Input},
+    vocab::{Principal, Process},
 };
-
-/// Which list, and how its entries are decided.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum List {
-    Tools,
-    Resources,
-    Prompts,
-}
-
-impl List {
-    pub fn of_method(method: &str) -> Option<Self> {
-        match method {
-            "tools/list" => Some(Self::Tools),
-            "resources/list" => Some(Self::Resources),
-            "prompts/list" => Some(Self::Prompts),
-            _ => None,
-        }
-    }
-
-    pub fn method(self) -> &'static str {
-        match self {
-            Self::Tools => "tools/list",
-            Self::Resources => "resources/list",
-            Self::Prompts => "prompts/list",
-        }
-    }
-
-    /// The result's array, the entry's name key, and the call it stands for.
-    fn parts(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Self::Tools => ("tools", "name", "tools/call"),
-            Self::Resources => ("resources", "uri", "resources/read"),
-            Self::Prompts => ("prompts", "name", "prompts/get"),
-        }
-    }
-}
 
 /// Who is listing, to decide each entry for.
 pub struct Lister {
@@ -66,12 +31,11 @@ pub struct Lister {
 
 impl Lister {
     fn may(&self, name: &str) -> bool {
-        let (_, _, call) = self.list.parts();
         self.engine
             .decide(&Input {
                 server: &self.server,
-                action: call,
-                target: Some(name),
+                action: self.list.entry().action(),
+                target: Some((self.list.target(), name)),
                 arguments: None,
                 principal: &self.principal,
                 source_ip: self.source_ip,
@@ -87,7 +51,7 @@ impl Lister {
 
     /// Removes the entries the caller may not use from a result message; true if it changed.
     pub fn filter(&self, message: &mut Value) -> bool {
-        let (array, key, _) = self.list.parts();
+        let (array, key) = (self.list.array(), self.list.target().param());
         let Some(entries) = message
             .get_mut("result")
             .and_then(|r| r.get_mut(array))
@@ -124,7 +88,7 @@ pub fn read_whole(
     record: &mut RequestRecord,
 ) -> Result<Bytes, String> {
     let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the {} result is not JSON: {e}", list.method()))?;
+        .map_err(|e| format!("the {} result is not JSON: {e}", list.method().spec().name))?;
     Ok(match read_noted(list, lister, &mut v, record) {
         true => Bytes::from(v.to_string()),
         false => Bytes::copy_from_slice(body),
@@ -195,7 +159,7 @@ impl Reader for ListStream {
             let mut v: Value = serde_json::from_str(&event.data).map_err(|e| {
                 format!(
                     "an event of the {} result is not JSON: {e}",
-                    self.list.method()
+                    self.list.method().spec().name
                 )
             })?;
             let answer = v.get("method").is_none() && v.get("id").is_some();

@@ -14,7 +14,7 @@ pub mod respond;
 #[cfg(test)]
 mod tests;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, header};
@@ -43,9 +43,10 @@ use crate::{
     config::Server,
     idle::InFlight,
     mcp::{self, Kind},
-    policy::{Live, Process, Rates, SESSION_END, STREAM_OPEN},
+    policy::{Live, Rates},
     steer::identity::Identity,
     upstream::pool::{self, Pool},
+    vocab::{Conn, HttpAction},
 };
 
 /// One protected server, as the proxy serves it.
@@ -106,17 +107,6 @@ pub struct Proxy {
     pub audit: AuditLog,
     /// Names the local process behind a connection (None if the kernel program is missing).
     pub identity: Option<Arc<Identity>>,
-}
-
-/// Who is asking, from the connection.
-#[derive(Clone, Debug)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub dst: SocketAddr,
-    /// The TLS version, e.g. `TLSv1_3`; None for plaintext.
-    pub tls: Option<Arc<str>>,
-    /// The local process that opened it, when it came from this host.
-    pub process: Option<Arc<Process>>,
 }
 
 impl Proxy {
@@ -290,7 +280,7 @@ impl Proxy {
             list = d
                 .messages
                 .iter()
-                .find_map(|m| m.method.as_deref().and_then(List::of_method));
+                .find_map(|m| m.call().and_then(|c| c.list()));
             let body = d.body.clone();
             decoded = Some(d);
             body
@@ -308,9 +298,9 @@ impl Proxy {
             }
             if let Some(p) = &principal {
                 let action = if parts.method == Method::DELETE {
-                    SESSION_END
+                    HttpAction::SessionEnd
                 } else {
-                    STREAM_OPEN
+                    HttpAction::StreamOpen
                 };
                 authorize::authorize(site, conn, p, session, [Ask::http(action)], record)?;
             }
@@ -324,7 +314,7 @@ impl Proxy {
                     .iter()
                     .filter(|m| m.kind == Kind::Request)
                     .filter_map(|m| {
-                        let l = m.method.as_deref().and_then(List::of_method);
+                        let l = m.call().and_then(|c| c.list());
                         Some((m.id.as_ref()?, l.map(|l| (l, lister(l)))))
                     })
                     .collect::<Vec<_>>();

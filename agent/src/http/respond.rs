@@ -86,7 +86,7 @@ pub async fn answer(
         // The result comes on the stream: a list's record waits for it there.
         let list_id = messages
             .iter()
-            .find(|m| m.method.as_deref().and_then(List::of_method).is_some())
+            .find(|m| m.call().and_then(|c| c.list()).is_some())
             .and_then(|m| m.id.clone());
         let on_end =
             list_id.map(|id| -> OnEnd { Box::new(move |record| legacy.park(&id, record)) });
@@ -128,7 +128,7 @@ pub async fn answer(
         }
         other => Err(ProxyError::UpstreamUnreadable(format!(
             "a {} result of content type {}",
-            list.method(),
+            list.method().spec().name,
             other.unwrap_or("(none)")
         ))),
     }

@@ -2,7 +2,7 @@
 use serde_json::{Map, Value};
 
 use super::{
-    Limits, Revision,
+    Limits, Method, Param, Revision, Target,
     error::{DecodeError, excerpt},
     strict::{self, StrictError},
 };
@@ -41,6 +41,11 @@ pub struct Message {
 }
 
 impl Message {
+    /// The method, as the table knows it (None for a response).
+    pub fn call(&self) -> Option<Method> {
+        self.method.as_deref().map(Method::of)
+    }
+
     /// What the method is about: the tool, resource URI or prompt name.
     pub fn target(&self) -> Option<&str> {
         self.tool
@@ -167,7 +172,7 @@ fn message(value: &mut Value) -> Result<Message, DecodeError> {
             };
             // A request method sent without an id would reach the server undecided by the
             // rules for that method: every notification must be one.
-            if kind == Kind::Notification && !is_notification_method(&method) {
+            if kind == Kind::Notification && !Method::of(&method).is_notification() {
                 return Err(invalid_request(
                     None,
                     format!(
@@ -204,11 +209,6 @@ fn message(value: &mut Value) -> Result<Message, DecodeError> {
     }
 }
 
-/// Notification methods: `notifications/...` (every one the spec defines, in both directions).
-pub fn is_notification_method(method: &str) -> bool {
-    method.starts_with("notifications/")
-}
-
 fn check_response(object: &Map<String, Value>) -> Result<(), DecodeError> {
     let reason = match (object.get("result"), object.get("error")) {
         (Some(_), Some(_)) => "a response has a result or an error, not both",
@@ -227,25 +227,24 @@ fn check_response(object: &Map<String, Value>) -> Result<(), DecodeError> {
     Err(invalid_request(None, reason))
 }
 
-/// Fills in the fields of the methods the proxy decides on.
+/// Fills in the fields of the methods the proxy decides on: what the method's row says it
+/// names, and the few other params Moat reads.
 fn read_params(
     msg: &mut Message,
     method: &str,
     params: Option<&mut Map<String, Value>>,
 ) -> Result<(), DecodeError> {
-    let (key, what) = match method {
-        "tools/call" => ("name", "tool"),
-        "prompts/get" => ("name", "prompt"),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => ("uri", "resource"),
-        "initialize" => ("protocolVersion", "protocol version"),
-        "notifications/cancelled" => {
+    let (key, what, target) = match Method::of(method).spec().param {
+        Param::Target(t) => (t.param(), t.noun(), Some(t)),
+        Param::ProtocolVersion => ("protocolVersion", "protocol version", None),
+        Param::Cancels => {
             msg.cancels = params
                 .and_then(|p| p.get("requestId"))
                 .filter(|id| valid_id(id))
                 .cloned();
             return Ok(());
         }
-        _ => return Ok(()),
+        Param::None => return Ok(()),
     };
     let Some(params) = params else {
         return Err(invalid_params(
@@ -259,29 +258,29 @@ fn read_params(
             format!("{method}: the {what} (params.{key}) must be a string"),
         ));
     };
-    if key == "uri" {
+    if target == Some(Target::Resource) {
         // Decided, and forwarded, in the spelling the server acts on.
         *value = super::uri::normalise(value)
             .map_err(|e| invalid_params(msg.id.clone(), format!("{method}: {e}")))?;
     }
     let value = value.clone();
-    match method {
-        "tools/call" => {
+    match target {
+        Some(Target::Tool) => {
             msg.arguments = match params.get("arguments") {
                 None => None,
                 Some(arguments @ Value::Object(_)) => Some(arguments.clone()),
                 Some(_) => {
                     return Err(invalid_params(
                         msg.id.clone(),
-                        "tools/call: params.arguments must be an object",
+                        format!("{method}: params.arguments must be an object"),
                     ));
                 }
             };
             msg.tool = Some(value);
         }
-        "prompts/get" => msg.prompt = Some(value),
-        "initialize" => msg.protocol_version = Some(value),
-        _ => msg.resource = Some(value),
+        Some(Target::Prompt) => msg.prompt = Some(value),
+        Some(Target::Resource) => msg.resource = Some(value),
+        None => msg.protocol_version = Some(value),
     }
     Ok(())
 }

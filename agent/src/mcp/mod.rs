@@ -20,7 +20,9 @@ use std::fmt;
 
 pub use error::{DecodeError, error_body};
 pub use headers::{check_headers, encode_value};
-pub use jsonrpc::{Decoded, Kind, Message, decode, is_notification_method, tool_names};
+pub use jsonrpc::{Decoded, Kind, Message, decode, tool_names};
+
+use crate::vocab::{Method, Param, Target};
 pub use sse::{SseBlock, SseError, SseEvent, SseParser};
 
 /// Which revision's rules apply to a POST body.

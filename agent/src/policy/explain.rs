@@ -5,8 +5,8 @@ use std::{net::IpAddr, time::SystemTime};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Decision, Engine, Input, Process};
-use crate::auth::Principal;
+use super::{Engine, Input};
+use crate::vocab::{Decision, HttpAction, Method, Principal, Process};
 
 /// A request as `moat policy test --request FILE` reads it (JSON).
 #[derive(Deserialize)]
@@ -66,11 +66,15 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
     Ok(engine.decide(&Input {
         server,
         action: match d.method.as_str() {
-            "GET" => super::STREAM_OPEN,
-            "DELETE" => super::SESSION_END,
-            m => super::action_of_method(m),
+            "GET" => HttpAction::StreamOpen.action(),
+            "DELETE" => HttpAction::SessionEnd.action(),
+            m => Method::of(m).action(),
         },
-        target: d.name.as_deref(),
+        // A method that names something is decided on it (on "" when the request names
+        // nothing, as a request without it would be refused).
+        target: Method::of(&d.method)
+            .target()
+            .map(|kind| (kind, d.name.as_deref().unwrap_or(""))),
         arguments: d.arguments.as_ref(),
         principal: &principal,
         source_ip: d.source_ip,

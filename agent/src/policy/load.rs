@@ -16,7 +16,7 @@ pub fn load(config: &Policy) -> Result<Engine, String> {
         Schema::from_cedarschema_str(SCHEMA).map_err(|e| format!("the built-in schema: {e}"))?;
     let policies = parse(&path, &text, &schema)?;
     Ok(Engine {
-        index: super::index::Index::new(&policies, super::ACTIONS)?,
+        index: super::index::Index::new(&policies, &super::actions())?,
         mode: config.mode,
         groups_claim: config.groups_claim.clone(),
         claims: config.claims.clone(),

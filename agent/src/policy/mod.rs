@@ -19,7 +19,6 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, Request, RestrictedExpression,
 };
-use serde::Serialize;
 use serde_json::Value;
 
 pub use self::{
@@ -27,54 +26,17 @@ pub use self::{
     load::load,
     rate::Rates,
 };
-use crate::{auth::Principal, config::PolicyMode};
+use crate::{
+    config::PolicyMode,
+    vocab::{self, Decision, Effect, Principal, Process, Target},
+};
 
 /// The schema policies are written against (also published as `config/moat.cedarschema`).
 pub const SCHEMA: &str = include_str!("../../../config/moat.cedarschema");
 
-/// The actions: one per method that has its own, and `other` for any other request.
-pub const ACTIONS: &[&str] = &[
-    "other",
-    "initialize",
-    "ping",
-    "tools/list",
-    "tools/call",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "subscriptions/listen",
-    NOTIFICATION,
-    STREAM_OPEN,
-    SESSION_END,
-];
-
-/// The action deciding every notification a client sends.
-pub const NOTIFICATION: &str = "notification";
-/// The action deciding an HTTP GET of the server's event stream (Streamable HTTP or legacy).
-pub const STREAM_OPEN: &str = "stream/open";
-/// The action deciding an HTTP DELETE that ends a session.
-pub const SESSION_END: &str = "session/end";
-
-/// The action that decides a JSON-RPC message with `method`: its own, `notification` for every
-/// notification, `other` for any other method (never one of the HTTP actions, whatever the
-/// method is called).
-pub fn action_of_method(method: &str) -> &'static str {
-    if crate::mcp::is_notification_method(method) {
-        return NOTIFICATION;
-    }
-    match ACTIONS
-        .iter()
-        .find(|a| **a == method && !matches!(**a, NOTIFICATION | STREAM_OPEN | SESSION_END))
-    {
-        Some(a) => a,
-        None => "other",
-    }
+/// Every action of the schema, from the method table.
+pub fn actions() -> Vec<&'static str> {
+    vocab::actions().collect()
 }
 
 /// One server's policies.
@@ -89,25 +51,13 @@ pub struct Engine {
     pub source_sha256: String,
 }
 
-/// The local process behind a connection from this host.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Process {
-    pub pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub comm: String,
-    /// The cgroup v2 id (the inode of its cgroup directory).
-    #[serde(default)]
-    pub cgroup_id: u64,
-}
-
 /// What is asked, by whom, from where.
 pub struct Input<'a> {
     pub server: &'a str,
-    /// The action: [`action_of_method`] for a JSON-RPC message, or an HTTP action.
+    /// The action: a method's (see [`vocab::Method::action`]), or an HTTP action's.
     pub action: &'static str,
     /// The tool, resource URI or prompt name the method is about.
-    pub target: Option<&'a str>,
+    pub target: Option<(Target, &'a str)>,
     pub arguments: Option<&'a Value>,
     pub principal: &'a Principal,
     pub source_ip: IpAddr,
@@ -121,30 +71,14 @@ pub struct Input<'a> {
     pub listing: bool,
 }
 
-/// A decision and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Decision {
-    pub effect: &'static str,
-    /// The ids of the policies that decided it (`@id` annotations, else `policyN`).
-    pub policies: Vec<String>,
-    pub reason: String,
-}
-
-impl Decision {
-    pub fn allowed(&self) -> bool {
-        self.effect == "allow"
-    }
-}
-
 impl Engine {
     pub fn decide(&self, input: &Input<'_>) -> Decision {
         match self.evaluate(input) {
             Ok(d) => d,
-            Err(e) => Decision {
-                effect: "deny",
-                policies: Vec::new(),
-                reason: format!("the request could not be evaluated: {e}"),
-            },
+            Err(e) => Decision::of(
+                Effect::Deny,
+                format!("the request could not be evaluated: {e}"),
+            ),
         }
     }
 
@@ -183,10 +117,9 @@ impl Engine {
         );
         let client = uid("Client", p.client_id.as_deref().unwrap_or(""))?;
 
-        let target = input.target.unwrap_or("");
-        let resource = match action_name {
-            "tools/call" => {
-                let tool = uid("Tool", target)?;
+        let resource = match input.target {
+            Some((Target::Tool, name)) => {
+                let tool = uid(Target::Tool.entity(), name)?;
                 let args: Vec<(String, RestrictedExpression)> = match input.arguments {
                     Some(Value::Object(m)) => m
                         .iter()
@@ -196,7 +129,7 @@ impl Engine {
                 };
                 let name = [(
                     "name".to_string(),
-                    RestrictedExpression::new_string(target.into()),
+                    RestrictedExpression::new_string(name.into()),
                 )];
                 entities.push(
                     Entity::new_with_tags(tool.clone(), name, [server.clone()], args)
@@ -204,17 +137,12 @@ impl Engine {
                 );
                 tool
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                let r = uid("Resource", target)?;
-                entities.push(with_attr(&r, "uri", target, &server)?);
+            Some((kind @ (Target::Resource | Target::Prompt), name)) => {
+                let r = uid(kind.entity(), name)?;
+                entities.push(with_attr(&r, kind.param(), name, &server)?);
                 r
             }
-            "prompts/get" => {
-                let r = uid("Prompt", target)?;
-                entities.push(with_attr(&r, "name", target, &server)?);
-                r
-            }
-            _ => server.clone(),
+            None => server.clone(),
         };
 
         let secs = input
@@ -287,9 +215,10 @@ impl Engine {
             ),
         };
         Ok(Decision {
-            effect: if allow { "allow" } else { "deny" },
+            effect: if allow { Effect::Allow } else { Effect::Deny },
             policies,
             reason,
+            shadow: false,
         })
     }
 }

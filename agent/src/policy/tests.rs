@@ -7,7 +7,10 @@ use std::{
 use serde_json::json;
 
 use super::*;
-use crate::config::{Policy, PolicyMode};
+use crate::{
+    config::{Policy, PolicyMode},
+    vocab::Method,
+};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,8 +73,8 @@ impl Default for Ask<'_> {
 fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
     e.decide(&Input {
         server: "files",
-        action: super::action_of_method(a.method),
-        target: a.target,
+        action: Method::of(a.method).action(),
+        target: Method::of(a.method).target().zip(a.target),
         arguments: a.args.as_ref(),
         principal: p,
         source_ip: a.ip.parse().unwrap(),
@@ -322,19 +325,29 @@ fn bad_policies_are_located() {
 }
 
 #[test]
-fn json_rpc_methods_never_take_an_http_action_or_the_notification_action() {
-    use super::{NOTIFICATION, SESSION_END, STREAM_OPEN, action_of_method};
-    for m in [
-        STREAM_OPEN,
-        SESSION_END,
-        NOTIFICATION,
-        "other",
-        "made/up",
-        "GET",
-    ] {
-        assert_eq!(action_of_method(m), "other", "{m}");
+fn the_method_table_and_the_schema_name_the_same_actions() {
+    let (schema, _) = cedar_policy::Schema::from_cedarschema_str(super::SCHEMA).unwrap();
+    let mut in_schema: Vec<String> = schema
+        .actions()
+        .map(|a| a.id().unescaped().to_string())
+        .collect();
+    let mut in_table: Vec<String> = super::actions().iter().map(|a| a.to_string()).collect();
+    in_schema.sort();
+    in_table.sort();
+    assert_eq!(in_schema, in_table);
+    // And each method's resource is what its row names.
+    for spec in crate::vocab::METHODS {
+        let action: cedar_policy::EntityUid = format!("Action::{:?}", spec.action).parse().unwrap();
+        let resources: Vec<String> = schema
+            .resources_for_action(&action)
+            .unwrap()
+            .map(|t| t.to_string())
+            .collect();
+        let expected = spec.target().map_or("Server", |t| t.entity());
+        if spec.action == crate::vocab::NOTIFICATION {
+            assert_eq!(resources, ["Server"]);
+        } else {
+            assert_eq!(resources, [expected], "{}", spec.name);
+        }
     }
-    assert_eq!(action_of_method("notifications/initialized"), NOTIFICATION);
-    assert_eq!(action_of_method("notifications/anything"), NOTIFICATION);
-    assert_eq!(action_of_method("tools/call"), "tools/call");
 }

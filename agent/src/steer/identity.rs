@@ -10,7 +10,7 @@ use agent_common::{ConnKey, ConnProcess, MAP_CONNS};
 use aya::maps::{HashMap, Map, MapData};
 
 use super::pin_file;
-use crate::policy::Process;
+use crate::vocab::Process;
 
 pub struct Identity {
     conns: Mutex<HashMap<MapData, ConnKey, ConnProcess>>,
