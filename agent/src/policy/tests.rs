@@ -351,3 +351,37 @@ fn the_method_table_and_the_schema_name_the_same_actions() {
         }
     }
 }
+
+#[test]
+fn each_task_method_is_decided_by_its_own_action() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-tasks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tasks.cedar");
+    std::fs::write(
+        &file,
+        r#"permit(principal, action in [Action::"tasks/get", Action::"tasks/result"], resource);"#,
+    )
+    .unwrap();
+    let e = load(&Policy {
+        file,
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: Vec::new(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ask = |method| {
+        decide(
+            &e,
+            &alice(&[]),
+            Ask {
+                method,
+                target: None,
+                ..Ask::default()
+            },
+        )
+        .allowed()
+    };
+    assert!(ask("tasks/get") && ask("tasks/result"));
+    assert!(!ask("tasks/cancel") && !ask("tasks/list") && !ask("tasks/delete"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -184,6 +184,10 @@ methods! {
     CompletionComplete      = "completion/complete",      "completion/complete",      Param::None,                None;
     LoggingSetLevel         = "logging/setLevel",         "logging/setLevel",         Param::None,                None;
     SubscriptionsListen     = "subscriptions/listen",     "subscriptions/listen",     Param::None,                None;
+    TasksGet                = "tasks/get",                "tasks/get",                Param::None,                None;
+    TasksResult             = "tasks/result",             "tasks/result",             Param::None,                None;
+    TasksList               = "tasks/list",               "tasks/list",               Param::None,                None;
+    TasksCancel             = "tasks/cancel",             "tasks/cancel",             Param::None,                None;
     NotificationsCancelled  = "notifications/cancelled",  NOTIFICATION,               Cancels,                    None;
 }
 
