@@ -214,9 +214,8 @@ impl RequestRecord {
         }
     }
 
-    /// The policies' decision (`shadow`: recorded, not enforced).
-    pub fn decide(&mut self, mut d: Decision, shadow: bool) {
-        d.shadow = shadow && !d.allowed();
+    /// What was decided (a denial in shadow mode was recorded, not enforced).
+    pub fn decide(&mut self, d: Decision) {
         self.fields.decision = Some(d);
     }
 

@@ -1,10 +1,55 @@
-//! Admission: is this request for this server at all? Host (DNS rebinding), Origin, path.
+//! Admission: is this request for this server at all? Host (DNS rebinding), the documents
+//! Moat serves itself, Origin, the route, and the header fields Moat reads.
 use std::net::IpAddr;
 
 use http::{HeaderMap, Method, Uri, header};
 
-use super::error::ProxyError;
+use super::{
+    Site,
+    error::ProxyError,
+    fields::Fields,
+    flow::{Flow, Stop},
+    legacy, local,
+};
 use crate::config::{Server, server_url_authority};
+
+/// A request for this server: where it goes and its checked header fields.
+pub struct Admitted {
+    pub route: Route,
+    /// The path (and query) the upstream request goes to: what was routed.
+    pub target: String,
+    pub fields: Fields,
+}
+
+/// Admits a request's head, or stops it: refused, or answered with a document Moat serves.
+pub fn admit(site: &Site, parts: &http::request::Parts) -> Flow<Admitted> {
+    let server = &site.server;
+    check_host(server, &parts.uri, &parts.headers)?;
+    if let Some(resp) = local::answer(site, parts) {
+        return Err(Stop::Serve(Box::new(resp)));
+    }
+    check_origin(server, &parts.headers)?;
+    let route = route(server, &parts.method, &parts.uri, |t| {
+        site.legacy.is_live(t)
+    })?;
+    let target = match route {
+        Route::Streamable => server.endpoint.clone(),
+        Route::LegacyStream | Route::LegacyMessage => parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
+    };
+    let mut fields = Fields::read(&parts.headers)?;
+    if route == Route::LegacyMessage {
+        // The session of a legacy message is the one its URL names.
+        fields.session = legacy::session_of(&target).map(str::to_string);
+    }
+    Ok(Admitted {
+        route,
+        target,
+        fields,
+    })
+}
 
 /// What a request is, by path and method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

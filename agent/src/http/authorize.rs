@@ -5,17 +5,45 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::{Site, error::ProxyError};
+use super::{Site, decode::Asked, error::ProxyError};
 use crate::{
-    audit::RequestRecord,
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
     policy::Input,
-    vocab::{Conn, Decision, Denial, HttpAction, Principal, Target},
+    vocab::{Conn, Decision, Denial, Effect, HttpAction, Principal, Target},
 };
 
 /// The decision's reason when the server has no policy.
 pub const NO_POLICY: &str = "no policy: every authenticated caller may";
+/// The decision's reason when the server has no authentication.
+pub const UNAUTHENTICATED: &str =
+    "the server is unauthenticated (dangerous.unauthenticated): anyone may";
+
+/// A request the policies let through, with the decision that did. Only [`authorize`] makes
+/// one, and only a permitted request can be forwarded.
+pub struct Permitted<T> {
+    inner: T,
+    decision: Decision,
+}
+
+impl<T> Permitted<T> {
+    pub fn get(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// A request taken as permitted, for tests of what comes after the decision.
+    #[cfg(test)]
+    pub fn assume(inner: T) -> Self {
+        Self {
+            inner,
+            decision: Decision::of(Effect::Allow, "assumed by a test"),
+        }
+    }
+}
 
 /// One thing decided: a JSON-RPC message with a method, or the HTTP request itself (a GET of
 /// the server's stream, a DELETE of a session).
@@ -57,23 +85,45 @@ impl<'a> Ask<'a> {
     }
 }
 
-/// Counts and decides each ask; the first one over a limit or denied refuses the whole request
-/// (a denial in shadow mode is only recorded). The record gets the deciding decision.
+/// Decides what `asked` asks for `principal` (None: the server has no authentication, and
+/// anyone may).
 pub fn authorize<'a>(
+    site: &Site,
+    conn: &Conn,
+    principal: Option<&Principal>,
+    session: Option<&str>,
+    asked: &'a Asked,
+) -> Result<Permitted<&'a Asked>, ProxyError> {
+    let Some(principal) = principal else {
+        return Ok(Permitted {
+            inner: asked,
+            decision: Decision::of(Effect::Allow, UNAUTHENTICATED),
+        });
+    };
+    let decision = match asked {
+        Asked::Messages(d) => decide(site, conn, principal, session, Ask::messages(d)),
+        Asked::Http(a) => decide(site, conn, principal, session, [Ask::http(*a)]),
+    }?;
+    Ok(Permitted {
+        inner: asked,
+        decision,
+    })
+}
+
+/// Counts and decides each ask; the first one over a limit or denied refuses the whole request
+/// (a denial in shadow mode is only recorded, and decides). Gives the deciding decision.
+fn decide<'a>(
     site: &Site,
     conn: &Conn,
     principal: &Principal,
     session: Option<&str>,
     asks: impl IntoIterator<Item = Ask<'a>>,
-    record: &mut RequestRecord,
-) -> Result<(), ProxyError> {
+) -> Result<Decision, ProxyError> {
     let limits = site.server.rate_limits;
     let engine = site.policy.as_ref().map(|live| live.current());
-    if engine.is_none() {
-        record.allow(NO_POLICY);
-        if limits == RateLimits::default() {
-            return Ok(());
-        }
+    let no_policy = || Decision::of(Effect::Allow, NO_POLICY);
+    if engine.is_none() && limits == RateLimits::default() {
+        return Ok(no_policy());
     }
     let now = SystemTime::now();
     let shadow = engine
@@ -87,7 +137,6 @@ pub fn authorize<'a>(
             .hit(sub, ask.target.map_or(ask.method, |(_, t)| t), now);
         if let Some(why) = over_limit(site, sub, rate, now) {
             site.metrics.rate_limited();
-            record.deny(format!("rate limit: {why}"));
             return Err(ProxyError::RateLimited(why));
         }
         let Some(engine) = &engine else { continue };
@@ -110,22 +159,24 @@ pub fn authorize<'a>(
             allowed.get_or_insert(d);
             continue;
         }
-        let reason = d.reason.clone();
-        record.decide(d, shadow);
         if shadow {
-            return Ok(());
+            return Ok(Decision { shadow: true, ..d });
         }
         return Err(ProxyError::Denied {
             denial: ask.denial,
             method: ask.method.to_string(),
             target: ask.target.map(|(_, t)| t.to_string()),
-            reason,
+            decision: d,
         });
     }
-    if let Some(d) = allowed {
-        record.decide(d, shadow);
-    }
-    Ok(())
+    Ok(allowed.unwrap_or_else(|| match engine {
+        None => no_policy(),
+        // A body of responses only (to the server's own requests) asks nothing.
+        Some(_) => Decision::of(
+            Effect::Allow,
+            "nothing to decide: responses to the server's requests",
+        ),
+    }))
 }
 
 /// Which limit this request goes over, counting it for the principal and the server (its

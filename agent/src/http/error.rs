@@ -7,7 +7,7 @@ use super::body::{ProxyBody, full};
 use crate::{
     auth::AuthError,
     mcp::DecodeError,
-    vocab::{Denial, Target},
+    vocab::{Decision, Denial, Target},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +71,15 @@ pub enum ProxyError {
     AuditUnavailable,
     #[error("rate limit: {0}")]
     RateLimited(String),
-    #[error("denied by policy: {reason}")]
+    #[error("denied by policy: {}", decision.reason)]
     Denied {
         /// How the method's denial is answered.
         denial: Denial,
         /// The JSON-RPC method (or the action, for an HTTP action).
         method: String,
         target: Option<String>,
-        reason: String,
+        /// What the policies decided, and why.
+        decision: Decision,
     },
 }
 

@@ -3,10 +3,11 @@
 //! response's hop-by-hop headers.
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
 
-use super::{body::ProxyBody, error::ProxyError, fields::Fields};
+use super::{
+    authorize::Permitted, body::ProxyBody, decode::Asked, error::ProxyError, fields::Fields,
+};
 use crate::upstream::{
     Upstream,
     pool::{self, Key, Pool},
@@ -46,7 +47,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// What the upstream request is built from: what Moat routed and decided, never the client's
 /// request itself.
 pub struct Outgoing<'a> {
-    pub method: &'a Method,
+    /// What was asked, and permitted: the method and body.
+    pub asked: &'a Permitted<&'a Asked>,
     /// The path (and query) Moat routed: the endpoint, or a message URL of a legacy stream.
     pub target: &'a str,
     /// The header fields Moat read and checked.
@@ -62,7 +64,8 @@ pub struct Outgoing<'a> {
 /// the MCP headers, trace context, Host and Origin naming the upstream (servers bound to
 /// loopback check them) and Moat's own credential. Framing, connection and credential headers
 /// from the client never go upstream; the upstream is asked for unencoded responses.
-pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr, body: Bytes) -> Request<ProxyBody> {
+pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr) -> Request<ProxyBody> {
+    let (method, body) = (out.asked.get().method(), out.asked.get().body());
     let authority = addr.to_string();
     let uri: Uri = format!("http://{authority}{}", out.target)
         .parse()
@@ -97,7 +100,7 @@ pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr, body: Bytes) -> Re
             put(name, v);
         }
     }
-    if *out.method == Method::POST {
+    if method == Method::POST {
         put(header::CONTENT_TYPE, "application/json");
         put(header::CONTENT_LENGTH, &body.len().to_string());
     }
@@ -105,7 +108,7 @@ pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr, body: Bytes) -> Re
         h.insert(name.clone(), value.clone());
     }
     let mut req = Request::new(super::body::full(body));
-    *req.method_mut() = out.method.clone();
+    *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = h;
     req
@@ -146,6 +149,13 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
+    use crate::mcp::{self, Limits, Revision};
+
+    fn post(body: &str) -> Asked {
+        Asked::Messages(
+            mcp::decode(body.as_bytes(), Revision::V2025_03_26, &Limits::default()).unwrap(),
+        )
+    }
 
     #[tokio::test]
     async fn the_upstream_request_is_built_from_the_checked_fields_only() {
@@ -155,14 +165,16 @@ mod tests {
             accept: Some("application/json, text/event-stream".into()),
             ..Fields::default()
         };
+        let asked = post(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        let permitted = Permitted::assume(&asked);
         let out = Outgoing {
-            method: &Method::POST,
+            asked: &permitted,
             target: "/mcp",
             fields: &fields,
             origin: true,
             credential: Some((header::AUTHORIZATION, HeaderValue::from_static("Bearer up"))),
         };
-        let up = upstream_request(&out, "127.0.0.1:9000".parse().unwrap(), "{}".into());
+        let up = upstream_request(&out, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(up.uri(), "http://127.0.0.1:9000/mcp");
         let h = up.headers();
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
@@ -185,18 +197,21 @@ mod tests {
         assert_eq!(h["origin"], "http://127.0.0.1:9000");
         assert_eq!(h["authorization"], "Bearer up");
         assert_eq!(h["accept-encoding"], "identity");
-        assert_eq!(h["content-length"], "2");
+        let sent = asked.body();
+        assert_eq!(h["content-length"], sent.len().to_string());
         assert_eq!(h["content-type"], "application/json");
-        assert_eq!(up.into_body().collect().await.unwrap().to_bytes(), "{}");
+        assert_eq!(up.into_body().collect().await.unwrap().to_bytes(), sent);
 
+        let stream = Asked::Http(crate::vocab::HttpAction::StreamOpen);
+        let permitted = Permitted::assume(&stream);
         let get = Outgoing {
-            method: &Method::GET,
+            asked: &permitted,
             target: "/mcp",
             fields: &Fields::default(),
             origin: false,
             credential: None,
         };
-        let up = upstream_request(&get, "127.0.0.1:9000".parse().unwrap(), Bytes::new());
+        let up = upstream_request(&get, "127.0.0.1:9000".parse().unwrap());
         let mut names: Vec<&str> = up.headers().keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(

@@ -14,18 +14,12 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use http::Response;
-
 use super::{
-    body::{ProxyBody, Reader, full},
+    body::Reader,
     error::ProxyError,
     filter::{self, List, Lister},
 };
-use crate::{
-    audit::RequestRecord,
-    auth::sessions::Owner,
-    mcp::{Decoded, Kind, SseParser},
-};
+use crate::{audit::RequestRecord, auth::sessions::Owner, mcp::SseParser};
 
 /// The largest event read on a stream.
 const MAX_EVENT: usize = filter::MAX;
@@ -165,35 +159,11 @@ impl Session {
         }
     }
 
-    /// A denied (or rate-limited) message is answered where legacy clients read answers:
-    /// accepted (202), with the error as an event on this stream for each request of the
-    /// message. None if the stream cannot take them (the error is then the answer).
-    pub fn refuse(
-        &self,
-        d: &Decoded,
-        e: &ProxyError,
-        record: &mut RequestRecord,
-    ) -> Option<Response<ProxyBody>> {
-        if !matches!(e, ProxyError::Denied { .. } | ProxyError::RateLimited(_)) {
-            return None;
-        }
-        let ids = d
-            .messages
-            .iter()
-            .filter(|m| m.kind == Kind::Request)
-            .filter_map(|m| m.id.as_ref());
-        for id in ids {
-            let event = format!("event: message\ndata: {}\n\n", e.response_body(Some(id)));
-            if self.added.try_send(event.into()).is_err() {
-                return None;
-            }
-        }
-        let resp = Response::builder()
-            .status(http::StatusCode::ACCEPTED)
-            .body(full(Bytes::new()))
-            .ok()?;
-        record.fail(202, &e.to_string());
-        Some(resp)
+    /// Sends Moat's own answer (a JSON-RPC message) as an event on this session's stream;
+    /// false when the stream cannot take it.
+    pub fn send(&self, message: &Value) -> bool {
+        let event = format!("event: message\ndata: {message}\n\n");
+        self.added.try_send(event.into()).is_ok()
     }
 
     /// Reads an answer on the stream: whether it may pass (it answers a request in flight),

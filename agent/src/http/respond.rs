@@ -33,11 +33,11 @@ pub enum Answer {
         reader: Option<Box<dyn Reader>>,
         on_end: Option<OnEnd>,
     },
-    /// A response Moat built whole: its own documents and answers (`upstream` None), or an
-    /// upstream result it read whole (`upstream`: the status the upstream answered with).
+    /// An upstream result Moat read whole and rebuilt (`upstream`: the status the upstream
+    /// answered with).
     Whole {
         resp: Response<ProxyBody>,
-        upstream: Option<u16>,
+        upstream: u16,
     },
 }
 
@@ -123,7 +123,7 @@ pub async fn answer(
             let status = parts.status.as_u16();
             Ok(Answer::Whole {
                 resp: Response::from_parts(parts, full(bytes)),
-                upstream: Some(status),
+                upstream: status,
             })
         }
         other => Err(ProxyError::UpstreamUnreadable(format!(

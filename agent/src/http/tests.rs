@@ -2,17 +2,21 @@
 //! are one request built only from what Moat read, checked and decided.
 use std::collections::HashSet;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use http_body_util::BodyExt as _;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{
+    authorize::Permitted,
+    decode::Asked,
     fields::Fields,
     forward::{Outgoing, upstream_request},
 };
-use crate::mcp::{self, Limits, Revision};
+use crate::{
+    mcp::{self, Limits, Revision},
+    vocab::HttpAction,
+};
 
 /// Header names a client might send: what Moat passes on (checked), what frames a message or
 /// belongs to a connection, credentials, and anything else.
@@ -202,13 +206,15 @@ proptest! {
         };
         let method = if post { Method::POST } else { Method::GET };
         let decoded = mcp::decode(text.as_bytes(), Revision::V2025_03_26, &Limits::default());
-        let body = match (&method, &decoded) {
-            (&Method::POST, Ok(d)) => d.body.clone(),
+        let asked = match (&method, &decoded) {
+            (&Method::POST, Ok(d)) => Asked::Messages(d.clone()),
             (&Method::POST, Err(_)) => return Ok(()),
-            _ => Bytes::new(),
+            _ => Asked::Http(HttpAction::StreamOpen),
         };
+        let body = asked.body();
+        let permitted = Permitted::assume(&asked);
         let out = Outgoing {
-            method: &method,
+            asked: &permitted,
             target: "/mcp",
             fields: &fields,
             origin: client_headers.contains_key("origin"),
@@ -217,7 +223,7 @@ proptest! {
                 HeaderValue::from_static("moat-secret"),
             )),
         };
-        let req = upstream_request(&out, "127.0.0.1:9000".parse().unwrap(), body.clone());
+        let req = upstream_request(&out, "127.0.0.1:9000".parse().unwrap());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let bytes = rt.block_on(wire(req));
 
@@ -270,19 +276,31 @@ proptest! {
 #[tokio::test]
 async fn wire_shows_what_hyper_sends() {
     // The capture itself: a request's bytes come through whole.
+    let asked = Asked::Messages(
+        mcp::decode(
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+            Revision::V2025_03_26,
+            &Limits::default(),
+        )
+        .unwrap(),
+    );
+    let permitted = Permitted::assume(&asked);
     let out = Outgoing {
-        method: &Method::POST,
+        asked: &permitted,
         target: "/mcp",
         fields: &Fields::default(),
         origin: false,
         credential: None,
     };
-    let req = upstream_request(&out, "127.0.0.1:9000".parse().unwrap(), "{}".into());
-    let (_, body) =
-        upstream_request(&out, "127.0.0.1:9000".parse().unwrap(), "{}".into()).into_parts();
-    assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+    let req = upstream_request(&out, "127.0.0.1:9000".parse().unwrap());
+    let (_, body) = upstream_request(&out, "127.0.0.1:9000".parse().unwrap()).into_parts();
+    let sent = asked.body();
+    assert_eq!(body.collect().await.unwrap().to_bytes(), sent);
     let bytes = wire(req).await;
     let text = String::from_utf8(bytes).unwrap();
     assert!(text.starts_with("POST /mcp HTTP/1.1\r\n"), "{text}");
-    assert!(text.ends_with("\r\n\r\n{}"), "{text}");
+    assert!(
+        text.ends_with(&format!("\r\n\r\n{}", String::from_utf8_lossy(&sent))),
+        "{text}"
+    );
 }

@@ -1,25 +1,88 @@
-//! The request's body: read whole within its size and time limits, decoded as one JSON-RPC
-//! message (or a batch where the revision allows it), checked against the MCP headers, and
-//! noted in the audit record.
+//! What the request asks: a POST's body read whole within its size and time limits, decoded
+//! as one JSON-RPC message (or a batch where the revision allows it), checked against the MCP
+//! headers and noted in the audit record; a GET (the server's stream) or a DELETE (ending a
+//! session), which carry no body.
 use bytes::Bytes;
-use http::{HeaderMap, header};
+use http::{HeaderMap, Method, header};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{Site, error::ProxyError, fields::Fields, header_str};
+use super::{Site, admit::Route, drain, error::ProxyError, fields::Fields, header_str};
 use crate::{
     audit::{Mcp, RequestRecord},
     mcp::{self, Decoded, Revision},
+    vocab::HttpAction,
 };
+
+/// What a request asks of the server.
+pub enum Asked {
+    /// A POST: its JSON-RPC message(s).
+    Messages(Decoded),
+    /// A GET of the server's stream, or a DELETE of a session.
+    Http(HttpAction),
+}
+
+impl Asked {
+    pub fn decoded(&self) -> Option<&Decoded> {
+        match self {
+            Asked::Messages(d) => Some(d),
+            Asked::Http(_) => None,
+        }
+    }
+
+    /// The HTTP method the upstream request has.
+    pub fn method(&self) -> Method {
+        match self {
+            Asked::Messages(_) => Method::POST,
+            Asked::Http(HttpAction::StreamOpen) => Method::GET,
+            Asked::Http(HttpAction::SessionEnd) => Method::DELETE,
+        }
+    }
+
+    /// The body the upstream gets: the message Moat encoded from what it decoded; none with
+    /// a GET or DELETE.
+    pub fn body(&self) -> Bytes {
+        self.decoded().map_or_else(Bytes::new, |d| d.body.clone())
+    }
+}
+
+/// Reads what `parts` and `body` ask (routed as `route`); `fields` gets the `Mcp-Name` Moat
+/// forwards (its own spelling of what the body names).
+pub async fn read(
+    site: &Site,
+    parts: &http::request::Parts,
+    route: Route,
+    fields: &mut Fields,
+    body: Incoming,
+    record: &mut RequestRecord,
+) -> Result<Asked, ProxyError> {
+    if parts.method == Method::POST {
+        let bytes = read_body(site, &parts.headers, body).await?;
+        let decoded = decode(site, fields, &bytes, route == Route::Streamable, record)?;
+        return Ok(Asked::Messages(decoded));
+    }
+    // Moat forwards no body with these, so none may come: its framing would reach the
+    // upstream as the start of another request.
+    let framed = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if framed || !http_body::Body::is_end_stream(&body) {
+        drain(body).await;
+        return Err(ProxyError::BodyNotAllowed(parts.method.to_string()));
+    }
+    Ok(Asked::Http(if parts.method == Method::DELETE {
+        HttpAction::SessionEnd
+    } else {
+        HttpAction::StreamOpen
+    }))
+}
 
 /// Reads the whole body, within the size and time limits; a body over the limit is refused
 /// before it is read to the end, and never forwarded.
-pub async fn read_body(
-    site: &Site,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, ProxyError> {
+async fn read_body(site: &Site, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
     let json = header_str(headers, header::CONTENT_TYPE.as_str())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
@@ -44,7 +107,7 @@ pub async fn read_body(
 }
 
 /// Decodes the whole message and checks the headers that must agree with it.
-pub fn decode(
+fn decode(
     site: &Site,
     fields: &mut Fields,
     bytes: &[u8],
