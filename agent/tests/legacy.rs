@@ -209,6 +209,12 @@ fn clients_see_the_policy(host: &Host, forbidden: &str, allowed: (&str, &str)) {
         r["mcp"]["method"] == "tools/list" && r["tools_listed"].is_array()
     });
     assert!(hidden(&listing["tools_listed"]), "{listing}");
+    let hid: Vec<&Value> = listing["hidden"].as_array().unwrap().iter().collect();
+    assert!(
+        hid.iter()
+            .any(|h| h["name"] == forbidden && h["policies"] == json!(["no-secrets"])),
+        "{listing}"
+    );
     let denied: Vec<Value> = host
         .request_records()
         .into_iter()

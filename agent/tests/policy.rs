@@ -212,7 +212,8 @@ fn policy_test_explains_a_decision_at_any_time() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// tools/list shows only the tools the caller may call, in a JSON body and in an SSE event.
+/// tools/list shows only the tools the caller may call, in a JSON body and in an SSE event;
+/// the audit record names each tool hidden and the policy that hid it.
 #[test]
 fn tools_list_is_filtered_by_the_same_policies() {
     let dir = std::env::temp_dir().join(format!("moat-policy-list-{}", std::process::id()));
@@ -221,7 +222,8 @@ fn tools_list_is_filtered_by_the_same_policies() {
     std::fs::write(
         &file,
         "permit (principal, action == Action::\"tools/list\", resource);\n\
-         @id(\"echo-only\")\npermit (principal, action == Action::\"tools/call\", resource) when { resource.name == \"echo\" };\n",
+         @id(\"echo-only\")\npermit (principal, action == Action::\"tools/call\", resource) when { resource.name == \"echo\" };\n\
+         @id(\"no-add\")\nforbid (principal, action == Action::\"tools/call\", resource) when { resource.name == \"add\" };\n",
     )
     .unwrap();
     let (host, _upstream) = host(&format!("{{file: {}}}", file.display()));
@@ -243,8 +245,26 @@ fn tools_list_is_filtered_by_the_same_policies() {
             "{list}: the hidden tool is not named: {text}"
         );
     }
-    let rec = host.wait_audit("the filtered list", |r| r["tools_listed"].is_array());
-    assert_eq!(rec["tools_listed"], json!(["echo"]), "{rec}");
+    let lists = || -> Vec<Value> {
+        host.request_records()
+            .into_iter()
+            .filter(|r| r["mcp"]["method"] == "tools/list")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lists().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let records = lists();
+    assert_eq!(records.len(), 2, "{records:?}");
+    for rec in records {
+        assert_eq!(rec["tools_listed"], json!(["echo"]), "{rec}");
+        assert_eq!(
+            rec["hidden"],
+            json!([{"name": "add", "policies": ["no-add"], "reason": "forbidden by no-add"}]),
+            "{rec}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

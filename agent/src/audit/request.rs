@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::AuditLog;
 use crate::{
     admin::ServerMetrics,
-    vocab::{Decision, Effect, Principal, Process},
+    vocab::{Decision, Effect, Hidden, Listing, Principal, Process},
 };
 
 /// How the exchange ended, from the client's side.
@@ -132,6 +132,9 @@ struct Fields {
     upstream: Option<Upstream>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tools_listed: Option<Vec<String>>,
+    /// Entries of a list result the caller did not get, and the decisions that hid them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hidden: Vec<Hidden>,
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -175,6 +178,7 @@ impl RequestRecord {
                 status: None,
                 upstream: None,
                 tools_listed: None,
+                hidden: Vec::new(),
                 outcome: Outcome::Open,
                 error: None,
                 ms: 0.0,
@@ -267,8 +271,12 @@ impl RequestRecord {
         self.fields.outcome = Outcome::Failed;
     }
 
-    pub fn tools_listed(&mut self, names: Vec<String>) {
-        self.fields.tools_listed = Some(names);
+    /// What a list result showed (on a stream, each message of it in turn).
+    pub fn listed(&mut self, listing: Listing) {
+        if let Some(names) = listing.tools {
+            self.fields.tools_listed = Some(names);
+        }
+        self.fields.hidden.extend(listing.hidden);
     }
 
     /// The response was sent to the end.

@@ -1,7 +1,7 @@
 //! List results read and filtered by the same policies as calls: a `tools/list`,
 //! `resources/list` or `prompts/list` result only names what the caller may use (each entry
 //! decided as a call, with `context.listing` true and no arguments), and the audit record
-//! names the tools listed. A JSON body is read whole (up to MAX) and rewritten; SSE events are
+//! names the tools listed and each entry hidden, with the policies that hid it. A JSON body is read whole (up to MAX) and rewritten; SSE events are
 //! rewritten one at a time. What cannot be read is not passed on.
 use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::SystemTime};
 
@@ -14,7 +14,7 @@ use crate::{
     audit::RequestRecord,
     mcp::{self, SseParser},
     policy::{Engine, Input},
-    vocab::{Principal, Process},
+    vocab::{Decision, Hidden, Listing, Principal, Process},
 };
 
 /// Who is listing, to decide each entry for.
@@ -30,48 +30,72 @@ pub struct Lister {
 }
 
 impl Lister {
-    fn may(&self, name: &str) -> bool {
-        self.engine
-            .decide(&Input {
-                server: &self.server,
-                action: self.list.entry().action(),
-                target: Some((self.list.target(), name)),
-                arguments: None,
-                principal: &self.principal,
-                source_ip: self.source_ip,
-                tls: self.tls.as_deref(),
-                session: self.session.as_deref(),
-                process: self.process.as_deref(),
-                rate: 0,
-                now: SystemTime::now(),
-                listing: true,
-            })
-            .allowed()
+    fn decide(&self, name: &str) -> Decision {
+        self.engine.decide(&Input {
+            server: &self.server,
+            action: self.list.entry().action(),
+            target: Some((self.list.target(), name)),
+            arguments: None,
+            principal: &self.principal,
+            source_ip: self.source_ip,
+            tls: self.tls.as_deref(),
+            session: self.session.as_deref(),
+            process: self.process.as_deref(),
+            rate: 0,
+            now: SystemTime::now(),
+            listing: true,
+        })
     }
 
-    /// Removes the entries the caller may not use from a result message; true if it changed.
-    pub fn filter(&self, message: &mut Value) -> bool {
+    /// Removes the entries the caller may not use from a result message; gives them.
+    pub fn filter(&self, message: &mut Value) -> Vec<Hidden> {
         let (array, key) = (self.list.array(), self.list.target().param());
         let Some(entries) = message
             .get_mut("result")
             .and_then(|r| r.get_mut(array))
             .and_then(Value::as_array_mut)
         else {
-            return false;
+            return Vec::new();
         };
-        let before = entries.len();
+        let mut hidden = Vec::new();
         entries.retain(|e| {
-            let name = e.get(key).and_then(Value::as_str);
-            match self.list {
-                // Decided in the spelling a read of it is decided in; an entry whose URI
-                // cannot be read that way could not be read through Moat either.
-                List::Resources => name
-                    .and_then(|u| mcp::uri::normalise(u).ok())
-                    .is_some_and(|u| self.may(&u)),
-                _ => name.is_some_and(|n| self.may(n)),
+            let Some(name) = e.get(key).and_then(Value::as_str) else {
+                hidden.push(Hidden {
+                    name: String::new(),
+                    policies: Vec::new(),
+                    reason: format!("the entry has no string \"{key}\""),
+                });
+                return false;
+            };
+            // A resource is decided in the spelling a read of it is decided in; an entry
+            // whose URI cannot be read that way could not be read through Moat either.
+            let decided = match self.list {
+                List::Resources => mcp::uri::normalise(name)
+                    .map(|u| self.decide(&u))
+                    .map_err(|e| format!("its URI cannot be read through Moat: {e}")),
+                _ => Ok(self.decide(name)),
+            };
+            match decided {
+                Ok(d) if d.allowed() => true,
+                Ok(d) => {
+                    hidden.push(Hidden {
+                        name: name.to_string(),
+                        policies: d.policies,
+                        reason: d.reason,
+                    });
+                    false
+                }
+                Err(reason) => {
+                    hidden.push(Hidden {
+                        name: name.to_string(),
+                        policies: Vec::new(),
+                        reason,
+                    });
+                    false
+                }
             }
         });
-        entries.len() != before
+        hidden
     }
 }
 
@@ -95,31 +119,26 @@ pub fn read_whole(
     })
 }
 
-/// Filters one message of a list result: whether it changed, and the tools it lists (a
-/// `tools/list` result).
-pub fn read_one(
-    list: List,
-    lister: Option<&Lister>,
-    message: &mut Value,
-) -> (bool, Option<Vec<String>>) {
-    let changed = lister.is_some_and(|l| l.filter(message));
-    let listed = (list == List::Tools)
+/// Filters one message of a list result: what it listed and hid (it changed if it hid
+/// anything).
+pub fn read_one(list: List, lister: Option<&Lister>, message: &mut Value) -> Listing {
+    let hidden = lister.map(|l| l.filter(message)).unwrap_or_default();
+    let tools = (list == List::Tools)
         .then(|| mcp::tool_names(message))
         .flatten();
-    (changed, listed)
+    Listing { tools, hidden }
 }
 
-/// [`read_one`], noting the tools listed in `record`.
+/// [`read_one`], noted in `record`; whether the message changed.
 fn read_noted(
     list: List,
     lister: Option<&Lister>,
     message: &mut Value,
     record: &mut RequestRecord,
 ) -> bool {
-    let (changed, listed) = read_one(list, lister, message);
-    if let Some(names) = listed {
-        record.tools_listed(names);
-    }
+    let listing = read_one(list, lister, message);
+    let changed = !listing.hidden.is_empty();
+    record.listed(listing);
     changed
 }
 

@@ -19,7 +19,7 @@ use super::{
     error::ProxyError,
     filter::{self, List, Lister},
 };
-use crate::{audit::RequestRecord, auth::sessions::Owner, mcp::SseParser};
+use crate::{audit::RequestRecord, auth::sessions::Owner, mcp::SseParser, vocab::Listing};
 
 /// The largest event read on a stream.
 const MAX_EVENT: usize = filter::MAX;
@@ -54,8 +54,8 @@ struct Pending {
     /// The request's record, when its POST ended before the answer came: written with what
     /// the answer listed.
     record: Option<RequestRecord>,
-    /// The answer passed before the POST ended: the tools it listed, if any.
-    answered: Option<Option<Vec<String>>>,
+    /// The answer passed before the POST ended: what it listed.
+    answered: Option<Listing>,
 }
 
 /// A JSON-RPC id as a key: its JSON text, so that `1` and `"1"` stay apart.
@@ -148,12 +148,10 @@ impl Session {
             return;
         };
         match p.answered.take() {
-            Some(listed) => {
+            Some(listing) => {
                 pending.remove(&key(id));
                 drop(pending);
-                if let Some(names) = listed {
-                    record.tools_listed(names);
-                }
+                record.listed(listing);
             }
             None => p.record = Some(record),
         }
@@ -179,16 +177,14 @@ impl Session {
         let Some((list, lister)) = &p.list else {
             return true;
         };
-        let (_, listed) = filter::read_one(*list, lister.as_ref(), message);
+        let listing = filter::read_one(*list, lister.as_ref(), message);
         match p.record.take() {
             Some(mut record) => {
                 drop(pending);
-                if let Some(names) = listed {
-                    record.tools_listed(names);
-                }
+                record.listed(listing);
             }
             None => {
-                p.answered = Some(listed);
+                p.answered = Some(listing);
                 pending.insert(k, p);
             }
         }

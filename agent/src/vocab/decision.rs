@@ -52,3 +52,21 @@ impl Decision {
         self.effect == Effect::Allow
     }
 }
+
+/// An entry of a list result that the caller did not get, and why: the decision that hid it
+/// (its policies; none for the default deny), or why it could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hidden {
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    pub reason: String,
+}
+
+/// What a list result showed the caller: the tools it listed (a `tools/list` result), and the
+/// entries it hid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub tools: Option<Vec<String>>,
+    pub hidden: Vec<Hidden>,
+}

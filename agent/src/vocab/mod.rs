@@ -7,7 +7,7 @@ mod method;
 mod principal;
 
 pub use conn::{Conn, Process};
-pub use decision::{Decision, Effect};
+pub use decision::{Decision, Effect, Hidden, Listing};
 pub use method::{
     Denial, HttpAction, List, METHODS, Method, NOTIFICATION, OTHER, Param, Spec, Target, actions,
 };
