@@ -3,7 +3,6 @@
 //! request's own thread; the writer only appends the bytes.
 use std::{
     fmt,
-    net::SocketAddr,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -11,13 +10,13 @@ use std::{
     time::Instant,
 };
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::AuditLog;
 use crate::{
     admin::ServerMetrics,
-    vocab::{Decision, Effect, Hidden, Listing, Principal, Process},
+    vocab::{Conn, Decision, Effect, Hidden, Listing, Principal},
 };
 
 /// How the exchange ended, from the client's side.
@@ -61,22 +60,6 @@ impl From<RequestId> for String {
     fn from(id: RequestId) -> Self {
         id.to_string()
     }
-}
-
-fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-#[derive(Serialize)]
-struct Conn {
-    #[serde(serialize_with = "display")]
-    peer: SocketAddr,
-    #[serde(serialize_with = "display")]
-    dst: SocketAddr,
-    tls: Option<Arc<str>>,
-    /// The local process that opened the connection (connections from this host).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    process: Option<Arc<Process>>,
 }
 
 #[derive(Serialize, Default)]
@@ -150,27 +133,14 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(
-        audit: &AuditLog,
-        server: Arc<str>,
-        peer: SocketAddr,
-        dst: SocketAddr,
-        tls: Option<Arc<str>>,
-        process: Option<Arc<Process>>,
-        http: Http,
-    ) -> Self {
+    pub fn new(audit: &AuditLog, server: Arc<str>, conn: &Conn, http: Http) -> Self {
         Self {
             audit: audit.clone(),
             start: Instant::now(),
             fields: Fields {
                 request_id: RequestId::next(),
                 server,
-                conn: Conn {
-                    peer,
-                    dst,
-                    tls,
-                    process,
-                },
+                conn: conn.clone(),
                 http,
                 principal: None,
                 mcp: Mcp::default(),

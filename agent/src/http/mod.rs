@@ -129,15 +129,7 @@ impl Proxy {
             path: req.uri().path().to_string(),
             version: version_name(req.version()),
         };
-        let mut record = RequestRecord::new(
-            &self.audit,
-            site.name.clone(),
-            conn.peer,
-            conn.dst,
-            conn.tls.clone(),
-            conn.process.clone(),
-            http,
-        );
+        let mut record = RequestRecord::new(&self.audit, site.name.clone(), conn, http);
         record.count_in(site.metrics.clone());
         // Log lines written while the request is served carry its audit record's id.
         let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);

@@ -1,18 +1,25 @@
 //! What the connection says about a request: its addresses, its TLS, the local process.
 use std::{net::SocketAddr, sync::Arc};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// Who is asking, as far as the connection tells.
-#[derive(Clone, Debug)]
+/// Who is asking, as far as the connection tells (and as the audit record names it).
+#[derive(Clone, Debug, Serialize)]
 pub struct Conn {
+    #[serde(serialize_with = "display")]
     pub peer: SocketAddr,
     /// The original destination (a protected server's address and port).
+    #[serde(serialize_with = "display")]
     pub dst: SocketAddr,
     /// The TLS version, e.g. `TLSv1_3`; None for plaintext.
     pub tls: Option<Arc<str>>,
     /// The local process that opened it, when it came from this host and the kernel knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<Arc<Process>>,
+}
+
+fn display<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(addr)
 }
 
 /// The local process behind a connection from this host.
