@@ -13,6 +13,8 @@ use std::{
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::OnFailure;
+
 pub mod chain;
 mod file;
 mod head;
@@ -23,7 +25,6 @@ mod syslog;
 pub mod verify;
 mod writer;
 pub use request::{Http, Mcp, RequestRecord};
-pub use writer::OnFailure;
 
 const QUEUE: usize = 4096;
 

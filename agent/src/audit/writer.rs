@@ -16,16 +16,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Msg, QUEUE, Stats, chain::Chain, head::Head, sink::Sink, write_line};
-
-/// What happens to requests and records when the audit log cannot be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFailure {
-    /// Requests are refused (503) until records can be written again; none is lost.
-    #[default]
-    FailClosed,
-    /// Requests go on; records that cannot be written are counted and dropped.
-    Drop,
-}
+use crate::config::OnFailure;
 
 /// While records keep coming, the writer looks for them this often instead of being woken for
 /// each one: a wake-up costs more than the record (a context switch per request, on a small

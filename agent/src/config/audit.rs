@@ -6,7 +6,6 @@ use super::{
     absolute_path, server,
     yaml::{Node, Report},
 };
-use crate::audit::OnFailure;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
@@ -17,6 +16,16 @@ pub struct Audit {
     pub redact_keys: Vec<String>,
     /// Value patterns (name, regex) redacted besides the built-in detectors.
     pub redact_patterns: Vec<(String, String)>,
+}
+
+/// What happens to requests and records when the audit log cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Requests are refused (503) until records can be written again; none is lost.
+    #[default]
+    FailClosed,
+    /// Requests go on; records that cannot be written are counted and dropped.
+    Drop,
 }
 
 /// Where records are written.

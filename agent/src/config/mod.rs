@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use audit::{Audit, FileSink, Fsync, Sink as AuditSink};
+pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
 pub use host::HostAddrs;
 pub use policy::{Policy, PolicyMode};
