@@ -235,7 +235,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
                 "started",
                 json!({
                     "config": config_path.display().to_string(),
-                    "config_sha256": std::fs::read(config_path).ok().map(|b| audit::chain::sha256_hex(&b)),
+                    "config_sha256": std::fs::read(config_path).ok().map(|b| crate::vocab::sha256_hex(&b)),
                     "pid": std::process::id(),
                     "adopted_pins": kernel.adopted,
                     "servers": servers,
