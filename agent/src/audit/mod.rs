@@ -24,7 +24,7 @@ mod sink;
 mod syslog;
 pub mod verify;
 mod writer;
-pub use request::{Http, Mcp, RequestRecord};
+pub use request::{Finished, Http, Mcp, Observer, RequestRecord};
 
 const QUEUE: usize = 4096;
 

@@ -132,7 +132,7 @@ impl Proxy {
             conn.process.clone(),
             http,
         );
-        record.count_in(site.metrics.clone());
+        record.observed_by(site.metrics.observer());
         // Log lines written while the request is served carry its audit record's id.
         let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);
         match self
