@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 
 use self::{cache::TokenCache, introspect::Introspector};
 pub use self::{
-    jwks::{Jwks, KeySource},
+    jwks::{Jwks, KeyEvent, KeySource},
     metadata::Metadata,
     ring_crypto::install as install_crypto,
 };
