@@ -241,6 +241,9 @@ impl<'ast> Visit<'ast> for Walker<'_> {
         syn::visit::visit_path(self, path);
     }
 
+    // `pub(super)`, `pub(in crate::a)`: who may see an item, not what it uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
         self.visit_path(&mac.path);
         self.tokens(mac.tokens.clone());

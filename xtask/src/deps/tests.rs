@@ -102,7 +102,8 @@ fn files_depend_on_the_file_that_defines_a_name() {
                 "a/mod.rs",
                 "mod x; mod y; pub use x::X; pub fn helper() { y::f(); }",
             ),
-            ("a/x.rs", "pub struct X;"),
+            // A visibility names who may see, not what is used.
+            ("a/x.rs", "pub(super) struct X; pub(in crate::a) fn g() {}"),
             // Through `super`, and through a name imported by `use`.
             ("a/y.rs", "use super::helper;\npub fn f() { helper(); }"),
             ("b.rs", "use crate::a::X;\nfn f(x: X) {}"),
@@ -118,6 +119,7 @@ fn files_depend_on_the_file_that_defines_a_name() {
     assert_eq!(edges("agent/src/b.rs"), ["agent/src/a/x.rs"]);
     assert_eq!(edges("agent/src/a/mod.rs"), ["agent/src/a/y.rs"]);
     assert_eq!(edges("agent/src/a/y.rs"), ["agent/src/a/mod.rs"]);
+    assert!(!graph.file_edges.contains_key(Path::new("agent/src/a/x.rs")));
     assert_eq!(
         graph.file_edges[Path::new("agent/src/b.rs")][Path::new("agent/src/a/x.rs")][0].line,
         2
