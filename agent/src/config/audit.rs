@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
-    absolute_path, server,
+    values::{absolute_path, string_list},
     yaml::{Node, Report},
 };
 
@@ -151,7 +151,7 @@ pub(super) fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
     };
     if let Some(v) = m.get("redact") {
         let rm = v.mapping(&["keys", "patterns"], r)?;
-        a.redact_keys = server::string_list(rm.get("keys"), r)?;
+        a.redact_keys = string_list(rm.get("keys"), r)?;
         for item in rm
             .get("patterns")
             .map(|p| p.sequence(r))
