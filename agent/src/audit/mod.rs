@@ -21,6 +21,7 @@ mod head;
 pub mod redact;
 mod request;
 mod sink;
+mod stream;
 mod syslog;
 pub mod verify;
 mod writer;
