@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(),
         Some("demo") => setup::run().and_then(|()| demo::run()),
         Some("deps") => deps::run(&args[1..]),
-        Some("test") => setup::run().and_then(|()| test(&args[1..])),
+        // The module graph first: it takes a second, the tests take minutes.
+        Some("test") => deps::check()
+            .and_then(|()| setup::run())
+            .and_then(|()| test(&args[1..])),
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
         // Internal: the upstream server and the latency client of `bench proxy`, which runs
         // them (release build).

@@ -22,6 +22,16 @@ fn modules(graph: &Graph) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
+fn the_agent_has_no_cycle_and_keeps_its_layers() {
+    let graph = Graph::read(&workspace().join(SRC)).unwrap();
+    // The walk found the crate (not an empty tree that passes any check).
+    assert!(graph.tops().len() > 10, "{:?}", graph.tops());
+    if let Err(e) = graph.check() {
+        panic!("{e}\n{}", graph.describe());
+    }
+}
+
+#[test]
 fn every_kind_of_path_is_an_edge() {
     let src = tree(
         "kinds",
@@ -136,15 +146,25 @@ fn the_layer_rules_hold_without_a_cycle() {
     let src = tree(
         "layers",
         &[
-            ("lib.rs", "mod vocab; mod audit; mod config; mod admin;"),
+            (
+                "lib.rs",
+                "mod vocab; mod audit; mod config; mod admin; mod policy;",
+            ),
             ("vocab.rs", "use crate::config::X;"),
             ("config.rs", "pub struct X;"),
             ("audit.rs", "use crate::{admin::M, vocab::V, config::X};"),
             ("admin.rs", "pub struct M;"),
+            ("policy.rs", "fn f() { crate::audit::record(); }"),
         ],
     );
     let err = Graph::read(&src).unwrap().check().unwrap_err();
     assert!(!err.contains("cycle"), "{err}");
+    assert!(
+        err.contains(
+            "policy must not name audit:\n    agent/src/policy.rs:1: crate::audit::record"
+        ),
+        "{err}"
+    );
     assert!(
         err.contains("vocab may name only no module of the crate, but names config"),
         "{err}"
