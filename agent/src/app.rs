@@ -173,7 +173,14 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
         .into_iter()
-        .map(|j| tokio::spawn(j.run(audit.clone())))
+        .map(|j| {
+            let audit = audit.clone();
+            let record = move |e: auth::KeyEvent| {
+                let audit = audit.clone();
+                async move { audit.record("auth", e.fields()).await }
+            };
+            tokio::spawn(j.run(record))
+        })
         .chain(upstream_keys.map(|k| tokio::spawn(background::rotate_upstream_keys(k))))
         .collect();
 
@@ -235,7 +242,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
                 "started",
                 json!({
                     "config": config_path.display().to_string(),
-                    "config_sha256": std::fs::read(config_path).ok().map(|b| audit::chain::sha256_hex(&b)),
+                    "config_sha256": std::fs::read(config_path).ok().map(|b| crate::vocab::sha256_hex(&b)),
                     "pid": std::process::id(),
                     "adopted_pins": kernel.adopted,
                     "servers": servers,

@@ -1,20 +1,26 @@
-//! `cargo xtask`: set up the toolchain, run the demo, the tests and the benchmarks.
+//! `cargo xtask`: set up the toolchain, run the demo, check the module graph, run the tests and
+//! the benchmarks.
 mod bench;
 mod demo;
+mod deps;
 mod fixtures;
 mod host;
 mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
         Some("demo") => setup::run().and_then(|()| demo::run()),
-        Some("test") => setup::run().and_then(|()| test(&args[1..])),
+        Some("deps") => deps::run(&args[1..]),
+        // The module graph first: it takes a second, the tests take minutes.
+        Some("test") => deps::check()
+            .and_then(|()| setup::run())
+            .and_then(|()| test(&args[1..])),
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
         // Internal: the upstream server and the latency client of `bench proxy`, which runs
         // them (release build).

@@ -26,6 +26,7 @@ use prometheus_client::{
 
 use super::state::AgentState;
 use crate::{
+    audit::{Finished, Observer},
     auth::{AuthError, Invalid},
     config::{Config, PolicyMode, RateLimits},
 };
@@ -220,13 +221,32 @@ struct Counted {
     rate_limited: Counter,
 }
 
+impl Counted {
+    fn request(&self, method: Option<&str>, refused: bool, seconds: f64) {
+        self.requests[method_index(method)][usize::from(refused)].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// Requests are counted as their audit records are written.
+impl Observer for Counted {
+    fn finished(&self, r: &Finished<'_>) {
+        self.request(r.method, r.refused, r.duration.as_secs_f64());
+    }
+}
+
 impl ServerMetrics {
     /// A finished request: its JSON-RPC method, whether Moat refused it, how long it took.
     pub fn request(&self, method: Option<&str>, refused: bool, seconds: f64) {
         if let Some(c) = &self.0 {
-            c.requests[method_index(method)][usize::from(refused)].inc();
-            c.duration.observe(seconds);
+            c.request(method, refused, seconds);
         }
+    }
+
+    /// What counts this server's requests, told by their audit records (none for the default,
+    /// which counts nowhere).
+    pub fn observer(&self) -> Option<Arc<dyn Observer>> {
+        self.0.clone().map(|c| c as Arc<dyn Observer>)
     }
 
     pub fn tls_handshake(&self, ok: bool) {
@@ -593,12 +613,20 @@ mod tests {
         s.request(Some("tools/call"), false, 0.002);
         s.request(Some("tools/call"), true, 0.0001);
         s.request(Some("tools/call"), true, 0.0001);
-        s.request(None, false, 3.0);
+        // As a request's audit record tells it.
+        let observer = s.observer().expect("a configured server counts");
+        observer.finished(&Finished {
+            server: "files",
+            method: None,
+            refused: false,
+            duration: std::time::Duration::from_secs(3),
+        });
         s.tls_handshake(false);
         s.token(TokenOutcome::Cached);
         s.policy_decision(false, PolicyMode::Shadow);
         s.rate_limited();
         m.server("nobody").rate_limited();
+        assert!(m.server("nobody").observer().is_none());
         let c = m.connections();
         c.opened();
         c.opened();

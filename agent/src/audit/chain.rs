@@ -348,11 +348,6 @@ fn split(line: &str) -> Option<(String, [u8; 32])> {
     Some((format!("{}}}", &line[..i]), unhex(rest)?))
 }
 
-/// The SHA-256 of `bytes`, in hex: how records name the files (config, policies) in force.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&sha256(bytes))
-}
-
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0; 32];

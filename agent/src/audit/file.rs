@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{chain::Chain, sink::Stream};
+use super::{chain::Chain, stream::Stream};
 use crate::config::{FileSink as Config, Fsync};
 
 pub struct FileSink {

@@ -1,11 +1,11 @@
 //! The audit log: one JSON object per line, numbered and hash-chained, written by one task fed
 //! through a bounded channel.
 use std::{
-    io::{self, Write as _},
+    io,
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::SystemTime,
 };
@@ -13,19 +13,21 @@ use std::{
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::OnFailure;
+
 pub mod chain;
 mod file;
 mod head;
 pub mod redact;
 mod request;
 mod sink;
+mod stream;
 mod syslog;
 pub mod verify;
 mod writer;
-pub use request::{Http, Mcp, RequestRecord};
-pub use writer::OnFailure;
-
-const QUEUE: usize = 4096;
+pub use request::{Finished, Http, Mcp, Observer, RequestRecord};
+pub use writer::Stats;
+use writer::{Msg, QUEUE};
 
 #[derive(Debug, thiserror::Error)]
 #[error("audit log ({sink}): {source}")]
@@ -39,21 +41,6 @@ pub fn head_path(state_dir: &Path) -> PathBuf {
     state_dir.join("audit-head")
 }
 
-enum Msg {
-    Record {
-        ts: SystemTime,
-        kind: &'static str,
-        fields: Map<String, Value>,
-    },
-    /// Fields already serialized as one JSON object.
-    Serialized {
-        ts: SystemTime,
-        kind: &'static str,
-        object: Vec<u8>,
-    },
-    Flush(oneshot::Sender<()>),
-}
-
 /// The fields of a record; `ts`, `seq` and `kind` are the writer's.
 fn fields_of(v: Value) -> Map<String, Value> {
     let mut m = match v {
@@ -64,13 +51,6 @@ fn fields_of(v: Value) -> Map<String, Value> {
         m.remove(own);
     }
     m
-}
-
-/// Records written and lost so far (for metrics).
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub written: AtomicU64,
-    pub dropped: AtomicU64,
 }
 
 /// A handle to the audit writer; cheap to clone.
@@ -203,36 +183,6 @@ impl AuditLog {
     }
 }
 
-/// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields of `object` (one
-/// serialized JSON object, which must not itself hold `ts`, `seq`, `kind`, `prev` or `hash`),
-/// then `prev` and `hash` (the chain). `line` is scratch space.
-fn write_line(
-    line: &mut Vec<u8>,
-    chain: &mut chain::Chain,
-    ts: SystemTime,
-    kind: &str,
-    object: &[u8],
-) -> io::Result<()> {
-    chain.seq += 1;
-    line.clear();
-    write!(
-        line,
-        "{{\"ts\":\"{}\",\"seq\":{},\"kind\":",
-        humantime::format_rfc3339_micros(ts),
-        chain.seq
-    )?;
-    serde_json::to_writer(&mut *line, kind)?;
-    match object {
-        [b'{', rest @ ..] if rest != b"}" => {
-            line.push(b',');
-            line.extend_from_slice(rest);
-        }
-        _ => line.push(b'}'),
-    }
-    chain.seal(line);
-    Ok(())
-}
-
 /// A record for a started or stopped agent.
 pub fn agent_event(event: &str, extra: Value) -> Value {
     let mut v = json!({ "event": event });
@@ -244,7 +194,7 @@ pub fn agent_event(event: &str, extra: Value) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{writer::write_line, *};
 
     fn file_config(path: &Path, max_bytes: Option<u64>) -> crate::config::Audit {
         crate::config::Audit {

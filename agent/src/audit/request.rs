@@ -1,23 +1,22 @@
 //! The audit record of one HTTP request: filled in as the request goes through the phases, and
 //! written exactly once when it is dropped, however the request ended. It is serialized on the
-//! request's own thread; the writer only appends the bytes.
+//! request's own thread; the writer only appends the bytes. Whoever counts requests (the
+//! metrics) is told of each as its record is written, through an [`Observer`] the record is
+//! given: the audit log names nothing that watches it.
 use std::{
     fmt,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU32, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::AuditLog;
-use crate::{
-    admin::ServerMetrics,
-    vocab::{Conn, Decision, Effect, Hidden, Listing, Principal},
-};
+use crate::vocab::{Conn, Decision, Effect, Hidden, Listing, Principal};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -124,12 +123,30 @@ struct Fields {
     ms: f64,
 }
 
+/// A request as its record is written, for whoever counts requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finished<'a> {
+    pub server: &'a str,
+    /// Its JSON-RPC method, if it had one.
+    pub method: Option<&'a str>,
+    /// Moat answered with an error and asked nothing of the upstream.
+    pub refused: bool,
+    /// From its arrival to the end of its response.
+    pub duration: Duration,
+}
+
+/// Told of each request whose record it is given to, as the record is written (before the
+/// record is queued; on the request's thread, so it must be quick).
+pub trait Observer: Send + Sync {
+    fn finished(&self, request: &Finished<'_>);
+}
+
 pub struct RequestRecord {
     audit: AuditLog,
     start: Instant,
     fields: Fields,
-    /// Where the request is counted when it ends.
-    metrics: ServerMetrics,
+    /// Who is told when the request ends.
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl RequestRecord {
@@ -153,7 +170,7 @@ impl RequestRecord {
                 error: None,
                 ms: 0.0,
             },
-            metrics: ServerMetrics::default(),
+            observer: None,
         }
     }
 
@@ -161,10 +178,10 @@ impl RequestRecord {
         self.fields.request_id
     }
 
-    /// Counts the request in `metrics` when it ends (its method, whether Moat refused it,
-    /// and how long it took).
-    pub fn count_in(&mut self, metrics: ServerMetrics) {
-        self.metrics = metrics;
+    /// Tells `observer` (if any) of the request when it ends: its method, whether Moat refused
+    /// it, and how long it took.
+    pub fn observed_by(&mut self, observer: Option<Arc<dyn Observer>>) {
+        self.observer = observer;
     }
 
     /// The MCP fields, as far as they are known.
@@ -267,16 +284,119 @@ impl Drop for RequestRecord {
         let elapsed = self.start.elapsed();
         // Refused by Moat: it answered with an error and nothing was asked of the upstream.
         let refused = self.fields.outcome == Outcome::Failed && self.fields.upstream.is_none();
-        self.metrics.request(
-            self.fields.mcp.method.as_deref(),
-            refused,
-            elapsed.as_secs_f64(),
-        );
+        if let Some(observer) = &self.observer {
+            observer.finished(&Finished {
+                server: &self.fields.server,
+                method: self.fields.mcp.method.as_deref(),
+                refused,
+                duration: elapsed,
+            });
+        }
         self.fields.ms = millis(elapsed);
         match serde_json::to_vec(&self.fields) {
             Ok(object) => self.audit.record_serialized("request", object),
             // Only a serializer bug gets here; say so rather than lose the record silently.
             Err(e) => tracing::error!("audit record could not be serialized: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::redact::Redactor;
+
+    /// A [`Finished`] kept.
+    #[derive(Clone, Debug)]
+    struct Told {
+        server: String,
+        method: Option<String>,
+        refused: bool,
+        duration: Duration,
+    }
+
+    /// Keeps what it is told.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<Told>>);
+
+    impl Observer for Seen {
+        fn finished(&self, r: &Finished<'_>) {
+            self.0.lock().unwrap().push(Told {
+                server: r.server.into(),
+                method: r.method.map(str::to_string),
+                refused: r.refused,
+                duration: r.duration,
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_is_told_what_the_record_says() {
+        let dir = std::env::temp_dir().join(format!("moat-observed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let config = crate::config::Audit {
+            sink: crate::config::AuditSink::File(crate::config::FileSink {
+                path: path.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (log, writer) =
+            AuditLog::open(&config, &dir, Redactor::new(&[], &[]).unwrap()).unwrap();
+        let seen = Arc::new(Seen::default());
+        let addr = "127.0.0.1:8000".parse().unwrap();
+        let conn = Conn {
+            peer: addr,
+            dst: addr,
+            tls: None,
+            process: None,
+        };
+        let record = |server: &str| RequestRecord::new(&log, server.into(), &conn, Http::default());
+        // Refused by Moat: failed, nothing asked of the upstream.
+        let mut refused = record("files");
+        refused.observed_by(Some(seen.clone()));
+        refused.mcp().method = Some("tools/call".into());
+        refused.fail(403, "denied");
+        drop(refused);
+        // Answered by the upstream, then broken: failed, but not refused.
+        let mut answered = record("files");
+        answered.observed_by(Some(seen.clone()));
+        answered.answered(200);
+        answered.broken("reset");
+        drop(answered);
+        // Nobody watching: written all the same.
+        drop(record("other"));
+        log.flush().await;
+        drop(log);
+        writer.await.unwrap();
+
+        let seen = seen.0.lock().unwrap().clone();
+        let records: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &Value| r["kind"] == "request")
+            .collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let told = |t: &Told| (t.server.clone(), t.method.clone(), t.refused);
+        assert_eq!(
+            told(&seen[0]),
+            ("files".into(), Some("tools/call".into()), true)
+        );
+        assert_eq!(told(&seen[1]), ("files".into(), None, false));
+        for (t, r) in seen.iter().zip(&records) {
+            // The same time as the record's.
+            assert_eq!(json!(millis(t.duration)), r["ms"], "{r}");
+            assert_eq!(r["server"], "files");
+        }
+        assert_eq!(records[0]["mcp"]["method"], "tools/call");
+        assert_eq!(records[2]["server"], "other");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

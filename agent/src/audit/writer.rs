@@ -6,25 +6,44 @@
 //! resume (the chain shows the gap). A file due for rotation is rotated between batches, and
 //! the new file starts with a record naming the old one.
 use std::{
+    io::{self, Write as _},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant, SystemTime},
 };
 
+use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Msg, QUEUE, Stats, chain::Chain, head::Head, sink::Sink, write_line};
+use super::{chain::Chain, head::Head, sink::Sink};
+use crate::config::OnFailure;
 
-/// What happens to requests and records when the audit log cannot be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFailure {
-    /// Requests are refused (503) until records can be written again; none is lost.
-    #[default]
-    FailClosed,
-    /// Requests go on; records that cannot be written are counted and dropped.
-    Drop,
+/// How many records the queue to the writer holds.
+pub const QUEUE: usize = 4096;
+
+/// What the writer is sent.
+pub enum Msg {
+    Record {
+        ts: SystemTime,
+        kind: &'static str,
+        fields: Map<String, Value>,
+    },
+    /// Fields already serialized as one JSON object.
+    Serialized {
+        ts: SystemTime,
+        kind: &'static str,
+        object: Vec<u8>,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Records written and lost so far (for metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
 }
 
 /// While records keep coming, the writer looks for them this often instead of being woken for
@@ -237,4 +256,34 @@ impl Writer {
 /// Records in `pending`: each ends with a newline (the first may have been written in part).
 fn records(pending: &[u8]) -> u64 {
     pending.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// One record as a JSON line: `ts`, `seq` and `kind` first, then the fields of `object` (one
+/// serialized JSON object, which must not itself hold `ts`, `seq`, `kind`, `prev` or `hash`),
+/// then `prev` and `hash` (the chain). `line` is scratch space.
+pub fn write_line(
+    line: &mut Vec<u8>,
+    chain: &mut Chain,
+    ts: SystemTime,
+    kind: &str,
+    object: &[u8],
+) -> io::Result<()> {
+    chain.seq += 1;
+    line.clear();
+    write!(
+        line,
+        "{{\"ts\":\"{}\",\"seq\":{},\"kind\":",
+        humantime::format_rfc3339_micros(ts),
+        chain.seq
+    )?;
+    serde_json::to_writer(&mut *line, kind)?;
+    match object {
+        [b'{', rest @ ..] if rest != b"}" => {
+            line.push(b',');
+            line.extend_from_slice(rest);
+        }
+        _ => line.push(b'}'),
+    }
+    chain.seal(line);
+    Ok(())
 }

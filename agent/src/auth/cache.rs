@@ -2,7 +2,7 @@
 //! Keyed by the token's SHA-256, so the cache holds no token.
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
-use super::{Principal, now};
+use super::{Principal, clock::now};
 
 /// At most this many tokens are remembered; when full, expired ones go, then all.
 const CAPACITY: usize = 10_000;

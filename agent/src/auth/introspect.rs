@@ -2,7 +2,7 @@
 //! the token is active, for whom, with which scopes and for which audience.
 use serde::Deserialize;
 
-use super::{AuthError, Invalid, Principal, now};
+use super::{AuthError, Invalid, Principal, clock::now};
 use crate::config::{Auth, Introspection};
 
 /// An introspected token is trusted for at most this long before it is asked about again.

@@ -1,6 +1,8 @@
 //! Verifying keys: the issuer's JWKS, fetched from the URL pinned in the config and kept fresh,
-//! or the local issuer's key. Symmetric keys in a JWKS are never used.
+//! or the local issuer's key. Symmetric keys in a JWKS are never used. What changes in a
+//! JWKS's keys is reported as [`KeyEvent`]s to whoever runs the fetcher (the agent audits them).
 use std::{
+    future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -9,7 +11,7 @@ use jsonwebtoken::{
     Algorithm, AlgorithmFamily, DecodingKey,
     jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
 use super::AuthError;
@@ -156,6 +158,34 @@ struct State {
     error: Option<String>,
 }
 
+/// A change in a JWKS's keys worth recording: a new set of key ids (or keys again after
+/// failures), or the first failure of a run of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    Fetched {
+        jwks: String,
+        kids: Vec<Option<String>>,
+    },
+    FetchFailed {
+        jwks: String,
+        error: String,
+    },
+}
+
+impl KeyEvent {
+    /// The event as an audit record's fields (`kind: auth`).
+    pub fn fields(&self) -> Value {
+        match self {
+            Self::Fetched { jwks, kids } => {
+                json!({"event": "keys_fetched", "jwks": jwks, "kids": kids})
+            }
+            Self::FetchFailed { jwks, error } => {
+                json!({"event": "keys_fetch_failed", "jwks": jwks, "error": error})
+            }
+        }
+    }
+}
+
 /// A JWKS URL's keys, fetched by `run` (one task) and read by every request.
 pub struct Jwks {
     pub uri: String,
@@ -236,8 +266,13 @@ impl Jwks {
 
     /// Fetches the keys now, then every `refresh` (sooner after a failure, or when a request
     /// asks, but never more often than MIN_REFETCH on request); runs until the agent stops.
-    /// Audits (`kind: auth`) each new set of key ids and the first failure of a run of them.
-    pub async fn run(self: Arc<Self>, audit: crate::audit::AuditLog) {
+    /// Reports each new set of key ids and the first failure of a run of them to `report`,
+    /// and waits for it before the new keys (or the failure) are seen by requests.
+    pub async fn run<F, R>(self: Arc<Self>, report: F)
+    where
+        F: Fn(KeyEvent) -> R,
+        R: Future<Output = ()>,
+    {
         let mut kids: Option<Vec<Option<String>>> = None;
         let mut failing = false;
         loop {
@@ -249,14 +284,14 @@ impl Jwks {
                 Ok((set, _)) => {
                     let now: Vec<_> = set.keys.iter().map(|k| k.kid.clone()).collect();
                     if failing || kids.as_ref() != Some(&now) {
-                        let event = json!({"event": "keys_fetched", "jwks": self.uri, "kids": now});
-                        audit.record("auth", event).await;
+                        let (jwks, kids) = (self.uri.clone(), now.clone());
+                        report(KeyEvent::Fetched { jwks, kids }).await;
                     }
                     (kids, failing) = (Some(now), false);
                 }
                 Err(e) if !failing => {
-                    let event = json!({"event": "keys_fetch_failed", "jwks": self.uri, "error": e});
-                    audit.record("auth", event).await;
+                    let (jwks, error) = (self.uri.clone(), e.clone());
+                    report(KeyEvent::FetchFailed { jwks, error }).await;
                     failing = true;
                 }
                 Err(_) => {}
@@ -307,5 +342,105 @@ impl Jwks {
             return Err(format!("no usable key ({})", skipped.join("; ")));
         }
         Ok((keys, skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpListener,
+        sync::{mpsc, oneshot},
+        time::timeout,
+    };
+
+    use super::*;
+    use crate::auth::signing::SigningKey;
+
+    /// Answers every request with `body` (a JWKS) until the task is aborted.
+    async fn serve(body: String) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let _ = s.read(&mut [0; 4096]).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        (uri, task)
+    }
+
+    #[tokio::test]
+    async fn key_changes_are_reported_before_requests_see_them() {
+        let dir = std::env::temp_dir().join(format!("moat-jwks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = SigningKey::create(&dir.join("k.pem")).unwrap();
+        let (uri, issuer) = serve(json!({"keys": [key.jwk]}).to_string()).await;
+        let refresh = Duration::from_millis(100);
+        let jwks = Arc::new(Jwks::new(&uri, None, refresh, Duration::from_secs(60)).unwrap());
+        // Each report is held until the test lets it go.
+        let (tx, mut reported) = mpsc::unbounded_channel();
+        let report = move |e: KeyEvent| {
+            let (done, wait) = oneshot::channel::<()>();
+            tx.send((e, done)).unwrap();
+            async move {
+                let _ = wait.await;
+            }
+        };
+        let fetcher = tokio::spawn(jwks.clone().run(report));
+
+        let (first, done) = reported.recv().await.unwrap();
+        let kids = vec![Some(key.kid.clone())];
+        let fetched = KeyEvent::Fetched {
+            jwks: uri.clone(),
+            kids: kids.clone(),
+        };
+        assert_eq!(first, fetched);
+        assert_eq!(
+            first.fields(),
+            json!({"event": "keys_fetched", "jwks": uri, "kids": kids})
+        );
+        // Not reported yet: no key for requests. (Looked at directly: a request asking for
+        // keys would make the fetcher wait MIN_REFETCH before its next fetch.)
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            jwks.state.borrow().set.is_none(),
+            "keys before their report"
+        );
+        done.send(()).unwrap();
+        let mut state = jwks.state.subscribe();
+        timeout(Duration::from_secs(5), state.wait_for(|s| s.set.is_some()))
+            .await
+            .unwrap()
+            .unwrap();
+        let set = jwks.current().await.unwrap();
+        assert!(set.find(Some(&key.kid), Algorithm::ES256).is_some());
+
+        // Fetched again and again with the same keys: nothing to report, until the issuer
+        // goes away; then its first failure only.
+        tokio::time::sleep(refresh * 3).await;
+        assert!(reported.try_recv().is_err(), "the same keys again");
+        issuer.abort();
+        let (failed, done) = timeout(Duration::from_secs(10), reported.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        done.send(()).unwrap();
+        let KeyEvent::FetchFailed { jwks: at, error } = &failed else {
+            panic!("{failed:?}");
+        };
+        assert_eq!(at, &uri);
+        assert_eq!(
+            failed.fields(),
+            json!({"event": "keys_fetch_failed", "jwks": uri, "error": error})
+        );
+        fetcher.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,8 +9,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use super::{
+    clock::now,
     jwks::{Key, KeySet},
-    now,
     signing::{SigningKey, jti},
 };
 use crate::config::LOCAL_ISSUER;

@@ -1,6 +1,8 @@
 //! The OAuth 2.1 resource server: who is calling, from the bearer token of each request, or why
 //! the request is refused.
 mod cache;
+mod clock;
+mod error;
 mod fetch;
 mod introspect;
 mod jwks;
@@ -12,77 +14,19 @@ pub mod sessions;
 mod signing;
 pub mod upstream;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
 use http::{HeaderMap, HeaderValue, Uri, header};
 
-use self::{cache::TokenCache, introspect::Introspector};
+use self::{cache::TokenCache, clock::now, introspect::Introspector};
 pub use self::{
-    jwks::{Jwks, KeySource},
+    error::{AuthError, Invalid},
+    jwks::{Jwks, KeyEvent, KeySource},
     metadata::Metadata,
     ring_crypto::install as install_crypto,
 };
 use crate::config::{Auth, Issuer};
 pub use crate::vocab::Principal;
-
-/// Why a request's credentials were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthError {
-    #[error("no access token")]
-    Missing,
-    /// RFC 6750 `invalid_request`: a token in the URL, or more than one way of sending it.
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
-    #[error("invalid token: {0}")]
-    Invalid(Invalid),
-    #[error("token lacks scope {}", missing.join(" "))]
-    InsufficientScope {
-        granted: Vec<String>,
-        missing: Vec<String>,
-    },
-    /// The issuer's keys (or its introspection endpoint) cannot be used: fail closed.
-    #[error("cannot validate tokens: {0}")]
-    Unavailable(String),
-}
-
-/// The ways a token can be invalid, for the audit record and the `error_description`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Invalid {
-    #[error("malformed")]
-    Malformed,
-    #[error("algorithm {0} is not accepted")]
-    Algorithm(String),
-    #[error("unknown signing key")]
-    UnknownKey,
-    #[error("bad signature")]
-    Signature,
-    #[error("wrong issuer")]
-    Issuer,
-    #[error("issued for another audience")]
-    Audience,
-    #[error("expired")]
-    Expired,
-    #[error("not valid yet")]
-    NotYetValid,
-    #[error("missing claim {0}")]
-    MissingClaim(String),
-    #[error("not active")]
-    Inactive,
-}
-
-impl AuthError {
-    /// The RFC 6750 error code, if the challenge carries one.
-    pub fn code(&self) -> Option<&'static str> {
-        match self {
-            Self::Missing | Self::Unavailable(_) => None,
-            Self::BadRequest(_) => Some("invalid_request"),
-            Self::Invalid(_) => Some("invalid_token"),
-            Self::InsufficientScope { .. } => Some("insufficient_scope"),
-        }
-    }
-}
 
 /// One protected server's resource server.
 pub struct Authenticator {
@@ -230,14 +174,6 @@ pub fn key_source(
         }
         Issuer::Remote { jwks_uri: None, .. } => (KeySource::None, None),
     })
-}
-
-/// Seconds since the epoch.
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
 }
 
 #[cfg(test)]

@@ -3,10 +3,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
-    absolute_path, server,
+    values::{absolute_path, string_list},
     yaml::{Node, Report},
 };
-use crate::audit::OnFailure;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
@@ -17,6 +16,16 @@ pub struct Audit {
     pub redact_keys: Vec<String>,
     /// Value patterns (name, regex) redacted besides the built-in detectors.
     pub redact_patterns: Vec<(String, String)>,
+}
+
+/// What happens to requests and records when the audit log cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Requests are refused (503) until records can be written again; none is lost.
+    #[default]
+    FailClosed,
+    /// Requests go on; records that cannot be written are counted and dropped.
+    Drop,
 }
 
 /// Where records are written.
@@ -142,7 +151,7 @@ pub(super) fn read_audit(n: &Node<'_>, r: &mut Report) -> Option<Audit> {
     };
     if let Some(v) = m.get("redact") {
         let rm = v.mapping(&["keys", "patterns"], r)?;
-        a.redact_keys = server::string_list(rm.get("keys"), r)?;
+        a.redact_keys = string_list(rm.get("keys"), r)?;
         for item in rm
             .get("patterns")
             .map(|p| p.sequence(r))

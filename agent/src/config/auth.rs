@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use jsonwebtoken::Algorithm;
 
 use super::{
-    absolute_path,
+    values::{absolute_path, string_list, url_authority},
     yaml::{Node, Report},
 };
 
@@ -138,7 +138,7 @@ pub(super) fn read_auth(n: &Node<'_>, public_url: Option<&str>, r: &mut Report) 
         }
     };
     let authorization_servers = match m.get("authorization_servers") {
-        Some(v) => super::server::string_list(Some(v), r),
+        Some(v) => string_list(Some(v), r),
         None => Some(match &issuer {
             Issuer::Local => Vec::new(),
             Issuer::Remote { issuer, .. } => vec![issuer.clone()],
@@ -264,7 +264,7 @@ fn fetch_url(v: &Node<'_>, r: &mut Report) -> Option<String> {
     let s = v.string(r)?;
     let ok = match s.strip_prefix("http://") {
         Some(rest) => {
-            let host = super::server::url_authority(&s)
+            let host = url_authority(&s)
                 .map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h))
                 .unwrap_or_default();
             !rest.is_empty()
@@ -290,7 +290,7 @@ fn fetch_url(v: &Node<'_>, r: &mut Report) -> Option<String> {
 }
 
 fn scopes(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
-    let list = super::server::string_list(v, r)?;
+    let list = string_list(v, r)?;
     let mut ok = true;
     if let Some(v) = v {
         for s in &list {

@@ -4,6 +4,7 @@ mod auth;
 mod host;
 mod policy;
 mod server;
+mod values;
 mod yaml;
 
 use std::{
@@ -11,13 +12,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use audit::{Audit, FileSink, Fsync, Sink as AuditSink};
+pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
 pub use host::HostAddrs;
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;
-pub use server::{RateLimits, Server, TlsCert, url_authority as server_url_authority};
+pub use server::{RateLimits, Server, TlsCert};
+use values::absolute_path;
+pub use values::url_authority as server_url_authority;
 #[cfg(test)]
 use yaml::Problem;
 pub use yaml::Problems;
@@ -359,16 +362,6 @@ pub(crate) fn port_range(v: &Node<'_>, r: &mut Report) -> Option<PortRange> {
             None
         }
     }
-}
-
-pub(crate) fn absolute_path(v: &Node<'_>, r: &mut Report) -> Option<PathBuf> {
-    let s = v.string(r)?;
-    let p = PathBuf::from(&s);
-    if !p.is_absolute() {
-        r.add(v, format!("expected an absolute path, found {s:?}"));
-        return None;
-    }
-    Some(p)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use super::{
-    absolute_path,
+    values::{absolute_path, string_list},
     yaml::{Node, Report},
 };
 
@@ -46,7 +46,7 @@ pub(super) fn read_policy(n: &Node<'_>, r: &mut Report) -> Option<Policy> {
         Some(v) => v.string(r),
         None => Some("groups".to_string()),
     };
-    let claims = super::server::string_list(m.get("claims"), r);
+    let claims = string_list(m.get("claims"), r);
     Some(Policy {
         file: file?,
         mode: mode?,

@@ -7,9 +7,10 @@ use std::{
 };
 
 use super::{
-    HostAddrs, absolute_path,
+    HostAddrs,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
     policy::{Policy, read_policy},
+    values::{absolute_path, string_list, url_path},
     yaml::{Node, Report},
 };
 
@@ -288,25 +289,6 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
     })
 }
 
-/// The path of an absolute http(s) URL.
-fn url_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let (authority, path) = rest
-        .find('/')
-        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-    (!authority.is_empty() && !path.contains(['?', '#'])).then_some(path)
-}
-
-/// The `host[:port]` of an absolute http(s) URL.
-pub fn url_authority(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    Some(rest.split('/').next().unwrap_or(rest))
-}
-
 fn path(v: &Node<'_>, r: &mut Report) -> Option<String> {
     let s = v.string(r)?;
     if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
@@ -361,19 +343,6 @@ fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
         return None;
     }
     ok.then_some(Tls { certs })
-}
-
-pub(crate) fn string_list(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
-    let Some(v) = v else { return Some(Vec::new()) };
-    let mut out = Vec::new();
-    let mut ok = true;
-    for item in v.sequence(r) {
-        match item.string(r) {
-            Some(s) => out.push(s),
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
 }
 
 fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {

@@ -8,7 +8,12 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{Site, admit::Route, drain, error::ProxyError, fields::Fields, header_str};
+use super::{
+    Site,
+    admit::Route,
+    error::ProxyError,
+    fields::{Fields, header_str},
+};
 use crate::{
     audit::{Mcp, RequestRecord},
     mcp::{self, Decoded, Revision},
@@ -166,4 +171,14 @@ fn note_mcp(d: &Decoded, version_header: Option<&str>, mcp: &mut Mcp) {
                 .collect(),
         );
     }
+}
+
+/// Reads and discards what is left of a refused request's body (a little, briefly), so that
+/// an HTTP/2 client that is still sending it reads the refusal rather than a reset stream.
+pub async fn drain(body: Incoming) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        Limited::new(body, 64 * 1024).collect(),
+    )
+    .await;
 }

@@ -125,6 +125,11 @@ fn traceparent_ok(v: &str) -> bool {
         && hex(parts[3], 2)
 }
 
+/// A header's value as text, when it is.
+pub fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;

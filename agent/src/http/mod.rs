@@ -19,19 +19,21 @@ pub mod legacy;
 pub mod local;
 pub mod respond;
 pub mod session;
+pub mod site;
 #[cfg(test)]
 mod tests;
 
 use std::{convert::Infallible, sync::Arc};
 
-use http::{HeaderMap, Request, Response, header};
-use http_body_util::{BodyExt as _, Limited};
+use http::{Request, Response, header};
 use hyper::body::Incoming;
 use tracing::Instrument as _;
 
+pub use self::site::Site;
 use self::{
     admit::Admitted,
     body::{Audited, ProxyBody},
+    decode::drain,
     error::ProxyError,
     filter::{List, Lister},
     flow::{Flow, Stop},
@@ -39,72 +41,13 @@ use self::{
     respond::Answer,
 };
 use crate::{
-    admin::ServerMetrics,
     audit::{AuditLog, Http, RequestRecord},
-    auth::{
-        Authenticator,
-        sessions::{Owner, Sessions},
-        upstream::{Credential, UpstreamKeys},
-    },
-    config::Server,
+    auth::sessions::Owner,
     idle::InFlight,
-    mcp,
-    policy::{Live, Rates},
     steer::identity::Identity,
     upstream::pool::{self, Pool},
     vocab::Conn,
 };
-
-/// One protected server, as the proxy serves it.
-pub struct Site {
-    pub server: Server,
-    /// The server's name, shared by every audit record.
-    pub name: Arc<str>,
-    pub legacy: Arc<legacy::Sessions>,
-    pub limits: mcp::Limits,
-    /// The resource server; None only with `dangerous: { unauthenticated: true }`.
-    pub auth: Option<Authenticator>,
-    /// Streamable HTTP sessions and the principals they belong to.
-    pub sessions: Sessions,
-    /// What the upstream gets instead of the client's token.
-    pub credential: Credential,
-    /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
-    pub upstream_keys: Option<Arc<UpstreamKeys>>,
-    /// The Cedar policies deciding each request; None: every authenticated caller may.
-    pub policy: Option<Live>,
-    pub rates: Rates,
-    /// What this server's requests are counted in.
-    pub metrics: ServerMetrics,
-}
-
-impl Site {
-    pub fn new(
-        server: Server,
-        auth: Option<Authenticator>,
-        credential: Credential,
-        upstream_keys: Option<Arc<UpstreamKeys>>,
-        policy: Option<Live>,
-        metrics: ServerMetrics,
-    ) -> Self {
-        let limits = mcp::Limits {
-            max_body: server.limits.max_body,
-            ..mcp::Limits::default()
-        };
-        Self {
-            name: server.name.as_str().into(),
-            server,
-            legacy: Arc::default(),
-            limits,
-            auth,
-            sessions: Sessions::default(),
-            credential,
-            upstream_keys,
-            policy,
-            rates: Rates::default(),
-            metrics,
-        }
-    }
-}
 
 /// What every request handler shares.
 pub struct Proxy {
@@ -130,7 +73,7 @@ impl Proxy {
             version: version_name(req.version()),
         };
         let mut record = RequestRecord::new(&self.audit, site.name.clone(), conn, http);
-        record.count_in(site.metrics.clone());
+        record.observed_by(site.metrics.observer());
         // Log lines written while the request is served carry its audit record's id.
         let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);
         let flow = self
@@ -328,20 +271,6 @@ fn refused(site: &Site, e: &ProxyError, status: u16, record: &mut RequestRecord)
         }
         _ => {}
     }
-}
-
-/// Reads and discards what is left of a refused request's body (a little, briefly), so that
-/// an HTTP/2 client that is still sending it reads the refusal rather than a reset stream.
-async fn drain(body: Incoming) {
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(1),
-        Limited::new(body, 64 * 1024).collect(),
-    )
-    .await;
-}
-
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn version_name(v: http::Version) -> &'static str {

@@ -14,8 +14,9 @@ use super::{
     answers::Answers,
     body::{OnEnd, ProxyBody, Reader, full},
     error::ProxyError,
+    fields::header_str,
     filter::{self, List, ListStream, Lister},
-    header_str, legacy,
+    legacy,
 };
 use crate::{
     audit::RequestRecord,

@@ -15,9 +15,10 @@ use super::{
     body::full,
     decode::Asked,
     error::ProxyError,
+    fields::header_str,
     filter::{List, Lister},
     flow::Stop,
-    header_str, legacy,
+    legacy,
 };
 use crate::{
     auth::sessions::{Binding, Owner},

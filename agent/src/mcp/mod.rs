@@ -4,9 +4,6 @@
 //! what is ambiguous (duplicate keys, wrong id types, batches where a revision forbids them) and
 //! never panics on any input.
 
-// The HTTP proxy wires this module in; until it uses all of it, parts of the API have no caller.
-#![allow(dead_code, unused_imports)]
-
 mod error;
 mod headers;
 mod jsonrpc;

@@ -21,7 +21,7 @@ pub fn load(config: &Policy) -> Result<Engine, String> {
         groups_claim: config.groups_claim.clone(),
         claims: config.claims.clone(),
         authorizer: Authorizer::new(),
-        source_sha256: crate::audit::chain::sha256_hex(text.as_bytes()),
+        source_sha256: crate::vocab::sha256_hex(text.as_bytes()),
     })
 }
 

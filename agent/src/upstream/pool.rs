@@ -25,7 +25,12 @@ use hyper_util::rt::TokioIo;
 use tokio::task::AbortHandle;
 
 use super::{Upstream, UpstreamError};
-use crate::{auth::sessions::Owner, http::body::ProxyBody};
+use crate::auth::sessions::Owner;
+
+/// The body of a request sent upstream: any body, boxed. The same type as the proxy's own
+/// response bodies, which it hands over as they are; named here so that the pool does not
+/// depend on the proxy that uses it.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 /// Whose connections these are: the upstream, and the principal (None on a server without
 /// authentication, whose clients are all anonymous alike).

@@ -1,13 +1,16 @@
 //! The words every phase of a request shares: the connection it came on, who sent it, the MCP
-//! method it carries and what that names, and what was decided. A leaf: it imports nothing
-//! else of the crate, so every other module can depend on it and it on none of them.
+//! method it carries and what that names, and what was decided; and how records name a file
+//! in force. A leaf: it imports nothing else of the crate, so every other module can depend on
+//! it and it on none of them.
 mod conn;
 mod decision;
+mod digest;
 mod method;
 mod principal;
 
 pub use conn::{Conn, Process};
 pub use decision::{Decision, Effect, Hidden, Listing};
+pub use digest::sha256_hex;
 pub use method::{
     Denial, HttpAction, List, METHODS, Method, NOTIFICATION, OTHER, Param, Spec, Target, actions,
 };

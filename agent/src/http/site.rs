@@ -1,0 +1,66 @@
+//! One protected server as the proxy serves it: its config and everything its requests share.
+use std::sync::Arc;
+
+use super::legacy;
+use crate::{
+    admin::ServerMetrics,
+    auth::{
+        Authenticator,
+        sessions::Sessions,
+        upstream::{Credential, UpstreamKeys},
+    },
+    config::Server,
+    mcp,
+    policy::{Live, Rates},
+};
+
+/// One protected server, as the proxy serves it.
+pub struct Site {
+    pub server: Server,
+    /// The server's name, shared by every audit record.
+    pub name: Arc<str>,
+    pub legacy: Arc<legacy::Sessions>,
+    pub limits: mcp::Limits,
+    /// The resource server; None only with `dangerous: { unauthenticated: true }`.
+    pub auth: Option<Authenticator>,
+    /// Streamable HTTP sessions and the principals they belong to.
+    pub sessions: Sessions,
+    /// What the upstream gets instead of the client's token.
+    pub credential: Credential,
+    /// Published at JWKS_PATH when the upstream gets JWTs minted by Moat.
+    pub upstream_keys: Option<Arc<UpstreamKeys>>,
+    /// The Cedar policies deciding each request; None: every authenticated caller may.
+    pub policy: Option<Live>,
+    pub rates: Rates,
+    /// What this server's requests are counted in.
+    pub metrics: ServerMetrics,
+}
+
+impl Site {
+    pub fn new(
+        server: Server,
+        auth: Option<Authenticator>,
+        credential: Credential,
+        upstream_keys: Option<Arc<UpstreamKeys>>,
+        policy: Option<Live>,
+        metrics: ServerMetrics,
+    ) -> Self {
+        let limits = mcp::Limits {
+            max_body: server.limits.max_body,
+            ..mcp::Limits::default()
+        };
+        Self {
+            name: server.name.as_str().into(),
+            server,
+            legacy: Arc::default(),
+            limits,
+            auth,
+            sessions: Sessions::default(),
+            credential,
+            upstream_keys,
+            policy,
+            rates: Rates::default(),
+            metrics,
+        }
+    }
+}
