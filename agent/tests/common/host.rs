@@ -1,0 +1,356 @@
+//! The privileged test host: a fresh network namespace (and a "remote" one joined by a veth
+//! pair), a child cgroup and a bpffs directory per test, and the agent run in them.
+use std::{
+    fs::File,
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+use serde_json::Value;
+
+use super::{MOAT, Recorded, fixtures::run, upstream::Server};
+
+pub const PORT: u16 = 8000;
+pub const RESERVED: (u16, u16) = (64000, 64099);
+pub const HOST_V4: &str = "10.99.0.1";
+pub const REMOTE_V4: &str = "10.99.0.2";
+pub const HOST_V6: &str = "fd99::1";
+pub const REMOTE_V6: &str = "fd99::2";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(script: &str) {
+    run(Command::new("sh").args(["-ec", script]));
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the privileged tests load kernel programs and create network namespaces: run them as root \
+         (`sudo cargo xtask test`)"
+    );
+}
+
+fn mount_point(fstype: &str) -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&fstype)).then(|| PathBuf::from(f[1]))
+        })
+}
+
+/// One test's machine: the protected host namespace, a remote namespace, a cgroup, pins.
+pub struct Host {
+    pub name: String,
+    pub netns: PathBuf,
+    pub remote_netns: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub audit: PathBuf,
+    agent: Option<Child>,
+    servers: Vec<Server>,
+    children: Vec<Child>,
+}
+
+impl Host {
+    pub fn new() -> Self {
+        require_root();
+        let name = format!(
+            "moat-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let bpffs_root = mount_point("bpf").unwrap_or_else(|| {
+            std::fs::create_dir_all("/sys/fs/bpf").unwrap();
+            sh("mount -t bpf bpf /sys/fs/bpf");
+            PathBuf::from("/sys/fs/bpf")
+        });
+        let cgroup_root = mount_point("cgroup2").expect("a cgroup2 filesystem is mounted");
+        let cgroup = cgroup_root.join(&name);
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h, r) = (&name, format!("{name}-r"));
+        let (vh, vr) = (
+            format!("vh{}", &h[6..].replace('-', "")),
+            format!("vr{}", &h[6..].replace('-', "")),
+        );
+        sh(&format!(
+            "ip netns add {h}; ip netns add {r}
+             ip -n {h} link set lo up; ip -n {r} link set lo up
+             ip link add {vh} netns {h} type veth peer name {vr} netns {r}
+             ip -n {h} addr add {HOST_V4}/24 dev {vh}; ip -n {r} addr add {REMOTE_V4}/24 dev {vr}
+             ip -n {h} addr add {HOST_V6}/64 dev {vh} nodad; ip -n {r} addr add {REMOTE_V6}/64 dev {vr} nodad
+             ip -n {h} link set {vh} up; ip -n {r} link set {vr} up"
+        ));
+        let host = Self {
+            netns: PathBuf::from("/run/netns").join(h),
+            remote_netns: PathBuf::from("/run/netns").join(&r),
+            cgroup,
+            bpffs: bpffs_root.join(&name),
+            config: dir.join("moat.yaml"),
+            audit: dir.join("audit.jsonl"),
+            dir,
+            name,
+            agent: None,
+            servers: Vec::new(),
+            children: Vec::new(),
+        };
+        host.write_config(&format!(
+            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
+        ));
+        host
+    }
+
+    /// Writes the config with this host's agent section and the given `servers:` section.
+    pub fn write_config(&self, servers: &str) {
+        self.write_config_with_audit(servers, "");
+    }
+
+    /// Like [`Host::write_config`], with more lines (`audit_extra`, each indented two spaces
+    /// and ending in a newline) in the `audit:` section.
+    pub fn write_config_with_audit(&self, servers: &str, audit_extra: &str) {
+        let path = format!("  path: {}\n", self.audit.display());
+        self.write_config_with_audit_section(servers, &(path + audit_extra));
+    }
+
+    /// Like [`Host::write_config`], with `audit` (lines indented two spaces, each ending in a
+    /// newline) as the whole `audit:` section.
+    pub fn write_config_with_audit_section(&self, servers: &str, audit: &str) {
+        let text = format!(
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}",
+            self.bpffs.display(),
+            self.cgroup.display(),
+            self.dir.join("state").display(),
+            RESERVED.0,
+            RESERVED.1,
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// A command that runs inside the host namespace and the test's cgroup.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
+            .arg("sh")
+            .arg(&self.cgroup)
+            .arg(&self.netns)
+            .arg("--")
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    /// Starts a background process (inside the namespace, see [`Host::command`]), killed when
+    /// the host is dropped; its output goes to `log` in the test directory.
+    pub fn spawn(&mut self, mut cmd: Command, log: &str) {
+        let out = File::create(self.dir.join(log)).unwrap();
+        let err = out.try_clone().unwrap();
+        self.children
+            .push(cmd.stdout(out).stderr(err).spawn().unwrap());
+    }
+
+    /// Waits until something accepts TCP connections on 127.0.0.1:`port` in the namespace.
+    pub fn wait_port(&self, port: u16, what: &str) {
+        let ok = self.in_ns(false, move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        });
+        assert!(ok, "{what} did not listen on port {port}");
+    }
+
+    /// Starts the agent; its standard output goes to `agent.out`, appended to across restarts,
+    /// and its log to `agent.log`.
+    pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Like [`Host::start_agent`], with more arguments to `moat run`.
+    pub fn start_agent_with(&mut self, args: &[&str]) {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = File::create(self.dir.join("agent.log")).unwrap();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.out"))
+            .unwrap();
+        let child = self
+            .command(
+                MOAT,
+                &[&["run", "-c", self.config.to_str().unwrap()], args].concat(),
+            )
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = self.try_status();
+            if s.as_ref()
+                .is_some_and(|s| s["proxy_socket"].is_u64() && s["agent_running"] == true)
+            {
+                return;
+            }
+            if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited ({status}): {}", self.agent_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not ready: {}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no cleanup runs in the agent.
+    pub fn kill_agent(&mut self) {
+        let mut child = self.agent.take().expect("agent running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop_agent(&mut self) {
+        let mut child = self.agent.take().expect("agent running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "agent exit: {status}: {}",
+            self.agent_log()
+        );
+    }
+
+    fn try_status(&self) -> Option<Value> {
+        let out = Command::new(MOAT)
+            .args(["status", "--json", "--bpffs"])
+            .arg(&self.bpffs)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status().expect("moat status --json works")
+    }
+
+    pub fn port_counters(&self, port: u16) -> Value {
+        let s = self.status();
+        s["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Both `moat check` and `moat run` refuse the current config with exit status 2 and an
+    /// error containing every one of `needles`.
+    pub fn assert_config_refused(&self, needles: &[&str]) {
+        for sub in ["check", "run"] {
+            let out = Command::new(MOAT)
+                .args([sub, "-c", self.config.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub}: {err}");
+            for needle in needles {
+                assert!(err.contains(needle), "{sub}: no {needle:?} in {err}");
+            }
+        }
+    }
+
+    pub fn detach(&self) -> Output {
+        Command::new(MOAT)
+            .args(["detach", "--bpffs"])
+            .arg(&self.bpffs)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `f` on a thread inside the host (or remote) network namespace.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        remote: bool,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let ns = if remote {
+            &self.remote_netns
+        } else {
+            &self.netns
+        }
+        .clone();
+        std::thread::spawn(move || {
+            setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack): every
+    /// request is answered with the peer address it came from, and recorded.
+    pub fn start_server(&mut self, port: u16) -> Arc<Recorded> {
+        let listener = self.in_ns(false, move || TcpListener::bind(("::", port)).unwrap());
+        let (server, requests) = Server::start(listener);
+        self.servers.push(server);
+        requests
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.servers.clear();
+        let _ = self.detach();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}-r", self.name)])
+            .status();
+        let _ = std::fs::remove_dir(&self.cgroup);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
