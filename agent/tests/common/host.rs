@@ -1,12 +1,16 @@
-//! The privileged test host: a fresh network namespace (and a "remote" one joined by a veth
-//! pair), a child cgroup and a bpffs directory per test, and the agent run in them.
+//! One test's host, of one of two kinds with the same methods. A privileged host (root) is a
+//! fresh network namespace (and a "remote" one joined by a veth pair), a child cgroup and a
+//! bpffs directory, with the kernel programs attached by the agent. A plain host needs no root:
+//! the agent runs `moat run --unprotected` on loopback ports the harness picks, for the tests
+//! of what happens after a connection is accepted (HTTP, auth, policy, audit).
 use std::{
+    collections::BTreeSet,
     fs::File,
-    net::{TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Output},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -30,12 +34,26 @@ fn sh(script: &str) {
     run(Command::new("sh").args(["-ec", script]));
 }
 
+const NEEDS_ROOT: &str = "the privileged tests load kernel programs and create network \
+                          namespaces: run them as root (`sudo cargo xtask test`)";
+
 fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "{NEEDS_ROOT}");
+}
+
+/// Whether a privileged test may run here: as root, yes. Otherwise it says it is skipped and
+/// the test returns early (`if !privileged() { return; }`), unless MOAT_REQUIRE_PRIVILEGED is
+/// set (as `cargo xtask test` does), where a privileged test that cannot run fails.
+pub fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
     assert!(
-        nix::unistd::geteuid().is_root(),
-        "the privileged tests load kernel programs and create network namespaces: run them as root \
-         (`sudo cargo xtask test`)"
+        std::env::var_os("MOAT_REQUIRE_PRIVILEGED").is_none(),
+        "MOAT_REQUIRE_PRIVILEGED is set: {NEEDS_ROOT}"
     );
+    eprintln!("skipped: {NEEDS_ROOT}");
+    false
 }
 
 fn mount_point(fstype: &str) -> Option<PathBuf> {
@@ -48,7 +66,8 @@ fn mount_point(fstype: &str) -> Option<PathBuf> {
         })
 }
 
-/// One test's machine: the protected host namespace, a remote namespace, a cgroup, pins.
+/// One test's machine: privileged, the protected host namespace, a remote namespace, a cgroup,
+/// pins; plain, a directory and loopback ports (its namespace paths are empty then).
 pub struct Host {
     pub name: String,
     pub netns: PathBuf,
@@ -58,12 +77,21 @@ pub struct Host {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub audit: PathBuf,
+    plain: Option<Plain>,
     agent: Option<Child>,
     servers: Vec<Server>,
     children: Vec<Child>,
 }
 
+/// The loopback ports of a plain host.
+struct Plain {
+    port: u16,
+    upstream_port: u16,
+    admin: u16,
+}
+
 impl Host {
+    /// A privileged host (root: see [`privileged`]).
     pub fn new() -> Self {
         require_root();
         let name = format!(
@@ -103,14 +131,89 @@ impl Host {
             audit: dir.join("audit.jsonl"),
             dir,
             name,
+            plain: None,
             agent: None,
             servers: Vec::new(),
             children: Vec::new(),
         };
-        host.write_config(&format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-        ));
+        host.write_default_config();
         host
+    }
+
+    /// A plain host: no root, no namespace, no kernel programs; the agent runs `moat run
+    /// --unprotected` with its protected port, its upstream and its admin listener on loopback
+    /// ports picked for this host (see [`free_port`]).
+    pub fn plain() -> Self {
+        let name = format!(
+            "moat-p{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host = Self {
+            netns: PathBuf::new(),
+            remote_netns: PathBuf::new(),
+            cgroup: PathBuf::new(),
+            // Never attached: an unprotected agent refuses to start while pins are there.
+            bpffs: dir.join("no-bpffs"),
+            config: dir.join("moat.yaml"),
+            audit: dir.join("audit.jsonl"),
+            dir,
+            name,
+            plain: Some(Plain {
+                port: free_port(),
+                upstream_port: free_port(),
+                admin: free_port(),
+            }),
+            agent: None,
+            servers: Vec::new(),
+            children: Vec::new(),
+        };
+        host.write_default_config();
+        host
+    }
+
+    fn write_default_config(&self) {
+        self.write_config(&format!(
+            "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n",
+            self.port(),
+            self.upstream()
+        ));
+    }
+
+    pub fn is_plain(&self) -> bool {
+        self.plain.is_some()
+    }
+
+    /// The protected port of the default server: PORT in a namespace, a free loopback port on
+    /// a plain host.
+    pub fn port(&self) -> u16 {
+        self.plain.as_ref().map_or(PORT, |p| p.port)
+    }
+
+    /// Where a client on this host reaches the protected port: 127.0.0.1 and [`Host::port`].
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    /// The port of the default server's upstream: the protected port itself in a namespace
+    /// (the kernel tells the agent's connections from the clients'), another one on a plain
+    /// host.
+    pub fn upstream_port(&self) -> u16 {
+        self.plain.as_ref().map_or(PORT, |p| p.upstream_port)
+    }
+
+    /// The default server's `upstream:` value.
+    pub fn upstream(&self) -> String {
+        format!("http://127.0.0.1:{}", self.upstream_port())
+    }
+
+    /// Where the agent's admin listener is: the default 127.0.0.1:9901 in a namespace, a free
+    /// port on a plain host.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let port = self.plain.as_ref().map_or(9901, |p| p.admin);
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
     /// Writes the config with this host's agent section and the given `servers:` section.
@@ -128,10 +231,20 @@ impl Host {
     /// Like [`Host::write_config`], with `audit` (lines indented two spaces, each ending in a
     /// newline) as the whole `audit:` section.
     pub fn write_config_with_audit_section(&self, servers: &str, audit: &str) {
+        let agent = match &self.plain {
+            None => format!(
+                "  bpffs: {}\n  cgroup: {}\n",
+                self.bpffs.display(),
+                self.cgroup.display()
+            ),
+            Some(_) => format!(
+                "  bpffs: {}\n  admin_listen: {}\n",
+                self.bpffs.display(),
+                self.admin_addr()
+            ),
+        };
         let text = format!(
-            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}",
-            self.bpffs.display(),
-            self.cgroup.display(),
+            "agent:\n{agent}  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}",
             self.dir.join("state").display(),
             RESERVED.0,
             RESERVED.1,
@@ -139,8 +252,14 @@ impl Host {
         std::fs::write(&self.config, text).unwrap();
     }
 
-    /// A command that runs inside the host namespace and the test's cgroup.
+    /// A command that runs inside the host namespace and the test's cgroup (on a plain host,
+    /// just the command).
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        if self.is_plain() {
+            let mut c = Command::new(program);
+            c.args(args);
+            return c;
+        }
         let mut c = Command::new("sh");
         c.arg("-c")
             .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
@@ -183,9 +302,15 @@ impl Host {
         self.start_agent_with(&[]);
     }
 
-    /// Like [`Host::start_agent`], with more arguments to `moat run`.
+    /// Like [`Host::start_agent`], with more arguments to `moat run` (on a plain host,
+    /// `--unprotected` comes first).
     pub fn start_agent_with(&mut self, args: &[&str]) {
         assert!(self.agent.is_none(), "agent already running");
+        let unprotected: &[&str] = if self.is_plain() {
+            &["--unprotected"]
+        } else {
+            &[]
+        };
         let log = File::create(self.dir.join("agent.log")).unwrap();
         let out = File::options()
             .create(true)
@@ -195,19 +320,28 @@ impl Host {
         let child = self
             .command(
                 MOAT,
-                &[&["run", "-c", self.config.to_str().unwrap()], args].concat(),
+                &[
+                    &["run", "-c", self.config.to_str().unwrap()],
+                    unprotected,
+                    args,
+                ]
+                .concat(),
             )
             .stdout(out)
             .stderr(log)
             .spawn()
             .unwrap();
+        let pid = child.id();
         self.agent = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let s = self.try_status();
-            if s.as_ref()
-                .is_some_and(|s| s["proxy_socket"].is_u64() && s["agent_running"] == true)
-            {
+            // Steered: its socket is in the sockmap. Unprotected: its listeners are bound and
+            // `moat status` names it.
+            let serving = self.try_status().is_some_and(|s| match &self.plain {
+                None => s["proxy_socket"].is_u64() && s["agent_running"] == true,
+                Some(_) => s["unprotected"]["pid"] == pid,
+            });
+            if serving {
                 return;
             }
             if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
@@ -249,12 +383,15 @@ impl Host {
         );
     }
 
+    /// `moat status --json`: of the pins, and on a plain host (with the config) of the
+    /// unprotected agent.
     fn try_status(&self) -> Option<Value> {
-        let out = Command::new(MOAT)
-            .args(["status", "--json", "--bpffs"])
-            .arg(&self.bpffs)
-            .output()
-            .ok()?;
+        let mut cmd = Command::new(MOAT);
+        cmd.args(["status", "--json", "--bpffs"]).arg(&self.bpffs);
+        if self.is_plain() {
+            cmd.arg("-c").arg(&self.config);
+        }
+        let out = cmd.output().ok()?;
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
@@ -263,6 +400,16 @@ impl Host {
 
     pub fn status(&self) -> Value {
         self.try_status().expect("moat status --json works")
+    }
+
+    /// The running agent's pid, as `moat status` says.
+    pub fn agent_pid(&self) -> i32 {
+        let s = self.status();
+        let pid = match &self.plain {
+            None => &s["agent_pid"],
+            Some(_) => &s["unprotected"]["pid"],
+        };
+        pid.as_i64().unwrap_or_else(|| panic!("no agent in {s}")) as i32
     }
 
     pub fn port_counters(&self, port: u16) -> Value {
@@ -276,14 +423,16 @@ impl Host {
             .unwrap_or(Value::Null)
     }
 
-    /// Both `moat check` and `moat run` refuse the current config with exit status 2 and an
-    /// error containing every one of `needles`.
+    /// Both `moat check` and `moat run` (with `--unprotected` on a plain host) refuse the
+    /// current config with exit status 2 and an error containing every one of `needles`.
     pub fn assert_config_refused(&self, needles: &[&str]) {
         for sub in ["check", "run"] {
-            let out = Command::new(MOAT)
-                .args([sub, "-c", self.config.to_str().unwrap()])
-                .output()
-                .unwrap();
+            let mut cmd = Command::new(MOAT);
+            cmd.args([sub, "-c", self.config.to_str().unwrap()]);
+            if self.is_plain() {
+                cmd.arg("--unprotected");
+            }
+            let out = cmd.output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{sub}: {err}");
             for needle in needles {
@@ -300,12 +449,20 @@ impl Host {
             .unwrap()
     }
 
-    /// Runs `f` on a thread inside the host (or remote) network namespace.
+    /// Runs `f` on a thread inside the host (or remote) network namespace; on a plain host, on
+    /// a thread (it has no remote namespace).
     pub fn in_ns<T: Send + 'static>(
         &self,
         remote: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
+        if self.is_plain() {
+            assert!(
+                !remote,
+                "a plain host has no remote namespace: use Host::new()"
+            );
+            return std::thread::spawn(f).join().unwrap();
+        }
         let ns = if remote {
             &self.remote_netns
         } else {
@@ -320,10 +477,15 @@ impl Host {
         .unwrap()
     }
 
-    /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack): every
-    /// request is answered with the peer address it came from, and recorded.
+    /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack; on a plain
+    /// host on 127.0.0.1:port): every request is answered with the peer address it came from,
+    /// and recorded.
     pub fn start_server(&mut self, port: u16) -> Arc<Recorded> {
-        let listener = self.in_ns(false, move || TcpListener::bind(("::", port)).unwrap());
+        let addr: SocketAddr = match self.plain {
+            None => (std::net::Ipv6Addr::UNSPECIFIED, port).into(),
+            Some(_) => ([127, 0, 0, 1], port).into(),
+        };
+        let listener = self.in_ns(false, move || TcpListener::bind(addr).unwrap());
         let (server, requests) = Server::start(listener);
         self.servers.push(server);
         requests
@@ -341,6 +503,12 @@ impl Drop for Host {
             let _ = c.wait();
         }
         self.servers.clear();
+        if self.is_plain() {
+            if !std::thread::panicking() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+            return;
+        }
         let _ = self.detach();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
@@ -351,6 +519,23 @@ impl Drop for Host {
         let _ = std::fs::remove_dir(&self.cgroup);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A loopback port nothing listens on now, never handed out before in this process (tests run
+/// in parallel threads of one process) and outside RESERVED: what a plain host binds. Another
+/// process could still take it before the agent binds it; the kernel's choice of port makes
+/// that unlikely.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        if !(RESERVED.0..=RESERVED.1).contains(&port) && GIVEN.lock().unwrap().insert(port) {
+            return port;
         }
     }
 }
