@@ -5,7 +5,7 @@ use std::{
     process::{Command, Output},
 };
 
-use super::{Host, MOAT, PORT};
+use super::{Host, MOAT};
 
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -62,17 +62,21 @@ pub fn node_script(host: &Host, name: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts the TypeScript SDK server fixture on PORT (`args` such as `--sse`), its request log
-/// at `log`, and waits until it listens.
+/// Starts the TypeScript SDK server fixture on the host's upstream port (`args` such as
+/// `--sse`), its request log at `log`, and waits until it listens.
 pub fn start_ts_server(host: &mut Host, args: &[&str], log: &Path) {
-    let port = PORT.to_string();
+    let port = host.upstream_port();
     let cmd = node_script(
         host,
         "ts_server.mjs",
-        &[&["--port", &port, "--log", log.to_str().unwrap()], args].concat(),
+        &[
+            &["--port", &port.to_string(), "--log", log.to_str().unwrap()],
+            args,
+        ]
+        .concat(),
     );
     host.spawn(cmd, "ts-server.log");
-    host.wait_port(PORT, "the TypeScript SDK server");
+    host.wait_port(port, "the TypeScript SDK server");
 }
 
 /// Runs the TypeScript SDK client fixture; whether it succeeded, and what it printed.
