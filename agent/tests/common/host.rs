@@ -181,11 +181,17 @@ impl Host {
     }
 
     fn write_default_config(&self) {
-        self.write_config(&format!(
+        self.write_config(&self.default_servers());
+    }
+
+    /// The `servers:` section of the default config: `files`, plain HTTP and unauthenticated,
+    /// on [`Host::port`], its upstream on [`Host::upstream_port`].
+    pub fn default_servers(&self) -> String {
+        format!(
             "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n",
             self.port(),
             self.upstream()
-        ));
+        )
     }
 
     pub fn is_plain(&self) -> bool {
