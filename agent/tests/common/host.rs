@@ -4,14 +4,13 @@
 //! the agent runs `moat run --unprotected` on loopback ports the harness picks, for the tests
 //! of what happens after a connection is accepted (HTTP, auth, policy, audit).
 use std::{
-    collections::BTreeSet,
     fs::File,
     io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Output},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
@@ -20,7 +19,7 @@ use std::{
 use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
-use super::{MOAT, Recorded, fixtures::run, upstream::Server};
+use super::{MOAT, Recorded, fixtures::run, free_port, upstream::Server};
 
 pub const PORT: u16 = 8000;
 pub const RESERVED: (u16, u16) = (64000, 64099);
@@ -531,23 +530,6 @@ impl Drop for Host {
         let _ = std::fs::remove_dir(&self.cgroup);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A loopback port nothing listens on now, never handed out before in this process (tests run
-/// in parallel threads of one process) and outside RESERVED: what a plain host binds. Another
-/// process could still take it before the agent binds it; the kernel's choice of port makes
-/// that unlikely.
-pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        if !(RESERVED.0..=RESERVED.1).contains(&port) && GIVEN.lock().unwrap().insert(port) {
-            return port;
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The harness of the end-to-end tests, one module per job: a test host with the real `moat`
 //! binary ([`host`]), the fixtures and scripts ([`fixtures`]), the recording test upstream
-//! ([`upstream`]), raw HTTP ([`http`]) and the audit records ([`audit`]).
+//! ([`upstream`]), raw HTTP ([`http`]), the audit records ([`audit`]), loopback ports for plain
+//! hosts ([`ports`]) and a small tmpfs ([`tmpfs`]).
 #![allow(dead_code)]
 
 mod audit;
 mod fixtures;
 mod host;
 mod http;
+mod ports;
 mod tmpfs;
 mod upstream;
 
 #[allow(unused_imports)]
-pub use self::{audit::*, fixtures::*, host::*, http::*, tmpfs::*, upstream::*};
+pub use self::{audit::*, fixtures::*, host::*, http::*, ports::*, tmpfs::*, upstream::*};
 
 pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");
