@@ -7,7 +7,7 @@ use std::{
     fs::File,
     io::Write as _,
     net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output},
     sync::{
         Arc,
@@ -16,23 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
-use super::{MOAT, Recorded, fixtures::run, free_port, upstream::Server};
+use super::{MOAT, Netns, Recorded, free_port, upstream::Server};
 
 pub const PORT: u16 = 8000;
 pub const RESERVED: (u16, u16) = (64000, 64099);
-pub const HOST_V4: &str = "10.99.0.1";
-pub const REMOTE_V4: &str = "10.99.0.2";
-pub const HOST_V6: &str = "fd99::1";
-pub const REMOTE_V6: &str = "fd99::2";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn sh(script: &str) {
-    run(Command::new("sh").args(["-ec", script]));
-}
 
 const NEEDS_ROOT: &str = "the privileged tests load kernel programs and create network \
                           namespaces: run them as root (`sudo cargo xtask test`)";
@@ -61,16 +52,6 @@ pub fn privileged() -> bool {
     false
 }
 
-fn mount_point(fstype: &str) -> Option<PathBuf> {
-    std::fs::read_to_string("/proc/mounts")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&fstype)).then(|| PathBuf::from(f[1]))
-        })
-}
-
 /// One test's machine: privileged, the protected host namespace, a remote namespace, a cgroup,
 /// pins; plain, a directory and loopback ports (its namespace paths are empty then).
 pub struct Host {
@@ -83,6 +64,8 @@ pub struct Host {
     pub config: PathBuf,
     pub audit: PathBuf,
     plain: Option<Plain>,
+    /// The namespaces, cgroup and pins of a privileged host.
+    ns: Option<Netns>,
     agent: Option<Child>,
     servers: Vec<Server>,
     children: Vec<Child>,
@@ -104,39 +87,20 @@ impl Host {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let bpffs_root = mount_point("bpf").unwrap_or_else(|| {
-            std::fs::create_dir_all("/sys/fs/bpf").unwrap();
-            sh("mount -t bpf bpf /sys/fs/bpf");
-            PathBuf::from("/sys/fs/bpf")
-        });
-        let cgroup_root = mount_point("cgroup2").expect("a cgroup2 filesystem is mounted");
-        let cgroup = cgroup_root.join(&name);
-        std::fs::create_dir_all(&cgroup).unwrap();
+        let ns = Netns::create(&name, true, Path::new(MOAT)).unwrap();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
-        let (h, r) = (&name, format!("{name}-r"));
-        let (vh, vr) = (
-            format!("vh{}", &h[6..].replace('-', "")),
-            format!("vr{}", &h[6..].replace('-', "")),
-        );
-        sh(&format!(
-            "ip netns add {h}; ip netns add {r}
-             ip -n {h} link set lo up; ip -n {r} link set lo up
-             ip link add {vh} netns {h} type veth peer name {vr} netns {r}
-             ip -n {h} addr add {HOST_V4}/24 dev {vh}; ip -n {r} addr add {REMOTE_V4}/24 dev {vr}
-             ip -n {h} addr add {HOST_V6}/64 dev {vh} nodad; ip -n {r} addr add {REMOTE_V6}/64 dev {vr} nodad
-             ip -n {h} link set {vh} up; ip -n {r} link set {vr} up"
-        ));
         let host = Self {
-            netns: PathBuf::from("/run/netns").join(h),
-            remote_netns: PathBuf::from("/run/netns").join(&r),
-            cgroup,
-            bpffs: bpffs_root.join(&name),
+            netns: ns.netns.clone(),
+            remote_netns: ns.remote.clone().unwrap(),
+            cgroup: ns.cgroup.clone(),
+            bpffs: ns.bpffs.clone(),
             config: dir.join("moat.yaml"),
             audit: dir.join("audit.jsonl"),
             dir,
             name,
             plain: None,
+            ns: Some(ns),
             agent: None,
             servers: Vec::new(),
             children: Vec::new(),
@@ -171,6 +135,7 @@ impl Host {
                 upstream_port: free_port(),
                 admin: free_port(),
             }),
+            ns: None,
             agent: None,
             servers: Vec::new(),
             children: Vec::new(),
@@ -266,20 +231,11 @@ impl Host {
     /// A command that runs inside the host namespace and the test's cgroup (on a plain host,
     /// just the command).
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
-        if self.is_plain() {
-            let mut c = Command::new(program);
-            c.args(args);
-            return c;
-        }
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
-            .arg("sh")
-            .arg(&self.cgroup)
-            .arg(&self.netns)
-            .arg("--")
-            .arg(program)
-            .args(args);
+        let mut c = match &self.ns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        };
+        c.args(args);
         c
     }
 
@@ -467,25 +423,16 @@ impl Host {
         remote: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
-        if self.is_plain() {
-            assert!(
-                !remote,
-                "a plain host has no remote namespace: use Host::new()"
-            );
-            return std::thread::spawn(f).join().unwrap();
+        match &self.ns {
+            Some(ns) => ns.in_ns(remote, f),
+            None => {
+                assert!(
+                    !remote,
+                    "a plain host has no remote namespace: use Host::new()"
+                );
+                std::thread::spawn(f).join().unwrap()
+            }
         }
-        let ns = if remote {
-            &self.remote_netns
-        } else {
-            &self.netns
-        }
-        .clone();
-        std::thread::spawn(move || {
-            setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
     }
 
     /// A plain-HTTP JSON-RPC server in the host namespace on [::]:port (dual stack; on a plain
@@ -514,20 +461,9 @@ impl Drop for Host {
             let _ = c.wait();
         }
         self.servers.clear();
-        if self.is_plain() {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
-            return;
+        if let Some(ns) = &self.ns {
+            ns.remove(Path::new(MOAT));
         }
-        let _ = self.detach();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &format!("{}-r", self.name)])
-            .status();
-        let _ = std::fs::remove_dir(&self.cgroup);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
