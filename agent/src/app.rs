@@ -1,7 +1,7 @@
 //! The commands: run the agent, check a config, show status, detach.
-use std::{collections::HashMap, os::fd::AsFd as _, path::Path, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
-use agent_common::{HOST_COUNTERS, Settings};
+use agent_common::HOST_COUNTERS;
 use serde_json::{Value, json};
 
 use crate::{
@@ -12,15 +12,16 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     background,
-    config::{Cgroup, Config, HostAddrs, Issuer, UpstreamAuth},
+    config::{Config, HostAddrs, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
-    instance, listen,
+    instance,
+    listen::{self, Listening, Mode},
     serve::{self, Protected, Sites},
-    steer::{self, Hooks, Kernel},
+    steer::{self, Kernel},
     tls::ServerTls,
-    upstream::{self, Upstream},
+    upstream::Upstream,
 };
 
 /// The sites, and what must run beside them: the JWKS fetchers and the upstream keys.
@@ -137,9 +138,9 @@ fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<L
     })
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub async fn run(config_path: &Path) -> Result<(), AppError> {
-    let config = Arc::new(Config::load_on(config_path, &this_host()?)?);
+/// Runs the agent until SIGINT or SIGTERM, taking its connections as `mode` says.
+pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
+    let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
     let Loaded {
@@ -184,45 +185,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
         .chain(upstream_keys.map(|k| tokio::spawn(background::rotate_upstream_keys(k))))
         .collect();
 
-    let cgroup = match &config.agent.cgroup {
-        Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,
-        Cgroup::Path(p) => p.clone(),
-    };
-    upstream::reserve_ports(config.agent.upstream_ports).map_err(AppError::io(
-        "reserving the upstream ports in net.ipv4.ip_local_reserved_ports",
-    ))?;
-    let hooks = Hooks {
-        netns: "/proc/self/ns/net".into(),
-        cgroup,
-    };
-    let mut kernel = Kernel::attach_or_adopt(&config.agent.bpffs, &hooks)?;
-    kernel.set_settings(Settings {
-        upstream_port_lo: config.agent.upstream_ports.lo.into(),
-        upstream_port_hi: config.agent.upstream_ports.hi.into(),
-        agent_tgid: std::process::id(),
-        _pad: 0,
-        agent_cgroup_id: steer::own_cgroup_id()
-            .map_err(AppError::io("finding the agent's own cgroup"))?,
-    })?;
-
-    let listener = listen::proxy_listener().map_err(AppError::io("creating the proxy listener"))?;
-    let proxy_addr = listener
-        .local_addr()
-        .map_err(AppError::io("reading the proxy address"))?;
-    kernel.set_proxy(listener.as_fd())?;
-    let wanted: Vec<(u16, u32)> = config
-        .servers
-        .iter()
-        .zip(1..)
-        .map(|(s, id)| (s.port, id))
-        .collect();
-    let sealed: Vec<(u16, u32)> = config
-        .sealed_ports()
-        .into_iter()
-        .map(|(port, i)| (port, i as u32 + 1))
-        .collect();
-    kernel.reconcile(&wanted, &sealed)?;
-
+    let mut listening = Listening::open(mode, &config)?;
     let servers: Vec<Value> = config
         .servers
         .iter()
@@ -235,41 +198,28 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
             json!({"name": s.name, "port": s.port, "upstream": s.upstream.to_string(), "policy": policy})
         })
         .collect();
-    audit
-        .record(
-            "config",
-            audit::agent_event(
-                "started",
-                json!({
-                    "config": config_path.display().to_string(),
-                    "config_sha256": std::fs::read(config_path).ok().map(|b| crate::vocab::sha256_hex(&b)),
-                    "pid": std::process::id(),
-                    "adopted_pins": kernel.adopted,
-                    "servers": servers,
-                    "sealed_ports": sealed.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-                }),
-            ),
-        )
-        .await;
-    tracing::info!(
-        bpffs = %kernel.dir.display(),
-        adopted = kernel.adopted,
-        proxy = %proxy_addr,
-        ports = ?wanted.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-        sealed = ?sealed.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-        "moat is protecting its ports"
-    );
-
-    let ring = kernel.take_events().expect("events are taken once");
-    let events_task = tokio::spawn({
-        let (config, audit) = (config.clone(), audit.clone());
-        async move { events::forward(ring, &config, audit).await }
+    let mut started = json!({
+        "config": config_path.display().to_string(),
+        "config_sha256": std::fs::read(config_path).ok().map(|b| crate::vocab::sha256_hex(&b)),
+        "pid": std::process::id(),
+        "servers": servers,
     });
-    let upstream = Arc::new(Upstream::new(config.agent.upstream_ports, proxy_addr));
-    let identity = steer::identity::Identity::open(&kernel.dir).map(Arc::new);
-    if identity.is_none() {
-        tracing::warn!(bpffs = %kernel.dir.display(), "the pinned programs predate local process identity: `moat detach` and start again to have it");
+    for (k, v) in listening.describe().as_object().into_iter().flatten() {
+        started[k] = v.clone();
     }
+    audit
+        .record("config", audit::agent_event("started", started))
+        .await;
+
+    let events_task = listening.take_events().map(|ring| {
+        let (config, audit) = (config.clone(), audit.clone());
+        tokio::spawn(async move { events::forward(ring, &config, audit).await })
+    });
+    let upstream = Arc::new(Upstream::listening_on(
+        config.agent.upstream_ports,
+        listening.addrs(),
+    ));
+    let identity = listening.identity();
     let reload_task = tokio::spawn(background::reload_certs(sites.clone(), audit.clone()));
     let policy_task = tokio::spawn(background::reload_policies(sites.clone(), audit.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -277,12 +227,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     let serve::Workers { threads, handoff } =
         serve::spawn_workers(n, &sites, &upstream, &audit, identity, &stopped)
             .map_err(AppError::io("starting the proxy workers"))?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .map_err(AppError::io("registering the proxy listener"))?;
-    admin
-        .state
-        .set_serving(kernel, &listener)
-        .map_err(AppError::io("reading the proxy socket's cookie"))?;
+    let listeners = listening.serve(&admin.state, &config)?;
     let limits = crate::conn_limits::Limiter::new(
         config.agent.max_connections,
         config.agent.max_connections_per_source,
@@ -291,16 +236,21 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     );
     let workers_failed = tokio::select! {
         () = shutdown_signal() => {
-            tracing::info!("stopping; protected ports stay closed until the agent is back");
+            match mode {
+                Mode::Steered => tracing::info!("stopping; protected ports stay closed until the agent is back"),
+                Mode::Unprotected => tracing::info!("stopping"),
+            }
             false
         }
-        () = serve::accept(listener, handoff, limits) => true,
+        () = serve::accept(listeners, handoff, limits) => true,
     };
     admin.state.stop();
     let _ = stop.send(true);
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
-    events_task.abort();
+    if let Some(t) = events_task {
+        t.abort();
+    }
     reload_task.abort();
     policy_task.abort();
     key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
@@ -318,6 +268,7 @@ pub async fn run(config_path: &Path) -> Result<(), AppError> {
     // Requests still in flight end when the runtime drops their tasks; their records go to the
     // writer, which ends after the last of them (dropping the runtime waits for it).
     drop(writer);
+    drop(listening);
     if workers_failed {
         return Err(AppError::Io {
             what: "serving".into(),
@@ -405,14 +356,21 @@ pub fn policy_test(config: &Config, file: &Path) -> Result<crate::vocab::Decisio
     crate::policy::explain::decide(&engine, &server.name, &d).map_err(AppError::Policy)
 }
 
-/// The addresses of the network namespace the agent runs in: upstreams must be among them.
-fn this_host() -> Result<HostAddrs, AppError> {
-    HostAddrs::of_this_host().map_err(AppError::io("reading this host's interface addresses"))
+/// The addresses of the network namespace the agent runs in: upstreams must be among them (and,
+/// unprotected, not where the agent itself listens).
+fn this_host(mode: Mode) -> Result<HostAddrs, AppError> {
+    let host = HostAddrs::of_this_host()
+        .map_err(AppError::io("reading this host's interface addresses"))?;
+    Ok(match mode {
+        Mode::Steered => host,
+        Mode::Unprotected => host.with_plain_listeners(),
+    })
 }
 
-/// Validates a config file (upstreams against this host's addresses); prints a summary.
-pub fn check(config_path: &Path) -> Result<String, AppError> {
-    let c = Config::load_on(config_path, &this_host()?)?;
+/// Validates a config file (upstreams against this host's addresses) for an agent run in
+/// `mode`; prints a summary.
+pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
+    let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
     load_sites(&c, false, None)?;
     let mut out = format!(
@@ -439,6 +397,12 @@ pub fn check(config_path: &Path) -> Result<String, AppError> {
             s.name, s.port, s.upstream, s.endpoint
         ));
     }
+    if mode == Mode::Unprotected {
+        out.push_str(
+            "  UNPROTECTED (--unprotected): plain listeners on 127.0.0.1, nothing sealed\n",
+        );
+        return Ok(out);
+    }
     for (port, i) in c.sealed_ports() {
         out.push_str(&format!(
             "  port {port} sealed: only Moat connects to `{}`'s upstream\n",
@@ -448,8 +412,17 @@ pub fn check(config_path: &Path) -> Result<String, AppError> {
     Ok(out)
 }
 
-/// Status as JSON, read from the pins alone: works while the agent is down.
+/// Status as JSON, read from the pins alone: works while the agent is down. With the config, an
+/// agent running unprotected is named too (`unprotected`: its pid and listeners).
 pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> {
+    let mut s = kernel_status(bpffs, config)?;
+    if let Some(agent) = config.and_then(|c| listen::plain::running(&c.agent.state_dir)) {
+        s["unprotected"] = agent;
+    }
+    Ok(s)
+}
+
+fn kernel_status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> {
     let links: serde_json::Map<String, Value> = steer::LINKS
         .iter()
         .map(|l| ((*l).to_string(), bpffs.join(l).exists().into()))
@@ -511,6 +484,13 @@ pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> 
 /// Human-readable status.
 pub fn status_text(s: &Value) -> String {
     let mut out = format!("pins: {}\n", s["bpffs"].as_str().unwrap_or("?"));
+    if let Some(u) = s.get("unprotected") {
+        out.push_str(&format!(
+            "agent: pid {} running UNPROTECTED (moat run --unprotected), plain listeners {}: \
+             nothing is steered, sealed or guarded by the kernel\n",
+            u["pid"], u["listeners"]
+        ));
+    }
     if s["attached"] != true && s.get("links").is_none() {
         out.push_str("not attached: no protected ports (run `moat run`)\n");
         return out;

@@ -34,6 +34,11 @@ pub enum AppError {
     },
     #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
     NoBpffs,
+    #[error(
+        "the kernel programs of this instance are attached ({path}): they steer the protected \
+         ports away from plain listeners; `moat detach` first to run --unprotected"
+    )]
+    StillAttached { path: std::path::PathBuf },
 }
 
 impl AppError {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use moat::{app, auth, config::Config, error::AppError, tls};
+use moat::{app, auth, config::Config, error::AppError, listen, tls};
 
 #[derive(Parser)]
 #[command(
@@ -36,11 +36,19 @@ enum Command {
     Run {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        /// DANGEROUS: no kernel programs (no root needed); each server's port is a plain
+        /// listener on 127.0.0.1. Nothing is steered, sealed or guarded: a local process can
+        /// reach the upstreams directly. For tests, and hosts without eBPF.
+        #[arg(long)]
+        unprotected: bool,
     },
     /// Validate a config file.
     Check {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        /// Validate it for `moat run --unprotected`.
+        #[arg(long)]
+        unprotected: bool,
     },
     /// Show attached programs, protected ports, counters and the proxy socket (works while the agent is down).
     Status {
@@ -178,13 +186,19 @@ fn main() {
 
 fn dispatch(command: Command) -> Result<(), AppError> {
     match command {
-        Command::Run { config } => tokio::runtime::Builder::new_current_thread()
+        Command::Run {
+            config,
+            unprotected,
+        } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(AppError::io("starting the runtime"))?
-            .block_on(app::run(&config)),
-        Command::Check { config } => {
-            print!("{}", app::check(&config)?);
+            .block_on(app::run(&config, mode(unprotected))),
+        Command::Check {
+            config,
+            unprotected,
+        } => {
+            print!("{}", app::check(&config, mode(unprotected))?);
             Ok(())
         }
         Command::Status {
@@ -285,6 +299,14 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             );
             Ok(())
         }
+    }
+}
+
+fn mode(unprotected: bool) -> listen::Mode {
+    if unprotected {
+        listen::Mode::Unprotected
+    } else {
+        listen::Mode::Steered
     }
 }
 

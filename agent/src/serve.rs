@@ -1,5 +1,6 @@
-//! Accepts steered connections within the connection limits, finds the protected server from
-//! the original destination, terminates TLS, and serves HTTP/1.1 and HTTP/2 with the proxy.
+//! Accepts connections (steered, or from plain listeners) within the connection limits, finds
+//! the protected server from the original destination, terminates TLS, and serves HTTP/1.1
+//! and HTTP/2 with the proxy.
 //! A connection that has not sent its first request's headers within `header_timeout` (after
 //! its TLS handshake, which has the same limit), or has no request in flight for
 //! `idle_timeout`, is closed.
@@ -122,11 +123,26 @@ pub fn spawn_workers(
     })
 }
 
-/// Accepts steered connections and hands them to the workers in turn (the kernel would wake
+/// Accepts connections from every listener (one when steered; one per server when
+/// unprotected), with the same workers and limits. Returns when every worker is gone.
+pub async fn accept(
+    listeners: Vec<TcpListener>,
+    workers: Vec<mpsc::Sender<Accepted>>,
+    limits: Arc<Limiter>,
+) {
+    let mut each = tokio::task::JoinSet::new();
+    for listener in listeners {
+        each.spawn(accept_on(listener, workers.clone(), limits.clone()));
+    }
+    // Each ends only when the workers are gone; dropping the set ends the others.
+    let _ = each.join_next().await;
+}
+
+/// Accepts connections and hands them to the workers in turn (the kernel would wake
 /// whichever worker is idle, and one worker would end up with nearly every connection).
 /// A connection beyond the `limits` is closed at once, with a reset (no lingering socket
 /// state), before anything is read from it. Returns when every worker is gone.
-pub async fn accept(
+async fn accept_on(
     listener: TcpListener,
     workers: Vec<mpsc::Sender<Accepted>>,
     limits: Arc<Limiter>,

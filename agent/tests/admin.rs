@@ -118,6 +118,9 @@ fn set_admin_listen(host: &Host, value: &str) {
 
 #[test]
 fn metrics_count_exactly_the_requests_sent_and_pass_promtool() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let policy = host.dir.join("p.cedar");
     std::fs::write(
@@ -377,6 +380,9 @@ fn metrics_count_exactly_the_requests_sent_and_pass_promtool() {
 
 #[test]
 fn readyz_is_not_ready_while_the_audit_log_fails_nor_after_detach() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
     host.audit = fs.0.join("audit.jsonl");
@@ -420,6 +426,9 @@ fn readyz_is_not_ready_while_the_audit_log_fails_nor_after_detach() {
 
 #[test]
 fn a_taken_admin_address_stops_the_agent_and_off_listens_nowhere() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let _upstream = host.start_server(PORT);
     let taken = host.in_ns(false, || std::net::TcpListener::bind(admin_addr()).unwrap());

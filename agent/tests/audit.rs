@@ -1,11 +1,11 @@
-//! Privileged tests of the audit trail: a full disk under `fail_closed` refuses requests
-//! (503) and forwards nothing unaudited; when space returns, service and the hash chain
-//! resume with every record written.
+//! Tests of the audit trail: a full disk under `fail_closed` refuses requests (503) and
+//! forwards nothing unaudited; when space returns, service and the hash chain resume with
+//! every record written (privileged: a tmpfs is mounted). Syslog and standard output sinks,
+//! rotation, redaction and the chain head, on a plain host (no root).
 mod common;
 
 use std::{
     io::Write as _,
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
@@ -14,22 +14,22 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-fn dst() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], PORT))
-}
-
 fn ping(host: &Host, id: u32) -> u16 {
+    let dst = host.addr();
     let raw = post(
-        dst(),
+        dst,
         &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
         "",
     );
-    host.in_ns(false, move || exchange(dst(), &raw))
+    host.in_ns(false, move || exchange(dst, &raw))
         .map_or(0, |r| r.status)
 }
 
 #[test]
 fn a_full_disk_refuses_requests_until_records_can_be_written_again() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
     host.audit = fs.0.join("audit.jsonl");
@@ -102,6 +102,9 @@ fn a_full_disk_refuses_requests_until_records_can_be_written_again() {
 /// record written afterwards, and the chain shows the gap.
 #[test]
 fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let fs = Tmpfs::mount(&host.dir.join("auditfs"), "256k");
     host.audit = fs.0.join("audit.jsonl");
@@ -146,21 +149,20 @@ fn under_drop_the_loss_is_counted_and_the_chain_shows_it() {
 /// Secrets planted in tool arguments never reach the audit log; the rest of the arguments do.
 #[test]
 fn secrets_in_tool_arguments_are_redacted() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     host.write_config_with_audit(
-        &format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-        ),
+        &host.default_servers(),
         "  redact: {keys: [ssn], patterns: [{name: ticket, pattern: 'TCK-[0-9]{6}'}]}\n",
     );
-    let _upstream = host.start_server(PORT);
+    let _upstream = host.start_server(host.upstream_port());
     host.start_agent();
     let pem = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----";
     let body = format!(
         r#"{{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{{"name":"deploy","arguments":{{"path":"/srv/app","env":"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE","auth":"Bearer abc.def-ghi","key":"{pem}","ssn":"078-05-1120","note":"TCK-123456"}}}}}}"#
     );
-    let raw = post(dst(), &body, "");
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let dst = host.addr();
+    let raw = post(dst, &body, "");
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     let rec = host.wait_audit("the call", |r| r["mcp"]["tool"] == "deploy");
     assert_eq!(rec["mcp"]["arguments"]["path"], "/srv/app", "{rec}");
@@ -183,7 +185,7 @@ fn secrets_in_tool_arguments_are_redacted() {
 fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
     use std::io::Read as _;
     const N: usize = 10_000;
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let policy = host.dir.join("mixed.cedar");
     std::fs::write(
         &policy,
@@ -192,17 +194,20 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
     )
     .unwrap();
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n",
-        policy.display()
+        host.upstream(),
+        policy.display(),
+        port = host.port(),
     ));
-    let _upstream = host.start_server(PORT);
+    let _upstream = host.start_server(host.upstream_port());
     host.start_agent();
     let out = run(Command::new(MOAT)
         .args(["token", "mint", "-c"])
         .arg(&host.config)
         .args(["--server", "files", "--sub", "alice"]));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dst = host.addr();
     let answered = host.in_ns(false, move || {
         let auth = format!("authorization: Bearer {token}\r\n");
         let mut answered = 0;
@@ -212,9 +217,9 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
             };
             if i % 100 == 8 {
                 // A stream the client leaves after its first bytes.
-                let mut s = std::net::TcpStream::connect(dst()).unwrap();
+                let mut s = std::net::TcpStream::connect(dst).unwrap();
                 let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"stream"}}"#);
-                s.write_all(&post(dst(), &body, &auth)).unwrap();
+                s.write_all(&post(dst, &body, &auth)).unwrap();
                 let mut buf = [0u8; 64];
                 if s.read(&mut buf).is_ok_and(|n| n > 0) {
                     answered += 1;
@@ -222,12 +227,12 @@ fn ten_thousand_mixed_requests_leave_one_record_each_in_one_chain() {
                 continue;
             }
             let raw = match i % 10 {
-                6 => post(dst(), &call("rm"), &auth),
-                7 => post(dst(), &call("echo"), ""),
-                9 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), &auth),
-                _ => post(dst(), &call("echo"), &auth),
+                6 => post(dst, &call("rm"), &auth),
+                7 => post(dst, &call("echo"), ""),
+                9 => post(dst, &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), &auth),
+                _ => post(dst, &call("echo"), &auth),
             };
-            if exchange(dst(), &raw).is_ok_and(|r| r.status != 0) {
+            if exchange(dst, &raw).is_ok_and(|r| r.status != 0) {
                 answered += 1;
             }
         }
@@ -281,13 +286,8 @@ fn verify(path: &Path) -> Result<String, String> {
 /// Runs the agent twice with `audit` as its audit section, pings it `n` times each run, and
 /// waits until `written()` holds both runs' `stopped` records; returns them.
 fn two_runs(host: &mut Host, audit: &str, written: impl Fn() -> Vec<Value>, n: u32) -> Vec<Value> {
-    host.write_config_with_audit_section(
-        &format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-        ),
-        audit,
-    );
-    let _upstream = host.start_server(PORT);
+    host.write_config_with_audit_section(&host.default_servers(), audit);
+    let _upstream = host.start_server(host.upstream_port());
     for _ in 0..2 {
         host.start_agent();
         for i in 0..n {
@@ -389,7 +389,7 @@ fn syslog_section(socket: &Path) -> String {
 
 #[test]
 fn records_sent_to_syslog_reach_rsyslog_as_one_verifiable_chain() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let rsyslog = Rsyslog::start(&host.dir);
     let received = rsyslog.received.clone();
     let audit = syslog_section(&rsyslog.socket);
@@ -419,16 +419,11 @@ fn records_sent_to_syslog_reach_rsyslog_as_one_verifiable_chain() {
 /// forwarded unaudited; when it is back, service resumes and it gets every record.
 #[test]
 fn a_syslog_collector_that_goes_away_refuses_requests_until_it_is_back() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let rsyslog = Rsyslog::start(&host.dir);
     let received = rsyslog.received.clone();
-    host.write_config_with_audit_section(
-        &format!(
-            "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n"
-        ),
-        &syslog_section(&rsyslog.socket),
-    );
-    let upstream = host.start_server(PORT);
+    host.write_config_with_audit_section(&host.default_servers(), &syslog_section(&rsyslog.socket));
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     let mut sent = 0;
     let mut ok = 0;
@@ -500,7 +495,7 @@ fn a_syslog_collector_that_goes_away_refuses_requests_until_it_is_back() {
 
 #[test]
 fn records_on_standard_output_form_one_verifiable_chain() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let out = host.dir.join("agent.out");
     let records = two_runs(&mut host, "  sink: stdout\n", || records_in(&out), 20);
     assert_eq!(
@@ -514,7 +509,7 @@ fn records_on_standard_output_form_one_verifiable_chain() {
 
 #[test]
 fn a_rotated_log_verifies_across_its_files_given_in_any_order() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     host.audit = host.dir.join("log/audit.jsonl");
     let audit = format!(
         "  path: {}\n  rotate: {{max_bytes: 8192}}\n",
@@ -591,7 +586,7 @@ fn a_rotated_log_verifies_across_its_files_given_in_any_order() {
 
 #[test]
 fn json_log_lines_carry_the_request_id_of_their_audit_record() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     // No server listens upstream: the request fails, and the agent logs why.
     host.start_agent_with(&["--log-format", "json"]);
     assert_eq!(ping(&host, 1), 502);
@@ -632,8 +627,8 @@ fn json_log_lines_carry_the_request_id_of_their_audit_record() {
 /// and a log cut short while the agent was stopped, found by the agent when it starts again.
 #[test]
 fn the_end_of_the_log_is_checked_against_the_chain_head() {
-    let mut host = Host::new();
-    let _upstream = host.start_server(PORT);
+    let mut host = Host::plain();
+    let _upstream = host.start_server(host.upstream_port());
     host.start_agent();
     for i in 0..5 {
         assert_eq!(ping(&host, i), 200);

@@ -1,12 +1,11 @@
-//! Privileged tests of the OAuth resource server: every attack in the catalogue refused (with
-//! the right status and challenge), audited and never forwarded; token separation and the
-//! upstream JWT; session binding; fail closed when the issuer's keys go stale.
+//! Tests of the OAuth resource server, on a plain host (no root): every attack in the catalogue
+//! refused (with the right status and challenge), audited and never forwarded; token separation
+//! and the upstream JWT; session binding; fail closed when the issuer's keys go stale.
 mod common;
 
 use std::{
-    fs::File,
     io::{BufRead as _, BufReader, Write as _},
-    net::{SocketAddr, TcpListener},
+    net::TcpListener,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -17,20 +16,10 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
-const ISSUER_PORT: u16 = 9400;
 const PUBLIC_URL: &str = "https://files.test/mcp";
 const KID: &str = "k1";
-
-fn dst() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], PORT))
-}
-
-fn issuer() -> String {
-    format!("http://127.0.0.1:{ISSUER_PORT}")
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -63,9 +52,10 @@ impl Key {
     }
 }
 
-fn claims(over: Value) -> Value {
+/// Claims from `issuer` for the protected server, with `over` replacing some.
+fn claims(issuer: &str, over: Value) -> Value {
     let t = now();
-    let mut c = json!({"iss": issuer(), "aud": PUBLIC_URL, "sub": "alice", "client_id": "cli",
+    let mut c = json!({"iss": issuer, "aud": PUBLIC_URL, "sub": "alice", "client_id": "cli",
                        "scope": "mcp:tools", "iat": t, "exp": t + 600});
     for (k, v) in over.as_object().unwrap() {
         c[k] = v.clone();
@@ -73,24 +63,23 @@ fn claims(over: Value) -> Value {
     c
 }
 
-/// The issuer's JWKS endpoint, in the host namespace, until stopped.
+/// The issuer's JWKS endpoint, on a loopback port of the host, until stopped.
 struct Jwks {
+    /// The issuer's URL (its JWKS at `/jwks`).
+    issuer: String,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Jwks {
     fn serve(host: &Host, document: Value) -> Self {
-        let ns = host.netns.clone();
+        let l = host.in_ns(false, || TcpListener::bind(("127.0.0.1", 0)).unwrap());
+        let issuer = format!("http://{}", l.local_addr().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || {
-                setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
-                let l = TcpListener::bind(("127.0.0.1", ISSUER_PORT)).unwrap();
                 l.set_nonblocking(true).unwrap();
-                tx.send(()).unwrap();
                 let body = document.to_string();
                 while !stop.load(Ordering::Relaxed) {
                     let Ok((s, _)) = l.accept() else {
@@ -113,8 +102,8 @@ impl Jwks {
                 }
             }
         });
-        rx.recv().unwrap();
         Self {
+            issuer,
             stop,
             thread: Some(thread),
         }
@@ -144,19 +133,20 @@ struct Setup {
 /// A protected server trusting the test issuer (keys at its JWKS URL), needing `mcp:tools`,
 /// giving the upstream a JWT minted by Moat.
 fn setup(refresh_s: u32, max_stale_s: u32) -> Setup {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let key = key(KID);
     let jwks = Jwks::serve(&host, json!({"keys": [key.jwk]}));
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: {PUBLIC_URL}\n    allowed_hosts: [files.test]\n    \
+        "servers:\n  - name: files\n    port: {}\n    upstream: {upstream}\n    public_url: {PUBLIC_URL}\n    allowed_hosts: [files.test]\n    \
          dangerous: {{plaintext: true}}\n    \
-         auth:\n      issuer: {}\n      jwks_uri: {}/jwks\n      scopes_supported: [mcp:tools, mcp:admin]\n      \
+         auth:\n      issuer: {issuer}\n      jwks_uri: {issuer}/jwks\n      scopes_supported: [mcp:tools, mcp:admin]\n      \
          required_scopes: [mcp:tools]\n      jwks_refresh_s: {refresh_s}\n      jwks_max_stale_s: {max_stale_s}\n    \
-         upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}', ttl_s: 60}}}}\n",
-        issuer(),
-        issuer()
+         upstream_auth: {{jwt: {{audience: '{upstream}', ttl_s: 60}}}}\n",
+        host.port(),
+        upstream = host.upstream(),
+        issuer = jwks.issuer,
     ));
-    let upstream = host.start_server(PORT);
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     Setup {
         host,
@@ -166,8 +156,16 @@ fn setup(refresh_s: u32, max_stale_s: u32) -> Setup {
     }
 }
 
+impl Setup {
+    /// Claims from the test issuer, with `over` replacing some.
+    fn claims(&self, over: Value) -> Value {
+        claims(&self.jwks.issuer, over)
+    }
+}
+
 fn call(host: &Host, raw: Vec<u8>) -> Reply {
-    host.in_ns(false, move || exchange(dst(), &raw))
+    let dst = host.addr();
+    host.in_ns(false, move || exchange(dst, &raw))
         .expect("a reply")
 }
 
@@ -187,8 +185,9 @@ fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
 #[test]
 fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
     let s = setup(300, 3600);
+    let dst = s.host.addr();
     let t = now();
-    let good = s.key.sign(KID, &claims(json!({})));
+    let good = s.key.sign(KID, &s.claims(json!({})));
     let body = good.split('.').nth(1).unwrap().to_string();
     let none = format!(
         "{}.{body}.",
@@ -198,7 +197,7 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some(KID.into());
         let secret = EncodingKey::from_secret(s.key.jwk.to_string().as_bytes()).unwrap();
-        jsonwebtoken::encode(&h, &claims(json!({})), &secret).unwrap()
+        jsonwebtoken::encode(&h, &s.claims(json!({})), &secret).unwrap()
     };
     let other = key("k2");
     let cases: Vec<(&str, String, u16, &str)> = vec![
@@ -213,13 +212,13 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
         ),
         (
             "unknown kid",
-            bearer(&other.sign("k2", &claims(json!({})))),
+            bearer(&other.sign("k2", &s.claims(json!({})))),
             401,
             "invalid_token",
         ),
         (
             "known kid, another key",
-            bearer(&other.sign(KID, &claims(json!({})))),
+            bearer(&other.sign(KID, &s.claims(json!({})))),
             401,
             "invalid_token",
         ),
@@ -227,7 +226,7 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
             "wrong issuer",
             bearer(
                 &s.key
-                    .sign(KID, &claims(json!({"iss": "https://evil.example"}))),
+                    .sign(KID, &s.claims(json!({"iss": "https://evil.example"}))),
             ),
             401,
             "invalid_token",
@@ -236,32 +235,32 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
             "another resource",
             bearer(
                 &s.key
-                    .sign(KID, &claims(json!({"aud": "https://other.test/mcp"}))),
+                    .sign(KID, &s.claims(json!({"aud": "https://other.test/mcp"}))),
             ),
             401,
             "invalid_token",
         ),
         (
             "expired",
-            bearer(&s.key.sign(KID, &claims(json!({"exp": t - 600})))),
+            bearer(&s.key.sign(KID, &s.claims(json!({"exp": t - 600})))),
             401,
             "invalid_token",
         ),
         (
             "not yet valid",
-            bearer(&s.key.sign(KID, &claims(json!({"nbf": t + 600})))),
+            bearer(&s.key.sign(KID, &s.claims(json!({"nbf": t + 600})))),
             401,
             "invalid_token",
         ),
         (
             "missing scope",
-            bearer(&s.key.sign(KID, &claims(json!({"scope": "mcp:admin"})))),
+            bearer(&s.key.sign(KID, &s.claims(json!({"scope": "mcp:admin"})))),
             403,
             "insufficient_scope",
         ),
     ];
     for (what, auth, status, code) in &cases {
-        let r = call(&s.host, post(dst(), PING, auth));
+        let r = call(&s.host, post(dst, PING, auth));
         assert_eq!(r.status, *status, "{what}: {r:?}");
         let challenge =
             header(&r, "www-authenticate").unwrap_or_else(|| panic!("{what}: no challenge: {r:?}"));
@@ -294,7 +293,7 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
         assert_eq!(r.body["id"], Value::Null, "{what}: {r:?}");
     }
     // Step-up: the scopes already granted plus those needed.
-    let r = call(&s.host, post(dst(), PING, &cases[10].1));
+    let r = call(&s.host, post(dst, PING, &cases[10].1));
     assert!(
         header(&r, "www-authenticate")
             .unwrap()
@@ -302,7 +301,7 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
         "{r:?}"
     );
     // A token in the URL is refused even with a good header.
-    let raw = String::from_utf8(post(dst(), PING, &bearer(&good)))
+    let raw = String::from_utf8(post(dst, PING, &bearer(&good)))
         .unwrap()
         .replacen("POST /mcp ", &format!("POST /mcp?access_token={good} "), 1);
     let r = call(&s.host, raw.into_bytes());
@@ -360,15 +359,16 @@ fn the_attack_catalogue_is_refused_audited_and_never_forwarded() {
 #[test]
 fn the_client_token_never_reaches_the_upstream_which_gets_its_own() {
     let s = setup(300, 3600);
-    let good = s.key.sign(KID, &claims(json!({})));
-    let r = call(&s.host, post(dst(), PING, &bearer(&good)));
+    let dst = s.host.addr();
+    let good = s.key.sign(KID, &s.claims(json!({})));
+    let r = call(&s.host, post(dst, PING, &bearer(&good)));
     assert_eq!(r.status, 200, "{r:?}");
     let rec = s
         .host
         .wait_audit("the allowed ping", |r| r["status"] == 200);
     assert_eq!(rec["principal"]["sub"], "alice", "{rec}");
     assert_eq!(rec["principal"]["client_id"], "cli", "{rec}");
-    assert_eq!(rec["principal"]["iss"], issuer(), "{rec}");
+    assert_eq!(rec["principal"]["iss"], s.jwks.issuer, "{rec}");
     assert_eq!(rec["principal"]["scopes"], json!(["mcp:tools"]), "{rec}");
 
     let (head, _) = s.upstream.requests.lock().unwrap()[0].clone();
@@ -385,7 +385,7 @@ fn the_client_token_never_reaches_the_upstream_which_gets_its_own() {
     // It verifies against the JWKS Moat publishes, for this upstream and this caller.
     let raw = format!(
         "GET /.well-known/moat/upstream-jwks.json HTTP/1.1\r\nhost: {}\r\n\r\n",
-        dst()
+        dst
     );
     let jwks = call(&s.host, raw.into_bytes());
     assert_eq!(jwks.status, 200, "{jwks:?}");
@@ -401,7 +401,7 @@ fn the_client_token_never_reaches_the_upstream_which_gets_its_own() {
     )
     .unwrap();
     let mut v = Validation::new(Algorithm::ES256);
-    v.set_audience(&[format!("http://127.0.0.1:{PORT}")]);
+    v.set_audience(&[s.host.upstream()]);
     v.set_issuer(&[PUBLIC_URL]);
     let c = jsonwebtoken::decode::<Value>(&minted, &DecodingKey::from_jwk(&jwk).unwrap(), &v)
         .unwrap()
@@ -422,7 +422,11 @@ fn the_client_token_never_reaches_the_upstream_which_gets_its_own() {
         let m = call(&s.host, raw.into_bytes());
         assert_eq!(m.status, 200, "{path}: {m:?}");
         assert_eq!(m.body["resource"], PUBLIC_URL, "{m:?}");
-        assert_eq!(m.body["authorization_servers"], json!([issuer()]), "{m:?}");
+        assert_eq!(
+            m.body["authorization_servers"],
+            json!([s.jwks.issuer]),
+            "{m:?}"
+        );
         assert_eq!(
             m.body["bearer_methods_supported"],
             json!(["header"]),
@@ -439,24 +443,25 @@ fn the_client_token_never_reaches_the_upstream_which_gets_its_own() {
 #[test]
 fn a_session_is_refused_to_another_principal() {
     let s = setup(300, 3600);
-    let alice = bearer(&s.key.sign(KID, &claims(json!({}))));
-    let mallory = bearer(&s.key.sign(KID, &claims(json!({"sub": "mallory"}))));
+    let dst = s.host.addr();
+    let alice = bearer(&s.key.sign(KID, &s.claims(json!({}))));
+    let mallory = bearer(&s.key.sign(KID, &s.claims(json!({"sub": "mallory"}))));
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let r = call(&s.host, post(dst(), init, &alice));
+    let r = call(&s.host, post(dst, init, &alice));
     let session = header(&r, "mcp-session-id")
         .unwrap_or_else(|| panic!("{r:?}"))
         .to_string();
     let with = |who: &str| {
         format!("{who}mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n")
     };
-    assert_eq!(call(&s.host, post(dst(), PING, &with(&alice))).status, 200);
+    assert_eq!(call(&s.host, post(dst, PING, &with(&alice))).status, 200);
     let before = s.upstream.count();
-    let r = call(&s.host, post(dst(), PING, &with(&mallory)));
+    let r = call(&s.host, post(dst, PING, &with(&mallory)));
     assert_eq!(r.status, 404, "another principal's session: {r:?}");
     assert_eq!(r.body["error"]["message"], "Session not found", "{r:?}");
     // A session id Moat never saw is refused too.
     let forged = format!("{alice}mcp-session-id: s999\r\nmcp-protocol-version: 2025-06-18\r\n");
-    assert_eq!(call(&s.host, post(dst(), PING, &forged)).status, 404);
+    assert_eq!(call(&s.host, post(dst, PING, &forged)).status, 404);
     assert_eq!(s.upstream.count(), before, "neither reached the server");
     let rec = s.host.wait_audit("the hijack", |r| {
         r["principal"]["sub"] == "mallory" && r["decision"]["effect"] == "deny"
@@ -471,13 +476,14 @@ fn a_session_is_refused_to_another_principal() {
 #[test]
 fn stale_keys_fail_closed() {
     let mut s = setup(1, 2);
-    let good = bearer(&s.key.sign(KID, &claims(json!({}))));
-    assert_eq!(call(&s.host, post(dst(), PING, &good)).status, 200);
+    let dst = s.host.addr();
+    let good = bearer(&s.key.sign(KID, &s.claims(json!({}))));
+    assert_eq!(call(&s.host, post(dst, PING, &good)).status, 200);
     s.jwks.stop();
     std::thread::sleep(Duration::from_secs(4));
     // A new token (not in the validated-token cache) cannot be checked against stale keys.
-    let fresh = bearer(&s.key.sign(KID, &claims(json!({"jti": "another"}))));
-    let r = call(&s.host, post(dst(), PING, &fresh));
+    let fresh = bearer(&s.key.sign(KID, &s.claims(json!({"jti": "another"}))));
+    let r = call(&s.host, post(dst, PING, &fresh));
     assert_eq!(r.status, 503, "{r:?}");
     assert!(
         r.body["error"]["message"]
@@ -501,22 +507,23 @@ fn stale_keys_fail_closed() {
     let events: Vec<&str> = auth.iter().map(|r| r["event"].as_str().unwrap()).collect();
     assert_eq!(events, ["keys_fetched", "keys_fetch_failed"], "{auth:?}");
     assert_eq!(auth[0]["kids"], json!([KID]));
-    assert_eq!(auth[1]["jwks"], format!("{}/jwks", issuer()));
+    assert_eq!(auth[1]["jwks"], format!("{}/jwks", s.jwks.issuer));
 }
 
 /// A legacy (HTTP+SSE) message URL belongs to the principal that opened its stream.
 #[test]
 fn a_legacy_message_url_is_refused_to_another_principal() {
     use std::io::Read as _;
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let key = key(KID);
-    let _jwks = Jwks::serve(&host, json!({"keys": [key.jwk]}));
+    let jwks = Jwks::serve(&host, json!({"keys": [key.jwk]}));
     host.write_config(&format!(
-        "servers:\n  - name: legacy\n    port: {PORT}\n    public_url: {PUBLIC_URL}\n    legacy_sse: /sse\n    \
+        "servers:\n  - name: legacy\n    port: {}\n    upstream: {}\n    public_url: {PUBLIC_URL}\n    legacy_sse: /sse\n    \
          dangerous: {{plaintext: true}}\n    \
-         auth: {{issuer: '{}', jwks_uri: '{}/jwks'}}\n",
-        issuer(),
-        issuer()
+         auth: {{issuer: '{issuer}', jwks_uri: '{issuer}/jwks'}}\n",
+        host.port(),
+        host.upstream(),
+        issuer = jwks.issuer,
     ));
     let server = host.command(
         python().to_str().unwrap(),
@@ -525,30 +532,29 @@ fn a_legacy_message_url_is_refused_to_another_principal() {
             "--host",
             "127.0.0.1",
             "--port",
-            &PORT.to_string(),
+            &host.upstream_port().to_string(),
             "--sse",
         ],
     );
     host.spawn(server, "fastmcp.log");
-    host.wait_port(PORT, "FastMCP (SSE)");
+    host.wait_port(host.upstream_port(), "FastMCP (SSE)");
     host.start_agent();
-    let alice = key.sign(KID, &claims(json!({})));
-    let mallory = key.sign(KID, &claims(json!({"sub": "mallory"})));
+    let alice = key.sign(KID, &claims(&jwks.issuer, json!({})));
+    let mallory = key.sign(KID, &claims(&jwks.issuer, json!({"sub": "mallory"})));
 
     // Alice opens the stream and reads the message URL it announces; the stream stays open
     // while the POSTs are made.
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let ns = host.netns.clone();
+    let dst = host.addr();
     let opener = alice.clone();
     let reader = std::thread::spawn(move || {
         let alice = opener;
-        setns(File::open(ns).unwrap(), CloneFlags::CLONE_NEWNET).unwrap();
-        let mut s = std::net::TcpStream::connect(dst()).unwrap();
+        let mut s = std::net::TcpStream::connect(dst).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
-            "GET /sse HTTP/1.1\r\nhost: 127.0.0.1:{PORT}\r\naccept: text/event-stream\r\nauthorization: Bearer {alice}\r\n\r\n"
+            "GET /sse HTTP/1.1\r\nhost: {dst}\r\naccept: text/event-stream\r\nauthorization: Bearer {alice}\r\n\r\n"
         )
         .unwrap();
         let mut seen = String::new();
@@ -577,7 +583,7 @@ fn a_legacy_message_url_is_refused_to_another_principal() {
         .to_string();
     let ping = |token: &str| {
         let raw = format!(
-            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{PORT}\r\ncontent-type: application/json\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n{PING}",
+            "POST {path} HTTP/1.1\r\nhost: {dst}\r\ncontent-type: application/json\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n{PING}",
             PING.len()
         );
         call(&host, raw.into_bytes())

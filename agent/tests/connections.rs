@@ -1,8 +1,8 @@
-//! Privileged tests of the connection limits: connections beyond the limit per source are
-//! closed at once and counted while the earlier ones and other sources are served, and
-//! connections that never finish a TLS handshake or their first request's headers are cut off
-//! and give their place back, and an HTTP/2 connection kept up by pings alone is closed when
-//! idle.
+//! Tests of the connection limits: connections beyond the limit per source are closed at once
+//! and counted while the earlier ones and other sources are served (privileged: sources in a
+//! remote namespace), and, on a plain host (no root), connections that never finish a TLS
+//! handshake or their first request's headers are cut off and give their place back, and an
+//! HTTP/2 connection kept up by pings alone is closed when idle.
 mod common;
 
 use std::{
@@ -29,7 +29,7 @@ fn with_agent_lines(host: &Host, lines: &str) {
 
 /// The samples of /metrics, by series.
 fn metrics(host: &Host) -> HashMap<String, f64> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], 9901));
+    let addr = host.admin_addr();
     let raw = format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();
     let r = host.in_ns(false, move || exchange(addr, &raw)).unwrap();
     let Value::String(text) = r.body else {
@@ -93,6 +93,9 @@ fn ping_on(s: &mut TcpStream, dst: SocketAddr) -> u16 {
 
 #[test]
 fn connections_beyond_the_limit_per_source_are_closed_at_once_and_counted() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     with_agent_lines(
         &host,
@@ -189,22 +192,25 @@ fn connections_beyond_the_limit_per_source_are_closed_at_once_and_counted() {
 
 #[test]
 fn connections_that_never_finish_a_handshake_or_their_headers_are_cut_off() {
-    const PLAIN: u16 = 8001;
-    let mut host = Host::new();
+    let mut host = Host::plain();
+    let (plain_port, plain_upstream) = (free_port(), free_port());
     let (crt, key, _) = cert(&host.dir.join("certs"), "files.test");
     let limits = "limits: {header_timeout_ms: 500, idle_timeout_ms: 60000}";
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n    \
+        "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    tls: {{cert: {}, key: {}}}\n    \
          dangerous: {{unauthenticated: true}}\n    {limits}\n  \
-         - name: plain\n    port: {PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    {limits}\n",
+         - name: plain\n    port: {plain_port}\n    upstream: http://127.0.0.1:{plain_upstream}\n    \
+         dangerous: {{plaintext: true, unauthenticated: true}}\n    {limits}\n",
+        host.port(),
+        host.upstream(),
         crt.display(),
         key.display()
     ));
-    let _a = host.start_server(PORT);
-    let _b = host.start_server(PLAIN);
+    let _a = host.start_server(host.upstream_port());
+    let _b = host.start_server(plain_upstream);
     host.start_agent();
-    let tls = SocketAddr::from(([127, 0, 0, 1], PORT));
-    let plain = SocketAddr::from(([127, 0, 0, 1], PLAIN));
+    let tls = host.addr();
+    let plain = SocketAddr::from(([127, 0, 0, 1], plain_port));
     let cases: Vec<(&str, SocketAddr, &[u8])> = vec![
         ("TLS: nothing sent", tls, b"".as_slice()),
         (
@@ -282,15 +288,16 @@ fn read_frame(s: &mut TcpStream) -> Option<(u8, u8, u32)> {
 
 #[test]
 fn an_http2_connection_kept_up_by_pings_only_is_closed_when_idle() {
-    const PLAIN: u16 = 8001;
-    let mut host = Host::new();
+    let mut host = Host::plain();
     host.write_config(&format!(
-        "servers:\n  - name: plain\n    port: {PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    \
-         limits: {{header_timeout_ms: 5000, idle_timeout_ms: 1000}}\n"
+        "servers:\n  - name: plain\n    port: {}\n    upstream: {}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    \
+         limits: {{header_timeout_ms: 5000, idle_timeout_ms: 1000}}\n",
+        host.port(),
+        host.upstream()
     ));
-    let _upstream = host.start_server(PLAIN);
+    let _upstream = host.start_server(host.upstream_port());
     host.start_agent();
-    let dst = SocketAddr::from(([127, 0, 0, 1], PLAIN));
+    let dst = host.addr();
     let (answered, closed_after) = host.in_ns(false, move || {
         let mut s = TcpStream::connect(dst).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();

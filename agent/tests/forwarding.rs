@@ -1,8 +1,8 @@
-//! Privileged adversarial tests: Moat forwards only what it decided. A client with a valid
-//! token tries to smuggle a request past the decision (framing, repeated or odd headers, a
-//! request sent as a notification), and the upstream answers in a form Moat cannot read; every
-//! request that reaches the server must be one Moat built, for the user who sent it, with one
-//! audit record carrying its decision.
+//! Adversarial tests, on a plain host (no root): Moat forwards only what it decided. A client
+//! with a valid token tries to smuggle a request past the decision (framing, repeated or odd
+//! headers, a request sent as a notification), and the upstream answers in a form Moat cannot
+//! read; every request that reaches the server must be one Moat built, for the user who sent
+//! it, with one audit record carrying its decision.
 mod common;
 
 use std::{collections::HashMap, net::SocketAddr, process::Command};
@@ -11,20 +11,27 @@ use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
 
-fn dst() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], PORT))
+/// The `servers:` section of a plaintext server on `host`'s port with the local issuer, and
+/// `extra` config lines.
+fn servers(host: &Host, extra: &str) -> String {
+    format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n{extra}",
+        host.upstream(),
+        port = host.port(),
+    )
 }
 
 /// A plaintext server with the local issuer whose upstream gets a JWT naming the caller, and
 /// `extra` config lines; its upstream recorded.
 fn host(extra: &str) -> (Host, std::sync::Arc<Recorded>) {
-    let mut host = Host::new();
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
-         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
-         upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}'}}}}\n{extra}"
-    ));
-    let upstream = host.start_server(PORT);
+    let mut host = Host::plain();
+    let jwt = format!(
+        "    upstream_auth: {{jwt: {{audience: '{}'}}}}\n{extra}",
+        host.upstream()
+    );
+    host.write_config(&servers(&host, &jwt));
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     (host, upstream)
 }
@@ -57,10 +64,10 @@ fn upstream_sub(head: &str) -> String {
     claims["sub"].as_str().unwrap().to_string()
 }
 
-fn request(method: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+/// A request to the agent at `dst`.
+fn request(dst: SocketAddr, method: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "{method} /mcp HTTP/1.1\r\nhost: {}\r\naccept: application/json, text/event-stream\r\n{extra_headers}\r\n",
-        dst()
+        "{method} /mcp HTTP/1.1\r\nhost: {dst}\r\naccept: application/json, text/event-stream\r\n{extra_headers}\r\n"
     )
     .into_bytes();
     r.extend_from_slice(body);
@@ -71,8 +78,9 @@ fn ping(id: u32) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string()
 }
 
-fn post_with(token: &str, headers: &str, body: &str) -> Vec<u8> {
+fn post_with(dst: SocketAddr, token: &str, headers: &str, body: &str) -> Vec<u8> {
     request(
+        dst,
         "POST",
         &format!(
             "authorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}",
@@ -88,8 +96,9 @@ fn open_session(host: &Host, token: &str) -> String {
         "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                    "clientInfo": {"name": "t", "version": "1"}}})
     .to_string();
-    let raw = post_with(token, "", &init);
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let dst = host.addr();
+    let raw = post_with(dst, token, "", &init);
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     r.head
         .lines()
@@ -103,13 +112,12 @@ fn open_session(host: &Host, token: &str) -> String {
 
 /// Every framing and header trick alice (holding `alice`, a valid token) tries, to reach
 /// bob's `session` (a DELETE ending it) or a path Moat answers 404, hidden in her requests.
-fn attempts(alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
+fn attempts(dst: SocketAddr, alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
     let hidden = [
         format!(
-            "DELETE /mcp HTTP/1.1\r\nhost: {}\r\nmcp-session-id: {session}\r\ncontent-length: 0\r\n\r\n",
-            dst()
+            "DELETE /mcp HTTP/1.1\r\nhost: {dst}\r\nmcp-session-id: {session}\r\ncontent-length: 0\r\n\r\n"
         ),
-        format!("GET /admin HTTP/1.1\r\nhost: {}\r\n\r\n", dst()),
+        format!("GET /admin HTTP/1.1\r\nhost: {dst}\r\n\r\n"),
     ];
     let mut attempts: Vec<(&str, Vec<u8>)> = Vec::new();
     for h in &hidden {
@@ -117,17 +125,29 @@ fn attempts(alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
             "authorization: Bearer {alice}\r\ncontent-length: {}\r\n",
             h.len()
         );
-        attempts.push(("GET with a body", request("GET", &cl, h.as_bytes())));
-        attempts.push(("DELETE with a body", request("DELETE", &cl, h.as_bytes())));
+        attempts.push(("GET with a body", request(dst, "GET", &cl, h.as_bytes())));
+        attempts.push((
+            "DELETE with a body",
+            request(dst, "DELETE", &cl, h.as_bytes()),
+        ));
         let json = format!("{cl}content-type: application/json\r\n");
-        attempts.push(("GET with a JSON body", request("GET", &json, h.as_bytes())));
+        attempts.push((
+            "GET with a JSON body",
+            request(dst, "GET", &json, h.as_bytes()),
+        ));
         let chunked = format!("authorization: Bearer {alice}\r\ntransfer-encoding: chunked\r\n");
         let body = format!("{:x}\r\n{h}\r\n0\r\n\r\n", h.len());
-        attempts.push(("GET chunked", request("GET", &chunked, body.as_bytes())));
+        attempts.push((
+            "GET chunked",
+            request(dst, "GET", &chunked, body.as_bytes()),
+        ));
     }
     let repeated = format!("mcp-session-id: x\r\nmcp-session-id: {session}\r\n");
-    attempts.push(("repeated session id", post_with(alice, &repeated, &ping(2))));
-    let mut odd = post_with(alice, "mcp-session-id: ", &ping(3));
+    attempts.push((
+        "repeated session id",
+        post_with(dst, alice, &repeated, &ping(2)),
+    ));
+    let mut odd = post_with(dst, alice, "mcp-session-id: ", &ping(3));
     let at = odd
         .windows(16)
         .position(|w| w == b"mcp-session-id: ")
@@ -138,6 +158,7 @@ fn attempts(alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
     attempts.push((
         "repeated protocol version",
         post_with(
+            dst,
             alice,
             "mcp-protocol-version: 2025-06-18\r\nmcp-protocol-version: 2025-03-26\r\n",
             &ping(4),
@@ -145,7 +166,7 @@ fn attempts(alice: &str, session: &str) -> Vec<(&'static str, Vec<u8>)> {
     ));
     attempts.push((
         "empty Mcp-Method",
-        post_with(alice, "mcp-method: \r\n", &ping(5)),
+        post_with(dst, alice, "mcp-method: \r\n", &ping(5)),
     ));
     attempts
 }
@@ -157,7 +178,8 @@ fn try_everything(host: &Host, attempts: Vec<(&'static str, Vec<u8>)>, honest: &
     for (what, raw) in attempts {
         let mut both = raw.clone();
         both.extend_from_slice(honest);
-        let replies = host.in_ns(false, move || exchanges(dst(), &both));
+        let dst = host.addr();
+        let replies = host.in_ns(false, move || exchanges(dst, &both));
         assert!(!replies.is_empty(), "{what}: no answer");
         assert_eq!(replies[0].status, 400, "{what}: {:?}", replies[0]);
         // Bytes that are not text in a header are refused by the HTTP parser itself (400,
@@ -178,16 +200,22 @@ fn try_everything(host: &Host, attempts: Vec<(&'static str, Vec<u8>)>, honest: &
 #[test]
 fn smuggled_requests_never_reach_the_server() {
     let (host, upstream) = host("");
+    let dst = host.addr();
     let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
     let session = open_session(&host, &bob);
     try_everything(
         &host,
-        attempts(&alice, &session),
-        &post_with(&alice, "", &ping(9)),
+        attempts(dst, &alice, &session),
+        &post_with(dst, &alice, "", &ping(9)),
     );
     // Bob's session is alive and his.
-    let raw = post_with(&bob, &format!("mcp-session-id: {session}\r\n"), &ping(10));
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let raw = post_with(
+        dst,
+        &bob,
+        &format!("mcp-session-id: {session}\r\n"),
+        &ping(10),
+    );
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
 
     host.wait_audit("bob's ping", |r| r["mcp"]["id"] == 10);
@@ -242,15 +270,16 @@ fn smuggled_requests_never_reach_the_server() {
 /// sent it, and bob's session survives.
 #[test]
 fn smuggling_against_the_typescript_sdk_server() {
-    let mut host = Host::new();
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
-         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
-         upstream_auth: {{jwt: {{audience: 'http://127.0.0.1:{PORT}'}}}}\n"
-    ));
+    let mut host = Host::plain();
+    let jwt = format!(
+        "    upstream_auth: {{jwt: {{audience: '{}'}}}}\n",
+        host.upstream()
+    );
+    host.write_config(&servers(&host, &jwt));
     let log = host.dir.join("ts-upstream.jsonl");
     start_ts_server(&mut host, &[], &log);
     host.start_agent();
+    let dst = host.addr();
     let (alice, bob) = (token(&host, "alice"), token(&host, "bob"));
     let session = open_session(&host, &bob);
     let alice_init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -259,15 +288,16 @@ fn smuggling_against_the_typescript_sdk_server() {
     .to_string();
     try_everything(
         &host,
-        attempts(&alice, &session),
-        &post_with(&alice, "", &alice_init),
+        attempts(dst, &alice, &session),
+        &post_with(dst, &alice, "", &alice_init),
     );
     let raw = post_with(
+        dst,
         &bob,
         &format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n"),
         &ping(10),
     );
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.status, 200, "bob's session is alive: {r:?}");
 
     host.wait_audit("bob's ping", |r| r["mcp"]["id"] == 10);
@@ -309,6 +339,7 @@ fn requests_disguised_as_notifications_are_refused() {
          forbid (principal, action == Action::\"tools/call\", resource == Tool::\"rm\");\n",
     );
     let (host, upstream) = host(&format!("    policy: {{file: {policy}}}\n"));
+    let dst = host.addr();
     let t = token(&host, "alice");
     for (body, version) in [
         (
@@ -326,19 +357,25 @@ fn requests_disguised_as_notifications_are_refused() {
             "2025-06-18",
         ),
     ] {
-        let raw = post_with(&t, &format!("mcp-protocol-version: {version}\r\n"), &body);
-        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        let raw = post_with(
+            dst,
+            &t,
+            &format!("mcp-protocol-version: {version}\r\n"),
+            &body,
+        );
+        let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
         assert_eq!(r.status, 400, "{body}: {r:?}");
         assert_eq!(r.body["error"]["code"], -32600, "{body}: {r:?}");
     }
     assert_eq!(upstream.count(), 0, "nothing reached the server");
     // A real notification is decided (by `notification`) and forwarded.
     let raw = post_with(
+        dst,
         &t,
         "",
         &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
     );
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.status, 202, "{r:?}");
     let rec = host.wait_audit("the notification", |r| {
         r["mcp"]["method"] == "notifications/initialized"
@@ -357,11 +394,20 @@ fn get_and_delete_are_decided_too() {
          Action::\"notification\", Action::\"stream/open\", Action::\"session/end\"], resource);\n",
     );
     let (host, upstream) = host(&format!("    policy: {{file: {policy}}}\n"));
+    let dst = host.addr();
     let (alice, mallory) = (token(&host, "alice"), token(&host, "mallory"));
-    let get = |t: &str| request("GET", &format!("authorization: Bearer {t}\r\n"), b"");
-    let delete = |t: &str| request("DELETE", &format!("authorization: Bearer {t}\r\n"), b"");
+    let get = |t: &str| request(dst, "GET", &format!("authorization: Bearer {t}\r\n"), b"");
+    let delete = |t: &str| {
+        request(
+            dst,
+            "DELETE",
+            &format!("authorization: Bearer {t}\r\n"),
+            b"",
+        )
+    };
     let notify = |t: &str| {
         post_with(
+            dst,
             t,
             "",
             &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
@@ -371,9 +417,9 @@ fn get_and_delete_are_decided_too() {
         ("GET", get(&mallory), 405),
         ("DELETE", delete(&mallory), 405),
         ("notification", notify(&mallory), 403),
-        ("ping", post_with(&mallory, "", &ping(1)), 403),
+        ("ping", post_with(dst, &mallory, "", &ping(1)), 403),
     ] {
-        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
         assert_eq!(r.status, status, "{what}: {r:?}");
         if status == 405 {
             assert!(
@@ -387,7 +433,7 @@ fn get_and_delete_are_decided_too() {
     assert_eq!(denied, 4, "each refusal audited with its decision");
 
     for raw in [get(&alice), delete(&alice), notify(&alice)] {
-        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
         assert!(r.status < 300, "{r:?}");
     }
     assert_eq!(upstream.count(), 3);
@@ -402,14 +448,15 @@ fn get_and_delete_are_decided_too() {
 #[test]
 fn unreadable_list_results_are_refused() {
     let (host, upstream) = host("");
+    let dst = host.addr();
     let t = token(&host, "alice");
     let list = |respond: &str| {
         json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": {"respond": respond}})
             .to_string()
     };
     for respond in ["gzip", "text", "none", "broken"] {
-        let raw = post_with(&t, "accept-encoding: gzip, br\r\n", &list(respond));
-        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        let raw = post_with(dst, &t, "accept-encoding: gzip, br\r\n", &list(respond));
+        let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
         assert_eq!(r.status, 502, "{respond}: {r:?}");
         assert_eq!(r.body["error"]["code"], -32603, "{respond}: {r:?}");
         assert_eq!(r.body["id"], 3, "{respond}: {r:?}");
@@ -431,8 +478,8 @@ fn unreadable_list_results_are_refused() {
 
     // An event stream is read event by event: what passed before the broken event passed; the
     // broken one and what follows do not, and the record says so.
-    let raw = post_with(&t, "", &list("sse-broken"));
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let raw = post_with(dst, &t, "", &list("sse-broken"));
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     let text = r.body.as_str().unwrap_or_default();
     assert!(
         text.contains("\"echo\"") && !text.contains("not json"),
@@ -480,16 +527,17 @@ fn count_records(host: &Host, want: usize, pred: impl Fn(&Value) -> bool) -> usi
 /// the server is sent the normalised form Moat decided on.
 #[test]
 fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let policy = write_policy(
         "@id(\"all\")\npermit (principal, action, resource);\n\
          @id(\"no-secret\")\nforbid (principal, action == Action::\"resources/read\", resource == Resource::\"file:///secret\");\n",
     );
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
-         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {policy}}}\n"
+    host.write_config(&servers(
+        &host,
+        &format!("    policy: {{file: {policy}}}\n"),
     ));
-    let (py, fastmcp, port) = (python(), script("fastmcp_server.py"), PORT.to_string());
+    let (py, fastmcp) = (python(), script("fastmcp_server.py"));
+    let port = host.upstream_port().to_string();
     let cmd = host.command(
         py.to_str().unwrap(),
         &[
@@ -501,10 +549,10 @@ fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
         ],
     );
     host.spawn(cmd, "fastmcp.log");
-    host.wait_port(PORT, "FastMCP");
+    host.wait_port(host.upstream_port(), "FastMCP");
     host.start_agent();
     let t = token(&host, "alice");
-    let url = format!("http://127.0.0.1:{PORT}/mcp");
+    let url = format!("http://{}/mcp", host.addr());
     let auth = format!("Authorization: Bearer {t}");
     let read = |uri: &str| ts_client(&host, &[&url, "read", "--uri", uri, "--header", &auth]);
     let (ok, out) = read("file:///public");
@@ -552,20 +600,20 @@ fn resource_uri_spellings_are_decided_as_the_server_reads_them() {
 /// forbidden tool runs it (Moat decides on the exact name, which is what the server uses).
 #[test]
 fn no_other_spelling_of_a_forbidden_tool_runs_it() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let policy = write_policy(
         "@id(\"all\")\npermit (principal, action, resource);\n\
          @id(\"no-secret\")\nforbid (principal, action == Action::\"tools/call\", resource == Tool::\"secret_tool\");\n",
     );
-    host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
-         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {policy}}}\n"
+    host.write_config(&servers(
+        &host,
+        &format!("    policy: {{file: {policy}}}\n"),
     ));
     let log = host.dir.join("ts-upstream.jsonl");
     start_ts_server(&mut host, &[], &log);
     host.start_agent();
     let t = token(&host, "alice");
-    let url = format!("http://127.0.0.1:{PORT}/mcp");
+    let url = format!("http://{}/mcp", host.addr());
     let auth = format!("Authorization: Bearer {t}");
     let call = |name: &str| {
         let args = ["call", "--tool", name, "--args", r#"{"text":"hi"}"#];

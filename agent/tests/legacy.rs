@@ -1,7 +1,8 @@
-//! Privileged end-to-end tests of the legacy HTTP+SSE transport with a forbidden tool, through
-//! the real SDK clients (TypeScript, Python) and the inspector, against real servers in `sse`
-//! mode: the forbidden tool is hidden from the list that comes on the stream, and a call to it
-//! fails at once with the usual error, on the stream where these clients read answers.
+//! End-to-end tests of the legacy HTTP+SSE transport with a forbidden tool, through the real
+//! SDK clients (TypeScript, Python) and the inspector, against real servers in `sse` mode, on a
+//! plain host (no root): the forbidden tool is hidden from the list that comes on the stream,
+//! and a call to it fails at once with the usual error, on the stream where these clients read
+//! answers.
 mod common;
 
 use std::{path::PathBuf, process::Command};
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 /// A plaintext server with the local issuer and a policy permitting everything but calls to
 /// `forbidden`, serving the legacy transport at /sse.
 fn host(forbidden: &str) -> Host {
-    let host = Host::new();
+    let host = Host::plain();
     let policy = host.dir.join("policy.cedar");
     std::fs::write(
         &policy,
@@ -23,10 +24,12 @@ fn host(forbidden: &str) -> Host {
     )
     .unwrap();
     host.write_config(&format!(
-        "servers:\n  - name: legacy\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+        "servers:\n  - name: legacy\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          legacy_sse: /sse\n    dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
          policy: {{file: {}}}\n",
-        policy.display()
+        host.upstream(),
+        policy.display(),
+        port = host.port(),
     ));
     host
 }
@@ -61,7 +64,7 @@ fn json_out(mut cmd: Command) -> Result<Value, String> {
 }
 
 fn ts(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
-    let url = format!("http://127.0.0.1:{PORT}/sse");
+    let url = format!("http://{}/sse", host.addr());
     let auth = format!("Authorization: Bearer {token}");
     let cmd = node_script(
         host,
@@ -84,7 +87,7 @@ fn ts(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
 }
 
 fn python_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, String> {
-    let url = format!("http://127.0.0.1:{PORT}/sse");
+    let url = format!("http://{}/sse", host.addr());
     let auth = format!("Authorization: Bearer {token}");
     let script = script("mcp_client.py");
     let cmd = host.command(
@@ -107,7 +110,7 @@ fn python_client(host: &Host, token: &str, args: &[&str]) -> Result<Value, Strin
 }
 
 fn inspector(host: &Host, token: &str, args: &[&str]) -> std::process::Output {
-    let url = format!("http://127.0.0.1:{PORT}/sse");
+    let url = format!("http://{}/sse", host.addr());
     let auth = format!("Authorization: Bearer {token}");
     let home = host.dir.join("inspector-home");
     std::fs::create_dir_all(&home).unwrap();
@@ -235,11 +238,15 @@ fn server_everything_in_sse_mode() {
     let bin = npm().join(".bin/mcp-server-everything");
     let mut cmd = host.command(
         "env",
-        &[&format!("PORT={PORT}"), bin.to_str().unwrap(), "sse"],
+        &[
+            &format!("PORT={}", host.upstream_port()),
+            bin.to_str().unwrap(),
+            "sse",
+        ],
     );
     cmd.env("PATH", node_path());
     host.spawn(cmd, "everything.log");
-    host.wait_port(PORT, "server-everything (SSE)");
+    host.wait_port(host.upstream_port(), "server-everything (SSE)");
     host.start_agent();
     clients_see_the_policy(&host, "get-env", ("echo", r#"{"message":"hi"}"#));
 }

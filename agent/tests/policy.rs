@@ -1,16 +1,13 @@
-//! Privileged end-to-end tests of per-request policy: Cedar decides each call through the real
-//! proxy; a denied tool is answered as unknown and never reaches the server; shadow mode lets it
-//! through but audits the denial.
+//! End-to-end tests of per-request policy: Cedar decides each call through the real proxy; a
+//! denied tool is answered as unknown and never reaches the server; shadow mode lets it through
+//! but audits the denial. Most run on a plain host (no root); those that decide on the local
+//! process or on a remote network need the kernel and a remote namespace (privileged).
 mod common;
 
 use std::{net::SocketAddr, path::Path, process::Command};
 
 use common::*;
 use serde_json::{Value, json};
-
-fn dst() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], PORT))
-}
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,16 +17,23 @@ fn example(name: &str) -> String {
         .to_string()
 }
 
-/// A plaintext server with the local issuer and `policy` (a YAML mapping), its upstream recorded.
-fn host(policy: &str) -> (Host, std::sync::Arc<Recorded>) {
-    let mut host = Host::new();
+/// A plaintext server with the local issuer and `policy` (a YAML mapping), its upstream
+/// recorded, on `host` (plain or privileged).
+fn serve(mut host: Host, policy: &str) -> (Host, std::sync::Arc<Recorded>) {
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
-         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {policy}\n"
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {policy}\n",
+        host.upstream(),
+        port = host.port(),
     ));
-    let upstream = host.start_server(PORT);
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     (host, upstream)
+}
+
+/// [`serve`] on a plain host.
+fn host(policy: &str) -> (Host, std::sync::Arc<Recorded>) {
+    serve(Host::plain(), policy)
 }
 
 fn token(host: &Host, sub: &str, claims: &[&str]) -> String {
@@ -50,8 +54,9 @@ fn call_tool(host: &Host, token: &str, tool: &str, args: Value) -> Reply {
     let body = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
                       "params": {"name": tool, "arguments": args}})
     .to_string();
-    let raw = post(dst(), &body, &format!("authorization: Bearer {token}\r\n"));
-    host.in_ns(false, move || exchange(dst(), &raw))
+    let dst = host.addr();
+    let raw = post(dst, &body, &format!("authorization: Bearer {token}\r\n"));
+    host.in_ns(false, move || exchange(dst, &raw))
         .expect("a reply")
 }
 
@@ -105,12 +110,13 @@ fn a_denied_tool_is_unknown_to_the_caller_and_never_reaches_the_server() {
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "delete_file", "arguments": {}}},
     ])
     .to_string();
+    let dst = host.addr();
     let raw = post(
-        dst(),
+        dst,
         &batch,
         &format!("authorization: Bearer {reader}\r\nmcp-protocol-version: 2025-03-26\r\n"),
     );
-    let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+    let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
     assert_eq!(r.body["error"]["code"], -32602, "{r:?}");
     assert_eq!(
         upstream.count(),
@@ -232,8 +238,9 @@ fn tools_list_is_filtered_by_the_same_policies() {
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#,
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/list","params":{"respond":"sse"}}"#,
     ] {
-        let raw = post(dst(), list, &format!("authorization: Bearer {t}\r\n"));
-        let r = host.in_ns(false, move || exchange(dst(), &raw)).unwrap();
+        let dst = host.addr();
+        let raw = post(dst, list, &format!("authorization: Bearer {t}\r\n"));
+        let r = host.in_ns(false, move || exchange(dst, &raw)).unwrap();
         assert_eq!(r.status, 200, "{r:?}");
         let text = match &r.body {
             Value::String(s) => s.clone(),
@@ -295,27 +302,22 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
-        let (stop, sent, bad, t, ns) = (
+        let (stop, sent, bad, t, dst) = (
             stop.clone(),
             sent.clone(),
             bad.clone(),
             t.clone(),
-            host.netns.clone(),
+            host.addr(),
         );
         std::thread::spawn(move || {
-            nix::sched::setns(
-                std::fs::File::open(ns).unwrap(),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let tool = if i % 2 == 0 { "echo" } else { "add" };
                 i += 1;
                 let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": tool}}).to_string();
                 let r = exchange(
-                    dst(),
-                    &post(dst(), &body, &format!("authorization: Bearer {t}\r\n")),
+                    dst,
+                    &post(dst, &body, &format!("authorization: Bearer {t}\r\n")),
                 );
                 sent.fetch_add(1, Ordering::Relaxed);
                 let fine = r.is_ok_and(|r| {
@@ -398,9 +400,8 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
 
     std::fs::write(&file, only("echo")).unwrap();
     wait_for("policy_reloaded", 2);
-    let pid = host.status()["agent_pid"].as_i64().unwrap();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
+        nix::unistd::Pid::from_raw(host.agent_pid()),
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
@@ -422,7 +423,13 @@ fn policies_reload_under_load_and_a_broken_file_keeps_the_old_ones() {
 /// on the same host and a remote client are refused; the audit record names the process.
 #[test]
 fn only_a_given_local_user_may_call() {
-    let (host, upstream) = host(&format!("{{file: {}}}", example("one-local-user.cedar")));
+    if !privileged() {
+        return;
+    }
+    let (host, upstream) = serve(
+        Host::new(),
+        &format!("{{file: {}}}", example("one-local-user.cedar")),
+    );
     let t = token(&host, "alice", &[]);
     let body = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
                       "params": {"name": "echo", "arguments": {}}})
@@ -505,13 +512,15 @@ fn only_a_given_local_user_may_call() {
 /// Retry-After, audited, not forwarded.
 #[test]
 fn rate_limits_refuse_with_429() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    public_url: http://127.0.0.1:{PORT}/mcp\n    \
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    \
-         rate_limits: {{per_tool: 3, per_principal: 5, per_server: 8}}\n"
+         rate_limits: {{per_tool: 3, per_principal: 5, per_server: 8}}\n",
+        host.upstream(),
+        port = host.port(),
     ));
-    let upstream = host.start_server(PORT);
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     let alice = token(&host, "alice", &[]);
     let bob = token(&host, "bob", &[]);
@@ -624,6 +633,9 @@ fn a_denied_call_never_reaches_the_upstream() {
 /// may not.
 #[test]
 fn calls_from_outside_a_network_are_refused() {
+    if !privileged() {
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("moat-policy-cidr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cidr.cedar");
@@ -632,7 +644,7 @@ fn calls_from_outside_a_network_are_refused() {
         "@id(\"lab-network\")\npermit (principal, action, resource)\nwhen { context.source_ip.isInRange(ip(\"10.99.0.0/24\")) };\n",
     )
     .unwrap();
-    let (host, upstream) = host(&format!("{{file: {}}}", file.display()));
+    let (host, upstream) = serve(Host::new(), &format!("{{file: {}}}", file.display()));
     let t = token(&host, "alice", &[]);
     let body =
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo"}})
@@ -655,6 +667,9 @@ fn calls_from_outside_a_network_are_refused() {
 /// the office network, and so does the remote namespace's 10.99.0.2.
 #[test]
 fn the_time_and_network_examples_through_the_proxy() {
+    if !privileged() {
+        return;
+    }
     fn open_now() -> bool {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -665,7 +680,7 @@ fn the_time_and_network_examples_through_the_proxy() {
         ![2, 3].contains(&day) && (9..17).contains(&hour)
     }
     let policy = |name: &str| format!("{{file: {}}}", example(name));
-    let (lab, upstream) = host(&policy("deploy-in-working-hours.cedar"));
+    let (lab, upstream) = serve(Host::new(), &policy("deploy-in-working-hours.cedar"));
     let t = token(&lab, "alice", &[]);
     let before = open_now();
     let r = call_tool(&lab, &t, "deploy", json!({}));
@@ -681,7 +696,7 @@ fn the_time_and_network_examples_through_the_proxy() {
     drop(lab);
     drop(upstream);
 
-    let (lab, upstream) = host(&policy("office-network-only.cedar"));
+    let (lab, upstream) = serve(Host::new(), &policy("office-network-only.cedar"));
     let t = token(&lab, "alice", &[]);
     assert!(
         call_tool(&lab, &t, "echo", json!({})).body["result"].is_object(),

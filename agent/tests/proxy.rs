@@ -1,36 +1,34 @@
-//! Privileged adversarial tests of the HTTP proxy: what it refuses, what it never forwards, and
-//! that every request leaves exactly one audit record.
+//! Adversarial tests of the HTTP proxy, through an agent on a plain host (no root, no kernel):
+//! what it refuses, what it never forwards, and that every request leaves exactly one audit
+//! record.
 mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::TcpStream,
     time::{Duration, Instant},
 };
 
 use common::*;
 use serde_json::Value;
 
-const LOCAL: &str = "127.0.0.1";
-
-fn dst() -> SocketAddr {
-    SocketAddr::new(LOCAL.parse().unwrap(), PORT)
-}
-
 /// A host whose protected server has small limits, so the tests stay fast.
 fn host() -> (Host, std::sync::Arc<Recorded>) {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    allowed_origins: [https://claude.ai]\n    \
-         limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500, idle_timeout_ms: 1000}}\n"
+        "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n    allowed_origins: [https://claude.ai]\n    \
+         limits: {{max_body: 65536, header_timeout_ms: 500, body_timeout_ms: 500, idle_timeout_ms: 1000}}\n",
+        host.port(),
+        host.upstream()
     ));
-    let upstream = host.start_server(PORT);
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     (host, upstream)
 }
 
 fn ask(host: &Host, raw: Vec<u8>) -> Reply {
-    host.in_ns(false, move || exchange(dst(), &raw))
+    let dst = host.addr();
+    host.in_ns(false, move || exchange(dst, &raw))
         .expect("a reply")
 }
 
@@ -45,9 +43,10 @@ fn tools_call(name: &str, args_bytes: usize) -> String {
 #[test]
 fn a_tool_name_after_large_arguments_is_read_and_over_the_limit_nothing_is_forwarded() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let under = tools_call("delete_all", 65536 - 200);
     assert!(under.len() <= 65536);
-    let r = ask(&host, post(dst(), &under, ""));
+    let r = ask(&host, post(dst, &under, ""));
     assert_eq!(r.status, 200, "{r:?}");
     let rec = host.wait_audit("the call under the limit", |r| {
         r["mcp"]["method"] == "tools/call" && r["status"] == 200
@@ -59,13 +58,13 @@ fn a_tool_name_after_large_arguments_is_read_and_over_the_limit_nothing_is_forwa
     assert_eq!(upstream.count(), 1);
 
     let over = tools_call("delete_all", 65536);
-    let r = ask(&host, post(dst(), &over, ""));
+    let r = ask(&host, post(dst, &over, ""));
     assert_eq!(r.status, 413, "{r:?}");
     assert_eq!(r.body["error"]["code"], -32600, "{r:?}");
     // Without a Content-Length the limit still holds (chunked body).
     let chunked = format!(
         "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{over}\r\n0\r\n\r\n",
-        dst(),
+        dst,
         over.len()
     );
     let r = ask(&host, chunked.into_bytes());
@@ -80,6 +79,7 @@ fn a_tool_name_after_large_arguments_is_read_and_over_the_limit_nothing_is_forwa
 #[test]
 fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let cases: &[(&str, &str, u16, i64)] = &[
         ("not json", "{", 400, -32700),
         (
@@ -109,7 +109,7 @@ fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
         ),
     ];
     for (what, body, status, code) in cases {
-        let r = ask(&host, post(dst(), body, ""));
+        let r = ask(&host, post(dst, body, ""));
         assert_eq!(r.status, *status, "{what}: {r:?}");
         assert_eq!(r.body["jsonrpc"], "2.0", "{what}: {r:?}");
         assert_eq!(r.body["error"]["code"], *code, "{what}: {r:?}");
@@ -119,27 +119,27 @@ fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
         r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#;
     let r = ask(
         &host,
-        post(dst(), batch, "mcp-protocol-version: 2025-06-18\r\n"),
+        post(dst, batch, "mcp-protocol-version: 2025-06-18\r\n"),
     );
     assert_eq!(r.status, 400, "{r:?}");
     let r = ask(
         &host,
         post(
-            dst(),
+            dst,
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
             "mcp-protocol-version: 1999-01-01\r\n",
         ),
     );
     assert_eq!(r.status, 400, "{r:?}");
     // Wrong content type, unknown path, wrong method.
-    let text_plain = String::from_utf8(post(dst(), "{}", ""))
+    let text_plain = String::from_utf8(post(dst, "{}", ""))
         .unwrap()
         .replace("application/json\r\naccept", "text/plain\r\naccept");
     let r = ask(&host, text_plain.into_bytes());
     assert_eq!(r.status, 415, "{r:?}");
     let r = ask(
         &host,
-        format!("GET /admin HTTP/1.1\r\nhost: {}\r\n\r\n", dst()).into_bytes(),
+        format!("GET /admin HTTP/1.1\r\nhost: {}\r\n\r\n", dst).into_bytes(),
     );
     assert_eq!(
         (r.status, r.body["error"]["code"].as_i64()),
@@ -150,7 +150,7 @@ fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
         &host,
         format!(
             "PUT /mcp HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\n\r\n",
-            dst()
+            dst
         )
         .into_bytes(),
     );
@@ -166,10 +166,11 @@ fn malformed_messages_get_json_rpc_errors_and_are_never_forwarded() {
 #[test]
 fn batches_are_decoded_whole_for_the_revision_that_allows_them() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}]"#;
     let r = ask(
         &host,
-        post(dst(), batch, "mcp-protocol-version: 2025-03-26\r\n"),
+        post(dst, batch, "mcp-protocol-version: 2025-03-26\r\n"),
     );
     assert_eq!(r.status, 200, "{r:?}");
     let rec = host.wait_audit("the batch", |r| r["mcp"]["batch"].is_array());
@@ -180,12 +181,13 @@ fn batches_are_decoded_whole_for_the_revision_that_allows_them() {
 #[test]
 fn bad_origin_and_dns_rebinding_hosts_are_refused() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    let r = ask(&host, post(dst(), body, "origin: https://evil.example\r\n"));
+    let r = ask(&host, post(dst, body, "origin: https://evil.example\r\n"));
     assert_eq!(r.status, 403, "{r:?}");
-    let rebinding = String::from_utf8(post(dst(), body, ""))
+    let rebinding = String::from_utf8(post(dst, body, ""))
         .unwrap()
-        .replace(&format!("host: {}", dst()), "host: attacker.example:8000");
+        .replace(&format!("host: {}", dst), "host: attacker.example:8000");
     let r = ask(&host, rebinding.into_bytes());
     assert_eq!(r.status, 421, "{r:?}");
     assert_eq!(upstream.count(), 0);
@@ -194,7 +196,7 @@ fn bad_origin_and_dns_rebinding_hosts_are_refused() {
     let r = ask(
         &host,
         post(
-            dst(),
+            dst,
             body,
             "origin: https://claude.ai\r\nauthorization: Bearer secret-token\r\ncookie: s=1\r\n",
         ),
@@ -202,8 +204,12 @@ fn bad_origin_and_dns_rebinding_hosts_are_refused() {
     assert_eq!(r.status, 200, "{r:?}");
     let (head, _) = upstream.requests.lock().unwrap()[0].clone();
     let head = head.to_ascii_lowercase();
-    assert!(head.contains("origin: http://127.0.0.1:8000"), "{head}");
-    assert!(head.contains("host: 127.0.0.1:8000"), "{head}");
+    let up = host.upstream_port();
+    assert!(
+        head.contains(&format!("origin: http://127.0.0.1:{up}")),
+        "{head}"
+    );
+    assert!(head.contains(&format!("host: 127.0.0.1:{up}")), "{head}");
     assert!(
         !head.contains("secret-token")
             && !head.contains("authorization")
@@ -220,12 +226,13 @@ fn bad_origin_and_dns_rebinding_hosts_are_refused() {
 #[test]
 fn mcp_method_and_name_headers_must_match_the_body() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_file","arguments":{}}}"#;
     let v = "mcp-protocol-version: 2026-07-28\r\n";
     let r = ask(
         &host,
         post(
-            dst(),
+            dst,
             call,
             &format!("{v}mcp-method: tools/call\r\nmcp-name: delete_all\r\n"),
         ),
@@ -242,19 +249,19 @@ fn mcp_method_and_name_headers_must_match_the_body() {
     let r = ask(
         &host,
         post(
-            dst(),
+            dst,
             call,
             &format!("{v}mcp-method: tools/list\r\nmcp-name: read_file\r\n"),
         ),
     );
     assert_eq!(r.status, 400, "{r:?}");
-    let r = ask(&host, post(dst(), call, v));
+    let r = ask(&host, post(dst, call, v));
     assert_eq!(r.status, 400, "2026-07-28 requires the headers: {r:?}");
     assert_eq!(upstream.count(), 0);
     let r = ask(
         &host,
         post(
-            dst(),
+            dst,
             call,
             &format!("{v}mcp-method: tools/call\r\nmcp-name: read_file\r\n"),
         ),
@@ -276,9 +283,10 @@ fn mcp_method_and_name_headers_must_match_the_body() {
 #[test]
 fn slow_clients_are_cut_off() {
     let (host, upstream) = host();
+    let dst = host.addr();
     // Headers that never finish (slowloris): the connection is closed after the header timeout.
-    let closed_after = host.in_ns(false, || {
-        let mut s = TcpStream::connect(dst()).unwrap();
+    let closed_after = host.in_ns(false, move || {
+        let mut s = TcpStream::connect(dst).unwrap();
         s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -293,8 +301,8 @@ fn slow_clients_are_cut_off() {
     );
 
     // A body that never finishes: 408 after the body timeout, never forwarded.
-    let r = host.in_ns(false, || {
-        let mut s = TcpStream::connect(dst()).unwrap();
+    let r = host.in_ns(false, move || {
+        let mut s = TcpStream::connect(dst).unwrap();
         s.write_all(b"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\"").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = vec![0u8; 4096];
@@ -311,10 +319,11 @@ fn slow_clients_are_cut_off() {
 #[test]
 fn a_client_that_leaves_mid_stream_is_audited() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let body = r#"{"jsonrpc":"2.0","id":9,"method":"stream"}"#;
     let first = host.in_ns(false, move || {
-        let mut s = TcpStream::connect(dst()).unwrap();
-        s.write_all(&post(dst(), body, "")).unwrap();
+        let mut s = TcpStream::connect(dst).unwrap();
+        s.write_all(&post(dst, body, "")).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).unwrap();
@@ -333,18 +342,19 @@ fn a_client_that_leaves_mid_stream_is_audited() {
 #[test]
 fn every_request_leaves_exactly_one_audit_record() {
     let (host, upstream) = host();
+    let dst = host.addr();
     const N: usize = 1000;
-    let sent = host.in_ns(false, || {
+    let sent = host.in_ns(false, move || {
         let mut statuses = Vec::new();
         for i in 0..N {
             let raw = match i % 5 {
-                0 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo"}}}}"#), ""),
-                1 => post(dst(), "{broken", ""),
-                2 => post(dst(), &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), "origin: https://evil.example\r\n"),
-                3 => format!("GET /nowhere/{i} HTTP/1.1\r\nhost: {}\r\n\r\n", dst()).into_bytes(),
-                _ => post(dst(), &format!(r#"{{"jsonrpc":"2.0","method":"notifications/initialized","x":{i}}}"#), ""),
+                0 => post(dst, &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo"}}}}"#), ""),
+                1 => post(dst, "{broken", ""),
+                2 => post(dst, &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#), "origin: https://evil.example\r\n"),
+                3 => format!("GET /nowhere/{i} HTTP/1.1\r\nhost: {}\r\n\r\n", dst).into_bytes(),
+                _ => post(dst, &format!(r#"{{"jsonrpc":"2.0","method":"notifications/initialized","x":{i}}}"#), ""),
             };
-            statuses.push(exchange(dst(), &raw).map(|r| r.status).unwrap_or(0));
+            statuses.push(exchange(dst, &raw).map(|r| r.status).unwrap_or(0));
         }
         statuses
     });
@@ -411,7 +421,8 @@ fn every_request_leaves_exactly_one_audit_record() {
     );
     let text = std::fs::read_to_string(&host.audit).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
-    // A request record in the middle (kernel records, which have no status, interleave).
+    // A request record in the middle (on a steered host, kernel records, which have no
+    // status, interleave).
     let k = (lines.len() / 2..lines.len())
         .find(|&i| lines[i].contains("\"status\":"))
         .unwrap();
@@ -430,25 +441,25 @@ fn every_request_leaves_exactly_one_audit_record() {
 
 #[test]
 fn stopping_the_agent_during_a_stream_exits_and_writes_its_record() {
-    let (mut host, _upstream) = host();
+    let (mut host, upstream) = host();
+    let dst = host.addr();
     let body = r#"{"jsonrpc":"2.0","id":11,"method":"stream"}"#;
-    let client = std::thread::spawn({
-        let ns = host.netns.clone();
-        move || {
-            nix::sched::setns(
-                std::fs::File::open(ns).unwrap(),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
-            let mut s = TcpStream::connect(dst()).unwrap();
-            s.write_all(&post(dst(), body, "")).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-            let mut buf = vec![0u8; 65536];
-            // Read until the agent goes away.
-            while s.read(&mut buf).is_ok_and(|n| n > 0) {}
-        }
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(dst).unwrap();
+        s.write_all(&post(dst, body, "")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        // Read until the agent goes away.
+        while s.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
-    host.wait_audit("the stream's steering", |r| r["event"] == "steered");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     host.stop_agent();
@@ -466,22 +477,23 @@ fn stopping_the_agent_during_a_stream_exits_and_writes_its_record() {
 #[test]
 fn get_streams_deletes_and_resumption_headers_reach_the_server() {
     let (host, upstream) = host();
+    let dst = host.addr();
     let get = format!(
         "GET /mcp HTTP/1.1\r\nhost: {}\r\naccept: text/event-stream\r\nmcp-session-id: s-1\r\n\
          mcp-protocol-version: 2025-11-25\r\nlast-event-id: ev-41\r\n\r\n",
-        dst()
+        dst
     );
     assert_eq!(ask(&host, get.into_bytes()).status, 200);
     let delete = format!(
         "DELETE /mcp HTTP/1.1\r\nhost: {}\r\nmcp-session-id: s-1\r\ncontent-length: 0\r\n\r\n",
-        dst()
+        dst
     );
     assert_eq!(ask(&host, delete.into_bytes()).status, 200);
     for version in ["2025-03-26", "2025-06-18", "2025-11-25"] {
         let r = ask(
             &host,
             post(
-                dst(),
+                dst,
                 r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
                 &format!("mcp-protocol-version: {version}\r\n"),
             ),
@@ -514,13 +526,10 @@ fn get_streams_deletes_and_resumption_headers_reach_the_server() {
 #[test]
 fn tools_list_results_are_read_as_they_pass() {
     let (host, _upstream) = host();
+    let dst = host.addr();
     let r = ask(
         &host,
-        post(
-            dst(),
-            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
-            "",
-        ),
+        post(dst, r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#, ""),
     );
     assert_eq!(
         r.body["result"]["tools"][1]["name"], "add",
@@ -537,7 +546,8 @@ fn tools_list_results_are_read_as_they_pass() {
 #[test]
 fn idle_connections_are_closed() {
     let (host, _upstream) = host();
-    let (silent, after_request) = host.in_ns(false, || {
+    let dst = host.addr();
+    let (silent, after_request) = host.in_ns(false, move || {
         let closed_after = |s: &mut TcpStream| {
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             let start = Instant::now();
@@ -546,12 +556,12 @@ fn idle_connections_are_closed() {
             start.elapsed()
         };
         // Connects and never sends a byte.
-        let mut s = TcpStream::connect(dst()).unwrap();
+        let mut s = TcpStream::connect(dst).unwrap();
         let silent = closed_after(&mut s);
         // One request on a keep-alive connection, then nothing.
-        let mut s = TcpStream::connect(dst()).unwrap();
+        let mut s = TcpStream::connect(dst).unwrap();
         s.write_all(&post(
-            dst(),
+            dst,
             r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
             "",
         ))

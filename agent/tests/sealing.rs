@@ -90,6 +90,9 @@ fn wait_blocked_records(host: &Host, n: u64) -> Vec<Value> {
 
 #[test]
 fn an_upstream_port_that_is_not_protected_takes_only_the_agents_connections() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let server = host.start_server(UPSTREAM);
     config(&host, &format!("http://127.0.0.1:{UPSTREAM}"));
@@ -285,6 +288,9 @@ fn an_upstream_port_that_is_not_protected_takes_only_the_agents_connections() {
 
 #[test]
 fn an_upstream_on_an_interface_address_is_accepted_and_sealed() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let server = host.start_server(UPSTREAM);
     config(&host, &format!("http://{HOST_V4}:{UPSTREAM}"));
@@ -337,6 +343,9 @@ fn an_upstream_on_an_interface_address_is_accepted_and_sealed() {
 
 #[test]
 fn an_upstream_on_another_host_or_on_no_address_is_refused() {
+    if !privileged() {
+        return;
+    }
     let host = Host::new();
     let cases = [
         (
@@ -376,6 +385,9 @@ fn an_upstream_on_another_host_or_on_no_address_is_refused() {
 
 #[test]
 fn pins_of_an_earlier_version_without_the_sealed_map_are_refused_and_stay_closed() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let server = host.start_server(PROTECTED);
     config(&host, &format!("http://127.0.0.1:{PROTECTED}"));
@@ -426,6 +438,9 @@ fn pins_of_an_earlier_version_without_the_sealed_map_are_refused_and_stay_closed
 
 #[test]
 fn a_restart_moves_a_port_between_protected_sealed_and_open_as_the_config_says() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let server = host.start_server(UPSTREAM);
     let plain = "dangerous: {plaintext: true, unauthenticated: true}";

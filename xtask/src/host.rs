@@ -1,5 +1,6 @@
 //! A private test host for the demo and the benchmarks: a network namespace, a child cgroup and
-//! a pin directory of its own, the `moat` binary, and cleanup on drop.
+//! a pin directory of its own (the privileged tests' [`Netns`]), the `moat` binary, and cleanup
+//! on drop.
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -7,15 +8,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::sched::{CloneFlags, setns};
 use serde_json::Value;
 
 use crate::{Result, sh};
 
+#[allow(dead_code)]
+#[path = "../../agent/tests/common/netns.rs"]
+mod netns;
+
+use netns::Netns;
+
 pub struct Lab {
     pub name: String,
-    pub netns: PathBuf,
-    pub cgroup: PathBuf,
+    ns: Netns,
     pub bpffs: PathBuf,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -40,17 +45,6 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-fn mount_point(fstype: &str) -> Result<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&fstype)).then(|| PathBuf::from(f[1]))
-        })
-        .ok_or_else(|| format!("no {fstype} filesystem mounted"))
-}
-
 impl Lab {
     /// A fresh host named `name` whose config protects `servers` (a YAML `servers:` list).
     pub fn new(name: &str, moat: PathBuf, servers: &str) -> Result<Self> {
@@ -58,11 +52,11 @@ impl Lab {
             return Err("this needs root (network namespaces, kernel programs)".into());
         }
         let dir = workspace().join("target").join(name);
+        let ns = Netns::create(name, false, &moat)?;
         let lab = Self {
             name: name.into(),
-            netns: PathBuf::from("/run/netns").join(name),
-            cgroup: mount_point("cgroup2")?.join(name),
-            bpffs: mount_point("bpf")?.join(name),
+            bpffs: ns.bpffs.clone(),
+            ns,
             config: dir.join("moat.yaml"),
             audit: dir.join("audit.jsonl"),
             dir,
@@ -71,15 +65,10 @@ impl Lab {
             agent: None,
             children: Vec::new(),
         };
-        lab.cleanup();
         std::fs::create_dir_all(&lab.dir).map_err(|e| e.to_string())?;
         // A new log, and a new chain: not continued from the head of an earlier run's.
         let _ = std::fs::remove_file(&lab.audit);
         let _ = std::fs::remove_file(lab.dir.join("state/audit-head"));
-        std::fs::create_dir_all(&lab.cgroup)
-            .map_err(|e| format!("{}: {e}", lab.cgroup.display()))?;
-        sh(Command::new("ip").args(["netns", "add", name]))?;
-        sh(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
         lab.write_config(&format!("  path: {}\n", lab.audit.display()))?;
         Ok(lab)
     }
@@ -90,7 +79,7 @@ impl Lab {
         let config = format!(
             "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: 64000-64999\naudit:\n{audit}{}",
             self.bpffs.display(),
-            self.cgroup.display(),
+            self.ns.cgroup.display(),
             self.dir.join("state").display(),
             self.servers,
         );
@@ -99,15 +88,7 @@ impl Lab {
 
     /// A command run inside the host's network namespace and cgroup.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter --net="$@""#)
-            .arg("sh")
-            .arg(&self.cgroup)
-            .arg(&self.netns)
-            .arg("--")
-            .arg(program);
-        c
+        self.ns.command(program)
     }
 
     /// Starts a background process that is killed when the host is dropped.
@@ -176,25 +157,7 @@ impl Lab {
 
     /// Runs `f` on a thread inside the host's network namespace.
     pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let ns = self.netns.clone();
-        std::thread::spawn(move || {
-            setns(File::open(ns).expect("netns"), CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("thread in the namespace")
-    }
-
-    fn cleanup(&self) {
-        let _ = Command::new(&self.moat)
-            .args(["detach", "--bpffs"])
-            .arg(&self.bpffs)
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir(&self.cgroup);
+        self.ns.in_ns(false, f)
     }
 }
 
@@ -205,6 +168,6 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.cleanup();
+        self.ns.remove(&self.moat);
     }
 }

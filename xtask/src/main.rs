@@ -56,7 +56,10 @@ fn test(extra: &[String]) -> Result {
             "the tests load kernel programs and create network namespaces: run as root".into(),
         );
     }
+    // As root every privileged test runs; should one ever find it is not root, it fails
+    // rather than skip.
     sh(Command::new(env!("CARGO"))
         .args(["test", "--workspace", "--exclude", "agent-ebpf"])
+        .env("MOAT_REQUIRE_PRIVILEGED", "1")
         .args(extra))
 }

@@ -137,15 +137,24 @@ pub fn respond(admin: &Admin, method: &Method, path: &str) -> Response<Full<Byte
                 method,
             ),
         },
-        "/healthz" => plain(StatusCode::OK, "ok\n".into(), method),
+        "/healthz" => plain(StatusCode::OK, format!("ok{}\n", note(admin)), method),
         _ => match admin.state.readiness() {
-            Ok(()) => plain(StatusCode::OK, "ready\n".into(), method),
+            Ok(()) => plain(StatusCode::OK, format!("ready{}\n", note(admin)), method),
             Err(why) => plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),
                 method,
             ),
         },
+    }
+}
+
+/// What /healthz and /readyz add for an agent that protects nothing.
+fn note(admin: &Admin) -> &'static str {
+    if admin.state.unprotected() {
+        ", UNPROTECTED (moat run --unprotected): no kernel steering, sealing or bind guard"
+    } else {
+        ""
     }
 }
 
@@ -250,6 +259,21 @@ mod tests {
         assert_eq!(r.status(), 503);
         assert_eq!(text(r).await, "not ready: stopping\n");
         assert_eq!(respond(&a, &Method::GET, "/healthz").status(), 200);
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness_say_when_the_agent_is_unprotected() {
+        let a = admin();
+        a.state.set_unprotected();
+        let r = respond(&a, &Method::GET, "/healthz");
+        assert_eq!(r.status(), 200);
+        assert!(text(r).await.starts_with("ok, UNPROTECTED ("));
+        let r = respond(&a, &Method::GET, "/readyz");
+        assert_eq!(r.status(), 503, "the audit log is not open yet");
+        assert_eq!(
+            text(r).await,
+            "not ready: starting: the audit log is not open yet\n"
+        );
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! What the admin listener reads from the running agent: the audit log's state, the kernel's
-//! pins and counters, and from them whether the agent is ready to serve.
+//! pins and counters (or that it serves unprotected, without them), and from them whether the
+//! agent is ready to serve.
 use std::{
     io,
     os::fd::AsFd,
@@ -15,18 +16,23 @@ use agent_common::{Counters, HOST_COUNTERS};
 use crate::{audit::AuditLog, steer::Kernel};
 
 /// Filled in by `moat run` as the agent starts: the audit log once it is open, the kernel
-/// once the programs are attached and the proxy's socket is in the sockmap.
+/// once the programs are attached and the proxy's socket is in the sockmap (or that it serves
+/// unprotected, from plain listeners).
 #[derive(Default)]
 pub struct AgentState {
     audit: OnceLock<AuditLog>,
-    kernel: OnceLock<Serving>,
+    serving: OnceLock<Serving>,
     stopping: AtomicBool,
 }
 
-/// The pins the agent serves with, and the cookie of its own listening socket.
-struct Serving {
-    kernel: Kernel,
-    proxy_cookie: u64,
+enum Serving {
+    /// The pins the agent serves with, and the cookie of its own listening socket.
+    Kernel {
+        kernel: Box<Kernel>,
+        proxy_cookie: u64,
+    },
+    /// `moat run --unprotected`: plain listeners, no kernel programs.
+    Unprotected,
 }
 
 /// Audit records written and lost so far.
@@ -50,6 +56,8 @@ pub struct Facts {
     pub audit_accepting: Option<bool>,
     /// None until the programs are attached and the proxy socket was put in the sockmap.
     pub kernel: Option<KernelFacts>,
+    /// Serving from plain listeners (`moat run --unprotected`): there is no kernel to check.
+    pub unprotected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +97,9 @@ pub fn verdict(f: &Facts) -> Result<(), NotReady> {
     if f.stopping {
         return Err(NotReady::Stopping);
     }
+    if f.unprotected {
+        return audit_verdict(f.audit_accepting);
+    }
     let Some(k) = &f.kernel else {
         return Err(match f.audit_accepting {
             None => NotReady::AuditNotOpen,
@@ -104,7 +115,11 @@ pub fn verdict(f: &Facts) -> Result<(), NotReady> {
         Ok(Some(c)) if *c != k.proxy_cookie => return Err(NotReady::ProxySocketForeign),
         Ok(Some(_)) => {}
     }
-    match f.audit_accepting {
+    audit_verdict(f.audit_accepting)
+}
+
+fn audit_verdict(accepting: Option<bool>) -> Result<(), NotReady> {
+    match accepting {
         Some(true) => Ok(()),
         Some(false) => Err(NotReady::AuditFailing),
         None => Err(NotReady::AuditNotOpen),
@@ -120,11 +135,32 @@ impl AgentState {
     /// sockmap (it is recognised there by its cookie).
     pub fn set_serving(&self, kernel: Kernel, listener: &impl AsFd) -> io::Result<()> {
         let proxy_cookie = socket2::SockRef::from(listener).cookie()?;
-        let _ = self.kernel.set(Serving {
-            kernel,
+        let _ = self.serving.set(Serving::Kernel {
+            kernel: Box::new(kernel),
             proxy_cookie,
         });
         Ok(())
+    }
+
+    /// The agent serves unprotected (`moat run --unprotected`): from plain listeners, with no
+    /// kernel programs.
+    pub fn set_unprotected(&self) {
+        let _ = self.serving.set(Serving::Unprotected);
+    }
+
+    /// Whether the agent serves unprotected.
+    pub fn unprotected(&self) -> bool {
+        matches!(self.serving.get(), Some(Serving::Unprotected))
+    }
+
+    fn kernel(&self) -> Option<(&Kernel, u64)> {
+        match self.serving.get()? {
+            Serving::Kernel {
+                kernel,
+                proxy_cookie,
+            } => Some((kernel, *proxy_cookie)),
+            Serving::Unprotected => None,
+        }
     }
 
     /// The agent is shutting down: no longer ready.
@@ -137,11 +173,12 @@ impl AgentState {
         Facts {
             stopping: self.stopping.load(Ordering::Relaxed),
             audit_accepting: self.audit.get().map(AuditLog::accepting),
-            kernel: self.kernel.get().map(|s| KernelFacts {
-                attached: links_pinned(&s.kernel.dir),
-                sockmap: s.kernel.proxy_socket().map_err(|e| e.to_string()),
-                proxy_cookie: s.proxy_cookie,
+            kernel: self.kernel().map(|(kernel, proxy_cookie)| KernelFacts {
+                attached: links_pinned(&kernel.dir),
+                sockmap: kernel.proxy_socket().map_err(|e| e.to_string()),
+                proxy_cookie,
             }),
+            unprotected: self.unprotected(),
         }
     }
 
@@ -161,13 +198,13 @@ impl AgentState {
         &self,
         ports: &'a [(u16, std::sync::Arc<str>)],
     ) -> Option<KernelCounters<'a>> {
-        let s = self.kernel.get()?;
+        let (kernel, _) = self.kernel()?;
         Some(KernelCounters {
             ports: ports
                 .iter()
-                .map(|(port, name)| (*port, name, s.kernel.counters(u32::from(*port))))
+                .map(|(port, name)| (*port, name, kernel.counters(u32::from(*port))))
                 .collect(),
-            host: s.kernel.counters(HOST_COUNTERS),
+            host: kernel.counters(HOST_COUNTERS),
         })
     }
 }
@@ -189,6 +226,7 @@ mod tests {
                 sockmap: Ok(Some(7)),
                 proxy_cookie: 7,
             }),
+            unprotected: false,
         }
     }
 
@@ -232,6 +270,27 @@ mod tests {
             not_ready(|f| f.audit_accepting = Some(false)),
             NotReady::AuditFailing
         );
+    }
+
+    #[test]
+    fn unprotected_is_ready_with_no_kernel_while_the_audit_log_takes_records() {
+        let unprotected = |audit| Facts {
+            stopping: false,
+            audit_accepting: audit,
+            kernel: None,
+            unprotected: true,
+        };
+        assert_eq!(verdict(&unprotected(Some(true))), Ok(()));
+        assert_eq!(
+            verdict(&unprotected(Some(false))),
+            Err(NotReady::AuditFailing)
+        );
+        assert_eq!(verdict(&unprotected(None)), Err(NotReady::AuditNotOpen));
+        let s = AgentState::default();
+        assert!(!s.unprotected());
+        s.set_unprotected();
+        assert!(s.unprotected() && s.kernel_counters(&[]).is_none());
+        assert_eq!(s.readiness(), Err(NotReady::AuditNotOpen));
     }
 
     #[test]

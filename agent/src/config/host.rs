@@ -1,10 +1,13 @@
-//! Which addresses belong to this host (in the agent's network namespace): an upstream must be one.
+//! Which addresses belong to this host (in the agent's network namespace): an upstream must be
+//! one, and not one where the agent itself listens.
 use std::{io, net::IpAddr};
 
 /// The addresses of this host's interfaces; loopback addresses always count as local.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostAddrs {
     addrs: Vec<IpAddr>,
+    /// The agent itself listens on loopback at every protected port (`moat run --unprotected`).
+    plain_listeners: bool,
 }
 
 impl HostAddrs {
@@ -19,14 +22,31 @@ impl HostAddrs {
                     .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
             })
             .collect();
-        Ok(Self { addrs })
+        Ok(Self {
+            addrs,
+            plain_listeners: false,
+        })
     }
 
     /// A host with these interface addresses (besides loopback).
     pub fn new(addrs: impl IntoIterator<Item = IpAddr>) -> Self {
         Self {
             addrs: addrs.into_iter().map(|a| a.to_canonical()).collect(),
+            plain_listeners: false,
         }
+    }
+
+    /// The same host, where the agent listens on loopback at every protected port itself (`moat
+    /// run --unprotected`): an upstream there would be the agent, and is refused.
+    pub fn with_plain_listeners(self) -> Self {
+        Self {
+            plain_listeners: true,
+            ..self
+        }
+    }
+
+    pub fn plain_listeners(&self) -> bool {
+        self.plain_listeners
     }
 
     /// Whether a connection to `ip` stays on this host: a loopback address, or an address of
@@ -133,6 +153,31 @@ mod tests {
         ] {
             assert!(!host.is_local(other.parse().unwrap()), "{other}");
         }
+    }
+
+    #[test]
+    fn with_plain_listeners_a_loopback_upstream_on_a_protected_port_is_refused() {
+        let host = HostAddrs::new(["10.0.0.1".parse().unwrap()]).with_plain_listeners();
+        let text = "servers:\n\
+                    - {name: a, port: 8000, dangerous: {plaintext: true, unauthenticated: true}}\n\
+                    - {name: b, port: 8001, upstream: 'http://127.0.0.1:8000', dangerous: {plaintext: true, unauthenticated: true}}\n\
+                    - {name: c, port: 8002, upstream: 'http://[::1]:8002', dangerous: {plaintext: true, unauthenticated: true}}\n\
+                    - {name: d, port: 8003, upstream: 'http://127.0.0.1:9003', dangerous: {plaintext: true, unauthenticated: true}}\n\
+                    - {name: e, port: 8004, upstream: 'http://10.0.0.1:8004', dangerous: {plaintext: true, unauthenticated: true}}\n";
+        let e = Config::parse_on("moat.yaml", text, &host).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.problems.len(), 3, "{shown}");
+        for needle in [
+            "moat.yaml:2:3: servers[0]: with --unprotected the agent itself listens on 127.0.0.1:8000 (server `a`): \
+             the upstream must listen on another port (the default upstream is 127.0.0.1:8000)",
+            "moat.yaml:3:35: servers[1].upstream: with --unprotected the agent itself listens on 127.0.0.1:8000 (server `a`)",
+            "moat.yaml:4:35: servers[2].upstream: with --unprotected the agent itself listens on 127.0.0.1:8002 (server `c`)",
+        ] {
+            assert!(shown.contains(needle), "no {needle:?} in {shown}");
+        }
+        // Without plain listeners the kernel tells the agent's connections from the server's.
+        let host = HostAddrs::new(["10.0.0.1".parse().unwrap()]);
+        assert!(Config::parse_on("moat.yaml", text, &host).is_ok());
     }
 
     #[test]

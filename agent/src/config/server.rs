@@ -109,10 +109,12 @@ pub(super) fn read_servers(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Repor
     let mut names: HashMap<String, String> = HashMap::new();
     let mut ports: HashMap<u16, String> = HashMap::new();
     let mut servers = Vec::new();
+    let mut read = Vec::new();
     for item in &items {
         let Some(s) = read_server(item, host, r) else {
             continue;
         };
+        read.push(item);
         if let Some(other) = names.insert(s.name.clone(), item.path.clone()) {
             r.add(
                 item,
@@ -127,7 +129,43 @@ pub(super) fn read_servers(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Repor
         }
         servers.push(s);
     }
+    if host.is_some_and(HostAddrs::plain_listeners) {
+        for (s, item) in servers.iter().zip(read) {
+            own_listener_upstream(s, item, &ports, r);
+        }
+    }
     servers
+}
+
+/// With plain listeners (`moat run --unprotected`) the agent itself listens on 127.0.0.1 at
+/// every protected port: a loopback upstream on one would be the agent (or a server it keeps
+/// from its port), never the real server.
+fn own_listener_upstream(
+    s: &Server,
+    item: &Node<'_>,
+    ports: &HashMap<u16, String>,
+    r: &mut Report,
+) {
+    let up = s.upstream;
+    let Some(other) = ports.get(&up.port()) else {
+        return;
+    };
+    if !up.ip().to_canonical().is_loopback() {
+        return;
+    }
+    let message = format!(
+        "with --unprotected the agent itself listens on 127.0.0.1:{} (server `{other}`): the \
+         upstream must listen on another port",
+        up.port()
+    );
+    let m = item.mapping(SERVER_KEYS, &mut Report::default());
+    match m.as_ref().and_then(|m| m.get("upstream")) {
+        Some(v) => r.add(v, message),
+        None => r.add(
+            item,
+            format!("{message} (the default upstream is 127.0.0.1:{})", s.port),
+        ),
+    }
 }
 
 const SERVER_KEYS: &[&str] = &[

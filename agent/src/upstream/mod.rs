@@ -29,16 +29,31 @@ pub enum UpstreamError {
 pub struct Upstream {
     ports: PortRange,
     next: AtomicU32,
-    proxy: SocketAddr,
+    /// Where the agent itself listens.
+    own: Vec<SocketAddr>,
 }
 
 impl Upstream {
+    /// For an agent whose proxy socket is `proxy`.
     pub fn new(ports: PortRange, proxy: SocketAddr) -> Self {
+        Self::listening_on(ports, vec![proxy])
+    }
+
+    /// For an agent listening on each of `own` (an unspecified address: every local one).
+    pub fn listening_on(ports: PortRange, own: Vec<SocketAddr>) -> Self {
         Self {
             ports,
             next: AtomicU32::new(std::process::id()),
-            proxy,
+            own,
         }
+    }
+
+    /// Whether `addr` (a local address) is where the agent itself listens.
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own.iter().any(|o| {
+            o.port() == addr.port()
+                && (o.ip().is_unspecified() || o.ip().to_canonical() == addr.ip().to_canonical())
+        })
     }
 
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
@@ -49,8 +64,8 @@ impl Upstream {
             let socket = new_socket(addr).map_err(err)?;
             match socket.bind(&SocketAddr::new(addr.ip(), port).into()) {
                 // A local address: the proxy listens on [::] and its port, so the same port on
-                // any local address is the proxy itself.
-                Ok(()) if addr.port() == self.proxy.port() => {
+                // any local address is the proxy itself (a plain listener: on its address).
+                Ok(()) if self.is_own(addr) => {
                     return Err(UpstreamError::Loop(addr));
                 }
                 Ok(()) => {}
@@ -131,5 +146,24 @@ mod tests {
         // Another local port is a server like any other.
         let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(up.connect(server.local_addr().unwrap()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn nor_to_a_plain_listener_of_its_own() {
+        let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let own = own.local_addr().unwrap();
+        let up = Upstream::listening_on(
+            PortRange {
+                lo: 61100,
+                hi: 61199,
+            },
+            vec![own],
+        );
+        assert!(matches!(up.connect(own).await, Err(UpstreamError::Loop(_))));
+        // The same port on another address is not the listener.
+        let v6 = std::net::TcpListener::bind(("::1", own.port()));
+        if let Ok(v6) = v6 {
+            assert!(up.connect(v6.local_addr().unwrap()).await.is_ok());
+        }
     }
 }

