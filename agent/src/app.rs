@@ -18,7 +18,7 @@ use crate::{
     http::Site,
     instance,
     listen::{self, Listening, Mode},
-    serve::{self, Protected, Sites},
+    serve::{self, Sites},
     steer::{self, Kernel},
     tls::ServerTls,
     upstream::Upstream,
@@ -111,17 +111,15 @@ fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<L
         };
         by_port.insert(
             s.port,
-            Arc::new(Protected {
-                site: Site::new(
-                    s.clone(),
-                    authenticator,
-                    credential,
-                    keys,
-                    policy,
-                    metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
-                ),
+            Arc::new(Site::new(
+                s.clone(),
                 tls,
-            }),
+                authenticator,
+                credential,
+                keys,
+                policy,
+                metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
+            )),
         );
     }
     if !tls_errors.is_empty() {
@@ -193,7 +191,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
             let policy = sites
                 .by_port
                 .get(&s.port)
-                .and_then(|p| p.site.policy.as_ref())
+                .and_then(|p| p.policy.as_ref())
                 .map(|live| json!({"file": live.config.file, "sha256": live.current().source_sha256}));
             json!({"name": s.name, "port": s.port, "upstream": s.upstream.to_string(), "policy": policy})
         })

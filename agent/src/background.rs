@@ -26,13 +26,13 @@ pub async fn reload_certs(sites: Arc<Sites>, audit: AuditLog) {
                 };
                 match &error {
                     None => {
-                        tracing::info!(server = %p.site.server.name, cert = %path.display(), "certificate reloaded")
+                        tracing::info!(server = %p.server.name, cert = %path.display(), "certificate reloaded")
                     }
                     Some(e) => {
-                        tracing::error!(server = %p.site.server.name, "certificate reload failed, keeping the old one: {e}")
+                        tracing::error!(server = %p.server.name, "certificate reload failed, keeping the old one: {e}")
                     }
                 }
-                let extra = json!({"server": p.site.server.name, "cert": path.display().to_string(), "error": error});
+                let extra = json!({"server": p.server.name, "cert": path.display().to_string(), "error": error});
                 audit
                     .record("config", audit::agent_event(event, extra))
                     .await;
@@ -54,13 +54,13 @@ pub async fn reload_policies(sites: Arc<Sites>, audit: AuditLog) {
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
         for p in sites.by_port.values() {
-            let Some(live) = &p.site.policy else { continue };
+            let Some(live) = &p.policy else { continue };
             let (event, error) = match live.reload(force) {
                 Reloaded::Unchanged => continue,
                 Reloaded::Replaced => ("policy_reloaded", None),
                 Reloaded::Failed(e) => ("policy_reload_failed", Some(e)),
             };
-            let (server, file) = (&p.site.server.name, live.config.file.display().to_string());
+            let (server, file) = (&p.server.name, live.config.file.display().to_string());
             match &error {
                 None => tracing::info!(server = %server, policy = %file, "policies reloaded"),
                 Some(e) => {

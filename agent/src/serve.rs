@@ -25,19 +25,12 @@ use crate::{
     idle::Activity,
     listen::canonical,
     steer::identity::Identity,
-    tls::ServerTls,
     upstream::Upstream,
     vocab::Conn,
 };
 
-/// A protected server: how to serve it, and its TLS (None only with `dangerous.plaintext`).
-pub struct Protected {
-    pub site: Site,
-    pub tls: Option<ServerTls>,
-}
-
 pub struct Sites {
-    pub by_port: HashMap<u16, Arc<Protected>>,
+    pub by_port: HashMap<u16, Arc<Site>>,
 }
 
 /// An accepted connection, with its place within the connection limits.
@@ -210,7 +203,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
         return;
     };
     let _ = stream.set_nodelay(true);
-    let limits = p.site.server.limits;
+    let limits = p.server.limits;
     let activity = Activity::new();
     match &p.tls {
         None => {
@@ -231,7 +224,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
         Some(tls) => {
             let accept = TlsAcceptor::from(tls.config.clone()).accept(stream);
             let handshake = tokio::time::timeout(limits.header_timeout, accept).await;
-            p.site.metrics.tls_handshake(matches!(handshake, Ok(Ok(_))));
+            p.metrics.tls_handshake(matches!(handshake, Ok(Ok(_))));
             match handshake {
                 Ok(Ok(tls_stream)) => {
                     let version = tls_stream
@@ -249,12 +242,12 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                 }
                 Ok(Err(e)) => {
                     let mut r = conn_record(format!("TLS handshake: {e}"));
-                    r["server"] = json!(p.site.server.name);
+                    r["server"] = json!(p.server.name);
                     audit.record("connection", r).await;
                 }
                 Err(_) => {
                     let mut r = conn_record("TLS handshake timed out".into());
-                    r["server"] = json!(p.site.server.name);
+                    r["server"] = json!(p.server.name);
                     audit.record("connection", r).await;
                 }
             }
@@ -265,13 +258,13 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
 async fn http<I>(
     io: TokioIo<I>,
     activity: Arc<Activity>,
-    p: Arc<Protected>,
+    p: Arc<Site>,
     proxy: Arc<Proxy>,
     conn: Conn,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = p.site.server.limits;
+    let limits = p.server.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -292,7 +285,7 @@ async fn http<I>(
         move |req| {
             let (p, proxy, conn, in_flight) =
                 (p.clone(), proxy.clone(), conn.clone(), activity.request());
-            async move { proxy.handle(&p.site, &conn, req, in_flight).await }
+            async move { proxy.handle(&p, &conn, req, in_flight).await }
         }
     });
     let serving = builder.serve_connection(io, service);

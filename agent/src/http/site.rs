@@ -12,11 +12,14 @@ use crate::{
     config::Server,
     mcp,
     policy::{Live, Rates},
+    tls::ServerTls,
 };
 
 /// One protected server, as the proxy serves it.
 pub struct Site {
     pub server: Server,
+    /// Its TLS (None only with `dangerous.plaintext`).
+    pub tls: Option<ServerTls>,
     /// The server's name, shared by every audit record.
     pub name: Arc<str>,
     pub legacy: Arc<legacy::Sessions>,
@@ -39,6 +42,7 @@ pub struct Site {
 impl Site {
     pub fn new(
         server: Server,
+        tls: Option<ServerTls>,
         auth: Option<Authenticator>,
         credential: Credential,
         upstream_keys: Option<Arc<UpstreamKeys>>,
@@ -52,6 +56,7 @@ impl Site {
         Self {
             name: server.name.as_str().into(),
             server,
+            tls,
             legacy: Arc::default(),
             limits,
             auth,
