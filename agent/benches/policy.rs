@@ -10,11 +10,7 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use moat::{
-    auth::Principal,
-    config::{Policy, PolicyMode},
-    policy::{Engine, Input, load},
-};
+use moat::bench::{Engine, Input, Policy, PolicyMode, Principal, Target, load};
 use serde_json::json;
 
 fn policies(n: usize, scoped: bool) -> String {
@@ -102,7 +98,7 @@ fn bench(c: &mut Criterion) {
         let input = Input {
             server: "files",
             action: "tools/call",
-            target: Some((moat::vocab::Target::Tool, "read_file")),
+            target: Some((Target::Tool, "read_file")),
             arguments: Some(&args),
             principal: &principal,
             source_ip: "10.1.2.3".parse().unwrap(),

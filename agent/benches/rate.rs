@@ -8,7 +8,7 @@ use std::{
 };
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use moat::policy::Rates;
+use moat::bench::Rates;
 
 fn bench(c: &mut Criterion) {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);

@@ -1,22 +1,45 @@
 //! Moat: kernel-enforced protection and audit for MCP servers. The `moat` binary is a thin
-//! command line over [`app`]; the modules are public for the benchmarks.
-pub mod admin;
+//! command line over [`app`]. The modules are the crate's own; what the binary, the benchmarks
+//! and the integration tests use is re-exported below, and nothing else is public.
+mod admin;
 pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod background;
-pub mod config;
-pub mod conn_limits;
+mod audit;
+mod auth;
+mod background;
+mod config;
+mod conn_limits;
 pub mod error;
-pub mod events;
-pub mod http;
-pub mod idle;
-pub mod instance;
-pub mod listen;
-pub mod mcp;
-pub mod policy;
-pub mod serve;
-pub mod steer;
-pub mod tls;
-pub mod upstream;
-pub mod vocab;
+mod events;
+mod http;
+mod idle;
+mod instance;
+mod listen;
+mod mcp;
+mod policy;
+mod serve;
+mod steer;
+mod tls;
+mod upstream;
+mod vocab;
+
+pub use crate::{
+    audit::{
+        chain::Chain as AuditChain, head_path as audit_head_path, verify::verify as audit_verify,
+    },
+    auth::install_crypto,
+    config::Config,
+    listen::Mode,
+    tls::selfsigned::write as write_self_signed,
+};
+
+/// What the benchmarks measure: a policy decision and a rate count, with what they take.
+pub mod bench {
+    pub use crate::{
+        config::{Policy, PolicyMode},
+        policy::{Engine, Input, Rates, load},
+        vocab::{Principal, Target},
+    };
+}
+
+/// Resource URI normalisation, as Moat decides on it (for the differential tests).
+pub use crate::mcp::uri;

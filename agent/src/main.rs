@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use moat::{app, auth, config::Config, error::AppError, listen, tls};
+use moat::{Config, Mode, app, error::AppError};
 
 #[derive(Parser)]
 #[command(
@@ -158,7 +158,7 @@ enum TokenCommand {
 }
 
 fn main() {
-    auth::install_crypto();
+    moat::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
     let cli = Cli::parse();
@@ -217,7 +217,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             Ok(())
         }
         Command::Cert(CertCommand::SelfSigned { name, out }) => {
-            let w = tls::selfsigned::write(&name, &out)?;
+            let w = moat::write_self_signed(&name, &out)?;
             println!(
                 "certificate: {}\nkey:         {}\nCA to trust: {}",
                 w.cert.display(),
@@ -281,10 +281,10 @@ fn dispatch(command: Command) -> Result<(), AppError> {
         }) => {
             let head = match (head, config) {
                 (Some(h), _) => Some(h),
-                (None, Some(c)) => Some(moat::audit::head_path(&Config::load(&c)?.agent.state_dir)),
+                (None, Some(c)) => Some(moat::audit_head_path(&Config::load(&c)?.agent.state_dir)),
                 (None, None) => None,
             };
-            let report = moat::audit::verify::verify(&files, mid_chain, head.as_deref())
+            let report = moat::audit_verify(&files, mid_chain, head.as_deref())
                 .map_err(|e| AppError::Expectation(e.to_string()))?;
             println!("{report}");
             Ok(())
@@ -302,11 +302,11 @@ fn dispatch(command: Command) -> Result<(), AppError> {
     }
 }
 
-fn mode(unprotected: bool) -> listen::Mode {
+fn mode(unprotected: bool) -> Mode {
     if unprotected {
-        listen::Mode::Unprotected
+        Mode::Unprotected
     } else {
-        listen::Mode::Steered
+        Mode::Steered
     }
 }
 

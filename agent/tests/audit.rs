@@ -705,7 +705,7 @@ fn the_end_of_the_log_is_checked_against_the_chain_head() {
         last["ts"]
     )
     .into_bytes();
-    let mut chain = moat::audit::chain::Chain {
+    let mut chain = moat::AuditChain {
         seq: n as u64 - 1,
         prev: (0..32)
             .map(|i| u8::from_str_radix(&prev[i * 2..i * 2 + 2], 16).unwrap())

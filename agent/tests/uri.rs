@@ -20,7 +20,7 @@ use std::{
     sync::{Mutex, MutexGuard, OnceLock},
 };
 
-use moat::mcp::uri::{UriError, normalise};
+use moat::uri::{UriError, normalise};
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
 use serde_json::Value;
 

@@ -237,6 +237,7 @@ impl Observer for Counted {
 
 impl ServerMetrics {
     /// A finished request: its JSON-RPC method, whether Moat refused it, how long it took.
+    #[cfg(test)]
     pub fn request(&self, method: Option<&str>, refused: bool, seconds: f64) {
         if let Some(c) = &self.0 {
             c.request(method, refused, seconds);

@@ -86,6 +86,7 @@ impl fmt::Display for Broken {
 
 /// Checks the chain through `files`, in order (one chain, continued from file to file), from
 /// its first record. Returns the number of records.
+#[cfg(test)]
 pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
     verify_from(files, false)
 }
@@ -93,6 +94,7 @@ pub fn verify(files: &[PathBuf]) -> Result<u64, Broken> {
 /// Like [`verify`]; with `mid_chain`, the first record may follow records not given (removed
 /// by retention, or archived elsewhere): its `prev` is taken as it is, and everything from it
 /// on is checked.
+#[cfg(test)]
 pub fn verify_from(files: &[PathBuf], mid_chain: bool) -> Result<u64, Broken> {
     verify_to(files, mid_chain, None).map(|v| v.records)
 }

@@ -120,7 +120,7 @@ fn decode(
     record: &mut RequestRecord,
 ) -> Result<Decoded, ProxyError> {
     let revision = match fields.protocol_version.as_deref() {
-        None if streamable => Revision::V2025_03_26,
+        None if streamable => Revision::WITHOUT_HEADER,
         None => Revision::V2024_11_05,
         Some(v) => {
             Revision::from_header(v).ok_or_else(|| ProxyError::BadProtocolVersion(v.into()))?

@@ -42,6 +42,7 @@ impl DecodeError {
     }
 
     /// The id of the request the error is about, when it could be read (a string or an integer).
+    #[cfg(test)]
     pub fn id(&self) -> Option<&Value> {
         match self {
             DecodeError::InvalidRequest { id, .. }

@@ -17,10 +17,10 @@ use std::fmt;
 
 pub use error::{DecodeError, error_body};
 pub use headers::{check_headers, encode_value};
-pub use jsonrpc::{Decoded, Kind, Message, decode, tool_names};
+pub use jsonrpc::{Decoded, Kind, decode, tool_names};
 
 use crate::vocab::{Method, Param, Target};
-pub use sse::{SseBlock, SseError, SseEvent, SseParser};
+pub use sse::SseParser;
 
 /// Which revision's rules apply to a POST body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

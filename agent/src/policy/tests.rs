@@ -336,7 +336,7 @@ fn the_method_table_and_the_schema_name_the_same_actions() {
     in_table.sort();
     assert_eq!(in_schema, in_table);
     // And each method's resource is what its row names.
-    for spec in crate::vocab::METHODS {
+    for spec in crate::vocab::method::METHODS {
         let action: cedar_policy::EntityUid = format!("Action::{:?}", spec.action).parse().unwrap();
         let resources: Vec<String> = schema
             .resources_for_action(&action)

@@ -18,8 +18,6 @@ pub enum UpstreamError {
     Loop(SocketAddr),
     #[error("every reserved upstream source port ({0}) is in use")]
     Exhausted(PortRange),
-    #[error("not an upstream address: {0}")]
-    BadAddress(String),
     #[error("connecting to {addr}: {source}")]
     Connect { addr: SocketAddr, source: io::Error },
 }
@@ -35,6 +33,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// For an agent whose proxy socket is `proxy`.
+    #[cfg(test)]
     pub fn new(ports: PortRange, proxy: SocketAddr) -> Self {
         Self::listening_on(ports, vec![proxy])
     }

@@ -132,6 +132,7 @@ impl Drop for Connection {
 }
 
 /// Idle connections, counted.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Counts {
     pub keys: usize,
@@ -204,6 +205,7 @@ impl Pool {
     }
 
     /// The idle connections now.
+    #[cfg(test)]
     pub fn idle(&self) -> Counts {
         let idle = self.shared.lock();
         debug_assert_eq!(

@@ -5,13 +5,11 @@
 mod conn;
 mod decision;
 mod digest;
-mod method;
+pub(crate) mod method;
 mod principal;
 
 pub use conn::{Conn, Process};
 pub use decision::{Decision, Effect, Hidden, Listing};
 pub use digest::sha256_hex;
-pub use method::{
-    Denial, HttpAction, List, METHODS, Method, NOTIFICATION, OTHER, Param, Spec, Target, actions,
-};
+pub use method::{Denial, HttpAction, List, Method, NOTIFICATION, Param, Target, actions};
 pub use principal::Principal;

@@ -2,7 +2,7 @@
 use serde_json::json;
 
 use super::one;
-use crate::mcp::{DecodeError, Message, Revision, check_headers};
+use crate::mcp::{DecodeError, Revision, check_headers, jsonrpc::Message};
 
 const NEW: Revision = Revision::V2026_07_28;
 const OLD: Revision = Revision::V2025_06_18;

@@ -7,7 +7,7 @@ mod sse;
 
 use serde_json::Value;
 
-use super::{DecodeError, Decoded, Limits, Message, Revision, decode};
+use super::{DecodeError, Decoded, Limits, Revision, decode, jsonrpc::Message};
 
 /// Decodes under 2025-06-18 (no batches) with the default limits.
 fn dec(body: &str) -> Result<Decoded, DecodeError> {

@@ -2,7 +2,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::mcp::{Limits, Revision, SseEvent, SseParser, decode};
+use crate::mcp::{Limits, Revision, SseParser, decode, sse::SseEvent};
 
 const REVISIONS: [Revision; 5] = [
     Revision::V2024_11_05,

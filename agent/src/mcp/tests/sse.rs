@@ -1,5 +1,8 @@
 //! `SseParser`: the WHATWG event-stream rules, chunk splits anywhere, and the size bound.
-use crate::mcp::{SseError, SseEvent, SseParser};
+use crate::mcp::{
+    SseParser,
+    sse::{SseError, SseEvent},
+};
 
 fn ev(id: Option<&str>, event: Option<&str>, data: &str, retry: Option<u64>) -> SseEvent {
     SseEvent {
