@@ -28,13 +28,7 @@ fn config(host: &Host, upstream: &str) {
 }
 
 fn sealed_counters(host: &Host, port: u16) -> Value {
-    host.status()["sealed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == port)
-        .cloned()
-        .unwrap_or(Value::Null)
+    host.counters_in("sealed", port)
 }
 
 /// A local process (python3, in the test's cgroup and namespace) connects to `dst`; returns

@@ -380,8 +380,12 @@ impl Host {
     }
 
     pub fn port_counters(&self, port: u16) -> Value {
-        let s = self.status();
-        s["ports"]
+        self.counters_in("ports", port)
+    }
+
+    /// The counters of `port` in the status's `list` (`ports`, `sealed`); null if absent.
+    pub fn counters_in(&self, list: &str, port: u16) -> Value {
+        self.status()[list]
             .as_array()
             .unwrap()
             .iter()

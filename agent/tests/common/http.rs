@@ -118,14 +118,21 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Reply> {
     let mut reader = BufReader::new(&s);
     let (head, body) = read_http_with_head(&mut reader)
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no HTTP reply"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = serde_json::from_slice(&body)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok(Reply { status, head, body })
+    Ok(Reply::of(head, &body))
+}
+
+impl Reply {
+    /// A response as read: its status from the head, its body as JSON when it is JSON.
+    fn of(head: String, body: &[u8]) -> Self {
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = serde_json::from_slice(body)
+            .unwrap_or(Value::String(String::from_utf8_lossy(body).into_owned()));
+        Reply { status, head, body }
+    }
 }
 
 /// Sends `raw` (one or more whole HTTP/1.1 requests) on one new connection to `addr` and reads
@@ -137,14 +144,7 @@ pub fn exchanges(addr: SocketAddr, raw: &[u8]) -> Vec<Reply> {
     let mut reader = BufReader::new(&s);
     let mut replies = Vec::new();
     while let Some((head, body)) = read_http_with_head(&mut reader) {
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = serde_json::from_slice(&body)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
-        replies.push(Reply { status, head, body });
+        replies.push(Reply::of(head, &body));
     }
     replies
 }
