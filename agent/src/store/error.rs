@@ -51,6 +51,9 @@ pub enum StoreError {
     /// An argument the store refuses before writing anything.
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    /// Hashing a password failed (not a wrong password: that is `Ok(false)`).
+    #[error("password hashing: {0}")]
+    Password(String),
     #[error("the system's random number generator failed")]
     Random,
 }

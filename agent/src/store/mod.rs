@@ -13,9 +13,10 @@
 //! | `families` (+ indexes by subject, by client) | family id | [`grants::Family`] | [`grants`] |
 //! | `refresh_tokens` | SHA-256 of the token | its family, current or rotated | [`grants`] |
 //! | `revoked_subjects`, `revoked_clients` | subject / client id | [`revocations::Revoked`] | [`revocations`] |
+//! | `users` | user name | argon2id PHC string | [`users`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
-//! their SHA-256 ([`record::TokenHash`]).
+//! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
 //!
 //! The file is private: created 0600, its directory 0700 when Moat creates it.
 //!
@@ -50,6 +51,7 @@ mod error;
 pub mod grants;
 pub mod record;
 pub mod revocations;
+pub mod users;
 
 #[cfg(test)]
 mod tests;
@@ -162,7 +164,8 @@ impl Store {
             clients::init(w)?;
             consents::init(w)?;
             grants::init(w)?;
-            revocations::init(w)
+            revocations::init(w)?;
+            users::init(w)
         })
     }
 }

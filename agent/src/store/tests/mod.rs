@@ -17,6 +17,7 @@ use super::{
 
 mod clients;
 mod grants;
+mod users;
 
 /// A state directory of its own for one test, removed when it ends.
 pub(super) struct Dir(PathBuf);
@@ -119,6 +120,7 @@ fn everything_survives_a_restart() {
         s.grants().create(grant("alice", "c1"), &h1).unwrap();
         let f = s.grants().rotate(&h1, &h2, "c1").unwrap();
         let revoked = s.revocations().revoke_subject("bob").unwrap();
+        s.users().set_password("carol", "correct horse").unwrap();
         (f, consent, revoked)
     };
     let s = Store::open(&dir.state()).unwrap();
@@ -126,6 +128,7 @@ fn everything_survives_a_restart() {
     assert_eq!(s.consents().get("alice", "c1").unwrap(), Some(consent));
     assert_eq!(s.grants().get(&family.id).unwrap(), Some(family.clone()));
     assert_eq!(s.revocations().subject("bob").unwrap(), Some(revoked));
+    assert!(s.users().verify_password("carol", "correct horse").unwrap());
     // The rotation is remembered: the old token is reuse, after the restart too.
     let (_, h3) = token();
     assert!(matches!(
@@ -246,6 +249,12 @@ fn version_1_records_written_by_hand_still_read() {
             r#"{{"v":1,"id":"fam1","sub":"alice","client_id":"https://app.example/client.json","scopes":["mcp:tools"],"resource":"files","claims":{{"groups":["readers"]}},"created":1700000000,"current":"{h}","rotated":null,"revoked":{{"reason":"reuse","at":1700000050}}}}"#
         ),
     );
+    write_raw(
+        &file,
+        "users",
+        "carol",
+        r#"{"v":1,"phc":"$argon2id$v=19$m=19456,t=2,p=1$ONyv5eJqtGpJ8gOdHmfuiA$/Hx4vFQTQFsM4s8+Yhau2Alfw/xnEhR1g0ta0sBu75Y","created":1700000000,"updated":1700000000}"#,
+    );
     let s = Store::open(&dir.state()).unwrap();
     let c = s
         .clients()
@@ -274,6 +283,18 @@ fn version_1_records_written_by_hand_still_read() {
         f.revoked.unwrap().reason,
         super::grants::RevokeReason::Reuse
     );
+    let users = s.users().list().unwrap();
+    assert_eq!(
+        (users[0].name.as_str(), users[0].updated),
+        ("carol", Timestamp(1_700_000_000))
+    );
+    // A hash made by an earlier release still checks the password it was made of.
+    assert!(
+        s.users()
+            .verify_password("carol", "correct horse battery")
+            .unwrap()
+    );
+    assert!(!s.users().verify_password("carol", "correct horse").unwrap());
 }
 
 #[test]
@@ -310,12 +331,14 @@ fn secrets_are_not_in_the_file() {
     let dir = Dir::new("secrets");
     let (refresh, h) = token();
     let (registration, rh) = token();
+    let password = "a password nobody may read";
     {
         let s = Store::open(&dir.state()).unwrap();
         let mut c = client("c1");
         c.registration_token = Some(rh);
         s.clients().insert(&c).unwrap();
         s.grants().create(grant("alice", "c1"), &h).unwrap();
+        s.users().set_password("alice", password).unwrap();
         assert!(
             s.clients()
                 .check_registration_token("c1", &registration)
@@ -329,7 +352,7 @@ fn secrets_are_not_in_the_file() {
     }
     let bytes = std::fs::read(dir.file()).unwrap();
     let text = String::from_utf8_lossy(&bytes);
-    for secret in [&refresh, &registration] {
+    for secret in [refresh.as_str(), registration.as_str(), password] {
         assert!(!text.contains(secret), "{secret} is in the file");
     }
     // While their hashes are (the test would pass on an empty file otherwise).
