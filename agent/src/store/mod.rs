@@ -14,11 +14,14 @@
 //! | `refresh_tokens` | SHA-256 of the token | its family, current or rotated | [`grants`] |
 //! | `revoked_subjects`, `revoked_clients` | subject / client id | [`revocations::Revoked`] | [`revocations`] |
 //! | `users` | user name | argon2id PHC string | [`users`] |
+//! | `signing_keys` | kid | [`keys::KeyRecord`] (PKCS#8 PEM) | [`keys`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
 //! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
 //!
-//! The file is private: created 0600, its directory 0700 when Moat creates it.
+//! The file is private: created 0600, its directory 0700 when Moat creates it. It holds the
+//! signing keys' private keys as they are (see [`keys`]); the users' upstream tokens, when Moat
+//! keeps them, go in a table of their own, sealed under a key-encryption key ([`sealed`]).
 //!
 //! Every open checks the whole file (redb's integrity check: the checksum of every page), so a
 //! damaged or foreign file is a [`StoreError`], never a panic or a silent misread.
@@ -49,8 +52,10 @@ pub mod consents;
 mod db;
 mod error;
 pub mod grants;
+pub mod keys;
 pub mod record;
 pub mod revocations;
+pub mod sealed;
 pub mod users;
 
 #[cfg(test)]
@@ -165,7 +170,8 @@ impl Store {
             consents::init(w)?;
             grants::init(w)?;
             revocations::init(w)?;
-            users::init(w)
+            users::init(w)?;
+            keys::init(w)
         })
     }
 }

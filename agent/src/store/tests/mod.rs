@@ -17,6 +17,7 @@ use super::{
 
 mod clients;
 mod grants;
+mod keys;
 mod users;
 
 /// A state directory of its own for one test, removed when it ends.
@@ -104,8 +105,10 @@ fn everything_survives_a_restart() {
     let dir = Dir::new("restart");
     let (t1, h1) = token();
     let (_, h2) = token();
+    let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let far = Timestamp::now().plus(3600);
     let c1 = client("c1");
-    let (family, consent, revoked) = {
+    let (family, consent, key, revoked) = {
         let s = Store::open(&dir.state()).unwrap();
         s.clients().insert(&c1).unwrap();
         let consent = s
@@ -121,7 +124,8 @@ fn everything_survives_a_restart() {
         let f = s.grants().rotate(&h1, &h2, "c1").unwrap();
         let revoked = s.revocations().revoke_subject("bob").unwrap();
         s.users().set_password("carol", "correct horse").unwrap();
-        (f, consent, revoked)
+        let key = s.keys().add("k1", &pem, far).unwrap();
+        (f, consent, key, revoked)
     };
     let s = Store::open(&dir.state()).unwrap();
     assert_eq!(s.clients().get("c1").unwrap(), Some(c1));
@@ -129,6 +133,7 @@ fn everything_survives_a_restart() {
     assert_eq!(s.grants().get(&family.id).unwrap(), Some(family.clone()));
     assert_eq!(s.revocations().subject("bob").unwrap(), Some(revoked));
     assert!(s.users().verify_password("carol", "correct horse").unwrap());
+    assert_eq!(s.keys().current(Timestamp::now()).unwrap(), Some(key));
     // The rotation is remembered: the old token is reuse, after the restart too.
     let (_, h3) = token();
     assert!(matches!(
