@@ -18,6 +18,7 @@ mod mcp;
 mod policy;
 mod serve;
 mod steer;
+mod store;
 mod tls;
 mod upstream;
 mod vocab;

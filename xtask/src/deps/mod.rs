@@ -25,6 +25,8 @@ const ONLY: &[(&str, &[&str])] = &[
     ("vocab", &[]),
     // The audit trail sits under everything that is audited.
     ("audit", &["vocab", "config"]),
+    // The embedded store keeps records for the modules above it, and knows none of them.
+    ("store", &["vocab", "config"]),
 ];
 
 /// Top-level modules that must not name the modules listed: what the audit log records is
