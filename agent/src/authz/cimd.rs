@@ -7,6 +7,8 @@ mod document;
 mod error;
 mod fetch;
 mod guard;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Instant};
 
