@@ -5,6 +5,7 @@ mod admin;
 pub mod app;
 mod audit;
 mod auth;
+mod authz;
 mod background;
 mod config;
 mod conn_limits;
