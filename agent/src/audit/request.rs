@@ -198,13 +198,6 @@ impl RequestRecord {
         self.fields.decision = Some(Decision::of(Effect::Deny, reason));
     }
 
-    /// The request may go on without a policy deciding it (none is configured): why.
-    pub fn allow(&mut self, reason: &str) {
-        if self.fields.decision.is_none() {
-            self.fields.decision = Some(Decision::of(Effect::Allow, reason));
-        }
-    }
-
     /// What was decided (a denial in shadow mode was recorded, not enforced).
     pub fn decide(&mut self, d: Decision) {
         self.fields.decision = Some(d);

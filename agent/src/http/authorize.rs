@@ -19,11 +19,10 @@ pub const NO_POLICY: &str = "no policy: every authenticated caller may";
 pub const UNAUTHENTICATED: &str =
     "the server is unauthenticated (dangerous.unauthenticated): anyone may";
 
-/// A request the policies let through, with the decision that did. Only [`authorize`] makes
-/// one, and only a permitted request can be forwarded.
+/// A request the policies let through. Only [`authorize`] makes one, and only a permitted
+/// request can be forwarded.
 pub struct Permitted<T> {
     inner: T,
-    decision: Decision,
 }
 
 impl<T> Permitted<T> {
@@ -31,17 +30,10 @@ impl<T> Permitted<T> {
         &self.inner
     }
 
-    pub fn decision(&self) -> &Decision {
-        &self.decision
-    }
-
     /// A request taken as permitted, for tests of what comes after the decision.
     #[cfg(test)]
     pub fn assume(inner: T) -> Self {
-        Self {
-            inner,
-            decision: Decision::of(Effect::Allow, "assumed by a test"),
-        }
+        Self { inner }
     }
 }
 
@@ -86,28 +78,20 @@ impl<'a> Ask<'a> {
 }
 
 /// Decides what `asked` asks for `principal` (None: the server has no authentication, and
-/// anyone may).
+/// anyone may): the permitted request, and the decision that permitted it.
 pub fn authorize<'a>(
     site: &Site,
     conn: &Conn,
     principal: Option<&Principal>,
     session: Option<&str>,
     asked: &'a Asked,
-) -> Result<Permitted<&'a Asked>, ProxyError> {
-    let Some(principal) = principal else {
-        return Ok(Permitted {
-            inner: asked,
-            decision: Decision::of(Effect::Allow, UNAUTHENTICATED),
-        });
+) -> Result<(Permitted<&'a Asked>, Decision), ProxyError> {
+    let decision = match (principal, asked) {
+        (None, _) => Decision::of(Effect::Allow, UNAUTHENTICATED),
+        (Some(p), Asked::Messages(d)) => decide(site, conn, p, session, Ask::messages(d))?,
+        (Some(p), Asked::Http(a)) => decide(site, conn, p, session, [Ask::http(*a)])?,
     };
-    let decision = match asked {
-        Asked::Messages(d) => decide(site, conn, principal, session, Ask::messages(d)),
-        Asked::Http(a) => decide(site, conn, principal, session, [Ask::http(*a)]),
-    }?;
-    Ok(Permitted {
-        inner: asked,
-        decision,
-    })
+    Ok((Permitted { inner: asked }, decision))
 }
 
 /// Counts and decides each ask; the first one over a limit or denied refuses the whole request

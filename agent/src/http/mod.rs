@@ -146,9 +146,8 @@ impl Proxy {
             let admitted = admit::admit(site, &parts)?;
             record.mcp().session.clone_from(&admitted.fields.session);
             let principal = authenticate::authenticate(site, &parts).await?;
-            match &principal {
-                Some(p) => record.principal(p.clone()),
-                None => record.allow(authorize::UNAUTHENTICATED),
+            if let Some(p) = &principal {
+                record.principal(p.clone());
             }
             let session = session::check(site, &admitted, principal.as_deref())?;
             Ok((admitted, principal, session))
@@ -170,12 +169,12 @@ impl Proxy {
         )
         .await?;
         let session_id = admitted.fields.session.as_deref();
-        let permitted =
+        let (permitted, decision) =
             match authorize::authorize(site, conn, principal.as_deref(), session_id, &asked) {
                 Ok(p) => p,
                 Err(e) => return Err(session.refuse(&asked, e)),
             };
-        record.decide(permitted.decision().clone());
+        record.decide(decision);
         let lister = |list: List| -> Option<Lister> {
             let (live, p) = (site.policy.as_ref()?, principal.as_ref()?);
             Some(Lister {
