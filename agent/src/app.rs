@@ -34,7 +34,12 @@ struct Loaded {
 /// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
 /// check` (`run` false) nothing is created in the state directory. Requests are counted in
 /// `metrics`, when given.
-fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<Loaded, AppError> {
+fn load_sites(
+    config: &Config,
+    run: bool,
+    metrics: Option<&Metrics>,
+    local: Option<(&auth::SharedKeys, &auth::RevocationCheck)>,
+) -> Result<Loaded, AppError> {
     let mut by_port = HashMap::new();
     let mut jwks = Vec::new();
     let mut tls_errors = Vec::new();
@@ -68,9 +73,15 @@ fn load_sites(config: &Config, run: bool, metrics: Option<&Metrics>) -> Result<L
             None => None,
             Some(a) => {
                 let public_url = s.public_url.as_deref().unwrap_or_default();
-                let made = auth::key_source(a, state_dir, run).and_then(|(keys, fetcher)| {
+                let made = auth::key_source(a, local.map(|l| l.0)).and_then(|(keys, fetcher)| {
                     jwks.extend(fetcher);
-                    Authenticator::new(a, public_url, &s.endpoint, keys)
+                    let made = Authenticator::new(a, public_url, &s.endpoint, keys)?;
+                    Ok(match (&a.issuer, local) {
+                        (Issuer::Local(_), Some((_, revoked))) => {
+                            made.with_revocations(revoked.clone())
+                        }
+                        _ => made,
+                    })
                 });
                 match made {
                     Ok(x) => Some(x),
@@ -141,11 +152,20 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
+    let authz = crate::authz::open(&config)?;
+    let local = authz
+        .as_ref()
+        .map(|a| (a.signer().keys(), a.revocations().check()));
     let Loaded {
         sites,
         jwks,
         upstream_keys,
-    } = load_sites(&config, true, Some(&admin.metrics))?;
+    } = load_sites(
+        &config,
+        true,
+        Some(&admin.metrics),
+        local.as_ref().map(|(k, r)| (k, r)),
+    )?;
     // Listening before anything is attached: a taken address stops the agent here, and
     // /readyz says when it serves.
     let admin_task = admin::start(config.agent.admin_listen, admin.clone()).await?;
@@ -169,6 +189,13 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
             .map_err(AppError::Policy)?;
     let (audit, writer) = AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
     admin.state.set_audit(audit.clone());
+    let authz_task = match authz {
+        Some(a) => Some((
+            crate::authz::start(a.clone(), audit.clone()).await?,
+            crate::control::serve(&config.agent.state_dir, a).await?,
+        )),
+        None => None,
+    };
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
         .into_iter()
@@ -252,6 +279,10 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     reload_task.abort();
     policy_task.abort();
     key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    if let Some((a, c)) = authz_task {
+        a.abort();
+        c.abort();
+    }
     audit
         .record(
             "config",
@@ -286,43 +317,6 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-/// A token from the local issuer for server `name`.
-pub fn mint_token(
-    config: &Config,
-    name: &str,
-    sub: String,
-    client_id: String,
-    scopes: Vec<String>,
-    extra: Vec<(String, Value)>,
-    ttl: u64,
-) -> Result<String, AppError> {
-    let server = config
-        .servers
-        .iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| AppError::Auth(format!("no server named `{name}` in the config")))?;
-    let auth = match &server.auth {
-        Some(a) if a.issuer == Issuer::Local => a,
-        _ => {
-            return Err(AppError::Auth(format!(
-                "server `{name}` does not trust the local issuer (`auth: {{ issuer: local }}`)"
-            )));
-        }
-    };
-    if !(1..=30 * 86_400).contains(&ttl) {
-        return Err(AppError::Auth("--ttl is 1 to 2592000 seconds".into()));
-    }
-    let mint = auth::local::Mint {
-        sub,
-        client_id,
-        scopes,
-        audience: auth.audience.clone(),
-        ttl: std::time::Duration::from_secs(ttl),
-        extra,
-    };
-    auth::local::mint(&config.agent.state_dir, &mint).map_err(AppError::Auth)
 }
 
 /// `moat policy test`: the decision for the request described in `file`.
@@ -370,7 +364,8 @@ fn this_host(mode: Mode) -> Result<HostAddrs, AppError> {
 pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
-    load_sites(&c, false, None)?;
+    load_sites(&c, false, None, None)?;
+    crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",
         config_path.display(),

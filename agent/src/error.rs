@@ -16,6 +16,11 @@ pub enum AppError {
     },
     #[error("{0}")]
     Tls(String),
+    /// The authorization server cannot start: its store, keys, certificates or listener.
+    #[error("authorization server: {0}")]
+    Authz(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Keys, CA files or secrets of `auth` / `upstream_auth` that cannot be used.
     #[error("{0}")]
     Auth(String),

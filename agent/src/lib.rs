@@ -9,6 +9,7 @@ mod authz;
 mod background;
 mod config;
 mod conn_limits;
+pub mod control;
 pub mod error;
 mod events;
 mod http;

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use moat::{Config, Mode, app, error::AppError};
+use moat::{
+    Config, Mode, app,
+    control::{self, Request},
+    error::AppError,
+};
 
 #[derive(Parser)]
 #[command(
@@ -69,15 +73,86 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Access tokens from the local issuer (`auth: { issuer: local }`), for development.
+    /// Access tokens from Moat's own issuer (`auth: { issuer: local }`), for development.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Local users of the authorization server (`login: local`).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// OAuth clients known to the authorization server.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// What users granted clients (refresh-token families), and revoking it.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
     /// Remove the pinned programs: the protected ports open again.
     Detach {
         #[arg(short, long)]
         config: Option<PathBuf>,
         #[arg(long)]
         bpffs: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user, or set a user's password (read from the first line of stdin).
+    Add {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        name: String,
+    },
+    /// Remove a user; their grants are revoked.
+    Remove {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        name: String,
+    },
+    List {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    List {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
+    /// A client, its consents and grants.
+    Show {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        id: String,
+    },
+    /// Revoke a client: its grants and consents end, its access tokens are refused at once.
+    Revoke {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantsCommand {
+    List {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// End a user's (or a client's) refresh tokens, refuse their access tokens and close
+    /// their open streams, at once.
+    Revoke {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        sub: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
     },
 }
 
@@ -241,12 +316,51 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 .flat_map(|s| s.split_whitespace())
                 .map(str::to_string)
                 .collect();
-            println!(
-                "{}",
-                app::mint_token(&config, &server, sub, client_id, scopes, claim, ttl)?
-            );
+            let req = Request::Mint {
+                server,
+                sub,
+                client_id,
+                scopes,
+                claims: claim.into_iter().collect(),
+                ttl,
+            };
+            match control::run(&config, req)? {
+                serde_json::Value::String(t) => println!("{t}"),
+                other => println!("{other}"),
+            }
             Ok(())
         }
+        Command::Users(UsersCommand::Add { config, name }) => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(AppError::io("reading the password from stdin"))?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            control_print(&config, Request::UserAdd { name, password })
+        }
+        Command::Users(UsersCommand::Remove { config, name }) => {
+            control_print(&config, Request::UserRemove { name })
+        }
+        Command::Users(UsersCommand::List { config }) => control_print(&config, Request::Users),
+        Command::Clients(ClientsCommand::List { config }) => {
+            control_print(&config, Request::Clients)
+        }
+        Command::Clients(ClientsCommand::Show { config, id }) => {
+            control_print(&config, Request::ClientShow { id })
+        }
+        Command::Clients(ClientsCommand::Revoke { config, id }) => {
+            control_print(&config, Request::ClientRevoke { id })
+        }
+        Command::Grants(GrantsCommand::List {
+            config,
+            sub,
+            client,
+        }) => control_print(&config, Request::Grants { sub, client }),
+        Command::Grants(GrantsCommand::Revoke {
+            config,
+            sub,
+            client,
+        }) => control_print(&config, Request::GrantsRevoke { sub, client }),
         Command::Policy(PolicyCommand::Test {
             config,
             request,
@@ -300,6 +414,17 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             Ok(())
         }
     }
+}
+
+/// Runs `req` (in the agent, or on the store) and prints its answer as JSON.
+fn control_print(config: &std::path::Path, req: Request) -> Result<(), AppError> {
+    let config = Config::load(config)?;
+    let answer = control::run(&config, req)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&answer).unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn mode(unprotected: bool) -> Mode {

@@ -181,7 +181,8 @@ fn policy_test_explains_a_decision_at_any_time() {
         &config,
         format!(
             "servers:\n  - name: ops\n    port: 8000\n    public_url: https://ops.example/mcp\n    \
-             dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n",
+             dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n\
+             authorization_server: {{issuer: 'http://127.0.0.1:9443', dangerous: {{plaintext: true}}}}\n",
             example("deploy-in-working-hours.cedar")
         ),
     )

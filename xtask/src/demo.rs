@@ -35,10 +35,13 @@ pub fn run() -> Result {
     )
     .map_err(|e| format!("{}: {e}", policy.display()))?;
     let servers = format!(
-        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n    policy: {{file: {}}}\n",
+        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n    policy: {{file: {}}}\n\
+         authorization_server:\n  issuer: https://localhost:8443\n  tls: {{cert: {}, key: {}}}\n",
         certs.join("localhost.crt").display(),
         certs.join("localhost.key").display(),
-        policy.display()
+        policy.display(),
+        certs.join("localhost.crt").display(),
+        certs.join("localhost.key").display(),
     );
     let mut lab = Lab::new("moat-demo", moat, &servers)?;
     let direct = Target {

@@ -132,7 +132,8 @@ impl TokenOutcome {
                 | Invalid::UnknownKey
                 | Invalid::Signature
                 | Invalid::MissingClaim(_)
-                | Invalid::Inactive,
+                | Invalid::Inactive
+                | Invalid::Revoked,
             ) => Self::Invalid,
         }
     }
@@ -606,7 +607,8 @@ mod tests {
             "servers:\n  - {name: files, port: 8000, public_url: https://f.example/mcp, \
              tls: {cert: /c.pem, key: /k.pem}, auth: {issuer: local}, \
              policy: {file: /p.cedar, mode: shadow}, rate_limits: {per_tool: 5}}\n  \
-             - {name: open, port: 8001, dangerous: {plaintext: true, unauthenticated: true}}\n",
+             - {name: open, port: 8001, dangerous: {plaintext: true, unauthenticated: true}}\n\
+             authorization_server: {issuer: 'http://127.0.0.1:9443', dangerous: {plaintext: true}}\n",
         )
         .unwrap();
         let m = Metrics::new(&config, Arc::new(AgentState::default()));

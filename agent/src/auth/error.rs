@@ -45,6 +45,9 @@ pub enum Invalid {
     MissingClaim(String),
     #[error("not active")]
     Inactive,
+    /// Its grant was revoked (`moat grants revoke`) after it was issued.
+    #[error("revoked")]
+    Revoked,
 }
 
 impl AuthError {

@@ -111,6 +111,8 @@ fn algorithm(a: &KeyAlgorithm) -> Option<Algorithm> {
 /// Where a server's verifying keys come from.
 pub enum KeySource {
     Static(Arc<KeySet>),
+    /// Moat's own authorization server's keys, replaced when it rotates them.
+    Shared(Arc<std::sync::RwLock<Arc<KeySet>>>),
     Remote(Arc<Jwks>),
     /// Only introspection.
     None,
@@ -125,6 +127,12 @@ impl KeySource {
                 .find(kid, alg)
                 .cloned()
                 .ok_or(AuthError::Invalid(super::Invalid::UnknownKey)),
+            Self::Shared(set) => {
+                let set = set.read().expect("key set lock").clone();
+                set.find(kid, alg)
+                    .cloned()
+                    .ok_or(AuthError::Invalid(super::Invalid::UnknownKey))
+            }
             Self::Remote(jwks) => {
                 let set = jwks.current().await?;
                 if let Some(k) = set.find(kid, alg) {

@@ -7,30 +7,34 @@ mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;
-pub mod local;
 mod metadata;
 mod ring_crypto;
 pub mod sessions;
-mod signing;
+pub mod signing;
 pub mod upstream;
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Uri, header};
 
 use self::{cache::TokenCache, clock::now, introspect::Introspector};
 pub use self::{
     error::{AuthError, Invalid},
-    jwks::{Jwks, KeyEvent, KeySource},
+    jwks::{Jwks, Key, KeyEvent, KeySet, KeySource},
     metadata::Metadata,
     ring_crypto::install as install_crypto,
+    signing::SigningKey,
 };
 use crate::config::{Auth, Issuer};
 pub use crate::vocab::Principal;
 
+/// Whether a token of (sub, client_id) issued at `iat` (seconds) was revoked since.
+pub type RevocationCheck = Arc<dyn Fn(&str, Option<&str>, u64) -> bool + Send + Sync>;
+
 /// One protected server's resource server.
 pub struct Authenticator {
     config: Auth,
+    revoked: Option<RevocationCheck>,
     keys: KeySource,
     introspector: Option<Introspector>,
     cache: TokenCache,
@@ -52,10 +56,17 @@ impl Authenticator {
         Ok(Self {
             metadata: Metadata::new(config, public_url, endpoint),
             config: config.clone(),
+            revoked: None,
             keys,
             introspector,
             cache: TokenCache::default(),
         })
+    }
+
+    /// Tokens are also checked against `check` on every request (cached ones included).
+    pub fn with_revocations(mut self, check: RevocationCheck) -> Self {
+        self.revoked = Some(check);
+        self
     }
 
     /// The principal of a request, from its `Authorization: Bearer` header, and whether its
@@ -75,6 +86,16 @@ impl Authenticator {
                 (p, false)
             }
         };
+        if let Some(revoked) = &self.revoked {
+            let iat = principal
+                .claims
+                .get("iat")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            if revoked(&principal.sub, principal.client_id.as_deref(), iat) {
+                return Err(AuthError::Invalid(Invalid::Revoked));
+            }
+        }
         let missing: Vec<String> = self
             .config
             .required_scopes
@@ -146,20 +167,22 @@ fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, AuthEr
     Ok(token)
 }
 
-/// Where a server's verifying keys come from: the local issuer's key (created on first use,
-/// unless `create` is false, as for `moat check`), or a JWKS fetcher that the caller must run.
+/// The keys of Moat's own authorization server, shared with the resource servers it issues
+/// for; replaced when it rotates them.
+pub type SharedKeys = Arc<std::sync::RwLock<Arc<KeySet>>>;
+
+/// Where a server's verifying keys come from: Moat's authorization server's `local` keys
+/// (none for `moat check`, which verifies nothing), or a JWKS fetcher that the caller must run.
 pub fn key_source(
     config: &Auth,
-    state_dir: &Path,
-    create: bool,
+    local: Option<&SharedKeys>,
 ) -> Result<(KeySource, Option<Arc<Jwks>>), String> {
     ring_crypto::install();
     Ok(match &config.issuer {
-        Issuer::Local if !create => (KeySource::Static(Arc::default()), None),
-        Issuer::Local => (
-            KeySource::Static(Arc::new(local::verifying_keys(state_dir)?)),
-            None,
-        ),
+        Issuer::Local(_) => match local {
+            Some(keys) => (KeySource::Shared(keys.clone()), None),
+            None => (KeySource::Static(Arc::default()), None),
+        },
         Issuer::Remote {
             jwks_uri: Some(uri),
             ..

@@ -26,18 +26,6 @@ impl SigningKey {
         Self::from_pem(path, &pem)
     }
 
-    /// Reads the key at `path`, creating it (owner-only) if there is none.
-    pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        match std::fs::read_to_string(path) {
-            Ok(pem) => Self::from_pem(path, &pem),
-            // Another process may create it at the same moment: then that one is read.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Self::create(path).or_else(|e| Self::load(path).map_err(|_| e))
-            }
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
-    }
-
     /// A new key written to `path` (which must not exist).
     pub fn create(path: &Path) -> Result<Self, String> {
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
@@ -60,6 +48,11 @@ impl SigningKey {
         f.write_all(pem.as_bytes()).map_err(err)?;
         f.sync_all().map_err(err)?;
         Self::from_pem(path, &pem)
+    }
+
+    /// A key from its PKCS#8 PEM text.
+    pub fn from_pem_text(pem: &str) -> Result<Self, String> {
+        Self::from_pem(Path::new("(stored key)"), pem)
     }
 
     fn from_pem(path: &Path, pem: &str) -> Result<Self, String> {

@@ -10,6 +10,7 @@ use super::{signing::SigningKey, *};
 use crate::config::{Auth, Issuer};
 
 const AUD: &str = "https://files.example.com/mcp";
+const ISS: &str = "https://auth.example.com";
 
 struct Fixture {
     dir: std::path::PathBuf,
@@ -19,7 +20,7 @@ struct Fixture {
 
 fn config(required: &[&str]) -> Auth {
     Auth {
-        issuer: Issuer::Local,
+        issuer: Issuer::Local(ISS.into()),
         audience: AUD.into(),
         authorization_servers: vec![],
         scopes_supported: vec!["mcp:tools".into(), "mcp:admin".into()],
@@ -36,9 +37,16 @@ fn config(required: &[&str]) -> Auth {
 fn fixture(name: &str, required: &[&str]) -> Fixture {
     let dir = std::env::temp_dir().join(format!("moat-auth-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (keys, _) = key_source(&config(required), &dir, true).unwrap();
+    let key = SigningKey::create(&dir.join("issuer.pem")).unwrap();
+    let shared: SharedKeys = Arc::new(std::sync::RwLock::new(Arc::new(KeySet {
+        keys: vec![Key {
+            kid: Some(key.kid.clone()),
+            alg: Some(Algorithm::ES256),
+            key: key.decoding.clone(),
+        }],
+    })));
+    let (keys, _) = key_source(&config(required), Some(&shared)).unwrap();
     let auth = Authenticator::new(&config(required), AUD, "/mcp", keys).unwrap();
-    let key = SigningKey::load(&local::key_path(&dir)).unwrap();
     Fixture { dir, auth, key }
 }
 
@@ -51,7 +59,7 @@ impl Drop for Fixture {
 fn claims(over: Value) -> Value {
     let t = now();
     let mut c = json!({
-        "iss": crate::config::LOCAL_ISSUER, "aud": AUD, "sub": "alice", "client_id": "cli",
+        "iss": ISS, "aud": AUD, "sub": "alice", "client_id": "cli",
         "scope": "mcp:tools", "iat": t, "exp": t + 300,
     });
     for (k, v) in over.as_object().unwrap() {

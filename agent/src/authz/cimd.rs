@@ -12,13 +12,8 @@ mod tests;
 
 use std::{sync::Arc, time::Instant};
 
-pub use self::{
-    client_id::{ClientIdUrl, UrlError},
-    document::{Document, DocumentError},
-    error::CimdError,
-    fetch::Limits,
-    guard::{Class, Guard},
-};
+use self::{client_id::ClientIdUrl, document::Document, error::CimdError};
+pub use self::{fetch::Limits, guard::Guard};
 
 /// How many clients' documents (or failures) are kept.
 pub const CACHE_ENTRIES: usize = 1024;

@@ -1,12 +1,286 @@
-//! The authorization server Moat runs for MCP clients; so far: fetching and checking the client
-//! ID metadata documents clients identify themselves with ([`cimd`]).
-#![cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        unused_imports,
-        reason = "the authorization server that uses these building blocks comes next"
-    )
-)]
-
+//! The OAuth 2.1 authorization server Moat runs for MCP clients (`authorization_server:`): the
+//! issuer of the servers with `issuer: local`. Clients find it in their protected resource
+//! metadata, register (dynamically, by a client ID metadata document, or in the config), send
+//! the user here to sign in and consent, and get audience-bound access tokens that the
+//! resource servers verify with this server's keys.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`listener`] | its own TLS listener and the routes |
+//! | [`metadata`] | RFC 8414 / OpenID discovery documents, JWKS |
+//! | [`authorize`] | the authorization request, checked before anyone signs in |
+//! | [`login`] | who the user is: local users, browser sessions |
+//! | [`consent`] | the consent page, remembered consents, authorization codes |
+//! | [`token`] | the token endpoint: codes and refresh tokens for access tokens |
+//! | [`register`] | dynamic client registration, and revocation (RFC 7009) |
+//! | [`clients`] | who a client id is |
+//! | [`revocation`], [`admin`] | revocation at once; what operators do (`moat users`, `clients`, `grants`) |
+//! | [`signer`] | the signing keys and their rotation |
+//! | [`cimd`] | client ID metadata documents behind an SSRF guard |
+//! | [`form`], [`ttl`], [`pages`], [`reply`], [`error`] | bodies and cookies, short-lived state, HTML, answers, errors |
+mod admin;
+mod authorize;
 pub mod cimd;
+mod clients;
+mod consent;
+mod error;
+mod form;
+pub mod listener;
+mod login;
+mod metadata;
+mod pages;
+mod register;
+mod reply;
+pub mod revocation;
+pub mod signer;
+mod token;
+mod ttl;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+
+pub use self::error::OAuthError;
+pub use self::signer::Signer;
+use self::{clients::ClientInfo, ttl::TtlMap};
+use crate::{
+    audit::AuditLog,
+    config::{AuthorizationServer, Config, Issuer},
+    store::Store,
+};
+
+/// How long a user has to sign in and answer the consent page.
+const REQUEST_TTL: Duration = Duration::from_secs(600);
+/// Authorization requests, sessions and codes held at once (each).
+const MAX_PENDING: usize = 10_000;
+
+/// A protected server this authorization server issues tokens for.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub name: String,
+    /// Its `resource` identifier: the tokens' `aud`.
+    pub audience: String,
+    pub scopes_supported: Vec<String>,
+}
+
+/// Someone who signed in.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub sub: String,
+    pub groups: Vec<String>,
+    /// Further claims for the tokens (from the organisation's provider).
+    pub claims: serde_json::Map<String, Value>,
+}
+
+/// An authorization request, checked, waiting for sign-in and consent.
+#[derive(Clone, Debug)]
+struct Pending {
+    client: ClientInfo,
+    redirect_uri: String,
+    state: Option<String>,
+    code_challenge: String,
+    resource: Resource,
+    scopes: Vec<String>,
+    /// The browser that started it (its `browser` cookie): only it may answer.
+    browser: String,
+    /// Put in the consent form; the answer must carry it.
+    csrf: String,
+}
+
+/// An authorization code's grant: single use, bound to its client, redirect, PKCE challenge
+/// and resource.
+#[derive(Clone, Debug)]
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    resource: Resource,
+    scopes: Vec<String>,
+    identity: Identity,
+}
+
+/// The authorization server.
+pub struct AuthServer {
+    config: AuthorizationServer,
+    store: Arc<Store>,
+    signer: Arc<Signer>,
+    resources: Vec<Resource>,
+    cimd: Option<cimd::Fetcher>,
+    requests: TtlMap<Pending>,
+    /// Browser sessions: cookie value -> who signed in.
+    sessions: TtlMap<Identity>,
+    codes: TtlMap<Code>,
+    /// Codes redeemed, until they would have expired: a second use is an attack.
+    used_codes: TtlMap<Option<String>>,
+    audit: std::sync::OnceLock<AuditLog>,
+    revocations: Arc<revocation::Revocations>,
+}
+
+impl AuthServer {
+    /// The server of `config.authorization_server`, with its state in `store`.
+    pub fn new(config: &Config, store: Arc<Store>) -> Result<Option<Self>, String> {
+        let Some(a) = config.authorization_server.clone() else {
+            return Ok(None);
+        };
+        let resources = config
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let auth = s.auth.as_ref()?;
+                matches!(auth.issuer, Issuer::Local(_)).then(|| Resource {
+                    name: s.name.clone(),
+                    audience: auth.audience.clone(),
+                    scopes_supported: auth.scopes_supported.clone(),
+                })
+            })
+            .collect();
+        let overlap = a.access_token_ttl + Duration::from_secs(300);
+        let signer =
+            Signer::open(store.clone(), a.key_rotation, overlap).map_err(|e| e.to_string())?;
+        clients::sync_configured(&store, &a.clients).map_err(|e| e.to_string())?;
+        let cimd = if a.registration.metadata_documents {
+            Some(
+                cimd::Fetcher::new(
+                    a.registration.allow_private_networks.clone(),
+                    cimd::native_roots(),
+                    cimd::Limits::default(),
+                )
+                .map_err(|e| format!("client ID metadata documents: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let revocations =
+            Arc::new(revocation::Revocations::load(&store).map_err(|e| e.to_string())?);
+        Ok(Some(Self {
+            requests: TtlMap::new(REQUEST_TTL, MAX_PENDING),
+            sessions: TtlMap::new(a.session_ttl, MAX_PENDING),
+            codes: TtlMap::new(a.code_ttl, MAX_PENDING),
+            used_codes: TtlMap::new(a.code_ttl, MAX_PENDING),
+            config: a,
+            store,
+            signer: Arc::new(signer),
+            resources,
+            cimd,
+            audit: std::sync::OnceLock::new(),
+            revocations,
+        }))
+    }
+
+    /// From now on, authorization events go to `audit`.
+    pub fn set_audit(&self, audit: AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// What the resource servers check every token against.
+    pub fn revocations(&self) -> &Arc<revocation::Revocations> {
+        &self.revocations
+    }
+
+    pub fn signer(&self) -> &Arc<Signer> {
+        &self.signer
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    /// `{issuer}/{path}`.
+    fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.config.issuer)
+    }
+
+    /// Cookie names: `__Host-` (Secure, the issuer's host only, path /) over TLS.
+    fn cookie_name(&self, name: &str) -> String {
+        if self.config.plaintext {
+            format!("moat-{name}")
+        } else {
+            format!("__Host-moat-{name}")
+        }
+    }
+
+    fn set_cookie(&self, name: &str, value: &str, max_age: Duration) -> String {
+        let secure = if self.config.plaintext {
+            ""
+        } else {
+            "; Secure"
+        };
+        format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+            self.cookie_name(name),
+            max_age.as_secs()
+        )
+    }
+
+    fn resource(&self, audience: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.audience == audience)
+    }
+
+    /// Writes an authorization event to the audit log (never a secret).
+    async fn event(&self, event: &str, mut fields: Value) {
+        fields["event"] = json!(event);
+        fields["issuer"] = json!(self.config.issuer);
+        tracing::info!(target: "moat::authz", %event, "{fields}");
+        if let Some(a) = self.audit.get() {
+            a.record("auth", fields).await;
+        }
+    }
+}
+
+/// Opens the store and the authorization server of `config`, if it has one.
+pub fn open(config: &Config) -> Result<Option<Arc<AuthServer>>, crate::error::AppError> {
+    if config.authorization_server.is_none() {
+        return Ok(None);
+    }
+    let store = Arc::new(Store::open(&config.agent.state_dir)?);
+    let server = AuthServer::new(config, store).map_err(crate::error::AppError::Authz)?;
+    Ok(server.map(Arc::new))
+}
+
+/// Listens and serves `server` (and rotates its keys) from tasks of their own; the handle ends
+/// both when aborted.
+pub async fn start(
+    server: Arc<AuthServer>,
+    audit: AuditLog,
+) -> Result<tokio::task::JoinHandle<()>, crate::error::AppError> {
+    server.set_audit(audit);
+    let (listener, tls) = listener::bind(&server)
+        .await
+        .map_err(|e| crate::error::AppError::Authz(e.to_string()))?;
+    if server.config.plaintext {
+        tracing::warn!(issuer = %server.issuer(), "DANGEROUS: the authorization server speaks plain HTTP (loopback only)");
+    }
+    tracing::info!(issuer = %server.issuer(), listen = %server.config.listen, "authorization server");
+    Ok(tokio::spawn(async move {
+        let rotate = {
+            let server = server.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    match server.signer.rotate_if_due() {
+                        Ok(true) => server.event("key_rotated", json!({})).await,
+                        Ok(false) => {}
+                        Err(e) => tracing::error!("authorization server: rotating keys: {e}"),
+                    }
+                }
+            }
+        };
+        tokio::join!(listener::serve(listener, tls, server), rotate);
+    }))
+}
+
+/// `moat check`: the authorization server's certificates load.
+pub fn check(config: &Config) -> Result<(), crate::error::AppError> {
+    if let Some(a) = &config.authorization_server
+        && !a.plaintext
+    {
+        crate::tls::ServerTls::load(&a.tls.certs)
+            .map_err(|e| crate::error::AppError::Tls(format!("authorization_server: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A new random secret (256 bits, base64url).
+fn random() -> Result<String, OAuthError> {
+    crate::store::record::random_token().map_err(OAuthError::from)
+}

@@ -9,9 +9,6 @@ use super::{
     yaml::{Node, Report},
 };
 
-/// The `iss` of tokens from `moat token mint` (`issuer: local`).
-pub const LOCAL_ISSUER: &str = "moat:local";
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
     pub issuer: Issuer,
@@ -39,8 +36,9 @@ pub struct Auth {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Issuer {
-    /// Tokens from `moat token mint`, signed with the key in the state directory.
-    Local,
+    /// Moat's own authorization server (`issuer: local`), whose issuer identifier this is:
+    /// tokens it issues, and those of `moat token mint`.
+    Local(String),
     /// An OAuth authorization server: its issuer identifier and the pinned JWKS URL.
     Remote {
         issuer: String,
@@ -51,7 +49,7 @@ pub enum Issuer {
 impl Issuer {
     pub fn id(&self) -> &str {
         match self {
-            Self::Local => LOCAL_ISSUER,
+            Self::Local(issuer) => issuer,
             Self::Remote { issuer, .. } => issuer,
         }
     }
@@ -112,7 +110,8 @@ pub(super) fn read_auth(n: &Node<'_>, public_url: Option<&str>, r: &mut Report) 
         if let Some(v) = m.get("jwks_uri") {
             r.add(v, "`issuer: local` has its own key; remove `jwks_uri`");
         }
-        Issuer::Local
+        // Named by `authorization_server.issuer` once the whole file is read.
+        Issuer::Local(String::new())
     } else {
         let _ = fetch_url(issuer_node, r)?;
         if m.get("jwks_uri").is_none() && m.get("introspection").is_none() {
@@ -140,7 +139,7 @@ pub(super) fn read_auth(n: &Node<'_>, public_url: Option<&str>, r: &mut Report) 
     let authorization_servers = match m.get("authorization_servers") {
         Some(v) => string_list(Some(v), r),
         None => Some(match &issuer {
-            Issuer::Local => Vec::new(),
+            Issuer::Local(_) => Vec::new(),
             Issuer::Remote { issuer, .. } => vec![issuer.clone()],
         }),
     };

@@ -1,6 +1,7 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
 mod audit;
 mod auth;
+mod authz;
 mod host;
 mod policy;
 mod server;
@@ -13,7 +14,8 @@ use std::{
 };
 
 pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
-pub use auth::{Auth, Introspection, Issuer, LOCAL_ISSUER, UpstreamAuth, scope_token};
+pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
+pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login};
 pub use host::HostAddrs;
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
@@ -50,6 +52,8 @@ pub struct Config {
     pub agent: Agent,
     pub audit: Audit,
     pub servers: Vec<Server>,
+    /// Moat's own OAuth authorization server (the issuer of servers with `issuer: local`).
+    pub authorization_server: Option<AuthorizationServer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +179,7 @@ impl Config {
 }
 
 fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option<Config> {
-    let m = root.mapping(&["agent", "audit", "servers"], r)?;
+    let m = root.mapping(&["agent", "audit", "servers", "authorization_server"], r)?;
     let agent = match m.get("agent") {
         Some(n) => read_agent(n, r),
         None => Some(Agent::default()),
@@ -187,7 +191,35 @@ fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Opt
     let servers = m
         .require("servers", r)
         .map(|n| server::read_servers(n, host, r));
-    let (agent, audit, servers) = (agent?, audit?, servers?);
+    let authorization_server = m
+        .get("authorization_server")
+        .map(|n| authz::read_authorization_server(n, r));
+    let (agent, audit, mut servers) = (agent?, audit?, servers?);
+    let authorization_server = match authorization_server {
+        Some(a) => Some(a?),
+        None => None,
+    };
+    local_issuer(&m, authorization_server.as_ref(), &mut servers, r);
+    if let Some(a) = &authorization_server {
+        let at = m.get("authorization_server").unwrap_or(&m.at);
+        let port = a.listen.port();
+        if let Some(s) = servers.iter().find(|s| s.port == port) {
+            r.add(
+                at,
+                format!("listen port {port} is the port of server `{}`", s.name),
+            );
+        }
+        if agent.upstream_ports.contains(port)
+            || agent.admin_listen.is_some_and(|l| l.port() == port)
+        {
+            r.add(
+                at,
+                format!(
+                    "listen port {port} is agent.admin_listen's or inside agent.upstream_ports"
+                ),
+            );
+        }
+    }
 
     for s in &servers {
         if agent.upstream_ports.contains(s.port) {
@@ -233,7 +265,47 @@ fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Opt
         agent,
         audit,
         servers,
+        authorization_server,
     })
+}
+
+/// Servers with `issuer: local` are served by Moat's authorization server, which their
+/// metadata names (the MCP authorization spec wants at least one); without one, an error.
+fn local_issuer(
+    m: &yaml::Mapping<'_>,
+    authz: Option<&AuthorizationServer>,
+    servers: &mut [Server],
+    r: &mut Report,
+) {
+    for (i, s) in servers.iter_mut().enumerate() {
+        let Some(auth) = s
+            .auth
+            .as_mut()
+            .filter(|a| matches!(a.issuer, Issuer::Local(_)))
+        else {
+            continue;
+        };
+        match authz {
+            Some(a) => {
+                auth.issuer = Issuer::Local(a.issuer.clone());
+                if auth.authorization_servers.is_empty() {
+                    auth.authorization_servers = vec![a.issuer.clone()];
+                }
+            }
+            None => {
+                let mut quiet = Report::default();
+                let at = m
+                    .get("servers")
+                    .and_then(|n| n.sequence(&mut quiet).into_iter().nth(i))
+                    .and_then(|n| n.lookup("auth")?.lookup("issuer"));
+                r.add(
+                    at.as_ref().unwrap_or(&m.at),
+                    "`issuer: local` is Moat's authorization server: add an \
+                     `authorization_server:` section (its issuer URL and TLS)",
+                );
+            }
+        }
+    }
 }
 
 impl Default for Agent {

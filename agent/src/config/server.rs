@@ -237,7 +237,7 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
     };
     let plaintext = dangerous.map(|d| d.plaintext);
     let tls = match m.get("tls") {
-        Some(v) => tls(v, r),
+        Some(v) => read_tls(v, r),
         None => Some(Tls::default()),
     };
     if let (Some(t), Some(false)) = (&tls, plaintext)
@@ -353,7 +353,7 @@ fn dangerous(v: &Node<'_>, r: &mut Report) -> Option<Dangerous> {
     })
 }
 
-fn tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
+pub(super) fn read_tls(v: &Node<'_>, r: &mut Report) -> Option<Tls> {
     let items = if v.is_sequence() {
         v.sequence(r)
     } else {

@@ -10,7 +10,7 @@ fn problems(text: &str) -> Vec<Problem> {
 fn minimal_config_gets_safe_defaults() {
     let c = Config::parse(
         "moat.yaml",
-        "servers:\n  - name: files\n    port: 8000\n    public_url: https://f.example/mcp\n    tls: {cert: /c.pem, key: /k.pem}\n    auth: {issuer: local}\n",
+        "servers:\n  - name: files\n    port: 8000\n    public_url: https://f.example/mcp\n    tls: {cert: /c.pem, key: /k.pem}\n    auth: {issuer: local}\nauthorization_server:\n  issuer: https://auth.f.example:8443\n  tls: {cert: /c.pem, key: /k.pem}\n",
     )
     .unwrap();
     assert_eq!(c.agent, Agent::default());
@@ -40,12 +40,26 @@ fn minimal_config_gets_safe_defaults() {
     );
     assert_eq!(c.servers[0].upstream, "127.0.0.1:8000".parse().unwrap());
     let a = s.auth.as_ref().unwrap();
-    assert_eq!(a.issuer, Issuer::Local);
+    assert_eq!(
+        a.issuer,
+        Issuer::Local("https://auth.f.example:8443".into())
+    );
     assert_eq!(
         a.audience, "https://f.example/mcp",
         "the audience is the public URL"
     );
-    assert!(a.authorization_servers.is_empty() && a.required_scopes.is_empty());
+    assert_eq!(
+        a.authorization_servers,
+        ["https://auth.f.example:8443"],
+        "the metadata names Moat's authorization server"
+    );
+    assert!(a.required_scopes.is_empty());
+    let authz = c.authorization_server.as_ref().unwrap();
+    assert_eq!(authz.listen, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(authz.login, Login::Local);
+    assert_eq!(authz.registration.dynamic, Dynamic::Open);
+    assert!(authz.registration.metadata_documents && authz.clients.is_empty());
+    assert_eq!(authz.access_token_ttl, std::time::Duration::from_secs(300));
     assert_eq!(a.leeway, std::time::Duration::from_secs(30));
     assert!(!a.algorithms.is_empty());
     assert!(
@@ -394,7 +408,7 @@ fn upstream_ports_that_are_not_protected_are_sealed() {
 fn policy_and_rate_limits_are_read_and_checked() {
     let c = Config::parse(
         "moat.yaml",
-        "servers:\n  - name: a\n    port: 8000\n    public_url: https://a.example/mcp\n    dangerous: {plaintext: true}\n    auth: {issuer: local}\n    policy: {file: /etc/moat/a.cedar, mode: shadow, claims: [department]}\n    rate_limits: {per_tool: 60, per_server: 1000}\n",
+        "servers:\n  - name: a\n    port: 8000\n    public_url: https://a.example/mcp\n    dangerous: {plaintext: true}\n    auth: {issuer: local}\n    policy: {file: /etc/moat/a.cedar, mode: shadow, claims: [department]}\n    rate_limits: {per_tool: 60, per_server: 1000}\nauthorization_server: {issuer: 'http://127.0.0.1:9443', dangerous: {plaintext: true}}\n",
     )
     .unwrap();
     let s = &c.servers[0];
@@ -638,4 +652,77 @@ fn connection_limits_are_read_and_checked() {
         shown.contains("moat.yaml:2:31: agent.max_connections_per_source: expected a number"),
         "{shown}"
     );
+}
+
+const LOCAL_SERVER: &str = "servers:\n  - name: files\n    port: 8000\n    public_url: https://f.example/mcp\n    tls: {cert: /c.pem, key: /k.pem}\n    auth: {issuer: local}\n";
+
+#[test]
+fn a_local_issuer_needs_the_authorization_server() {
+    let p = problems(LOCAL_SERVER);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "servers[0].auth.issuer");
+    assert!(
+        p[0].message.contains("authorization_server"),
+        "{}",
+        p[0].message
+    );
+}
+
+#[test]
+fn authorization_server_errors_are_all_reported() {
+    let p = problems(&format!(
+        "{LOCAL_SERVER}authorization_server:\n  issuer: http://auth.example.com/\n  listen: 127.0.0.1:8000\n  login: ldap\n  \
+         registration: {{dynamic: sometimes, allow_private_networks: [notanet]}}\n  \
+         clients:\n    - {{client_id: a, redirect_uris: ['javascript:alert(1)', 'http://evil.example/cb']}}\n    - {{client_id: a, redirect_uris: []}}\n  \
+         access_token_ttl_s: 5\n  colour: red\n"
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "authorization_server.issuer",
+        "authorization_server.login",
+        "authorization_server.registration.dynamic",
+        "authorization_server.registration.allow_private_networks[0]",
+        "authorization_server.clients[0].redirect_uris",
+        "authorization_server.clients[1]",
+        "authorization_server.access_token_ttl_s",
+        "authorization_server.colour",
+    ] {
+        assert!(keys.contains(&k), "{k} not in {keys:?}");
+    }
+    let redirects: Vec<&str> = p
+        .iter()
+        .filter(|p| p.key == "authorization_server.clients[0].redirect_uris")
+        .map(|p| p.message.as_str())
+        .collect();
+    assert_eq!(redirects.len(), 2, "{redirects:?}");
+}
+
+#[test]
+fn a_plaintext_authorization_server_is_loopback_only_and_apart_from_servers() {
+    let ok = Config::parse(
+        "moat.yaml",
+        &format!("{LOCAL_SERVER}authorization_server:\n  issuer: http://127.0.0.1:9443\n  dangerous: {{plaintext: true}}\n"),
+    )
+    .unwrap();
+    let a = ok.authorization_server.unwrap();
+    assert!(a.plaintext && a.tls.certs.is_empty());
+    assert_eq!(a.listen, "0.0.0.0:9443".parse().unwrap());
+    for (issuer, listen, needle) in [
+        ("http://auth.example.com:9443", "", "loopback"),
+        ("https://127.0.0.1:9443", "", "http:// issuer"),
+        ("http://127.0.0.1:8000", "", "port of server `files`"),
+        (
+            "http://127.0.0.1:9443",
+            "  listen: 127.0.0.1:64010\n",
+            "upstream_ports",
+        ),
+    ] {
+        let p = problems(&format!(
+            "{LOCAL_SERVER}authorization_server:\n  issuer: {issuer}\n{listen}  dangerous: {{plaintext: true}}\n"
+        ));
+        assert!(
+            p.iter().any(|p| p.message.contains(needle)),
+            "{issuer}: {p:?}"
+        );
+    }
 }

@@ -134,6 +134,17 @@ impl<'a> Node<'a> {
     }
 
     /// Reads a mapping whose keys must all be in `allowed`; reports unknown keys.
+    /// The value of `key` in this mapping, looked up without checking the other keys (to point
+    /// at a key in an error found after reading).
+    pub fn lookup(&self, key: &str) -> Option<Node<'a>> {
+        let YamlDataOwned::Mapping(m) = self.data() else {
+            return None;
+        };
+        m.iter()
+            .find(|(k, _)| scalar_string(k).as_deref() == Some(key))
+            .map(|(_, v)| self.child(v, key))
+    }
+
     pub fn mapping(&self, allowed: &[&str], report: &mut Report) -> Option<Mapping<'a>> {
         let YamlDataOwned::Mapping(m) = self.data() else {
             report.add(

@@ -7,9 +7,11 @@ mod decision;
 mod digest;
 pub(crate) mod method;
 mod principal;
+mod redirect;
 
 pub use conn::{Conn, Process};
 pub use decision::{Decision, Effect, Hidden, Listing};
 pub use digest::sha256_hex;
 pub use method::{Denial, HttpAction, List, Method, NOTIFICATION, Param, Target, actions};
 pub use principal::Principal;
+pub use redirect::{redirect_uri_matches, redirect_uri_ok};

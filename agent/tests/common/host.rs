@@ -76,6 +76,7 @@ struct Plain {
     port: u16,
     upstream_port: u16,
     admin: u16,
+    authz: u16,
 }
 
 impl Host {
@@ -134,6 +135,7 @@ impl Host {
                 port: free_port(),
                 upstream_port: free_port(),
                 admin: free_port(),
+                authz: free_port(),
             }),
             ns: None,
             agent: None,
@@ -192,6 +194,21 @@ impl Host {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// The port of Moat's authorization server (the issuer of `issuer: local`): 9443 in a
+    /// namespace, a free port on a plain host.
+    pub fn authz_port(&self) -> u16 {
+        self.plain.as_ref().map_or(9443, |p| p.authz)
+    }
+
+    /// The `authorization_server:` section a config gets when a server names `issuer: local`
+    /// and the test gave none: plain HTTP on loopback.
+    pub fn authz_section(&self) -> String {
+        format!(
+            "authorization_server:\n  issuer: http://127.0.0.1:{}\n  dangerous: {{plaintext: true}}\n",
+            self.authz_port()
+        )
+    }
+
     /// Writes the config with this host's agent section and the given `servers:` section.
     pub fn write_config(&self, servers: &str) {
         self.write_config_with_audit(servers, "");
@@ -219,8 +236,14 @@ impl Host {
                 self.admin_addr()
             ),
         };
+        let authz =
+            if servers.contains("issuer: local") && !servers.contains("authorization_server:") {
+                self.authz_section()
+            } else {
+                String::new()
+            };
         let text = format!(
-            "agent:\n{agent}  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}",
+            "agent:\n{agent}  state_dir: {}\n  upstream_ports: {}-{}\naudit:\n{audit}{servers}{authz}",
             self.dir.join("state").display(),
             RESERVED.0,
             RESERVED.1,

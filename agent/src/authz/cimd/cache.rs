@@ -88,6 +88,7 @@ impl<V: Clone> Cache<V> {
         entries.insert(key, (value, now + ttl));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

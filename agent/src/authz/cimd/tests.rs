@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use self::server::{JSON, Server, Step, doc, json_head, serving, serving_its_document};
-use super::*;
+use super::{client_id::UrlError, document::DocumentError, guard::Class, *};
 
 #[tokio::test]
 async fn a_loopback_server_is_refused_unless_allowed() {

@@ -1,0 +1,199 @@
+//! The agent's control socket (`<state_dir>/control.sock`): the commands that read or change
+//! the authorization server's state (`moat users`, `moat clients`, `moat grants`, `moat token
+//! mint`) run inside the agent, which holds the store and whose revocations must take effect
+//! at once; while no agent runs, the command line runs them on the store itself.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+use crate::{authz::AuthServer, config::Config, error::AppError};
+
+/// One command.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Mint {
+        server: String,
+        sub: String,
+        client_id: String,
+        scopes: Vec<String>,
+        claims: Map<String, Value>,
+        ttl: u64,
+    },
+    UserAdd {
+        name: String,
+        password: String,
+    },
+    UserRemove {
+        name: String,
+    },
+    Users,
+    Clients,
+    ClientShow {
+        id: String,
+    },
+    ClientRevoke {
+        id: String,
+    },
+    Grants {
+        sub: Option<String>,
+        client: Option<String>,
+    },
+    GrantsRevoke {
+        sub: Option<String>,
+        client: Option<String>,
+    },
+}
+
+/// The longest request line read.
+const MAX_LINE: usize = 64 * 1024;
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
+
+/// Runs `req` on `server`.
+pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String> {
+    let e = |e: crate::authz::OAuthError| e.to_string();
+    match req {
+        Request::Mint {
+            server: name,
+            sub,
+            client_id,
+            scopes,
+            claims,
+            ttl,
+        } => {
+            if !(1..=30 * 86_400).contains(&ttl) {
+                return Err("--ttl is 1 to 2592000 seconds".into());
+            }
+            server
+                .mint(&name, &sub, &client_id, &scopes, &claims, ttl)
+                .map(Value::String)
+        }
+        Request::UserAdd { name, password } => server.user_add(&name, &password).await.map_err(e),
+        Request::UserRemove { name } => server.user_remove(&name).await.map_err(e),
+        Request::Users => server.users().map_err(e),
+        Request::Clients => server.clients_list().map_err(e),
+        Request::ClientShow { id } => server.client_show(&id).map_err(e),
+        Request::ClientRevoke { id } => server.client_revoke(&id).await.map_err(e),
+        Request::Grants { sub, client } => server
+            .grants_list(sub.as_deref(), client.as_deref())
+            .map_err(e),
+        Request::GrantsRevoke { sub, client } => match (sub, client) {
+            (Some(s), None) => server.revoke_subject(&s, "operator").await.map_err(e),
+            (None, Some(c)) => server.client_revoke(&c).await.map_err(e),
+            _ => Err("give exactly one of --sub and --client".into()),
+        },
+    }
+}
+
+/// Serves the control socket until the task is dropped. Only the agent's own user (or root)
+/// may connect; the socket is 0600 in the (0700) state directory.
+pub async fn serve(
+    state_dir: &Path,
+    server: Arc<AuthServer>,
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let path = socket_path(state_dir);
+    // The instance lock is held: a socket file left here is a dead agent's.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(AppError::io(format!("binding {}", path.display())))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(AppError::io(format!("chmod {}", path.display())))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let allowed = stream
+                .peer_cred()
+                .is_ok_and(|c| c.uid() == 0 || c.uid() == me);
+            if !allowed {
+                continue;
+            }
+            let server = server.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                let mut reader = tokio::io::BufReader::new(read).take(MAX_LINE as u64);
+                let answer = match reader.read_line(&mut line).await {
+                    Ok(_) => match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => match execute(&server, req).await {
+                            Ok(v) => json!({"ok": v}),
+                            Err(e) => json!({"error": e}),
+                        },
+                        Err(e) => json!({"error": format!("bad request: {e}")}),
+                    },
+                    Err(e) => json!({"error": format!("reading the request: {e}")}),
+                };
+                let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+            });
+        }
+    }))
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Runs `req` in the running agent of `config`, or, when none runs, on the store itself.
+pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
+    if config.authorization_server.is_none() {
+        return Err(AppError::Authz(
+            "the config has no `authorization_server` (Moat's own issuer)".into(),
+        ));
+    }
+    let path = socket_path(&config.agent.state_dir);
+    match UnixStream::connect(&path) {
+        Ok(stream) => send(stream, &req).map_err(AppError::Authz),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            let server = crate::authz::open(config)?
+                .ok_or_else(|| AppError::Authz("no authorization server".into()))?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(AppError::io("starting the runtime"))?
+                .block_on(execute(&server, req))
+                .map_err(AppError::Authz)
+        }
+        Err(e) => Err(AppError::Io {
+            what: format!("connecting to the agent at {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+fn send(mut stream: UnixStream, req: &Request) -> Result<Value, String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("sending to the agent: {e}"))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| format!("reading the agent's answer: {e}"))?;
+    let v: Value = serde_json::from_str(&answer).map_err(|e| format!("the agent's answer: {e}"))?;
+    match (v.get("ok"), v.get("error")) {
+        (Some(ok), _) => Ok(ok.clone()),
+        (None, Some(err)) => Err(err.as_str().unwrap_or("error").to_string()),
+        _ => Err("the agent's answer is empty".into()),
+    }
+}
