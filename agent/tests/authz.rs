@@ -1,0 +1,694 @@
+//! Moat's own authorization server, on a plain host (no root): a client registers, a local user
+//! signs in and consents in a (scripted) browser, the client gets tokens and calls the server
+//! through Moat; and every step is attacked: codes replayed or redeemed by another client,
+//! wrong PKCE verifiers, redirect URIs that are not the registered one, forged consent, a
+//! token for another server, refresh-token reuse, revocation, restarts.
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    net::SocketAddr,
+    process::{Command, Stdio},
+};
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+const REDIRECT: &str = "http://127.0.0.1:1/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// Two servers trusting Moat's issuer; `files` is the one the tests log in to.
+fn host() -> (Host, String) {
+    let mut host = Host::plain();
+    let other = free_port();
+    let servers = format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {up}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools, mcp:admin]}}\n  \
+         - name: other\n    port: {other}\n    upstream: {up}\n    public_url: http://127.0.0.1:{other}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n",
+        port = host.port(),
+        up = host.upstream(),
+    );
+    host.write_config(&servers);
+    host.start_server(host.upstream_port());
+    moat(
+        &host,
+        &["users", "add", "alice"],
+        Some("correct horse battery"),
+    );
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    let resource = format!("http://127.0.0.1:{}/mcp", host.port());
+    (host, resource)
+}
+
+fn moat(host: &Host, args: &[&str], stdin: Option<&str>) -> Value {
+    let mut cmd = Command::new(MOAT);
+    cmd.args(&args[..2])
+        .arg("-c")
+        .arg(&host.config)
+        .args(&args[2..]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(s) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{s}\n").as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "moat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// An HTTP answer of the authorization server.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The query parameters of the redirect this answer is.
+    fn redirect_params(&self) -> HashMap<String, String> {
+        let loc = self
+            .header("location")
+            .unwrap_or_else(|| panic!("no redirect: {self:?}"));
+        let url = url::Url::parse(loc).unwrap();
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+}
+
+/// A browser: a cookie jar and forms; it never follows redirects by itself.
+struct Browser {
+    addr: SocketAddr,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(host: &Host) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], host.authz_port())),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn send(&mut self, method: &str, target: &str, extra: &str, body: &str) -> Answer {
+        let target = target
+            .strip_prefix(&format!("http://{}", self.addr))
+            .unwrap_or(target);
+        let cookie = if self.cookies.is_empty() {
+            String::new()
+        } else {
+            let c: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!("cookie: {}\r\n", c.join("; "))
+        };
+        let raw = format!(
+            "{method} {target} HTTP/1.1\r\nhost: {}\r\n{cookie}{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        let r = exchange(self.addr, raw.as_bytes()).unwrap();
+        let headers: Vec<(String, String)> = r
+            .head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        for (k, v) in &headers {
+            if k.eq_ignore_ascii_case("set-cookie")
+                && let Some((name, rest)) = v.split_once('=')
+            {
+                self.cookies.insert(
+                    name.to_string(),
+                    rest.split(';').next().unwrap().to_string(),
+                );
+            }
+        }
+        let body = match r.body {
+            Value::String(s) => s,
+            v => v.to_string(),
+        };
+        Answer {
+            status: r.status,
+            headers,
+            body,
+        }
+    }
+
+    fn get(&mut self, target: &str) -> Answer {
+        self.send("GET", target, "", "")
+    }
+
+    fn post_form(&mut self, target: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let origin = origin.map_or(String::new(), |o| format!("origin: {o}\r\n"));
+        self.send(
+            "POST",
+            target,
+            &format!("{origin}content-type: application/x-www-form-urlencoded\r\n"),
+            &body,
+        )
+    }
+
+    fn post_json(&mut self, target: &str, v: &Value) -> Answer {
+        self.send(
+            "POST",
+            target,
+            "content-type: application/json\r\n",
+            &v.to_string(),
+        )
+    }
+
+    fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// The value of hidden input `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn register(b: &mut Browser, name: &str) -> String {
+    let r = b.post_json(
+        "/register",
+        &json!({"redirect_uris": [REDIRECT], "client_name": name}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    r.json()["client_id"].as_str().unwrap().to_string()
+}
+
+fn authorize_url(client: &str, resource: &str, extra: &str) -> String {
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("state", "st-1"),
+            ("resource", resource),
+            ("scope", "mcp:tools"),
+        ])
+        .finish();
+    format!("/authorize?{q}{extra}")
+}
+
+/// Signs alice in and consents; the redirect's parameters (code, state, iss).
+fn log_in(b: &mut Browser, client: &str, resource: &str) -> HashMap<String, String> {
+    let r = b.get(&authorize_url(client, resource, ""));
+    assert_eq!(r.status, 303, "{r:?}");
+    let next = r.header("location").unwrap().to_string();
+    let origin = b.origin();
+    // Signed in already in this browser: straight to consent.
+    let consent = if next.contains("/login?request=") {
+        let page = b.get(&next);
+        let request = hidden(&page.body, "request");
+        let r = b.post_form(
+            "/login",
+            &[
+                ("request", &request),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+            ],
+            Some(&origin),
+        );
+        assert_eq!(r.status, 303, "{r:?}");
+        r.header("location").unwrap().to_string()
+    } else {
+        next
+    };
+    assert!(consent.contains("/consent?request="), "{consent}");
+    let request = consent.split("request=").nth(1).unwrap().to_string();
+    let page = b.get(&consent);
+    if page.status == 303 {
+        return page.redirect_params();
+    }
+    assert_eq!(page.status, 200, "{page:?}");
+    let csrf = hidden(&page.body, "csrf");
+    let r = b.post_form(
+        "/consent",
+        &[
+            ("request", &request),
+            ("csrf", &csrf),
+            ("decision", "allow"),
+        ],
+        Some(&origin),
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    r.redirect_params()
+}
+
+fn redeem(b: &mut Browser, client: &str, code: &str, verifier: &str) -> Answer {
+    b.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+        None,
+    )
+}
+
+fn refresh(b: &mut Browser, client: &str, token: &str) -> Answer {
+    b.post_form(
+        "/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token),
+            ("client_id", client),
+        ],
+        None,
+    )
+}
+
+fn claims(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The status of an MCP initialize sent to `port` with `token`.
+fn call(port: u16, token: &str) -> u16 {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    exchange(
+        addr,
+        &post(addr, body, &format!("authorization: Bearer {token}\r\n")),
+    )
+    .unwrap()
+    .status
+}
+
+#[test]
+fn a_client_registers_a_user_signs_in_and_consents_and_the_token_opens_the_server() {
+    let (host, resource) = host();
+    let mut b = Browser::new(&host);
+    let issuer = format!("http://127.0.0.1:{}", host.authz_port());
+
+    // Discovery: the server's metadata names this issuer; its metadata is complete.
+    let prm = exchange(
+        host.addr(),
+        format!(
+            "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nhost: {}\r\n\r\n",
+            host.addr()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        prm.body["authorization_servers"],
+        json!([issuer]),
+        "{prm:?}"
+    );
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let m = b.get(path).json();
+        assert_eq!(m["issuer"], json!(issuer), "{path}: {m}");
+        assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(
+            m["registration_endpoint"],
+            json!(format!("{issuer}/register"))
+        );
+        assert_eq!(
+            m["authorization_response_iss_parameter_supported"],
+            json!(true)
+        );
+        assert_eq!(m["client_id_metadata_document_supported"], json!(true));
+    }
+    assert!(b.get("/jwks.json").json()["keys"][0]["kid"].is_string());
+
+    let client = register(&mut b, "Test <b>client</b>");
+    // A wrong password: the form again, with an error; nobody is signed in.
+    let r = b.get(&authorize_url(&client, &resource, ""));
+    let page = b.get(r.header("location").unwrap());
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let request = hidden(&page.body, "request");
+    let origin = b.origin();
+    let r = b.post_form(
+        "/login",
+        &[
+            ("request", &request),
+            ("username", "alice"),
+            ("password", "wrong"),
+        ],
+        Some(&origin),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Wrong user name or password"), "{}", r.body);
+    assert!(
+        !b.cookies.keys().any(|k| k.contains("session")),
+        "{:?}",
+        b.cookies
+    );
+
+    let params = log_in(&mut b, &client, &resource);
+    assert_eq!(params["state"], "st-1");
+    assert_eq!(params["iss"], issuer, "RFC 9207: the issuer names itself");
+    let t = redeem(&mut b, &client, &params["code"], VERIFIER);
+    assert_eq!(t.status, 200, "{t:?}");
+    let tokens = t.json();
+    let access = tokens["access_token"].as_str().unwrap();
+    let c = claims(access);
+    assert_eq!(c["iss"], json!(issuer));
+    assert_eq!(
+        c["aud"],
+        json!(resource),
+        "audience-bound to the server asked for"
+    );
+    assert_eq!(
+        (
+            c["sub"].as_str(),
+            c["client_id"].as_str(),
+            c["scope"].as_str()
+        ),
+        (Some("alice"), Some(client.as_str()), Some("mcp:tools"))
+    );
+    assert_eq!(call(host.port(), access), 200, "the token opens the server");
+    // A token for `files` is no token for `other`.
+    let other = host_port_of(&host, "other");
+    assert_eq!(call(other, access), 401);
+
+    // The code is single use: a second redemption fails and ends what the first one got.
+    let again = redeem(&mut b, &client, &params["code"], VERIFIER);
+    assert_eq!(
+        (again.status, again.json()["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let r = refresh(&mut b, &client, tokens["refresh_token"].as_str().unwrap());
+    assert_eq!(r.json()["error"], "invalid_grant", "{r:?}");
+
+    // A fresh grant: its refresh token rotates; the old one presented again revokes the family.
+    let params = log_in(&mut b, &client, &resource);
+    let tokens = redeem(&mut b, &client, &params["code"], VERIFIER).json();
+    let first = tokens["refresh_token"].as_str().unwrap().to_string();
+    let r = refresh(&mut b, &client, &first);
+    assert_eq!(r.status, 200, "{r:?}");
+    let second = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert_eq!(
+        claims(r.json()["access_token"].as_str().unwrap())["aud"],
+        json!(resource)
+    );
+    assert_eq!(
+        refresh(&mut b, &client, &first).json()["error"],
+        "invalid_grant",
+        "reuse"
+    );
+    assert_eq!(
+        refresh(&mut b, &client, &second).json()["error"],
+        "invalid_grant",
+        "the family is revoked"
+    );
+
+    let events: Vec<String> = host
+        .audit_records()
+        .iter()
+        .filter(|r| r["kind"] == "auth")
+        .filter_map(|r| r["event"].as_str().map(str::to_string))
+        .collect();
+    for e in [
+        "client_registered",
+        "login_failed",
+        "login",
+        "consent_given",
+        "code_issued",
+        "token_issued",
+        "code_replayed",
+        "token_refreshed",
+        "refresh_reuse",
+    ] {
+        assert!(events.iter().any(|x| x == e), "{e} not in {events:?}");
+    }
+    let log = std::fs::read_to_string(&host.audit).unwrap();
+    assert!(
+        !log.contains(&first) && !log.contains(&second) && !log.contains(access),
+        "no token in the audit log"
+    );
+}
+
+fn host_port_of(host: &Host, name: &str) -> u16 {
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    let at = text.find(&format!("name: {name}\n")).unwrap();
+    text[at..]
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .trim_start_matches("port: ")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_authorization_request_cannot_be_bent() {
+    let (host, resource) = host();
+    let mut b = Browser::new(&host);
+    let client = register(&mut b, "Victim");
+    let evil = register(&mut b, "Evil");
+
+    // Redirect URIs other than the registered one: an error page, never a redirect.
+    for redirect in [
+        "http://127.0.0.1:1/cb/../evil",
+        "http://127.0.0.1:1/cbx",
+        "https://evil.example/cb",
+        "http://127.0.0.1:1/cb?next=https://evil.example",
+        "http://localhost:1/cb",
+        "javascript:alert(1)",
+    ] {
+        let url = authorize_url(&client, &resource, "").replace(
+            &url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>(),
+            &url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>(),
+        );
+        let r = b.get(&url);
+        assert_eq!(r.status, 400, "{redirect}: {r:?}");
+        assert!(r.header("location").is_none());
+    }
+    // A loopback redirect may change its port only (RFC 8252).
+    let url =
+        authorize_url(&client, &resource, "").replace("127.0.0.1%3A1%2F", "127.0.0.1%3A5555%2F");
+    assert_eq!(b.get(&url).status, 303);
+    // Unknown client: a page.
+    assert_eq!(b.get(&authorize_url("nobody", &resource, "")).status, 400);
+    // Errors after the client is trusted go back to it, with state and iss.
+    for (extra, drop, error) in [
+        ("", "resource", "invalid_target"),
+        (
+            "&resource=http://127.0.0.1:9/elsewhere",
+            "resource",
+            "invalid_target",
+        ),
+        ("", "code_challenge", "invalid_request"),
+        (
+            "&code_challenge_method=plain",
+            "code_challenge_method",
+            "invalid_request",
+        ),
+        ("&scope=root", "scope", "invalid_scope"),
+    ] {
+        let base = authorize_url(&client, &resource, "");
+        let kept: Vec<&str> = base
+            .split(['?', '&'])
+            .skip(1)
+            .filter(|p| !p.starts_with(&format!("{drop}=")))
+            .collect();
+        let r = b.get(&format!("/authorize?{}{extra}", kept.join("&")));
+        assert_eq!(r.status, 303, "{extra} {drop}: {r:?}");
+        let p = r.redirect_params();
+        assert_eq!(
+            (p["error"].as_str(), p["state"].as_str()),
+            (error, "st-1"),
+            "{drop}: {p:?}"
+        );
+        assert!(r.header("location").unwrap().starts_with(REDIRECT));
+    }
+
+    let params = log_in(&mut b, &client, &resource);
+    // Another client cannot redeem the victim's code, nor can a wrong verifier.
+    let code = params["code"].clone();
+    assert_eq!(
+        redeem(&mut b, &evil, &code, VERIFIER).json()["error"],
+        "invalid_grant"
+    );
+    let params = log_in(&mut b, &client, &resource);
+    let wrong = "x".repeat(43);
+    assert_eq!(
+        redeem(&mut b, &client, &params["code"], &wrong).json()["error"],
+        "invalid_grant"
+    );
+
+    // Consent to one client is no consent to another: the evil client gets the page.
+    let r = b.get(&authorize_url(&evil, &resource, ""));
+    let page = b.get(r.header("location").unwrap());
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.body.contains("Evil") && page.body.contains("Registered itself"),
+        "{}",
+        page.body
+    );
+    let request = hidden(&page.body, "request");
+    let csrf = hidden(&page.body, "csrf");
+
+    // Forged answers: from another site, without the page's token, from another browser.
+    let r = b.post_form(
+        "/consent",
+        &[
+            ("request", &request),
+            ("csrf", &csrf),
+            ("decision", "allow"),
+        ],
+        Some("https://evil.example"),
+    );
+    assert!(
+        r.status == 400 && r.header("location").is_none(),
+        "cross-site: {r:?}"
+    );
+    let origin = b.origin();
+    let r = b.post_form(
+        "/consent",
+        &[
+            ("request", &request),
+            ("csrf", "guess"),
+            ("decision", "allow"),
+        ],
+        Some(&origin),
+    );
+    assert!(
+        r.status == 400 && r.header("location").is_none(),
+        "no csrf: {r:?}"
+    );
+    let mut other_browser = Browser::new(&host);
+    other_browser.cookies = b
+        .cookies
+        .iter()
+        .filter(|(k, _)| k.contains("session"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let r = other_browser.post_form(
+        "/consent",
+        &[
+            ("request", &request),
+            ("csrf", &csrf),
+            ("decision", "allow"),
+        ],
+        Some(&origin),
+    );
+    assert!(
+        r.status == 400 && r.header("location").is_none(),
+        "another browser: {r:?}"
+    );
+    // The real answer still works, once.
+    let r = b.post_form(
+        "/consent",
+        &[("request", &request), ("csrf", &csrf), ("decision", "deny")],
+        Some(&origin),
+    );
+    assert_eq!(r.redirect_params()["error"], "access_denied");
+    let r = b.post_form(
+        "/consent",
+        &[
+            ("request", &request),
+            ("csrf", &csrf),
+            ("decision", "allow"),
+        ],
+        Some(&origin),
+    );
+    assert!(r.header("location").is_none(), "answered once: {r:?}");
+}
+
+#[test]
+fn revocation_refuses_live_tokens_at_once_and_grants_survive_restarts() {
+    let (mut host, resource) = host();
+    let mut b = Browser::new(&host);
+    let client = register(&mut b, "Client");
+    let params = log_in(&mut b, &client, &resource);
+    let tokens = redeem(&mut b, &client, &params["code"], VERIFIER).json();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(call(host.port(), &access), 200);
+
+    // Restart: the grant, the consent, the client and the keys are still there.
+    host.stop_agent();
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    assert_eq!(call(host.port(), &access), 200, "the keys survived");
+    let r = refresh(&mut b, &client, &refresh_token);
+    assert_eq!(r.status, 200, "the grant survived: {r:?}");
+    let refresh_token = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let grants = moat(&host, &["grants", "list", "--sub", "alice"], None);
+    assert_eq!(grants[0]["client_id"], json!(client), "{grants}");
+
+    // Revoked: the access token, though within its lifetime, is refused at once; the refresh
+    // token is dead; both survive a restart.
+    moat(&host, &["grants", "revoke", "--sub", "alice"], None);
+    assert_eq!(call(host.port(), &access), 401);
+    assert_eq!(
+        refresh(&mut b, &client, &refresh_token).json()["error"],
+        "invalid_grant"
+    );
+    host.stop_agent();
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    assert_eq!(
+        call(host.port(), &access),
+        401,
+        "still revoked after a restart"
+    );
+    assert!(
+        host.audit_records()
+            .iter()
+            .any(|r| r["kind"] == "auth" && r["event"] == "revoked" && r["sub"] == "alice")
+    );
+}
