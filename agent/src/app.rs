@@ -38,7 +38,11 @@ fn load_sites(
     config: &Config,
     run: bool,
     metrics: Option<&Metrics>,
-    local: Option<(&auth::SharedKeys, &auth::RevocationCheck)>,
+    local: Option<(
+        &auth::SharedKeys,
+        &auth::RevocationCheck,
+        &tokio::sync::watch::Receiver<u64>,
+    )>,
 ) -> Result<Loaded, AppError> {
     let mut by_port = HashMap::new();
     let mut jwks = Vec::new();
@@ -77,8 +81,8 @@ fn load_sites(
                     jwks.extend(fetcher);
                     let made = Authenticator::new(a, public_url, &s.endpoint, keys)?;
                     Ok(match (&a.issuer, local) {
-                        (Issuer::Local(_), Some((_, revoked))) => {
-                            made.with_revocations(revoked.clone())
+                        (Issuer::Local(_), Some((_, revoked, changed))) => {
+                            made.with_revocations(revoked.clone(), changed.clone())
                         }
                         _ => made,
                     })
@@ -153,9 +157,10 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
     let authz = crate::authz::open(&config)?;
-    let local = authz
-        .as_ref()
-        .map(|a| (a.signer().keys(), a.revocations().check()));
+    let local = authz.as_ref().map(|a| {
+        let r = a.revocations();
+        (a.signer().keys(), r.check(), r.watch())
+    });
     let Loaded {
         sites,
         jwks,
@@ -164,7 +169,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         &config,
         true,
         Some(&admin.metrics),
-        local.as_ref().map(|(k, r)| (k, r)),
+        local.as_ref().map(|(k, r, w)| (k, r, w)),
     )?;
     // Listening before anything is attached: a taken address stops the agent here, and
     // /readyz says when it serves.

@@ -692,3 +692,106 @@ fn revocation_refuses_live_tokens_at_once_and_grants_survive_restarts() {
             .any(|r| r["kind"] == "auth" && r["event"] == "revoked" && r["sub"] == "alice")
     );
 }
+
+#[test]
+fn revoking_a_user_closes_their_open_stream() {
+    let mut host = Host::plain();
+    let servers = format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {up}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n",
+        port = host.port(),
+        up = host.upstream(),
+    );
+    host.write_config(&servers);
+    let log = host.dir.join("ts.jsonl");
+    start_ts_server(&mut host, &[], &log);
+    host.start_agent();
+    let mint = |sub: &str| {
+        let out = run(Command::new(MOAT)
+            .args(["token", "mint", "-c"])
+            .arg(&host.config)
+            .args(["--server", "files", "--sub", sub]));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (alice, bob) = (mint("alice"), mint("bob"));
+    let addr = host.addr();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    // Each user's session, and its event stream (GET), left open.
+    let open = |token: &str| {
+        let r = exchange(
+            addr,
+            &post(addr, init, &format!("authorization: Bearer {token}\r\n")),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let session = r
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp-session-id: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(8)))
+            .unwrap();
+        write!(
+            &s,
+            "GET /mcp HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\nauthorization: Bearer {token}\r\n\
+             mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = std::io::BufReader::new(s);
+        let mut status = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut status).unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        reader
+    };
+    let mut alices = open(&alice);
+    let mut bobs = open(&bob);
+    let started = std::time::Instant::now();
+    let out = run(Command::new(MOAT)
+        .args(["grants", "revoke", "-c"])
+        .arg(&host.config)
+        .args(["--sub", "alice"]));
+    assert!(out.status.success());
+    // Alice's stream ends (the chunked body's last chunk) long before the server's 15 s
+    // keep-alive; Bob's stays open.
+    let mut rest = String::new();
+    loop {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut alices, &mut line) {
+            Ok(0) => break,
+            Ok(_) => rest.push_str(&line),
+            Err(e) => panic!("alice's stream did not end: {e}; read {rest:?}"),
+        }
+        if rest.ends_with("\r\n0\r\n\r\n") || rest.ends_with("\r\n\r\n0\r\n") || rest == "0\r\n" {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    bobs.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let bob_read = std::io::Read::read(&mut bobs, &mut buf);
+    assert!(
+        bob_read
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut)
+            || bob_read.as_ref().is_ok_and(|n| *n > 0),
+        "bob's stream must stay open: {bob_read:?}"
+    );
+    let closed = host.wait_audit("alice's stream record", |r| {
+        r["kind"] == "request"
+            && r["principal"]["sub"] == "alice"
+            && r.to_string().contains("revoked")
+    });
+    assert_eq!(closed["decision"]["effect"], "allow", "{closed}");
+    assert_eq!(call(host.port(), &alice), 401);
+    assert_eq!(call(host.port(), &bob), 200);
+}

@@ -193,6 +193,11 @@ impl RequestRecord {
         self.fields.principal = Some(p);
     }
 
+    /// Who sent the request, once authenticated.
+    pub fn principal_of(&self) -> Option<&Arc<Principal>> {
+        self.fields.principal.as_ref()
+    }
+
     /// The request was refused: why, in the record's terms (not necessarily the client's).
     pub fn deny(&mut self, reason: String) {
         self.fields.decision = Some(Decision::of(Effect::Deny, reason));

@@ -31,10 +31,13 @@ pub use crate::vocab::Principal;
 /// Whether a token of (sub, client_id) issued at `iat` (seconds) was revoked since.
 pub type RevocationCheck = Arc<dyn Fn(&str, Option<&str>, u64) -> bool + Send + Sync>;
 
+/// A future that ends when what it watches was revoked (an open stream is then closed).
+pub type Revoked = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
+
 /// One protected server's resource server.
 pub struct Authenticator {
     config: Auth,
-    revoked: Option<RevocationCheck>,
+    revoked: Option<(RevocationCheck, tokio::sync::watch::Receiver<u64>)>,
     keys: KeySource,
     introspector: Option<Introspector>,
     cache: TokenCache,
@@ -63,10 +66,33 @@ impl Authenticator {
         })
     }
 
-    /// Tokens are also checked against `check` on every request (cached ones included).
-    pub fn with_revocations(mut self, check: RevocationCheck) -> Self {
-        self.revoked = Some(check);
+    /// Tokens are also checked against `check` on every request (cached ones included), and
+    /// again, for open streams, whenever `changed` changes.
+    pub fn with_revocations(
+        mut self,
+        check: RevocationCheck,
+        changed: tokio::sync::watch::Receiver<u64>,
+    ) -> Self {
+        self.revoked = Some((check, changed));
         self
+    }
+
+    /// Ends when `principal`'s token is revoked (None: nothing here revokes tokens).
+    pub fn revoked(&self, principal: &Arc<Principal>) -> Option<Revoked> {
+        let (check, changed) = self.revoked.clone()?;
+        let (p, iat) = (principal.clone(), iat(principal));
+        let mut changed = changed;
+        Some(Box::pin(async move {
+            loop {
+                if check(&p.sub, p.client_id.as_deref(), iat) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    // Nothing will be revoked any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }))
     }
 
     /// The principal of a request, from its `Authorization: Bearer` header, and whether its
@@ -86,13 +112,12 @@ impl Authenticator {
                 (p, false)
             }
         };
-        if let Some(revoked) = &self.revoked {
-            let iat = principal
-                .claims
-                .get("iat")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0);
-            if revoked(&principal.sub, principal.client_id.as_deref(), iat) {
+        if let Some((revoked, _)) = &self.revoked {
+            if revoked(
+                &principal.sub,
+                principal.client_id.as_deref(),
+                iat(&principal),
+            ) {
                 return Err(AuthError::Invalid(Invalid::Revoked));
             }
         }
@@ -127,6 +152,14 @@ impl Authenticator {
     pub fn challenge(&self, e: &AuthError) -> Option<HeaderValue> {
         self.metadata.challenge(e)
     }
+}
+
+/// When the principal's token was issued (0 if it does not say: then any revocation covers it).
+fn iat(p: &Principal) -> u64 {
+    p.claims
+        .get("iat")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 /// The bearer token of a request: exactly one `Authorization: Bearer` header, and none in the

@@ -3,6 +3,7 @@
 //! (the client went away).
 use std::{
     collections::VecDeque,
+    future::Future as _,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -62,6 +63,8 @@ pub struct Audited<B> {
     on_end: Option<OnEnd>,
     /// Keeps the connection from counting as idle while the response streams.
     _in_flight: InFlight,
+    /// Ends the stream when it completes: the caller's grant was revoked.
+    cut: Option<crate::auth::Revoked>,
 }
 
 impl<B> Audited<B> {
@@ -79,7 +82,14 @@ impl<B> Audited<B> {
             ended: false,
             on_end: None,
             _in_flight: in_flight,
+            cut: None,
         }
+    }
+
+    /// Ends the response (the record says why) when `revoked` completes.
+    pub fn cut_when(mut self, revoked: crate::auth::Revoked) -> Self {
+        self.cut = Some(revoked);
+        self
     }
 
     /// Hands the record to `f` instead of writing it, once the response ended.
@@ -110,6 +120,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
+        if let Some(cut) = this.cut.as_mut()
+            && cut.as_mut().poll(cx).is_ready()
+        {
+            this.cut = None;
+            if let Some(mut rec) = this.record.take() {
+                rec.broken("the caller's grant was revoked: stream closed");
+            }
+            this.out.clear();
+            this.ended = true;
+            return Poll::Ready(None);
+        }
         let Some(reader) = this.reader.as_mut() else {
             // Streamed through unchanged.
             let polled = Pin::new(&mut this.inner).poll_frame(cx);

@@ -120,7 +120,13 @@ impl Proxy {
                     // never poll such a body, and the response is complete once it is sent.
                     record.complete();
                 }
+                let revoked = record
+                    .principal_of()
+                    .and_then(|p| site.auth.as_ref()?.revoked(p));
                 let mut body = Audited::new(body, record, reader, in_flight);
+                if let Some(r) = revoked {
+                    body = body.cut_when(r);
+                }
                 if let Some(f) = on_end {
                     body = body.on_end(f);
                 }
