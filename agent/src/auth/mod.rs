@@ -112,14 +112,14 @@ impl Authenticator {
                 (p, false)
             }
         };
-        if let Some((revoked, _)) = &self.revoked {
-            if revoked(
+        if let Some((revoked, _)) = &self.revoked
+            && revoked(
                 &principal.sub,
                 principal.client_id.as_deref(),
                 iat(&principal),
-            ) {
-                return Err(AuthError::Invalid(Invalid::Revoked));
-            }
+            )
+        {
+            return Err(AuthError::Invalid(Invalid::Revoked));
         }
         let missing: Vec<String> = self
             .config

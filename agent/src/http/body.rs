@@ -3,7 +3,6 @@
 //! (the client went away).
 use std::{
     collections::VecDeque,
-    future::Future as _,
     pin::Pin,
     task::{Context, Poll},
 };
