@@ -795,3 +795,93 @@ fn revoking_a_user_closes_their_open_stream() {
     assert_eq!(call(host.port(), &alice), 401);
     assert_eq!(call(host.port(), &bob), 200);
 }
+
+#[test]
+fn a_client_id_metadata_document_describes_the_client_and_internal_ones_are_refused() {
+    let mut host = Host::plain();
+    let docs = host.dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let (cert, key, ca) = cert(&host.dir, "localhost");
+    let doc_port = free_port();
+    let client_id = format!("https://localhost:{doc_port}/client.json");
+    std::fs::write(
+        docs.join("client.json"),
+        json!({"client_id": client_id, "client_name": "Doc Client", "redirect_uris": [REDIRECT]})
+            .to_string(),
+    )
+    .unwrap();
+    let serve = "import http.server,ssl,sys,os\nos.chdir(sys.argv[1])\n\
+                 s=http.server.HTTPServer(('127.0.0.1',int(sys.argv[2])),http.server.SimpleHTTPRequestHandler)\n\
+                 c=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain(sys.argv[3],sys.argv[4])\n\
+                 s.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()\n";
+    let cmd = host.command(
+        "python3",
+        &[
+            "-c",
+            serve,
+            docs.to_str().unwrap(),
+            &doc_port.to_string(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ],
+    );
+    host.spawn(cmd, "docs.log");
+    host.wait_port(doc_port, "the metadata document server");
+    let servers = format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {up}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools]}}\n{authz}  \
+         registration: {{dynamic: 'off', allow_private_networks: [127.0.0.1/32], ca_file: {ca}}}\n",
+        port = host.port(),
+        up = host.upstream(),
+        authz = host.authz_section(),
+        ca = ca.display(),
+    );
+    host.write_config(&servers);
+    host.start_server(host.upstream_port());
+    moat(
+        &host,
+        &["users", "add", "alice"],
+        Some("correct horse battery"),
+    );
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    let resource = format!("http://127.0.0.1:{}/mcp", host.port());
+    let mut b = Browser::new(&host);
+
+    // Dynamic registration is off: not offered, not served.
+    let m = b.get("/.well-known/oauth-authorization-server").json();
+    assert!(m.get("registration_endpoint").is_none(), "{m}");
+    assert_eq!(
+        b.post_json("/register", &json!({"redirect_uris": [REDIRECT]}))
+            .status,
+        404
+    );
+
+    // The document names the client: the consent page says where it came from.
+    let r = b.get(&authorize_url(&client_id, &resource, ""));
+    assert_eq!(r.status, 303, "{r:?}");
+    let params = log_in(&mut b, &client_id, &resource);
+    let tokens = redeem(&mut b, &client_id, &params["code"], VERIFIER).json();
+    assert_eq!(
+        claims(tokens["access_token"].as_str().unwrap())["client_id"],
+        json!(client_id)
+    );
+    let shown = moat(&host, &["clients", "show", &client_id], None);
+    assert_eq!(shown["client"]["name"], "Doc Client", "{shown}");
+
+    // Documents at internal addresses are never fetched (cloud metadata, other loopback ports
+    // than allowed are still loopback: 127.0.0.2 is outside 127.0.0.1/32).
+    for internal in [
+        "https://169.254.169.254/latest/client.json",
+        "https://10.0.0.1/client.json",
+        &format!("https://127.0.0.2:{doc_port}/client.json"),
+    ] {
+        let r = b.get(&authorize_url(internal, &resource, ""));
+        assert_eq!(r.status, 400, "{internal}: {r:?}");
+        assert!(r.header("location").is_none());
+    }
+    // A redirect URI the document does not list: refused.
+    let url = authorize_url(&client_id, &resource, "")
+        .replace("127.0.0.1%3A1%2Fcb", "127.0.0.1%3A1%2Fother");
+    assert_eq!(b.get(&url).status, 400);
+}

@@ -131,6 +131,11 @@ impl AuthServer {
         else {
             return not_found();
         };
+        if endpoint == "register" && self.config.registration.dynamic == crate::config::Dynamic::Off
+        {
+            // Not offered: not there.
+            return not_found();
+        }
         let h = &parts.headers;
         let r = match (endpoint, &parts.method) {
             ("jwks.json", &Method::GET | &Method::HEAD) => reply::document(&self.jwks()),
@@ -153,14 +158,10 @@ impl AuthServer {
                 Ok(f) => self.revoke(h, f).await,
                 Err(e) => reply::error_json(&e),
             },
-            ("register", &Method::POST)
-                if self.config.registration.dynamic != crate::config::Dynamic::Off =>
-            {
-                match form::body(body).await {
-                    Ok(b) => self.register(&b).await,
-                    Err(e) => reply::error_json(&e),
-                }
-            }
+            ("register", &Method::POST) => match form::body(body).await {
+                Ok(b) => self.register(&b).await,
+                Err(e) => reply::error_json(&e),
+            },
             ("token" | "revoke" | "register" | "jwks.json", &Method::OPTIONS) => preflight(),
             ("token" | "revoke" | "register", _) => not_allowed("POST"),
             ("authorize" | "jwks.json", _) => not_allowed("GET"),

@@ -142,7 +142,7 @@ impl AuthServer {
             Some(
                 cimd::Fetcher::new(
                     a.registration.allow_private_networks.clone(),
-                    cimd::native_roots(),
+                    roots(a.registration.ca_file.as_deref())?,
                     cimd::Limits::default(),
                 )
                 .map_err(|e| format!("client ID metadata documents: {e}"))?,
@@ -278,6 +278,27 @@ pub fn check(config: &Config) -> Result<(), crate::error::AppError> {
             .map_err(|e| crate::error::AppError::Tls(format!("authorization_server: {e}")))?;
     }
     Ok(())
+}
+
+/// The system's roots, and those of `ca_file`.
+fn roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = cimd::native_roots();
+    if let Some(path) = ca_file {
+        let bad =
+            |e: &dyn std::fmt::Display| format!("registration.ca_file {}: {e}", path.display());
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(&e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        if certs.is_empty() {
+            return Err(bad(&"no certificate"));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(&e))?;
+        }
+    }
+    Ok(roots)
 }
 
 /// A new random secret (256 bits, base64url).

@@ -61,6 +61,8 @@ pub struct Registration {
     pub metadata_documents: bool,
     /// Networks a metadata document may come from although they are not public.
     pub allow_private_networks: Vec<ipnet::IpNet>,
+    /// Extra roots (PEM) trusted for metadata documents' HTTPS, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Dynamic client registration (RFC 7591).
@@ -143,6 +145,7 @@ pub(super) fn read_authorization_server(
             dynamic: Dynamic::Open,
             metadata_documents: true,
             allow_private_networks: Vec::new(),
+            ca_file: None,
         }),
     };
     let clients = match m.get("clients") {
@@ -345,7 +348,12 @@ fn login(v: &Node<'_>, r: &mut Report) -> Option<Login> {
 
 fn registration(v: &Node<'_>, r: &mut Report) -> Option<Registration> {
     let m = v.mapping(
-        &["dynamic", "metadata_documents", "allow_private_networks"],
+        &[
+            "dynamic",
+            "metadata_documents",
+            "allow_private_networks",
+            "ca_file",
+        ],
         r,
     )?;
     let dynamic = match m.get("dynamic") {
@@ -405,7 +413,12 @@ fn registration(v: &Node<'_>, r: &mut Report) -> Option<Registration> {
             }
         }
     }
+    let ca_file = match m.get("ca_file") {
+        Some(f) => Some(absolute_path(f, r)?),
+        None => None,
+    };
     Some(Registration {
+        ca_file,
         dynamic: dynamic?,
         metadata_documents: metadata_documents?,
         allow_private_networks: ok.then_some(allow_private_networks)?,
