@@ -2,10 +2,10 @@
 //! the pinned files in `tests/fixtures/` (see its README): a Python venv with the official SDK
 //! (`mcp`, for `fastmcp_server.py`, `mcp_client.py` and `mcp_oauth_client.py`) and, from npm,
 //! server-everything, the inspector, the OpenID provider (`oidc-provider`, for
-//! `oidc/provider.mjs`), the TypeScript SDK with Express and zod (for `ts_server.mjs` and
-//! `ts_client.mjs`), playwright-core (for `browser.mjs`, which drives Debian's chromium that
-//! `setup` installs) and the Node 22 the inspector and the provider need. Nothing preinstalled
-//! by hand is used.
+//! `oidc/provider.mjs`), the TypeScript SDK with Express and zod (for `ts_server.mjs`,
+//! `ts_client.mjs` and `ts_oauth_client.mjs`), playwright-core (for `browser.mjs`, which drives
+//! Debian's chromium that `setup` installs) and the Node 22 the inspector and the provider need.
+//! Nothing preinstalled by hand is used.
 use std::{
     fs,
     path::{Path, PathBuf},
