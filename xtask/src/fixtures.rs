@@ -2,9 +2,10 @@
 //! the pinned files in `tests/fixtures/` (see its README): a Python venv with the official SDK
 //! (`mcp`, for `fastmcp_server.py`, `mcp_client.py` and `mcp_oauth_client.py`) and, from npm,
 //! server-everything, the inspector, the OpenID provider (`oidc-provider`, for
-//! `oidc/provider.mjs`), the TypeScript SDK with Express and zod (for `ts_server.mjs` and
-//! `ts_client.mjs`) and the Node 22 the inspector and the provider need. Nothing preinstalled by
-//! hand is used.
+//! `oidc/provider.mjs`), the TypeScript SDK with Express and zod (for `ts_server.mjs`,
+//! `ts_client.mjs` and `ts_oauth_client.mjs`), playwright-core (for `browser.mjs`, which drives
+//! Debian's chromium that `setup` installs) and the Node 22 the inspector and the provider need.
+//! Nothing preinstalled by hand is used.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -21,6 +22,7 @@ const NPM_LIBS: &[&str] = &[
     "@modelcontextprotocol/sdk",
     "express",
     "zod",
+    "playwright-core",
 ];
 /// Written last into an install directory: a copy of the pinned inputs it was installed from.
 const STAMP: &str = ".moat-installed";
@@ -151,7 +153,7 @@ fn npm() -> Result {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing server-everything, the inspector, oidc-provider, the TypeScript SDK and Node 22 from npm into {}",
+        "xtask setup: installing server-everything, the inspector, oidc-provider, the TypeScript SDK, playwright-core and Node 22 from npm into {}",
         prefix.display()
     );
     fs::create_dir_all(&prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;

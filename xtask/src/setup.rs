@@ -18,6 +18,9 @@ const APT: &[&str] = &[
     // promtool, which checks the agent's /metrics in the tests (its service is not started
     // where there is no init system; apt-get succeeds either way).
     "prometheus",
+    // The headless browser (/usr/bin/chromium, driven by npm playwright-core) that logs in
+    // through the authorization server's HTML pages in the OAuth tests.
+    "chromium",
 ];
 
 pub fn run() -> Result {
