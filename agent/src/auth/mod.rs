@@ -3,7 +3,7 @@
 mod cache;
 mod clock;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;
@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 use self::{cache::TokenCache, clock::now, introspect::Introspector};
 pub use self::{
     error::{AuthError, Invalid},
-    jwks::{Jwks, KeyEvent, KeySource},
+    jwks::{Jwks, KeyEvent, KeySet, KeySource},
     metadata::Metadata,
     ring_crypto::install as install_crypto,
 };

@@ -10,3 +10,4 @@
 )]
 
 pub mod cimd;
+pub mod federation;
