@@ -21,7 +21,7 @@ const USERINFO: &str = "the userinfo answer";
 
 /// Exchanges `code` for tokens.
 pub async fn exchange(
-    http: &Http,
+    client: &Http,
     metadata: &Metadata,
     config: &OidcLogin,
     code: &str,
@@ -34,7 +34,7 @@ pub async fn exchange(
         ("redirect_uri", &pending.redirect_uri),
         ("code_verifier", &pending.verifier),
     ];
-    let mut request = http.post(url);
+    let mut request = client.post(url);
     match &config.client_secret {
         // RFC 6749 2.3.1: both form-encoded, then Basic.
         Some(secret) if metadata.secret_basic => {
@@ -47,7 +47,7 @@ pub async fn exchange(
         Some(secret) => form.extend([("client_id", &*config.client_id), ("client_secret", secret)]),
         None => form.push(("client_id", &config.client_id)),
     }
-    let answer = http.send(TOKEN, url, request.form(&form)).await?;
+    let answer = client.send(TOKEN, url, request.form(&form)).await?;
     if answer.status != 200 {
         let body: Option<Map<String, Value>> = serde_json::from_slice(&answer.body).ok();
         let field = |name| body.as_ref()?.get(name)?.as_str();
@@ -92,13 +92,13 @@ pub async fn exchange(
 
 /// The userinfo claims for `access_token`; they must be about `sub`.
 pub async fn userinfo(
-    http: &Http,
+    client: &Http,
     url: &Url,
     access_token: &str,
     sub: &str,
 ) -> Result<Map<String, Value>, FederationError> {
-    let request = http.get(url).bearer_auth(access_token);
-    let answer = http.send(USERINFO, url, request).await?;
+    let request = client.get(url).bearer_auth(access_token);
+    let answer = client.send(USERINFO, url, request).await?;
     if answer.status != 200 {
         return Err(FederationError::Status {
             what: "the userinfo endpoint",

@@ -77,6 +77,29 @@ async fn the_token_request_authenticates_the_client_and_proves_the_verifier() {
 }
 
 #[tokio::test]
+async fn a_provider_without_basic_authentication_gets_the_secret_in_the_form() {
+    let idp = Idp::start(false).await;
+    idp.state().metadata["token_endpoint_auth_methods_supported"] = json!(["client_secret_post"]);
+    let fed = idp.discover(idp.config()).await;
+    assert_eq!(login_with(&idp, &fed, good).await.unwrap().sub, "alice");
+    let token = idp
+        .state()
+        .seen
+        .iter()
+        .find(|s| s.path == "/token")
+        .cloned();
+    let token = token.unwrap();
+    let form: HashMap<String, String> = url::form_urlencoded::parse(token.body.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        (form["client_id"].as_str(), form["client_secret"].as_str()),
+        (CLIENT, SECRET)
+    );
+    assert_eq!(token.authorization, None);
+}
+
+#[tokio::test]
 async fn userinfo_completes_the_id_token_and_must_be_about_the_same_user() {
     let idp = Idp::start(false).await;
     let config = OidcLogin {
