@@ -3,7 +3,7 @@
 mod cache;
 mod clock;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;

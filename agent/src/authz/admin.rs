@@ -8,7 +8,7 @@ use crate::store::record::Timestamp;
 
 impl AuthServer {
     /// `moat token mint`: an access token for server `name`, as this issuer.
-    pub fn mint(
+    pub async fn mint(
         &self,
         name: &str,
         sub: &str,
@@ -38,9 +38,16 @@ impl AuthServer {
         ] {
             claims.insert(k.into(), v);
         }
-        self.signer
+        let token = self
+            .signer
             .sign("at+jwt", &claims)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.event(
+            "token_minted",
+            json!({"sub": sub, "client_id": client_id, "server": name, "scopes": scopes, "ttl_s": ttl, "by": "operator"}),
+        )
+        .await;
+        Ok(token)
     }
 
     pub async fn user_add(&self, name: &str, password: &str) -> Result<Value, OAuthError> {

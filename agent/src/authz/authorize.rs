@@ -81,7 +81,7 @@ impl AuthServer {
             Some(_) => {
                 reply::redirect(&reply::with_query(&self.url("consent"), &[("request", id)]))
             }
-            None => self.begin_login(&id),
+            None => self.begin_login(&id).await,
         };
         if new_browser {
             let week = std::time::Duration::from_secs(7 * 86_400);

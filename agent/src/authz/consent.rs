@@ -28,7 +28,7 @@ impl AuthServer {
             Err(e) => return reply::error_page(&e),
         };
         let Some(identity) = self.signed_in(headers) else {
-            return self.begin_login(&id);
+            return self.begin_login(&id).await;
         };
         match self.remembered(&identity.sub, &pending) {
             Ok(true) => {
@@ -95,7 +95,7 @@ impl AuthServer {
             ));
         }
         let Some(identity) = self.signed_in(headers) else {
-            return self.begin_login(&id);
+            return self.begin_login(&id).await;
         };
         // Answered once: the request is gone for any other answer.
         let Some(pending) = self.requests.take(&id) else {

@@ -145,6 +145,7 @@ impl AuthServer {
                 Ok(f) => self.login_post(h, f).await,
                 Err(e) => reply::error_page(&e),
             },
+            ("callback", &Method::GET) => self.callback(query, h).await,
             ("consent", &Method::GET) => self.consent_page(query, h).await,
             ("consent", &Method::POST) => match form::form(h, body).await {
                 Ok(f) => self.consent_post(h, f).await,
@@ -164,7 +165,7 @@ impl AuthServer {
             },
             ("token" | "revoke" | "register" | "jwks.json", &Method::OPTIONS) => preflight(),
             ("token" | "revoke" | "register", _) => not_allowed("POST"),
-            ("authorize" | "jwks.json", _) => not_allowed("GET"),
+            ("authorize" | "jwks.json" | "callback", _) => not_allowed("GET"),
             ("login" | "consent", _) => not_allowed("GET, POST"),
             _ => not_found(),
         };

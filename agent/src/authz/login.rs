@@ -19,16 +19,14 @@ impl AuthServer {
         self.sessions.get(value)
     }
 
-    /// Sends the browser to sign in for request `id`.
-    pub(super) fn begin_login(&self, id: &str) -> Reply {
+    /// Sends the browser to sign in for request `id`: Moat's form, or the provider.
+    pub(super) async fn begin_login(&self, id: &str) -> Reply {
         match &self.config.login {
             Login::Local => reply::redirect(&reply::with_query(
                 &self.url("login"),
                 &[("request", id.to_string())],
             )),
-            Login::Oidc(_) => reply::error_page(&OAuthError::TemporarilyUnavailable(
-                "sign-in at the organisation's identity provider is not available".into(),
-            )),
+            Login::Oidc(_) => self.begin_federated(id).await,
         }
     }
 

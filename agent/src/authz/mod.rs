@@ -10,6 +10,7 @@
 //! | [`metadata`] | RFC 8414 / OpenID discovery documents, JWKS |
 //! | [`authorize`] | the authorization request, checked before anyone signs in |
 //! | [`login`] | who the user is: local users, browser sessions |
+//! | [`federated`], [`federation`] | sign-in at the organisation's OpenID provider (Moat as relying party) |
 //! | [`consent`] | the consent page, remembered consents, authorization codes |
 //! | [`token`] | the token endpoint: codes and refresh tokens for access tokens |
 //! | [`register`] | dynamic client registration, and revocation (RFC 7009) |
@@ -24,6 +25,8 @@ pub mod cimd;
 mod clients;
 mod consent;
 mod error;
+mod federated;
+pub mod federation;
 mod form;
 pub mod listener;
 mod login;
@@ -114,6 +117,10 @@ pub struct AuthServer {
     used_codes: TtlMap<Option<String>>,
     audit: std::sync::OnceLock<AuditLog>,
     revocations: Arc<revocation::Revocations>,
+    /// The organisation's provider, once discovered (`login: {oidc: ...}`).
+    federation: tokio::sync::Mutex<Option<Arc<federation::Federation>>>,
+    /// Sign-ins under way at the provider, by their `state`.
+    underway: TtlMap<federated::Underway>,
 }
 
 impl AuthServer {
@@ -134,6 +141,10 @@ impl AuthServer {
                 })
             })
             .collect();
+        if let crate::config::Login::Oidc(c) = &a.login {
+            // The secret file must be readable now, not at the first sign-in.
+            federated::relying_party(c)?;
+        }
         let overlap = a.access_token_ttl + Duration::from_secs(300);
         let signer =
             Signer::open(store.clone(), a.key_rotation, overlap).map_err(|e| e.to_string())?;
@@ -164,6 +175,8 @@ impl AuthServer {
             cimd,
             audit: std::sync::OnceLock::new(),
             revocations,
+            federation: tokio::sync::Mutex::new(None),
+            underway: TtlMap::new(REQUEST_TTL, MAX_PENDING),
         }))
     }
 

@@ -10,8 +10,8 @@ use super::error::OAuthError;
 
 pub type Reply = Response<Full<Bytes>>;
 
-/// Every HTML page: no framing (clickjacking of the consent page), no caching, no referrer
-/// (the query of an authorization request stays here), no scripts.
+/// Every HTML page: no framing (clickjacking of the consent page), no caching, no referrer to
+/// other sites (the query of an authorization request stays here), no scripts.
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
@@ -57,9 +57,11 @@ pub fn html(status: StatusCode, page: String) -> Reply {
         HeaderValue::from_static(CSP),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the page's own form posts,
+    // which the origin check then cannot tell from a forged one.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     r
 }

@@ -15,7 +15,7 @@ use std::{
 
 pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
-pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login};
+pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
 pub use host::HostAddrs;
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]

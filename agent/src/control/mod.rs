@@ -77,6 +77,7 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
             }
             server
                 .mint(&name, &sub, &client_id, &scopes, &claims, ttl)
+                .await
                 .map(Value::String)
         }
         Request::UserAdd { name, password } => server.user_add(&name, &password).await.map_err(e),
@@ -162,20 +163,41 @@ pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            let server = crate::authz::open(config)?
-                .ok_or_else(|| AppError::Authz("no authorization server".into()))?;
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(AppError::io("starting the runtime"))?
-                .block_on(execute(&server, req))
-                .map_err(AppError::Authz)
+            offline(config, req)
         }
         Err(e) => Err(AppError::Io {
             what: format!("connecting to the agent at {}", path.display()),
             source: e,
         }),
     }
+}
+
+/// No agent runs: the command runs here, holding the instance's lock (so no agent starts
+/// meanwhile) and writing its events to the audit log as the agent would.
+fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
+    let _lock = crate::instance::lock(&config.agent.state_dir)?;
+    let server = crate::authz::open(config)?
+        .ok_or_else(|| AppError::Authz("no authorization server".into()))?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::io("starting the runtime"))?
+        .block_on(async {
+            let redactor = crate::audit::redact::Redactor::new(
+                &config.audit.redact_keys,
+                &config.audit.redact_patterns,
+            )
+            .map_err(AppError::Policy)?;
+            let (audit, writer) =
+                crate::audit::AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
+            server.set_audit(audit.clone());
+            let answer = execute(&server, req).await.map_err(AppError::Authz);
+            audit.flush().await;
+            drop(audit);
+            drop(server);
+            let _ = writer.await;
+            answer
+        })
 }
 
 fn send(mut stream: UnixStream, req: &Request) -> Result<Value, String> {
