@@ -196,7 +196,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     admin.state.set_audit(audit.clone());
     let authz_task = match authz {
         Some(a) => Some((
-            crate::authz::start(a.clone(), audit.clone()).await?,
+            crate::authz::listener::start(a.clone(), audit.clone()).await?,
             crate::control::serve(&config.agent.state_dir, a).await?,
         )),
         None => None,

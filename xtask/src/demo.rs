@@ -71,6 +71,25 @@ pub fn run() -> Result {
     ));
 
     step("2. Moat starts: the kernel now steers every connection to port 3001 through the agent");
+    // A local user of Moat's authorization server (the password is read from stdin).
+    let mut add = Command::new(&lab.moat)
+        .args(["users", "add", "-c"])
+        .arg(&lab.config)
+        .arg("alice")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("moat users add: {e}"))?;
+    if let Some(mut stdin) = add.stdin.take() {
+        use std::io::Write as _;
+        stdin
+            .write_all(format!("{DEMO_PASSWORD}\n").as_bytes())
+            .map_err(|e| format!("moat users add: {e}"))?;
+    }
+    if !add.wait().map_err(|e| e.to_string())?.success() {
+        return Err("moat users add failed".into());
+    }
     lab.start_agent()?;
     match mcp_initialize(&lab, &direct) {
         Ok(_) => return Err("plain HTTP still reached the server".into()),
@@ -85,6 +104,7 @@ pub fn run() -> Result {
     }) {
         say(&format!("    {l}"));
     }
+    log_in(&lab, &certs)?;
     let out = output(
         Command::new(&lab.moat)
             .args(["token", "mint", "-c"])
@@ -106,7 +126,7 @@ pub fn run() -> Result {
     }
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     say(&format!(
-        "  `moat token mint --sub alice --scope mcp:tools` (development issuer) -> {}...",
+        "  the same issuer for scripts: `moat token mint --sub alice --scope mcp:tools` -> {}...",
         &token[..token.len().min(24)]
     ));
     let tls = Target {
@@ -378,4 +398,79 @@ fn print_status(lab: &Lab) -> Result {
         say(&format!("  | {l}"));
     }
     Ok(())
+}
+
+const DEMO_PASSWORD: &str = "demo password 1";
+
+/// A real MCP client (the Python SDK's OAuth client) logs in through Moat's authorization
+/// server: it registers itself, alice signs in and consents in headless chromium, and the
+/// token it gets lets it call a tool.
+fn log_in(lab: &Lab, certs: &std::path::Path) -> Result {
+    say(
+        "  a real MCP client logs in (Python SDK OAuthClientProvider; chromium signs in and consents):",
+    );
+    let password = format!("password={DEMO_PASSWORD}");
+    let out = output(
+        lab.command(crate::fixtures::python())
+            .arg(crate::fixtures::fixture("mcp_oauth_client.py"))
+            .arg(format!("https://localhost:{PORT}/mcp"))
+            .arg("--ca")
+            .arg(certs.join("localhost-ca.crt"))
+            .args([
+                "--browser",
+                "--ignore-https-errors",
+                "--fill",
+                "username=alice",
+                "--fill",
+                &password,
+                "--click",
+                "Sign in",
+                "--click",
+                "Allow",
+                "--tool",
+                "echo",
+                "--args",
+                r#"{"message": "hello through Moat"}"#,
+                "--timeout",
+                "90",
+            ]),
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "the OAuth client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the OAuth client's output: {e}"))?;
+    for line in r["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+    {
+        if line.contains(":8443/") {
+            say(&format!("    {line}"));
+        }
+    }
+    let pages: Vec<&str> = r["browser"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    say(&format!(
+        "    pages the browser saw: {}",
+        pages.join(" -> ")
+    ));
+    let c = &r["token_claims"];
+    say(&format!(
+        "    token: iss {} aud {} sub {} scope {:?}",
+        c["iss"], c["aud"], c["sub"], c["scope"]
+    ));
+    say(&format!(
+        "    tools/call echo through Moat -> {}",
+        r["call"]
+    ));
+    show_audit(lab, "  audit:", |r| r["kind"] == "auth", 5)
 }

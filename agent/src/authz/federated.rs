@@ -10,35 +10,10 @@ use serde_json::json;
 use super::{
     AuthServer, Identity,
     error::OAuthError,
-    federation::{CallbackParams, Federation, OidcLogin, Pending},
+    federation::{CallbackParams, Federation, OidcLogin},
     reply::{self, Reply},
 };
-use crate::config::{Login, OidcLoginConfig};
-
-/// A login under way at the provider: its pending state, and Moat's own request it is for.
-pub(super) type Underway = Arc<Mutex<Option<(Pending, String)>>>;
-
-/// The relying party's configuration, its secret read from its file.
-pub(super) fn relying_party(c: &OidcLoginConfig) -> Result<OidcLogin, String> {
-    let client_secret = match &c.client_secret_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("login.oidc.client_secret_file {}: {e}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(OidcLogin {
-        issuer: c.issuer.clone(),
-        client_id: c.client_id.clone(),
-        client_secret,
-        scopes: c.scopes.clone(),
-        groups_claim: c.groups_claim.clone(),
-        claims: c.claims.clone(),
-        ca_file: c.ca_file.clone(),
-    })
-}
+use crate::config::Login;
 
 impl AuthServer {
     /// The provider, discovered now if it was not yet.
@@ -52,7 +27,7 @@ impl AuthServer {
         if let Some(f) = slot.as_ref() {
             return Ok(f.clone());
         }
-        let rp = relying_party(c).map_err(OAuthError::Server)?;
+        let rp = OidcLogin::from_config(c).map_err(OAuthError::Server)?;
         let f = Arc::new(Federation::discover(rp).await.map_err(|e| {
             OAuthError::TemporarilyUnavailable(format!(
                 "the identity provider cannot be reached: {e}"

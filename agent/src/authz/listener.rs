@@ -17,7 +17,7 @@ use super::{
     form,
     reply::{self, Reply},
 };
-use crate::tls::ServerTls;
+use crate::{audit::AuditLog, tls::ServerTls};
 
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 256;
@@ -98,6 +98,38 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<ServerTls>>, server: A
             drop(permit);
         });
     }
+}
+
+/// Listens and serves `server` (and rotates its keys) from tasks of their own; the handle ends
+/// both when aborted.
+pub async fn start(
+    server: Arc<AuthServer>,
+    audit: AuditLog,
+) -> Result<tokio::task::JoinHandle<()>, crate::error::AppError> {
+    server.set_audit(audit);
+    let (listener, tls) = bind(&server)
+        .await
+        .map_err(|e| crate::error::AppError::Authz(e.to_string()))?;
+    if server.config.plaintext {
+        tracing::warn!(issuer = %server.issuer(), "DANGEROUS: the authorization server speaks plain HTTP (loopback only)");
+    }
+    tracing::info!(issuer = %server.issuer(), listen = %server.config.listen, "authorization server");
+    Ok(tokio::spawn(async move {
+        let rotate = {
+            let server = server.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    match server.signer.rotate_if_due() {
+                        Ok(true) => server.event("key_rotated", serde_json::json!({})).await,
+                        Ok(false) => {}
+                        Err(e) => tracing::error!("authorization server: rotating keys: {e}"),
+                    }
+                }
+            }
+        };
+        tokio::join!(serve(listener, tls, server), rotate);
+    }))
 }
 
 impl AuthServer {

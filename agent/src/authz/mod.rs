@@ -102,6 +102,10 @@ struct Code {
     identity: Identity,
 }
 
+/// A sign-in under way at the provider: its pending state, and Moat's own request it is for
+/// (taken once, by the first callback with its `state`).
+type Underway = Arc<std::sync::Mutex<Option<(federation::Pending, String)>>>;
+
 /// The authorization server.
 pub struct AuthServer {
     config: AuthorizationServer,
@@ -120,7 +124,7 @@ pub struct AuthServer {
     /// The organisation's provider, once discovered (`login: {oidc: ...}`).
     federation: tokio::sync::Mutex<Option<Arc<federation::Federation>>>,
     /// Sign-ins under way at the provider, by their `state`.
-    underway: TtlMap<federated::Underway>,
+    underway: TtlMap<Underway>,
 }
 
 impl AuthServer {
@@ -143,7 +147,7 @@ impl AuthServer {
             .collect();
         if let crate::config::Login::Oidc(c) = &a.login {
             // The secret file must be readable now, not at the first sign-in.
-            federated::relying_party(c)?;
+            federation::OidcLogin::from_config(c)?;
         }
         let overlap = a.access_token_ttl + Duration::from_secs(300);
         let signer =
@@ -248,38 +252,6 @@ pub fn open(config: &Config) -> Result<Option<Arc<AuthServer>>, crate::error::Ap
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
     let server = AuthServer::new(config, store).map_err(crate::error::AppError::Authz)?;
     Ok(server.map(Arc::new))
-}
-
-/// Listens and serves `server` (and rotates its keys) from tasks of their own; the handle ends
-/// both when aborted.
-pub async fn start(
-    server: Arc<AuthServer>,
-    audit: AuditLog,
-) -> Result<tokio::task::JoinHandle<()>, crate::error::AppError> {
-    server.set_audit(audit);
-    let (listener, tls) = listener::bind(&server)
-        .await
-        .map_err(|e| crate::error::AppError::Authz(e.to_string()))?;
-    if server.config.plaintext {
-        tracing::warn!(issuer = %server.issuer(), "DANGEROUS: the authorization server speaks plain HTTP (loopback only)");
-    }
-    tracing::info!(issuer = %server.issuer(), listen = %server.config.listen, "authorization server");
-    Ok(tokio::spawn(async move {
-        let rotate = {
-            let server = server.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    match server.signer.rotate_if_due() {
-                        Ok(true) => server.event("key_rotated", json!({})).await,
-                        Ok(false) => {}
-                        Err(e) => tracing::error!("authorization server: rotating keys: {e}"),
-                    }
-                }
-            }
-        };
-        tokio::join!(listener::serve(listener, tls, server), rotate);
-    }))
 }
 
 /// `moat check`: the authorization server's certificates load.

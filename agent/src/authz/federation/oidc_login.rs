@@ -22,6 +22,28 @@ pub struct OidcLogin {
 }
 
 impl OidcLogin {
+    /// From `login.oidc`, its secret read from its file.
+    pub fn from_config(c: &crate::config::OidcLoginConfig) -> Result<Self, String> {
+        let client_secret = match &c.client_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("login.oidc.client_secret_file {}: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Self {
+            issuer: c.issuer.clone(),
+            client_id: c.client_id.clone(),
+            client_secret,
+            scopes: c.scopes.clone(),
+            groups_claim: c.groups_claim.clone(),
+            claims: c.claims.clone(),
+            ca_file: c.ca_file.clone(),
+        })
+    }
+
     /// A public client asking for the default scopes (`openid profile email`).
     #[cfg(test)]
     pub fn new(issuer: &str, client_id: &str) -> Self {
