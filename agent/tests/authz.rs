@@ -691,6 +691,82 @@ fn revocation_refuses_live_tokens_at_once_and_grants_survive_restarts() {
             .iter()
             .any(|r| r["kind"] == "auth" && r["event"] == "revoked" && r["sub"] == "alice")
     );
+
+    // The consent went with the grants: signing in again (sessions end with the agent) asks
+    // again; the new token works (once the second of the revocation is over: `iat` counts
+    // seconds, and a token of that second is refused too).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = b.get(&authorize_url(&client, &resource, ""));
+    let login = b.get(r.header("location").unwrap());
+    let request = hidden(&login.body, "request");
+    let origin = b.origin();
+    let r = b.post_form(
+        "/login",
+        &[
+            ("request", &request),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+        ],
+        Some(&origin),
+    );
+    let consent = r.header("location").unwrap().to_string();
+    assert_eq!(b.get(&consent).status, 200, "asked again: {consent}");
+    let params = log_in(&mut b, &client, &resource);
+    let tokens = redeem(&mut b, &client, &params["code"], VERIFIER).json();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(host.port(), &access), 200);
+
+    // A client's grants: its tokens and consents end; the client stays registered.
+    moat(&host, &["grants", "revoke", "--client", &client], None);
+    assert_eq!(call(host.port(), &access), 401);
+    assert_eq!(
+        b.get(&authorize_url(&client, &resource, "")).status,
+        303,
+        "still a client"
+    );
+}
+
+#[test]
+fn password_guessing_locks_the_name_not_the_others() {
+    let (host, resource) = host();
+    moat(&host, &["users", "add", "bob"], Some("bob's long password"));
+    let mut b = Browser::new(&host);
+    let client = register(&mut b, "Client");
+    let origin = b.origin();
+    let attempt = |b: &mut Browser, user: &str, password: &str| {
+        let r = b.get(&authorize_url(&client, &resource, ""));
+        let page = b.get(r.header("location").unwrap());
+        let request = hidden(&page.body, "request");
+        b.post_form(
+            "/login",
+            &[
+                ("request", &request),
+                ("username", user),
+                ("password", password),
+            ],
+            Some(&origin),
+        )
+        .status
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt(&mut b, "bob", "guess"), 200);
+    }
+    assert_eq!(attempt(&mut b, "bob", "guess"), 429, "locked");
+    assert_eq!(
+        attempt(&mut b, "bob", "bob's long password"),
+        429,
+        "even with the right password"
+    );
+    assert_eq!(
+        attempt(&mut b, "alice", "correct horse battery"),
+        303,
+        "alice is not locked out"
+    );
+    assert!(
+        host.audit_records()
+            .iter()
+            .any(|r| r["event"] == "login_failed" && r["locked"] == true)
+    );
 }
 
 #[test]

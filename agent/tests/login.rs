@@ -145,6 +145,39 @@ fn the_python_sdk_registers_and_a_local_user_signs_in_and_consents_in_chromium()
         .filter_map(|p| p["title"].as_str())
         .collect();
     assert_eq!(titles, ["Sign in - Moat", "Allow access - Moat"], "{r}");
+    // Moat's pages cannot be framed (clickjacking the consent): chromium refuses to render an
+    // authorization request inside another site's frame; a page without the headers is framed.
+    let client_id = r["client_id"].as_str().unwrap();
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            ("code_challenge_method", "S256"),
+            (
+                "resource",
+                &format!("https://localhost:{}/mcp", host.port()),
+            ),
+        ])
+        .finish();
+    let framed = |url: &str| {
+        let cmd = node_script(
+            &host,
+            "browser.mjs",
+            &["--frame", url, "--ignore-https-errors"],
+        );
+        json_of(&host, cmd, "browser.mjs --frame")["framed"].clone()
+    };
+    assert_eq!(framed(&format!("{issuer}/authorize?{q}")), json!(false));
+    assert_eq!(
+        framed(&format!("{issuer}/.well-known/oauth-authorization-server")),
+        json!(true),
+        "the control: a JSON document frames"
+    );
     // The server never saw Moat's token, and the audit log has the whole login.
     let events: Vec<String> = host
         .audit_records()

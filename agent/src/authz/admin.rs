@@ -141,11 +141,37 @@ impl AuthServer {
         Ok(json!(families))
     }
 
+    /// `moat grants revoke --client Y`: what users granted Y ends (its refresh tokens, its
+    /// access tokens issued so far, which are refused at once, and the consents, so users are
+    /// asked again); the client stays registered (`moat clients revoke` ends it for good).
+    pub async fn revoke_client_grants(&self, id: &str) -> Result<Value, OAuthError> {
+        if self.store.clients().get(id)?.is_none() {
+            return Err(OAuthError::InvalidRequest(format!("no client {id:?}")));
+        }
+        let r = self.store.revocations().revoke_client_tokens(id)?;
+        self.revocations.client_revoked(id, r.before);
+        for f in self.store.grants().by_client(id)? {
+            self.store.grants().revoke(&f.id)?;
+        }
+        for (sub, _) in self.store.consents().by_client(id)? {
+            self.store.consents().withdraw(&sub, id)?;
+        }
+        self.event(
+            "revoked",
+            json!({"client_id": id, "by": "operator", "what": "grants"}),
+        )
+        .await;
+        Ok(json!({"client_id": id, "revoked": true}))
+    }
+
     /// `moat grants revoke --sub X`: every refresh token of X ends, X's access tokens are
-    /// refused from now on, and X's open streams are closed.
+    /// refused from now on, X's open streams are closed, and X's consents are withdrawn.
     pub async fn revoke_subject(&self, sub: &str, why: &str) -> Result<Value, OAuthError> {
         let r = self.store.revocations().revoke_subject(sub)?;
         self.revocations.subject_revoked(sub, r.before);
+        for (client, _) in self.store.consents().by_subject(sub)? {
+            self.store.consents().withdraw(sub, &client)?;
+        }
         self.event(
             "revoked",
             json!({"sub": sub, "by": "operator", "what": "user", "reason": why}),

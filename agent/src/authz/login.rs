@@ -1,6 +1,12 @@
 //! Who the user is: the sign-in form of local users (argon2id hashes in the store), and the
 //! browser session that remembers them for `session_ttl`. Posts must come from Moat's own
 //! pages (Origin and Fetch Metadata checked) and from the browser that started the request.
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use http::{HeaderMap, header};
 
 use super::{
@@ -11,6 +17,41 @@ use super::{
     reply::{self, Reply},
 };
 use crate::config::Login;
+
+/// Failed sign-ins of one name within this window...
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// ...at most this many; then the name cannot sign in until the window has passed.
+const MAX_FAILURES: u32 = 5;
+/// Names tracked at once.
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed sign-ins per user name, within [`FAILURE_WINDOW`] of the first.
+#[derive(Default)]
+pub(super) struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Failures {
+    fn locked(&self, name: &str) -> bool {
+        let map = self.0.lock().expect("failures lock");
+        map.get(name)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, name: &str) {
+        let mut map = self.0.lock().expect("failures lock");
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = map.entry(name.to_string()).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    fn succeeded(&self, name: &str) {
+        self.0.lock().expect("failures lock").remove(name);
+    }
+}
 
 impl AuthServer {
     /// Who is signed in in this browser, if anyone.
@@ -78,6 +119,21 @@ impl AuthServer {
         if !matches!(self.config.login, Login::Local) {
             return reply::error_page(&OAuthError::AccessDenied("local sign-in is off".into()));
         }
+        if self.failures.locked(&user) {
+            self.event(
+                "login_failed",
+                serde_json::json!({"sub": user, "client_id": pending.client.id, "method": "local", "locked": true}),
+            )
+            .await;
+            return reply::html(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                pages::login(
+                    &id,
+                    &pending.client.name,
+                    Some("Too many failed sign-ins for this user; try again later."),
+                ),
+            );
+        }
         let store = self.store.clone();
         let name = user.clone();
         let ok =
@@ -86,8 +142,9 @@ impl AuthServer {
                 .map_err(|e| OAuthError::Server(format!("password check: {e}")))
                 .and_then(|r| r.map_err(OAuthError::from));
         match ok {
-            Ok(true) => {}
+            Ok(true) => self.failures.succeeded(&user),
             Ok(false) => {
+                self.failures.failed(&user);
                 self.event("login_failed", serde_json::json!({"sub": user, "client_id": pending.client.id, "method": "local"})).await;
                 return reply::html(
                     http::StatusCode::OK,

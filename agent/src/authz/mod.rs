@@ -125,6 +125,8 @@ pub struct AuthServer {
     federation: tokio::sync::Mutex<Option<Arc<federation::Federation>>>,
     /// Sign-ins under way at the provider, by their `state`.
     underway: TtlMap<Underway>,
+    /// Failed local sign-ins per user name (password guessing is slowed down).
+    failures: login::Failures,
 }
 
 impl AuthServer {
@@ -181,6 +183,7 @@ impl AuthServer {
             revocations,
             federation: tokio::sync::Mutex::new(None),
             underway: TtlMap::new(REQUEST_TTL, MAX_PENDING),
+            failures: login::Failures::default(),
         }))
     }
 

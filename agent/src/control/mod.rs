@@ -91,7 +91,7 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
             .map_err(e),
         Request::GrantsRevoke { sub, client } => match (sub, client) {
             (Some(s), None) => server.revoke_subject(&s, "operator").await.map_err(e),
-            (None, Some(c)) => server.client_revoke(&c).await.map_err(e),
+            (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
     }
