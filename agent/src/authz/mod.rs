@@ -257,8 +257,13 @@ pub fn open(config: &Config) -> Result<Option<Arc<AuthServer>>, crate::error::Ap
     Ok(server.map(Arc::new))
 }
 
-/// `moat check`: the authorization server's certificates load.
+/// `moat check`: the authorization server's certificates and its relying party's secret load.
 pub fn check(config: &Config) -> Result<(), crate::error::AppError> {
+    if let Some(a) = &config.authorization_server
+        && let crate::config::Login::Oidc(c) = &a.login
+    {
+        federation::OidcLogin::from_config(c).map_err(crate::error::AppError::Auth)?;
+    }
     if let Some(a) = &config.authorization_server
         && !a.plaintext
     {

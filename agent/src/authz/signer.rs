@@ -145,3 +145,41 @@ fn parse(pem: &str, kid: &str) -> Result<SigningKey, SignerError> {
         message,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_rotate_and_the_previous_one_still_verifies() {
+        let dir = std::env::temp_dir().join(format!("moat-signer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let day = Duration::from_secs(86_400);
+        let first = Signer::open(store.clone(), day, Duration::from_secs(600)).unwrap();
+        assert!(!first.rotate_if_due().unwrap(), "a fresh key is not due");
+        let kid_of = |jwt: &str| jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
+        let a = kid_of(&first.sign("at+jwt", &json!({"sub": "x"})).unwrap());
+        drop(first);
+        // Reopened: the same key (it survives restarts).
+        let again = Signer::open(store.clone(), day, Duration::from_secs(600)).unwrap();
+        assert_eq!(kid_of(&again.sign("at+jwt", &json!({})).unwrap()), a);
+        drop(again);
+        // Due at once: a new key signs; the old one is still published and verifies.
+        let rotating = Signer::open(store.clone(), Duration::ZERO, Duration::from_secs(600)).unwrap();
+        let b = kid_of(&rotating.sign("at+jwt", &json!({})).unwrap());
+        assert_ne!(a, b);
+        let published: Vec<String> = rotating.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect();
+        assert!(published.contains(&a) && published.contains(&b), "{published:?}");
+        let verifying = rotating.keys();
+        let set = verifying.read().unwrap().clone();
+        assert!(set.find(Some(&a), Algorithm::ES256).is_some());
+        assert!(set.find(Some(&b), Algorithm::ES256).is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
