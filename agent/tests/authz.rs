@@ -875,34 +875,19 @@ fn revoking_a_user_closes_their_open_stream() {
 #[test]
 fn a_client_id_metadata_document_describes_the_client_and_internal_ones_are_refused() {
     let mut host = Host::plain();
-    let docs = host.dir.join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    let (cert, key, ca) = cert(&host.dir, "localhost");
-    let doc_port = free_port();
-    let client_id = format!("https://localhost:{doc_port}/client.json");
-    std::fs::write(
-        docs.join("client.json"),
-        json!({"client_id": client_id, "client_name": "Doc Client", "redirect_uris": [REDIRECT]})
-            .to_string(),
-    )
-    .unwrap();
-    let serve = "import http.server,ssl,sys,os\nos.chdir(sys.argv[1])\n\
-                 s=http.server.HTTPServer(('127.0.0.1',int(sys.argv[2])),http.server.SimpleHTTPRequestHandler)\n\
-                 c=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain(sys.argv[3],sys.argv[4])\n\
-                 s.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()\n";
-    let cmd = host.command(
-        "python3",
-        &[
-            "-c",
-            serve,
-            docs.to_str().unwrap(),
-            &doc_port.to_string(),
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-        ],
+    let (client_id, ca) = serve_client_document(
+        &mut host,
+        json!({"client_name": "Doc Client", "redirect_uris": [REDIRECT]}),
     );
-    host.spawn(cmd, "docs.log");
-    host.wait_port(doc_port, "the metadata document server");
+    let doc_port: u16 = client_id
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let servers = format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {up}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools]}}\n{authz}  \

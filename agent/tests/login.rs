@@ -67,7 +67,14 @@ fn json_of(host: &Host, mut cmd: std::process::Command, what: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn python_client(host: &Host, ca: &Path, clicks: &[&str], fills: &[&str]) -> Value {
+/// The Python SDK's OAuth client, logging in with a browser that fills `fills` and clicks
+/// `clicks`, then calling `add`.
+fn python_command(
+    host: &Host,
+    ca: &Path,
+    clicks: &[&str],
+    fills: &[&str],
+) -> std::process::Command {
     let url = format!("https://localhost:{}/mcp", host.port());
     let mut args = vec![
         script("mcp_oauth_client.py").to_str().unwrap().to_string(),
@@ -94,7 +101,15 @@ fn python_client(host: &Host, ca: &Path, clicks: &[&str], fills: &[&str]) -> Val
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = host.command(python().to_str().unwrap(), &args);
     cmd.env("PATH", node_path());
-    json_of(host, cmd, "the Python SDK's OAuth client")
+    cmd
+}
+
+fn python_client(host: &Host, ca: &Path, clicks: &[&str], fills: &[&str]) -> Value {
+    json_of(
+        host,
+        python_command(host, ca, clicks, fills),
+        "the Python SDK's OAuth client",
+    )
 }
 
 #[test]
@@ -199,36 +214,12 @@ fn the_python_sdk_registers_and_a_local_user_signs_in_and_consents_in_chromium()
 fn the_typescript_sdk_names_itself_with_a_metadata_document() {
     let mut host = Host::plain();
     // The document, served over HTTPS on loopback (allowed for this test only).
-    let docs = host.dir.join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    let (dcert, dkey, dca) = cert(&host.dir.join("doc-certs"), "localhost");
-    let doc_port = free_port();
-    let client_id = format!("https://localhost:{doc_port}/client.json");
-    std::fs::write(
-        docs.join("client.json"),
-        json!({"client_id": client_id, "client_name": "TS fixture", "redirect_uris": [REDIRECT],
+    let (client_id, dca) = serve_client_document(
+        &mut host,
+        json!({"client_name": "TS fixture", "redirect_uris": [REDIRECT],
                "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
-               "token_endpoint_auth_method": "none"})
-        .to_string(),
-    )
-    .unwrap();
-    let serve = "import http.server,ssl,sys,os\nos.chdir(sys.argv[1])\n\
-                 s=http.server.HTTPServer(('127.0.0.1',int(sys.argv[2])),http.server.SimpleHTTPRequestHandler)\n\
-                 c=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain(sys.argv[3],sys.argv[4])\n\
-                 s.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()\n";
-    let cmd = host.command(
-        "python3",
-        &[
-            "-c",
-            serve,
-            docs.to_str().unwrap(),
-            &doc_port.to_string(),
-            dcert.to_str().unwrap(),
-            dkey.to_str().unwrap(),
-        ],
+               "token_endpoint_auth_method": "none"}),
     );
-    host.spawn(cmd, "docs.log");
-    host.wait_port(doc_port, "the metadata document server");
     let ca = setup(
         &mut host,
         "local",
@@ -363,30 +354,12 @@ fn a_user_signs_in_at_the_organisations_provider_and_their_groups_reach_the_poli
         && r["sub"] == "alice"));
 
     // Bob signs in as well, but no policy lets a reader in: the call is refused.
-    let url = format!("https://localhost:{}/mcp", host.port());
-    let client = script("mcp_oauth_client.py");
-    let args = [
-        client.to_str().unwrap(),
-        &url,
-        "--ca",
-        ca.to_str().unwrap(),
-        "--browser",
-        "--ignore-https-errors",
-        "--redirect-uri",
-        REDIRECT,
-        "--fill",
-        "username=bob",
-        "--fill",
-        "password=bobpw",
-        "--click",
-        "Sign in",
-        "--click",
-        "Allow",
-        "--timeout",
-        "60",
-    ];
-    let mut cmd = host.command(python().to_str().unwrap(), &args);
-    cmd.env("PATH", node_path());
+    let mut cmd = python_command(
+        &host,
+        &ca,
+        &["Sign in", "Allow"],
+        &["username=bob", "password=bobpw"],
+    );
     let out = cmd.output().unwrap();
     assert!(
         !out.status.success(),

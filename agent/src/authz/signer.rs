@@ -166,7 +166,8 @@ mod tests {
         assert_eq!(kid_of(&again.sign("at+jwt", &json!({})).unwrap()), a);
         drop(again);
         // Due at once: a new key signs; the old one is still published and verifies.
-        let rotating = Signer::open(store.clone(), Duration::ZERO, Duration::from_secs(600)).unwrap();
+        let rotating =
+            Signer::open(store.clone(), Duration::ZERO, Duration::from_secs(600)).unwrap();
         let b = kid_of(&rotating.sign("at+jwt", &json!({})).unwrap());
         assert_ne!(a, b);
         let published: Vec<String> = rotating.jwks()["keys"]
@@ -175,7 +176,10 @@ mod tests {
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_string())
             .collect();
-        assert!(published.contains(&a) && published.contains(&b), "{published:?}");
+        assert!(
+            published.contains(&a) && published.contains(&b),
+            "{published:?}"
+        );
         let verifying = rotating.keys();
         let set = verifying.read().unwrap().clone();
         assert!(set.find(Some(&a), Algorithm::ES256).is_some());

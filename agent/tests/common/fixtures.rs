@@ -103,3 +103,37 @@ pub fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         dir.join(format!("{name}-ca.crt")),
     )
 }
+
+/// Serves `document` (JSON) over HTTPS at `https://localhost:PORT/client.json` from a small
+/// Python server on a free loopback port, with a certificate of its own CA; the document's URL
+/// (its `client_id` is that URL: `document` gets it) and the CA.
+pub fn serve_client_document(
+    host: &mut Host,
+    mut document: serde_json::Value,
+) -> (String, PathBuf) {
+    let dir = host.dir.join("client-document");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, ca) = cert(&dir.join("certs"), "localhost");
+    let port = super::free_port();
+    let url = format!("https://localhost:{port}/client.json");
+    document["client_id"] = serde_json::json!(url);
+    std::fs::write(dir.join("client.json"), document.to_string()).unwrap();
+    let serve = "import http.server,ssl,sys,os\nos.chdir(sys.argv[1])\n\
+                 s=http.server.HTTPServer(('127.0.0.1',int(sys.argv[2])),http.server.SimpleHTTPRequestHandler)\n\
+                 c=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nc.load_cert_chain(sys.argv[3],sys.argv[4])\n\
+                 s.socket=c.wrap_socket(s.socket,server_side=True)\ns.serve_forever()\n";
+    let cmd = host.command(
+        "python3",
+        &[
+            "-c",
+            serve,
+            dir.to_str().unwrap(),
+            &port.to_string(),
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ],
+    );
+    host.spawn(cmd, "client-document.log");
+    host.wait_port(port, "the client metadata document server");
+    (url, ca)
+}
