@@ -946,3 +946,67 @@ fn a_client_id_metadata_document_describes_the_client_and_internal_ones_are_refu
         .replace("127.0.0.1%3A1%2Fcb", "127.0.0.1%3A1%2Fother");
     assert_eq!(b.get(&url).status, 400);
 }
+
+#[test]
+fn operators_list_and_remove_users_and_clients() {
+    let (host, resource) = host();
+    let mut b = Browser::new(&host);
+    let client = register(&mut b, "Listed client");
+    let params = log_in(&mut b, &client, &resource);
+    let tokens = redeem(&mut b, &client, &params["code"], VERIFIER).json();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+
+    assert_eq!(moat(&host, &["users", "list"], None), json!(["alice"]));
+    let clients = moat(&host, &["clients", "list"], None);
+    let listed = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == json!(client))
+        .unwrap();
+    assert_eq!(listed["name"], "Listed client");
+    let shown = moat(&host, &["clients", "show", &client], None);
+    assert_eq!(shown["consents"][0][0], "alice", "{shown}");
+    // No secret of any kind in what operators see.
+    assert!(
+        !shown
+            .to_string()
+            .contains(tokens["refresh_token"].as_str().unwrap())
+    );
+
+    // A client revoked for good: its tokens are refused, it cannot start a login again.
+    moat(&host, &["clients", "revoke", &client], None);
+    assert_eq!(call(host.port(), &access), 401);
+    assert_eq!(b.get(&authorize_url(&client, &resource, "")).status, 400);
+    let r = refresh(&mut b, &client, tokens["refresh_token"].as_str().unwrap());
+    assert_eq!(r.json()["error"], "invalid_client", "{r:?}");
+
+    // A user removed: their tokens are refused and they cannot sign in.
+    let other = register(&mut b, "Other");
+    let params = log_in(&mut b, &other, &resource);
+    let tokens = redeem(&mut b, &other, &params["code"], VERIFIER).json();
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(host.port(), &access), 200);
+    moat(&host, &["users", "remove", "alice"], None);
+    assert_eq!(call(host.port(), &access), 401);
+    // Her browser session ended with her: the next request asks to sign in.
+    let r = b.get(&authorize_url(&other, &resource, ""));
+    assert!(r.header("location").unwrap().contains("/login?"), "{r:?}");
+    assert_eq!(moat(&host, &["users", "list"], None), json!([]));
+    let mut fresh = Browser::new(&host);
+    let r = fresh.get(&authorize_url(&other, &resource, ""));
+    let page = fresh.get(r.header("location").unwrap());
+    let request = hidden(&page.body, "request");
+    let origin = fresh.origin();
+    let r = fresh.post_form(
+        "/login",
+        &[
+            ("request", &request),
+            ("username", "alice"),
+            ("password", "correct horse battery"),
+        ],
+        Some(&origin),
+    );
+    assert_eq!(r.status, 200, "the form again: {r:?}");
+    assert!(r.body.contains("Wrong user name or password"));
+}

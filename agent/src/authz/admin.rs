@@ -169,6 +169,8 @@ impl AuthServer {
     pub async fn revoke_subject(&self, sub: &str, why: &str) -> Result<Value, OAuthError> {
         let r = self.store.revocations().revoke_subject(sub)?;
         self.revocations.subject_revoked(sub, r.before);
+        // Signed in nowhere any more: no browser session gets them a new code.
+        self.sessions.remove_where(|identity| identity.sub == sub);
         for (client, _) in self.store.consents().by_subject(sub)? {
             self.store.consents().withdraw(sub, &client)?;
         }

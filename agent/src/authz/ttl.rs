@@ -45,6 +45,14 @@ impl<V: Clone> TtlMap<V> {
             .map(|(_, v)| v.clone())
     }
 
+    /// Removes every entry whose value `pred` holds for.
+    pub fn remove_where(&self, pred: impl Fn(&V) -> bool) {
+        self.entries
+            .lock()
+            .expect("ttl map lock")
+            .retain(|_, (_, v)| !pred(v));
+    }
+
     /// Removes `key` and returns its value if it was live: a value taken is gone for everyone
     /// (single use).
     pub fn take(&self, key: &str) -> Option<V> {
