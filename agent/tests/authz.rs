@@ -1010,3 +1010,58 @@ fn operators_list_and_remove_users_and_clients() {
     assert_eq!(r.status, 200, "the form again: {r:?}");
     assert!(r.body.contains("Wrong user name or password"));
 }
+
+#[test]
+fn registration_limited_to_redirect_hosts_refuses_others() {
+    let mut host = Host::plain();
+    let servers = format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {up}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n{authz}  \
+         registration: {{dynamic: {{redirect_hosts: [app.example]}}}}\n",
+        port = host.port(),
+        up = host.upstream(),
+        authz = host.authz_section(),
+    );
+    host.write_config(&servers);
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    let mut b = Browser::new(&host);
+    let status = |b: &mut Browser, uris: Value| {
+        let r = b.post_json(
+            "/register",
+            &json!({"redirect_uris": uris, "client_name": "x"}),
+        );
+        (r.status, r.json()["error"].as_str().map(str::to_string))
+    };
+    assert_eq!(status(&mut b, json!(["https://app.example/cb"])).0, 201);
+    assert_eq!(
+        status(&mut b, json!(["http://127.0.0.1:1/cb"])).0,
+        201,
+        "loopback: a native app"
+    );
+    for bad in [
+        json!(["https://evil.example/cb"]),
+        json!(["https://app.example/cb", "https://evil.example/cb"]),
+        json!(["https://app.example.evil.example/cb"]),
+        json!(["javascript:alert(1)"]),
+        json!([]),
+    ] {
+        assert_eq!(
+            status(&mut b, bad.clone()),
+            (400, Some("invalid_redirect_uri".to_string())),
+            "{bad}"
+        );
+    }
+    let r = b.post_json("/register", &json!({"redirect_uris": ["https://app.example/cb"], "grant_types": ["client_credentials"]}));
+    assert_eq!(r.json()["error"], "invalid_client_metadata", "{r:?}");
+    let r = b.send(
+        "POST",
+        "/register",
+        "content-type: application/json\r\n",
+        "{not json",
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_client_metadata"))
+    );
+}
