@@ -20,6 +20,9 @@ pub struct ClientInfo {
     pub redirect_uris: Vec<String>,
     /// For the consent page: where the client's description came from.
     pub origin: String,
+    /// Described by a metadata document: kept in the store only once a user consents (so
+    /// documents nobody consented to never fill it).
+    pub document: bool,
 }
 
 /// Writes the configured clients into the store (their grants and consents refer to them).
@@ -83,23 +86,8 @@ pub async fn resolve(
             name: doc.client_name.clone().unwrap_or_else(|| host.clone()),
             redirect_uris: doc.redirect_uris.iter().map(|u| u.to_string()).collect(),
             origin: format!("Described by its metadata document at {host}"),
+            document: true,
         };
-        let record = Client {
-            id: info.id.clone(),
-            kind: ClientKind::MetadataDocument {
-                url: id.to_string(),
-            },
-            name: info.name.clone(),
-            redirect_uris: info.redirect_uris.clone(),
-            created: Timestamp::now(),
-            revoked_at: None,
-            registration_token: None,
-        };
-        match stored {
-            Some(old) if old.name == record.name && old.redirect_uris == record.redirect_uris => {}
-            Some(_) => store.clients().update(&record)?,
-            None => store.clients().insert(&record)?,
-        }
         return Ok(info);
     }
     let c = stored.ok_or_else(unknown)?;
@@ -116,7 +104,30 @@ pub async fn resolve(
         name: c.name,
         redirect_uris: c.redirect_uris,
         origin,
+        document: false,
     })
+}
+
+/// Keeps (or refreshes) the record of a client described by a metadata document, as its
+/// document said when the user consented.
+pub fn keep_document_client(store: &Store, info: &ClientInfo) -> Result<(), OAuthError> {
+    let record = Client {
+        id: info.id.clone(),
+        kind: ClientKind::MetadataDocument {
+            url: info.id.clone(),
+        },
+        name: info.name.clone(),
+        redirect_uris: info.redirect_uris.clone(),
+        created: Timestamp::now(),
+        revoked_at: None,
+        registration_token: None,
+    };
+    match store.clients().get(&info.id)? {
+        Some(old) if old.name == record.name && old.redirect_uris == record.redirect_uris => {}
+        Some(_) => store.clients().update(&record)?,
+        None => store.clients().insert(&record)?,
+    }
+    Ok(())
 }
 
 /// The hosts (or schemes) of redirect URIs, for people to read.

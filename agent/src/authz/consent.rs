@@ -105,6 +105,11 @@ impl AuthServer {
         };
         match decision.as_str() {
             "allow" => {
+                if pending.client.document
+                    && let Err(e) = clients::keep_document_client(&self.store, &pending.client)
+                {
+                    return reply::error_page(&e);
+                }
                 let mut scopes = pending.scopes.clone();
                 let mut resources = vec![pending.resource.name.clone()];
                 if let Ok(Some(old)) = self.store.consents().get(&identity.sub, &pending.client.id)

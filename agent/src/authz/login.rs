@@ -1,12 +1,6 @@
 //! Who the user is: the sign-in form of local users (argon2id hashes in the store), and the
 //! browser session that remembers them for `session_ttl`. Posts must come from Moat's own
 //! pages (Origin and Fetch Metadata checked) and from the browser that started the request.
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
-
 use http::{HeaderMap, header};
 
 use super::{
@@ -17,41 +11,6 @@ use super::{
     reply::{self, Reply},
 };
 use crate::config::Login;
-
-/// Failed sign-ins of one name within this window...
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// ...at most this many; then the name cannot sign in until the window has passed.
-const MAX_FAILURES: u32 = 5;
-/// Names tracked at once.
-const MAX_TRACKED: usize = 10_000;
-
-/// Failed sign-ins per user name, within [`FAILURE_WINDOW`] of the first.
-#[derive(Default)]
-pub(super) struct Failures(Mutex<HashMap<String, (u32, Instant)>>);
-
-impl Failures {
-    fn locked(&self, name: &str) -> bool {
-        let map = self.0.lock().expect("failures lock");
-        map.get(name)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, name: &str) {
-        let mut map = self.0.lock().expect("failures lock");
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = map.entry(name.to_string()).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    fn succeeded(&self, name: &str) {
-        self.0.lock().expect("failures lock").remove(name);
-    }
-}
 
 impl AuthServer {
     /// Who is signed in in this browser, if anyone.

@@ -18,6 +18,7 @@
 //! | [`revocation`], [`admin`] | revocation at once; what operators do (`moat users`, `clients`, `grants`) |
 //! | [`signer`] | the signing keys and their rotation |
 //! | [`cimd`] | client ID metadata documents behind an SSRF guard |
+//! | [`limits`] | password guesses per name, registrations per window |
 //! | [`form`], [`ttl`], [`pages`], [`reply`], [`error`] | bodies and cookies, short-lived state, HTML, answers, errors |
 mod admin;
 mod authorize;
@@ -28,6 +29,7 @@ mod error;
 mod federated;
 pub mod federation;
 mod form;
+mod limits;
 pub mod listener;
 mod login;
 mod metadata;
@@ -126,7 +128,9 @@ pub struct AuthServer {
     /// Sign-ins under way at the provider, by their `state`.
     underway: TtlMap<Underway>,
     /// Failed local sign-ins per user name (password guessing is slowed down).
-    failures: login::Failures,
+    failures: limits::Failures,
+    /// Dynamic registrations lately (each is a record in the store).
+    registrations: limits::Budget,
 }
 
 impl AuthServer {
@@ -183,7 +187,8 @@ impl AuthServer {
             revocations,
             federation: tokio::sync::Mutex::new(None),
             underway: TtlMap::new(REQUEST_TTL, MAX_PENDING),
-            failures: login::Failures::default(),
+            failures: limits::Failures::default(),
+            registrations: limits::Budget::default(),
         }))
     }
 

@@ -21,7 +21,6 @@ use crate::{
 
 /// Longest client name kept (it is shown on the consent page, marked as the client's claim).
 const MAX_NAME: usize = 100;
-
 impl AuthServer {
     /// `POST /register`
     pub(super) async fn register(&self, body: &[u8]) -> Reply {
@@ -89,6 +88,11 @@ impl AuthServer {
                     )));
                 }
             }
+        }
+        if !self.registrations.take() {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "too many registrations lately; try again later".into(),
+            ));
         }
         let name: String = obj
             .get("client_name")
