@@ -42,6 +42,8 @@ fn add_user(host: &Host, name: &str) {
         .arg(&host.config)
         .arg(name)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     use std::io::Write as _;
