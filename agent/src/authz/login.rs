@@ -95,6 +95,10 @@ impl AuthServer {
         }
         let store = self.store.clone();
         let name = user.clone();
+        // Each check takes 19 MiB and tens of milliseconds: a few at a time, the others wait.
+        let Ok(_permit) = self.hashing.acquire().await else {
+            return reply::error_page(&OAuthError::TemporarilyUnavailable("stopping".into()));
+        };
         let ok =
             tokio::task::spawn_blocking(move || store.users().verify_password(&name, &password))
                 .await

@@ -131,6 +131,8 @@ pub struct AuthServer {
     failures: limits::Failures,
     /// Dynamic registrations lately (each is a record in the store).
     registrations: limits::Budget,
+    /// Password checks running at once (argon2id: memory and CPU bound).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl AuthServer {
@@ -189,6 +191,9 @@ impl AuthServer {
             underway: TtlMap::new(REQUEST_TTL, MAX_PENDING),
             failures: limits::Failures::default(),
             registrations: limits::Budget::default(),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
         }))
     }
 
