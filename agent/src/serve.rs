@@ -204,6 +204,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     };
     let _ = stream.set_nodelay(true);
     let limits = p.server.limits;
+    detect_vanished(&stream, limits.unresponsive_client);
     let activity = Activity::new();
     match &p.tls {
         None => {
@@ -319,4 +320,20 @@ async fn http<I>(
             }
         }
     }
+}
+
+/// A client that vanishes (its host down, its network gone) without closing its connection is
+/// noticed within `within`: what Moat sends must be acknowledged within it (TCP_USER_TIMEOUT),
+/// and an idle connection is probed from half of it on (TCP keepalive), five probes in the
+/// other half. The connection then fails, which ends its requests (and their upstream
+/// streams), and their records are written.
+fn detect_vanished(stream: &tokio::net::TcpStream, within: Duration) {
+    let s = socket2::SockRef::from(stream);
+    let secs = within.as_secs().max(2);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(secs / 2))
+        .with_interval(Duration::from_secs((secs / 10).max(1)))
+        .with_retries(5);
+    let _ = s.set_tcp_keepalive(&keepalive);
+    let _ = s.set_tcp_user_timeout(Some(within));
 }

@@ -364,3 +364,64 @@ fn an_http2_connection_kept_up_by_pings_only_is_closed_when_idle() {
         "pings kept an idle connection for {closed_after:?}"
     );
 }
+
+/// A remote client that vanishes (its network gone, no FIN, no RST) while its stream flows is
+/// cut off within `limits.unresponsive_client_ms` (what Moat sends goes unacknowledged): its
+/// record is written as disconnected long before the upstream's stream would have ended.
+#[test]
+fn a_client_that_vanishes_is_cut_off_and_recorded() {
+    if !privileged() {
+        return;
+    }
+    let mut host = Host::new();
+    host.write_config(&format!(
+        "{}    limits: {{unresponsive_client_ms: 3000}}\n",
+        host.default_servers()
+    ));
+    let _upstream = host.start_server(PORT);
+    host.start_agent();
+    let v4 = SocketAddr::new(HOST_V4.parse().unwrap(), PORT);
+    // The upstream answers `stream` with an event every 50 ms for 30 s.
+    let mut s = host.in_ns(true, move || {
+        let mut s = TcpStream::connect(v4).unwrap();
+        s.write_all(&post(
+            v4,
+            r#"{"jsonrpc":"2.0","id":1,"method":"stream"}"#,
+            "",
+        ))
+        .unwrap();
+        s
+    });
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // The client's network goes away: the remote end of the veth pair is taken down, and the
+    // client reads nothing more (its socket stays open, as a vanished host's would).
+    let remote = host
+        .remote_netns
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let gone = Instant::now();
+    let down = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ip -n {remote} link set dev \"$(ip -n {remote} -o link show type veth | cut -d: -f2 | cut -d@ -f1 | tr -d ' ')\" down"
+        ))
+        .status()
+        .unwrap();
+    assert!(down.success());
+    let record = host.wait_audit("the vanished client's stream", |r| {
+        r["kind"] == "request" && r["mcp"]["method"] == "stream"
+    });
+    let after = gone.elapsed();
+    assert_eq!(record["outcome"], "client_disconnected", "{record}");
+    assert!(after < Duration::from_secs(12), "noticed after {after:?}");
+    drop(s);
+}

@@ -86,6 +86,9 @@ pub struct Limits {
     pub upstream_timeout: Duration,
     /// A connection with no request in flight and no bytes moving for this long is closed.
     pub idle_timeout: Duration,
+    /// A client that stops acknowledging (what Moat sent stays unacknowledged, or keepalive
+    /// probes go unanswered) for this long is cut off, its upstream stream with it.
+    pub unresponsive_client: Duration,
 }
 
 impl Default for Limits {
@@ -96,6 +99,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            unresponsive_client: Duration::from_secs(120),
         }
     }
 }
@@ -391,6 +395,7 @@ fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
             "body_timeout_ms",
             "upstream_timeout_ms",
             "idle_timeout_ms",
+            "unresponsive_client_ms",
         ],
         r,
     )?;
@@ -427,6 +432,10 @@ fn limits(v: &Node<'_>, r: &mut Report) -> Option<Limits> {
         if let Some(ms) = num(key, 10, 86_400_000) {
             *field = Duration::from_millis(ms);
         }
+    }
+    // Keepalive counts whole seconds: at least 2 (a first probe after half of it).
+    if let Some(ms) = num("unresponsive_client_ms", 2_000, 86_400_000) {
+        l.unresponsive_client = Duration::from_millis(ms);
     }
     ok.then_some(l)
 }
