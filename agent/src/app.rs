@@ -175,7 +175,19 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     // /readyz says when it serves.
     let admin_task = admin::start(config.agent.admin_listen, admin.clone()).await?;
     let sites = Arc::new(sites);
-    instance::raise_fd_limit();
+    let fd_limit = instance::raise_fd_limit();
+    let max_connections = instance::connection_capacity(config.agent.max_connections, fd_limit);
+    if max_connections < config.agent.max_connections {
+        tracing::warn!(
+            fd_limit,
+            max_connections,
+            "agent.max_connections ({}) does not fit the open-file limit: at most {max_connections} \
+             connections at once (two descriptors each, {} kept for the audit log and the rest); \
+             raise the limit (LimitNOFILE=) to allow more",
+            config.agent.max_connections,
+            instance::RESERVED_FDS
+        );
+    }
     for s in config.servers.iter().filter(|s| s.plaintext) {
         tracing::warn!(server = %s.name, port = s.port, "DANGEROUS: plain HTTP on a protected port; requests and tokens cross the network unencrypted");
     }
@@ -259,8 +271,8 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
             .map_err(AppError::io("starting the proxy workers"))?;
     let listeners = listening.serve(&admin.state, &config)?;
     let limits = crate::conn_limits::Limiter::new(
-        config.agent.max_connections,
-        config.agent.max_connections_per_source,
+        max_connections,
+        config.agent.max_connections_per_source.min(max_connections),
         admin.metrics.connections(),
         Some(audit.clone()),
     );

@@ -96,6 +96,12 @@ impl Limiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A connection closed at once because the process was out of descriptors: counted as
+    /// beyond the total.
+    pub fn refused_at_capacity(&self) {
+        self.metrics.refused(false);
+    }
+
     /// A place for a connection from `peer` to `dst`, or why there is none (counted, and
     /// recorded unless one was recorded lately).
     pub fn admit(

@@ -43,21 +43,44 @@ pub fn lock(state_dir: &Path) -> Result<InstanceLock, AppError> {
 
 /// Raises the open-file limit to its hard maximum: each client connection and its upstream
 /// connection take a descriptor, and the default soft limit (often 1024) is soon reached.
-pub fn raise_fd_limit() {
+/// Returns the limit in effect.
+pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit read or write the one struct passed by pointer.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::warn!(
-                    "could not raise the open-file limit: {}",
-                    std::io::Error::last_os_error()
-                );
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
             }
+            tracing::warn!(
+                "could not raise the open-file limit: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
+    lim.rlim_cur
+}
+
+/// Descriptors kept for everything but client connections and their upstream connections:
+/// the audit log and its rotation, the store, listeners, the authorization server's and the
+/// admin listener's connections, key fetches.
+pub const RESERVED_FDS: u64 = 512;
+
+/// How many client connections fit in `fd_limit` descriptors (two each: the client's and its
+/// upstream's), with [`RESERVED_FDS`] kept for the rest: `wanted`, or fewer.
+pub fn connection_capacity(wanted: usize, fd_limit: u64) -> usize {
+    let fit = fd_limit.saturating_sub(RESERVED_FDS) / 2;
+    wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1)
 }

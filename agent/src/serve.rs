@@ -141,11 +141,17 @@ async fn accept_on(
     limits: Arc<Limiter>,
 ) {
     let mut next = 0usize;
+    let mut spare = Spare::open();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
+            Err(e) if is_out_of_descriptors(&e) => {
+                // Out of descriptors after all (something else holds many): refuse the
+                // connection at once rather than leave it waiting in the kernel's queue.
+                spare.refuse_one(&listener, &limits).await;
+                continue;
+            }
             Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -336,4 +342,45 @@ fn detect_vanished(stream: &tokio::net::TcpStream, within: Duration) {
         .with_retries(5);
     let _ = s.set_tcp_keepalive(&keepalive);
     let _ = s.set_tcp_user_timeout(Some(within));
+}
+
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// One descriptor held back for the moment the process runs out: given up to accept one
+/// waiting connection and close it with a reset, then taken again.
+struct Spare {
+    file: Option<std::fs::File>,
+    last_warning: Option<std::time::Instant>,
+}
+
+impl Spare {
+    fn open() -> Self {
+        Self {
+            file: std::fs::File::open("/dev/null").ok(),
+            last_warning: None,
+        }
+    }
+
+    async fn refuse_one(&mut self, listener: &TcpListener, limits: &Limiter) {
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            tracing::warn!("out of file descriptors: refusing new connections");
+            self.last_warning = Some(std::time::Instant::now());
+        }
+        self.file = None;
+        match tokio::time::timeout(Duration::from_millis(50), listener.accept()).await {
+            Ok(Ok((stream, _))) => {
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+                limits.refused_at_capacity();
+            }
+            // Nothing could be taken: wait a little rather than spin.
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        self.file = std::fs::File::open("/dev/null").ok();
+    }
 }

@@ -425,3 +425,55 @@ fn a_client_that_vanishes_is_cut_off_and_recorded() {
     assert!(after < Duration::from_secs(12), "noticed after {after:?}");
     drop(s);
 }
+
+/// Under an open-file limit too low for `agent.max_connections`, the agent takes only as many
+/// connections as fit (two descriptors each, some kept for the audit log and the rest) and
+/// closes the others at once, counted; nothing is left waiting in the kernel's queue, and the
+/// audit log keeps working.
+#[test]
+fn connections_beyond_what_descriptors_allow_are_refused_at_once() {
+    let mut host = Host::plain();
+    let _upstream = host.start_server(host.upstream_port());
+    // (600 - 512 kept) / 2 = 44 connections.
+    host.start_agent_under(&["prlimit", "--nofile=600:600"], &[]);
+    let addr = host.addr();
+    assert!(
+        host.agent_log()
+            .contains("does not fit the open-file limit"),
+        "{}",
+        host.agent_log()
+    );
+    let mut held: Vec<TcpStream> = (0..44).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for s in &mut held {
+        assert_eq!(ping_on(s, addr), 200);
+    }
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let _ = s.write_all(&post(
+            addr,
+            r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#,
+            "",
+        ));
+        let (after, got) = closed_after(&mut s).unwrap();
+        assert!(after < Duration::from_secs(2), "left waiting {after:?}");
+        assert!(
+            got.is_empty(),
+            "answered: {}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let m = metrics(&host);
+    let refused: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("moat_connections_refused_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(refused >= 6.0, "{m:?}");
+    // Places come back as connections end; requests are still audited.
+    held.truncate(40);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = TcpStream::connect(addr).unwrap();
+    assert_eq!(ping_on(&mut s, addr), 200);
+    let audited = host.request_records().len();
+    assert!(audited >= 45, "{audited} request records");
+}

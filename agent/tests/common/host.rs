@@ -295,6 +295,12 @@ impl Host {
     /// Like [`Host::start_agent`], with more arguments to `moat run` (on a plain host,
     /// `--unprotected` comes first).
     pub fn start_agent_with(&mut self, args: &[&str]) {
+        self.start_agent_under(&[], args);
+    }
+
+    /// Like [`Host::start_agent_with`], the agent run by `wrapper` (a command that execs the
+    /// rest, e.g. `prlimit --nofile=600:600`).
+    pub fn start_agent_under(&mut self, wrapper: &[&str], args: &[&str]) {
         assert!(self.agent.is_none(), "agent already running");
         let unprotected: &[&str] = if self.is_plain() {
             &["--unprotected"]
@@ -307,10 +313,17 @@ impl Host {
             .append(true)
             .open(self.dir.join("agent.out"))
             .unwrap();
+        let (program, before): (&str, &[&str]) = match wrapper {
+            [] => (MOAT, &[]),
+            [program, rest @ ..] => (program, rest),
+        };
+        let moat: &[&str] = if wrapper.is_empty() { &[] } else { &[MOAT] };
         let child = self
             .command(
-                MOAT,
+                program,
                 &[
+                    before,
+                    moat,
                     &["run", "-c", self.config.to_str().unwrap()],
                     unprotected,
                     args,
