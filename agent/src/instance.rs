@@ -49,10 +49,26 @@ pub fn raise_fd_limit() -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // With the privilege to (root), the hard limit too, up to the kernel's `fs.nr_open`: every
+    // held stream takes two descriptors.
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
     // SAFETY: getrlimit/setrlimit read or write the one struct passed by pointer.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
+        }
+        if nr_open > lim.rlim_max {
+            let wider = libc::rlimit {
+                rlim_cur: nr_open,
+                rlim_max: nr_open,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wider) == 0 {
+                return nr_open;
+            }
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {

@@ -434,8 +434,20 @@ fn a_client_that_vanishes_is_cut_off_and_recorded() {
 fn connections_beyond_what_descriptors_allow_are_refused_at_once() {
     let mut host = Host::plain();
     let _upstream = host.start_server(host.upstream_port());
-    // (600 - 512 kept) / 2 = 44 connections.
-    host.start_agent_under(&["prlimit", "--nofile=600:600"], &[]);
+    // (600 - 512 kept) / 2 = 44 connections. As root the agent would raise the hard limit
+    // itself: run it without that privilege.
+    let limited: &[&str] = if nix::unistd::geteuid().is_root() {
+        &[
+            "setpriv",
+            "--bounding-set=-sys_resource",
+            "--inh-caps=-sys_resource",
+            "prlimit",
+            "--nofile=600:600",
+        ]
+    } else {
+        &["prlimit", "--nofile=600:600"]
+    };
+    host.start_agent_under(limited, &[]);
     let addr = host.addr();
     assert!(
         host.agent_log()

@@ -28,9 +28,11 @@ use yaml::Problem;
 pub use yaml::Problems;
 use yaml::{Node, Report};
 
+/// The agent's upstream connections to one server address are at most this many at once (each
+/// holds one held stream): 11,000, for 10,000 streams and ports in TIME_WAIT.
 pub const DEFAULT_UPSTREAM_PORTS: PortRange = PortRange {
-    lo: 64000,
-    hi: 64999,
+    lo: 50000,
+    hi: 60999,
 };
 /// Where /metrics, /healthz and /readyz are served unless `agent.admin_listen` says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =

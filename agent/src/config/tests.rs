@@ -566,7 +566,7 @@ fn admin_listen_is_an_address_or_off() {
     // A protected port is steered to the proxy, and the upstream range is the agent's own.
     for (v, needle) in [
         ("127.0.0.1:8000", "uses the port of server `a`"),
-        ("127.0.0.1:64010", "inside agent.upstream_ports 64000-64999"),
+        ("127.0.0.1:50010", "inside agent.upstream_ports 50000-60999"),
     ] {
         let p = problems(&with(v));
         assert_eq!(p.len(), 1, "{v}: {p:?}");
@@ -713,7 +713,7 @@ fn a_plaintext_authorization_server_is_loopback_only_and_apart_from_servers() {
         ("http://127.0.0.1:8000", "", "port of server `files`"),
         (
             "http://127.0.0.1:9443",
-            "  listen: 127.0.0.1:64010\n",
+            "  listen: 127.0.0.1:50010\n",
             "upstream_ports",
         ),
     ] {
