@@ -1,5 +1,5 @@
 //! `moat`: the command line, a thin layer over [`app`].
-use std::path::PathBuf;
+use std::{io::Write as _, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -217,6 +217,9 @@ enum TokenCommand {
         /// The user.
         #[arg(long)]
         sub: String,
+        /// Print N tokens, one per line, for the users SUB-0 to SUB-(N-1) (1 to 100000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(moat::control::MAX_MINT)))]
+        count: Option<u32>,
         /// Granted scopes (repeat, or space-separated).
         #[arg(long)]
         scope: Vec<String>,
@@ -305,6 +308,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             config,
             server,
             sub,
+            count,
             scope,
             client_id,
             claim,
@@ -319,6 +323,7 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             let req = Request::Mint {
                 server,
                 sub,
+                count,
                 client_id,
                 scopes,
                 claims: claim.into_iter().collect(),
@@ -326,6 +331,14 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             };
             match control::run(&config, req)? {
                 serde_json::Value::String(t) => println!("{t}"),
+                serde_json::Value::Array(ts) => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    for t in ts {
+                        writeln!(out, "{}", t.as_str().unwrap_or_default())
+                            .map_err(AppError::io("writing the tokens"))?;
+                    }
+                    out.flush().map_err(AppError::io("writing the tokens"))?;
+                }
                 other => println!("{other}"),
             }
             Ok(())

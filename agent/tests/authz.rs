@@ -1012,6 +1012,81 @@ fn operators_list_and_remove_users_and_clients() {
 }
 
 #[test]
+fn a_batch_of_minted_tokens_gives_each_user_their_own_and_is_audited_once() {
+    let (host, _) = host();
+    let mint = |extra: &[&str]| {
+        Command::new(MOAT)
+            .args(["token", "mint", "-c"])
+            .arg(&host.config)
+            .args(["--server", "files", "--sub", "load", "--scope", "mcp:tools"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = mint(&["--count", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    let claimed: Vec<Value> = tokens.iter().map(|t| claims(t)).collect();
+    let subs: Vec<&Value> = claimed.iter().map(|c| &c["sub"]).collect();
+    assert_eq!(subs, [&json!("load-0"), &json!("load-1"), &json!("load-2")]);
+    let jtis: std::collections::HashSet<&Value> = claimed.iter().map(|c| &c["jti"]).collect();
+    assert_eq!(jtis.len(), 3, "each token its own id");
+    for t in &tokens {
+        assert_eq!(call(host.port(), t), 200);
+    }
+    let batch = host.wait_audit("the batch's record", |r| r["event"] == "token_minted");
+    assert_eq!(batch["count"], 3, "{batch}");
+    assert_eq!(batch["sub_prefix"], "load", "{batch}");
+    assert_eq!(
+        host.audit_records()
+            .iter()
+            .filter(|r| r["event"] == "token_minted")
+            .count(),
+        1,
+        "one record for the batch"
+    );
+
+    // Out of range, on the command line and on the control socket: refused, nothing minted.
+    for bad in ["0", "100001", "-1", "many"] {
+        let out = mint(&["--count", bad]);
+        assert!(!out.status.success(), "--count {bad}");
+        assert!(out.stdout.is_empty(), "--count {bad}");
+    }
+    for bad in [0, 100_001] {
+        let mut s =
+            std::os::unix::net::UnixStream::connect(host.dir.join("state/control.sock")).unwrap();
+        let req = json!({"command": "mint", "server": "files", "sub": "load", "count": bad,
+                         "client_id": "c", "scopes": [], "claims": {}, "ttl": 60});
+        writeln!(s, "{req}").unwrap();
+        let mut answer = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut answer).unwrap();
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(
+            answer["error"].as_str().unwrap().contains("--count"),
+            "{answer}"
+        );
+        assert!(answer.get("ok").is_none(), "{answer}");
+    }
+    assert_eq!(
+        host.audit_records()
+            .iter()
+            .filter(|r| r["event"] == "token_minted")
+            .count(),
+        1,
+        "nothing more minted"
+    );
+}
+
+#[test]
 fn registration_limited_to_redirect_hosts_refuses_others() {
     let mut host = Host::plain();
     let servers = format!(

@@ -73,6 +73,12 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Replaces the config's `servers:` section (and what follows it) for the next
+    /// `write_config`.
+    pub fn set_servers(&mut self, servers: &str) {
+        self.servers = servers.into();
+    }
+
     /// Writes the config with `audit` (lines indented two spaces) as its `audit:` section;
     /// the agent reads it when it next starts.
     pub fn write_config(&self, audit: &str) -> Result {

@@ -23,6 +23,9 @@ pub enum Request {
     Mint {
         server: String,
         sub: String,
+        /// Absent: one token for `sub`; else this many, for `sub-0` ...
+        #[serde(default)]
+        count: Option<u32>,
         client_id: String,
         scopes: Vec<String>,
         claims: Map<String, Value>,
@@ -53,6 +56,9 @@ pub enum Request {
     },
 }
 
+/// The most tokens one `moat token mint --count` makes.
+pub const MAX_MINT: u32 = 100_000;
+
 /// The longest request line read.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -67,6 +73,7 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
         Request::Mint {
             server: name,
             sub,
+            count,
             client_id,
             scopes,
             claims,
@@ -75,10 +82,20 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
             if !(1..=30 * 86_400).contains(&ttl) {
                 return Err("--ttl is 1 to 2592000 seconds".into());
             }
-            server
-                .mint(&name, &sub, &client_id, &scopes, &claims, ttl)
-                .await
-                .map(Value::String)
+            if count.is_some_and(|n| !(1..=MAX_MINT).contains(&n)) {
+                return Err(format!("--count is 1 to {MAX_MINT}"));
+            }
+            let tokens = server
+                .mint(&name, &sub, count, &client_id, &scopes, &claims, ttl)
+                .await?;
+            Ok(match count {
+                None => tokens
+                    .into_iter()
+                    .map(Value::String)
+                    .next()
+                    .unwrap_or_default(),
+                Some(_) => json!(tokens),
+            })
         }
         Request::UserAdd { name, password } => server.user_add(&name, &password).await.map_err(e),
         Request::UserRemove { name } => server.user_remove(&name).await.map_err(e),

@@ -105,6 +105,28 @@ fn tls_client_config(ca: &Path) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// One POST of `body` to /mcp on `target` (`http:PORT` or `https:PORT` on 127.0.0.1, TLS
+/// trusting only `ca`) with the extra header lines `headers` (each ending in CRLF), on a
+/// connection of its own: the response's status and body.
+pub fn exchange(ca: &Path, target: &str, headers: &str, body: &str) -> Result<(String, String)> {
+    let tls = Arc::new(tls_client_config(ca)?);
+    let mut c = Client::open(target, &tls).map_err(|e| format!("{target}: {e}"))?;
+    let (_, port) = target.split_once(':').unwrap_or_default();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let w = c.io.get_mut();
+    w.write_all(request.as_bytes())
+        .and_then(|()| w.flush())
+        .map_err(|e| format!("{target}: {e}"))?;
+    let mut answer = Vec::new();
+    let status = c
+        .response(Some(&mut answer))
+        .map_err(|e| format!("{target}: {e}"))?;
+    Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+}
+
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
@@ -151,6 +173,16 @@ impl Client {
         let w = self.io.get_mut();
         w.write_all(&self.request)?;
         w.flush()?;
+        let status = self.response(None)?;
+        if status == "200" {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("status {status}")))
+        }
+    }
+
+    /// Reads a response: returns its status, and its body into `body` (else skips it).
+    fn response(&mut self, mut body: Option<&mut Vec<u8>>) -> io::Result<String> {
         let status = self.read_line()?;
         let status = status.split_whitespace().nth(1).unwrap_or("").to_owned();
         let (mut length, mut chunked) = (None, false);
@@ -176,16 +208,27 @@ impl Client {
                     while !self.read_line()?.is_empty() {} // trailers
                     break;
                 }
-                self.skip(size + 2)?;
+                self.body(size, body.as_deref_mut())?;
+                self.skip(2)?;
             }
         } else {
             let length = length.ok_or_else(|| io::Error::other("response without a length"))?;
-            self.skip(length)?;
+            self.body(length, body)?;
         }
-        if status == "200" {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!("status {status}")))
+        Ok(status)
+    }
+
+    fn body(&mut self, n: u64, into: Option<&mut Vec<u8>>) -> io::Result<()> {
+        match into {
+            None => self.skip(n),
+            Some(v) => {
+                let got = (&mut self.io).take(n).read_to_end(v)?;
+                if got as u64 == n {
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::UnexpectedEof.into())
+                }
+            }
         }
     }
 

@@ -30,17 +30,28 @@
 //! right after (or before: in turn) the current build's in every throughput round, and the
 //! report gives their ratio. `--rounds <n>` changes the number of throughput rounds.
 //!
-//! A report, not a test: it prints numbers and whether the stated targets were met, and never
-//! fails on them.
+//! The auth servers trust Moat's own issuer (`issuer: local`, with the `authorization_server:`
+//! section; the many distinct tokens from `moat token mint --count`); a baseline `moat` from
+//! before the authorization server gets the config and tokens of its time (`site`). A `full`
+//! server (TLS, a token, the Cedar policies of `full.cedar`) is checked before the load: the
+//! bench's call goes through, a denied tool is refused.
 //!
-//! Here: the run, start to end. Its parts: `upstream` (the server), `client` (the latency
-//! client), `load` (driving wrk and the client), `usage` (what the processes spend),
+//! A report, not a test: it prints numbers and whether the stated targets were met, and never
+//! fails on them. It fails when a correctness check does (`check`): a policy decision above,
+//! a request not answered 2xx, an answered request the upstream did not serve, fewer request
+//! records in the audit log than requests forwarded.
+//!
+//! Here: the run, start to end. Its parts: `site` (a namespace with a `moat`, its config and
+//! tokens), `upstream` (the server), `client` (the latency client), `load` (driving wrk and
+//! the client), `usage` (what the processes spend), `check` (the correctness checks),
 //! `baseline` (building the other `moat`) and `report` (the tables and the JSON line).
 pub mod audit;
 mod baseline;
+mod check;
 mod client;
 mod load;
 mod report;
+mod site;
 mod upstream;
 mod usage;
 
@@ -50,15 +61,16 @@ use std::{
     time::Instant,
 };
 
+use self::{
+    check::Counts,
+    load::{Bench, Run},
+    report::Measured,
+    site::{Site, Tokens},
+    usage::proc_status_kib,
+};
 pub use self::{
     client::{LATENCY_CMD, latency_client},
     upstream::{UPSTREAM_CMD, serve_upstream},
-};
-use self::{
-    load::Bench,
-    report::Measured,
-    upstream::Upstream,
-    usage::{Audit, proc_status_kib},
 };
 use super::Machine;
 use crate::{
@@ -77,6 +89,11 @@ const TLS: u16 = 8443;
 /// Protected, served by Moat as plain HTTP with authentication (local issuer), forwarded to
 /// 127.0.0.1:PLAIN.
 const AUTH: u16 = 8001;
+/// Protected, served by Moat as HTTPS with authentication and the policies of `full.cedar`,
+/// forwarded to 127.0.0.1:PLAIN.
+const FULL: u16 = 8444;
+/// Moat's authorization server (its issuer URL, plain HTTP on loopback).
+const AUTHZ: u16 = 8090;
 /// Distinct tokens for the uncached-validation target: more than Moat's validated-token cache
 /// holds (10,000), sent in turn, so every request's token is validated afresh.
 const FRESH_TOKENS: usize = 20_000;
@@ -135,62 +152,9 @@ impl Target {
     }
 }
 
-/// The tokens of the auth targets.
-struct Tokens {
-    /// From `moat token mint`, sent with every request.
-    one: String,
-    /// USERS principals, in turn.
-    users: Vec<String>,
-    /// FRESH_TOKENS principals, in turn.
-    fresh: Vec<String>,
-}
-
-/// A token from `moat token mint` for the auth target, and USERS and FRESH_TOKENS distinct
-/// ones signed here with the same local issuer key (ES256, no kid: the issuer has one key).
-fn tokens(lab: &Lab) -> Result<Tokens> {
-    let out = Command::new(&lab.moat)
-        .args(["token", "mint", "-c"])
-        .arg(&lab.config)
-        .args(["--server", "auth", "--sub", "bench", "--scope", "mcp:tools"])
-        .output()
-        .map_err(|e| format!("moat token mint: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "moat token mint: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let one = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let pem_path = lab.dir.join("state/issuer/local.pem");
-    let pem = std::fs::read(&pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?;
-    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_secs();
-    let sign = |sub: String| {
-        let claims = serde_json::json!({
-            "iss": "moat:local", "aud": format!("http://127.0.0.1:{AUTH}/mcp"),
-            "sub": sub, "scope": "mcp:tools", "iat": now, "exp": now + 3600,
-        });
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
-    };
-    Ok(Tokens {
-        one,
-        users: (0..USERS)
-            .map(|i| sign(format!("user-{i}")))
-            .collect::<Result<_>>()?,
-        fresh: (0..FRESH_TOKENS)
-            .map(|i| sign(format!("bench-{i}")))
-            .collect::<Result<_>>()?,
-    })
-}
-
 /// The targets, in the order the report expects: direct, http, https, auth cached, auth
 /// fresh, auth users.
-fn targets(lab: &Lab) -> Result<Vec<Target>> {
-    let tokens = tokens(lab)?;
+fn targets(lab: &Lab, tokens: &Tokens) -> Result<Vec<Target>> {
     Ok(vec![
         Target::new("direct", false, DIRECT, false),
         Target::new("moat http", false, PLAIN, true),
@@ -235,55 +199,6 @@ fn options(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// A namespace with the agent and the upstream running, ready for load.
-struct Site {
-    /// Declared before `lab`: stops before the namespace goes.
-    upstream: Upstream,
-    lab: Lab,
-    agent: u32,
-    targets: Vec<Target>,
-    script: std::path::PathBuf,
-}
-
-impl Site {
-    fn start(name: &str, moat: std::path::PathBuf, servers: &str, xtask: &Path) -> Result<Self> {
-        let mut lab = Lab::new(name, moat, servers)?;
-        // The log is truncated under the agent after each round (usage::Audit): no rotation
-        // by size, which counts what was written.
-        lab.write_config(&format!(
-            "  path: {}\n  rotate: {{max_age_s: 86400}}\n",
-            lab.audit.display()
-        ))?;
-        let script = load::write_script(&lab)?;
-        let upstream = Upstream::start(&lab, xtask, [DIRECT, PLAIN])?;
-        lab.start_agent()?;
-        let agent = lab
-            .status()
-            .and_then(|s| s["agent_pid"].as_u64())
-            .ok_or("moat status --json gave no agent_pid")? as u32;
-        let targets = targets(&lab)?;
-        Ok(Self {
-            upstream,
-            lab,
-            agent,
-            targets,
-            script,
-        })
-    }
-
-    fn bench<'a>(&'a self, xtask: &'a Path, ca: &Path) -> Bench<'a> {
-        Bench {
-            lab: &self.lab,
-            script: &self.script,
-            xtask,
-            ca: ca.to_owned(),
-            agent: self.agent,
-            upstream: self.upstream.pid,
-            audit: Audit::default(),
-        }
-    }
-}
-
 pub fn run(args: &[String]) -> Result {
     let opts = options(args)?;
     let wrk = load::ensure_wrk()?;
@@ -298,32 +213,36 @@ pub fn run(args: &[String]) -> Result {
         .arg(&certs)
         .stdout(Stdio::null()))?;
     let ca = certs.join("localhost-ca.crt");
-    let servers = format!(
-        "servers:\n  - name: plain\n    port: {PLAIN}\n    upstream: http://127.0.0.1:{PLAIN}\n    dangerous: {{plaintext: true, unauthenticated: true}}\n  - name: tls\n    port: {TLS}\n    upstream: http://127.0.0.1:{PLAIN}\n    tls: {{cert: {}, key: {}}}\n    dangerous: {{unauthenticated: true}}\n  - name: auth\n    port: {AUTH}\n    upstream: http://127.0.0.1:{PLAIN}\n    public_url: http://127.0.0.1:{AUTH}/mcp\n    dangerous: {{plaintext: true}}\n    auth: {{issuer: local, required_scopes: [mcp:tools]}}\n",
-        certs.join("localhost.crt").display(),
-        certs.join("localhost.key").display()
-    );
-    let mut site = Site::start(LAB, moat, &servers, &xtask)?;
-    let base = baseline
+    let policy = dir.join("full.cedar");
+    std::fs::write(&policy, include_str!("full.cedar"))
+        .map_err(|e| format!("{}: {e}", policy.display()))?;
+    let servers = servers(&certs, &policy);
+    let mut site = Site::start(LAB, moat, &servers, &xtask, &ca)?;
+    let mut base = baseline
         .as_ref()
-        .map(|b| Site::start(BASE_LAB, b.moat.clone(), &servers, &xtask))
+        .map(|b| Site::start(BASE_LAB, b.moat.clone(), &servers, &xtask, &ca))
         .transpose()?;
 
     let machine = Machine::new();
     let wrk_version = load::wrk_version(&wrk);
     println!(
-        "moat bench proxy: {machine}, namespace {}, {wrk_version}",
-        site.lab.name
+        "moat bench proxy: {machine}, namespace {}, {wrk_version}; tokens: {}",
+        site.lab.name,
+        site.issuer.describe()
     );
     if let (Some(b), Some(s)) = (&baseline, &base) {
         println!(
-            "baseline: {} ({}), namespace {}, its Moat targets in the same rounds",
-            b.reference, b.commit, s.lab.name
+            "baseline: {} ({}), namespace {}, its Moat targets in the same rounds; tokens: {}",
+            b.reference,
+            b.commit,
+            s.lab.name,
+            s.issuer.describe()
         );
     }
     let rss_idle = proc_status_kib(site.agent, "VmRSS");
     let threads = std::fs::read_dir(format!("/proc/{}/task", site.agent)).map_or(0, |d| d.count());
     let served0 = site.upstream.served()?;
+    let base_served0 = base.as_mut().map(|s| s.upstream.served()).transpose()?;
     let targets = &site.targets;
     let bench = site.bench(&xtask, &ca);
     // The baseline's bench, and its targets (the same list).
@@ -371,10 +290,60 @@ pub fn run(args: &[String]) -> Result {
     let rss_hwm = proc_status_kib(site.agent, "VmHWM");
     let Bench { audit, .. } = bench;
     let audit = audit.finish(&site.lab.audit);
-    drop(other);
+    let base_audit = other.map(|(b, _)| b.audit.finish(&b.lab.audit));
     let served = site.upstream.served()?;
     let served = [served[0] - served0[0], served[1] - served0[1]];
+    let base_served = base
+        .as_mut()
+        .zip(base_served0)
+        .map(|(s, s0)| s.upstream.served().map(|n| n[1] - s0[1]))
+        .transpose()?;
     site.lab.kill_agent();
+
+    // The correctness checks: the policy's (made at the start), then the load's.
+    let mut checks = std::mem::take(&mut site.checks);
+    let through_moat = |runs: &[Vec<Run>], f: fn(&Run) -> u64| -> u64 {
+        targets
+            .iter()
+            .zip(runs)
+            .filter(|(t, _)| t.moat)
+            .flat_map(|(_, rs)| rs.iter().map(f))
+            .sum()
+    };
+    let lat_moat = |f: fn(&load::LatRound) -> u64| -> u64 {
+        targets
+            .iter()
+            .zip(&one)
+            .filter(|(t, _)| t.moat)
+            .flat_map(|(_, rs)| rs.iter().map(f))
+            .sum()
+    };
+    checks.extend(check::after_load(
+        &site.lab.name,
+        &Counts {
+            // The latency client's calls, warm-up included: the upstream counts those too.
+            answered: through_moat(&many, |r| r.ok) + lat_moat(|r| r.calls - r.errors),
+            bad_status: through_moat(&many, |r| r.bad_status),
+            errors: through_moat(&many, |r| r.errors),
+            failed: lat_moat(|r| r.errors),
+            served: served[1],
+            audited: audit.requests,
+        },
+    ));
+    if let (Some(b), Some(a), Some(n)) = (base.as_mut(), &base_audit, base_served) {
+        checks.append(&mut b.checks);
+        checks.extend(check::after_load(
+            &b.lab.name,
+            &Counts {
+                answered: through_moat(&base_many, |r| r.ok),
+                bad_status: through_moat(&base_many, |r| r.bad_status),
+                errors: through_moat(&base_many, |r| r.errors),
+                failed: 0,
+                served: n,
+                audited: a.requests,
+            },
+        ));
+    }
 
     report::print(&Measured {
         machine,
@@ -396,10 +365,61 @@ pub fn run(args: &[String]) -> Result {
             commit: b.commit,
             many: base_many,
         }),
+        checks: &checks,
     });
     drop(base);
     drop(site);
-    Ok(())
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}: {}", c.site, c.what, c.detail))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "correctness checks failed:\n  {}",
+            failed.join("\n  ")
+        ))
+    }
+}
+
+/// The config's servers: plain, tls and auth (local issuer) for the load, full (TLS, local
+/// issuer, the policies of `policy`) for the policy checks; all to the upstream on PLAIN.
+fn servers(certs: &Path, policy: &Path) -> String {
+    let tls = format!(
+        "tls: {{cert: {}, key: {}}}",
+        certs.join("localhost.crt").display(),
+        certs.join("localhost.key").display()
+    );
+    let up = format!("upstream: http://127.0.0.1:{PLAIN}");
+    format!(
+        "servers:
+  - name: plain
+    port: {PLAIN}
+    {up}
+    dangerous: {{plaintext: true, unauthenticated: true}}
+  - name: tls
+    port: {TLS}
+    {up}
+    {tls}
+    dangerous: {{unauthenticated: true}}
+  - name: auth
+    port: {AUTH}
+    {up}
+    public_url: http://127.0.0.1:{AUTH}/mcp
+    dangerous: {{plaintext: true}}
+    auth: {{issuer: local, required_scopes: [mcp:tools]}}
+  - name: full
+    port: {FULL}
+    {up}
+    public_url: https://127.0.0.1:{FULL}/mcp
+    {tls}
+    auth: {{issuer: local, required_scopes: [mcp:tools]}}
+    policy: {{file: {}, claims: [department]}}
+",
+        policy.display()
+    )
 }
 
 /// A short run of `t`, discarded; an error if it answered nothing.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{
     CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, TARGET_ADDED_MS, TARGET_AUTH_LOSS,
     TARGET_BASELINE_LOSS, TARGET_CPU_US, TARGET_RATIO, Target, USERS,
+    check::Check,
     load::{LatRound, Run},
     usage::{AuditTotal, PerRequest},
 };
@@ -38,6 +39,8 @@ pub struct Measured<'a> {
     pub elapsed: Duration,
     /// With `--baseline`: the other build's runs, in the same rounds.
     pub baseline: Option<AgainstBaseline>,
+    /// The correctness checks, of both sites.
+    pub checks: &'a [Check],
 }
 
 /// The baseline build's wrk runs, per target (none for direct).
@@ -127,22 +130,28 @@ pub fn print(m: &Measured) {
         rss_mib(m.rss_hwm).map_or("?".into(), |v| v.to_string()),
     );
     println!(
-        "audit: {} records, {:.1} MB ({:.0} bytes/record), truncated after each round and deleted at the end",
+        "audit: {} records, {:.1} MB ({:.0} bytes/record), counted and freed after each round, deleted at the end",
         m.audit.records,
         m.audit.bytes as f64 / 1e6,
         m.audit.bytes as f64 / m.audit.records.max(1) as f64
     );
-    let answered = |i: usize| many[i].all.ok + lat.get(i).map_or(0, |l| l.all.calls);
     let bad: u64 = many.iter().map(|s| s.all.bad_status).sum();
     let wrk_errors: u64 = many.iter().map(|s| s.all.errors).sum();
     let lat_errors: u64 = lat.iter().map(|s| s.all.errors).sum();
     println!(
-        "check: the upstream served {} on :{DIRECT} and {} from Moat on :{PLAIN}; clients counted {} direct and {} through Moat (measured rounds; the upstream also counts warm-up and cut-off requests); wrk non-2xx {bad}, wrk errors {wrk_errors}, latency client failures {lat_errors}",
-        m.served[0],
-        m.served[1],
-        answered(0),
-        (1..many.len()).map(answered).sum::<u64>(),
+        "audit: {} request records; the upstream served {} on :{DIRECT} and {} from Moat on :{PLAIN} (warm-up included)",
+        m.audit.requests, m.served[0], m.served[1],
     );
+    println!("checks:");
+    for c in m.checks {
+        println!(
+            "  {:<4} {:<44} {} ({})",
+            if c.ok { "ok" } else { "FAIL" },
+            c.what,
+            c.detail,
+            c.site
+        );
+    }
     println!(
         "note: {} CPUs shared, unpinned, by the generator (1 thread), the upstream (1 thread) and the agent ({} threads): direct keeps two processes busy, the proxied targets three; {:.0} s measured",
         m.machine.cpus,
@@ -175,7 +184,9 @@ pub fn print(m: &Measured) {
             "rss_idle_mib": rss_mib(m.rss_idle),
             "rss_peak_mib": rss_mib(m.rss_hwm),
         },
-        "audit": { "records": m.audit.records, "bytes": m.audit.bytes },
+        "audit": { "records": m.audit.records, "request_records": m.audit.requests, "bytes": m.audit.bytes },
+        "checks": m.checks.iter().map(Check::json).collect::<Vec<_>>(),
+        "checks_passed": m.checks.iter().all(|c| c.ok),
         "upstream_served": { "direct": m.served[0], "via_moat": m.served[1] },
         "wrk_non_2xx": bad,
         "wrk_errors": wrk_errors,

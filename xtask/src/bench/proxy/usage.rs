@@ -1,12 +1,14 @@
 //! What the processes of `bench proxy` spend: CPU time, context switches and memory from /proc
 //! and getrusage, and the records and bytes of the agent's audit log.
 use std::{
+    io::{Read as _, Seek as _, SeekFrom},
     path::Path,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use nix::{
+    fcntl::{FallocateFlags, fallocate},
     sys::resource::{UsageWho, getrusage},
     unistd::{SysconfVar, sysconf},
 };
@@ -83,16 +85,22 @@ pub fn children_cpu_us() -> f64 {
     })
 }
 
-/// The audit log's records and bytes, collected and truncated after each proxied round so that
-/// the file stays small (the agent appends with O_APPEND, so truncating under it is safe).
+/// The audit log's records and bytes, counted after each proxied round. What was counted is
+/// freed (a hole punched in the file: the agent appends with O_APPEND, after it), so the file
+/// takes no disk space however long the bench runs, and no record written meanwhile is lost
+/// to the count.
 #[derive(Default)]
 pub struct Audit {
+    /// The bytes of the file counted so far.
+    offset: AtomicU64,
     records: AtomicU64,
-    bytes: AtomicU64,
+    requests: AtomicU64,
 }
 
 pub struct AuditTotal {
     pub records: u64,
+    /// Records of `kind: request` (one per HTTP request).
+    pub requests: u64,
     pub bytes: u64,
 }
 
@@ -100,15 +108,39 @@ impl Audit {
     pub fn collect(&self, path: &Path) {
         // Let the writer catch up with the round's last records.
         std::thread::sleep(Duration::from_millis(50));
-        let Ok(data) = std::fs::read(path) else {
+        let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        else {
             return;
         };
-        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.records.fetch_add(lines, Ordering::Relaxed);
-        self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-            let _ = f.set_len(0);
+        let from = self.offset.load(Ordering::Relaxed);
+        let mut data = Vec::new();
+        if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut data).is_err() {
+            return;
         }
+        // Whole records only: one being written is counted next time.
+        let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let (mut records, mut requests) = (0, 0);
+        for line in data[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            records += 1;
+            // `kind` follows `ts` and `seq`.
+            let head = &line[..line.len().min(96)];
+            if head.windows(REQUEST.len()).any(|w| w == REQUEST) {
+                requests += 1;
+            }
+        }
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        let offset = from + end as u64;
+        self.offset.store(offset, Ordering::Relaxed);
+        let _ = fallocate(
+            &f,
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            0,
+            offset as i64,
+        );
     }
 
     pub fn finish(&self, path: &Path) -> AuditTotal {
@@ -116,7 +148,10 @@ impl Audit {
         let _ = std::fs::remove_file(path);
         AuditTotal {
             records: self.records.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.offset.load(Ordering::Relaxed),
         }
     }
 }
+
+const REQUEST: &[u8] = br#""kind":"request""#;
