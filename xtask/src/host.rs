@@ -26,6 +26,8 @@ pub struct Lab {
     pub config: PathBuf,
     pub audit: PathBuf,
     pub moat: PathBuf,
+    /// `agent.upstream_ports` in the config; None: the default range.
+    pub upstream_ports: Option<&'static str>,
     /// The config's `servers:` section.
     servers: String,
     agent: Option<Child>,
@@ -61,6 +63,7 @@ impl Lab {
             audit: dir.join("audit.jsonl"),
             dir,
             moat,
+            upstream_ports: Some("64000-64999"),
             servers: servers.into(),
             agent: None,
             children: Vec::new(),
@@ -82,8 +85,12 @@ impl Lab {
     /// Writes the config with `audit` (lines indented two spaces) as its `audit:` section;
     /// the agent reads it when it next starts.
     pub fn write_config(&self, audit: &str) -> Result {
+        let ports = self
+            .upstream_ports
+            .map(|p| format!("  upstream_ports: {p}\n"))
+            .unwrap_or_default();
         let config = format!(
-            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n  upstream_ports: 64000-64999\naudit:\n{audit}{}",
+            "agent:\n  bpffs: {}\n  cgroup: {}\n  state_dir: {}\n{ports}audit:\n{audit}{}",
             self.bpffs.display(),
             self.ns.cgroup.display(),
             self.dir.join("state").display(),

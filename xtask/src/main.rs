@@ -9,7 +9,7 @@ mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit | streams [...]>>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         // them (release build).
         Some(bench::proxy::UPSTREAM_CMD) => bench::proxy::serve_upstream(&args[1..]),
         Some(bench::proxy::LATENCY_CMD) => bench::proxy::latency_client(&args[1..]),
+        // Internal: the upstream server and the client of `bench streams`.
+        Some(bench::streams::UPSTREAM_CMD) => bench::streams::serve_upstream(&args[1..]),
+        Some(bench::streams::CLIENT_CMD) => bench::streams::run_client(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {

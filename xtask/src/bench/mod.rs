@@ -1,19 +1,20 @@
-//! `cargo xtask bench <steer | proxy>`: picks the benchmark, and holds what both share: the
-//! machine line of their reports and the MCP request they send.
+//! `cargo xtask bench <steer | proxy | audit | streams>`: picks the benchmark, and holds what
+//! they share: the machine line of their reports and the MCP request they send.
 //!
 //! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
-//! connection through the proxy), `proxy` (the proxy's throughput and cost per request) and
-//! `audit` (what writing the audit log to disk costs).
+//! connection through the proxy), `proxy` (the proxy's throughput and cost per request),
+//! `audit` (what writing the audit log to disk costs) and `streams` (what long-lived event
+//! streams cost: memory, CPU, latency, and behaviour at the connection limit).
 pub mod proxy;
 mod stats;
 mod steer;
+pub mod streams;
 
 use std::fmt;
 
 use crate::Result;
 
-const USAGE: &str =
-    "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit>";
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>]>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -23,6 +24,7 @@ pub fn run(args: &[String]) -> Result {
         [a] if a == "steer" => steer::run(),
         [a, rest @ ..] if a == "proxy" => proxy::run(rest),
         [a] if a == "audit" => proxy::audit::run(),
+        [a, rest @ ..] if a == "streams" => streams::run(rest),
         _ => Err(USAGE.into()),
     }
 }
