@@ -37,6 +37,8 @@
 //! namespace with the same servers and an upstream of its own; each of its Moat targets runs
 //! right after (or before: in turn) the current build's in every throughput round, and the
 //! report gives their ratio. `--rounds <n>` changes the number of throughput rounds.
+//! `--profile` runs the current `moat` built with frame pointers and records the agent's
+//! stacks under the full target's load (`profile`).
 //!
 //! The auth servers trust Moat's own issuer (`issuer: local`, with the `authorization_server:`
 //! section; the many distinct tokens from `moat token mint --count`); a baseline `moat` from
@@ -52,13 +54,14 @@
 //! tokens), `target` (the targets), `upstream` (the server), `haproxy` (the reference),
 //! `client` (the latency client), `load` (driving wrk and the client), `usage` (what the
 //! processes spend), `check` (the correctness checks), `baseline` (building the other
-//! `moat`) and `report` (the tables and the JSON line).
+//! `moat`), `profile` (perf and the flame graph) and `report` (the tables and the JSON line).
 pub mod audit;
 mod baseline;
 mod check;
 mod client;
 mod haproxy;
 mod load;
+mod profile;
 mod report;
 mod site;
 mod target;
@@ -125,6 +128,8 @@ const BASE_LAB: &str = "moat-bench-proxy-base";
 const ROUNDS: usize = 5;
 const ROUND_S: u32 = 2;
 const CONNS: u32 = 16;
+/// With `--profile`: the length of the recorded run.
+const PROFILE_S: u32 = 5;
 /// Warm-up per target, discarded (connections, the agent's upstream pool, caches).
 const WARMUP_S: u32 = 1;
 /// Latency: rounds, and requests per target per round (after the client's warm-up).
@@ -140,21 +145,25 @@ const TARGET_RATIO: f64 = 0.5;
 const TARGET_CPU_US: f64 = 50.0;
 const TARGET_ADDED_MS: f64 = 0.1;
 
-/// `[--baseline <ref>] [--rounds <n>]`.
+/// `[--baseline <ref>] [--rounds <n>] [--profile]`.
 struct Options {
     baseline: Option<String>,
     rounds: usize,
+    profile: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
-    const USAGE: &str = "usage: cargo xtask bench proxy [--baseline <git ref>] [--rounds <n>]";
+    const USAGE: &str =
+        "usage: cargo xtask bench proxy [--baseline <git ref>] [--rounds <n>] [--profile]";
     let mut o = Options {
         baseline: None,
         rounds: ROUNDS,
+        profile: false,
     };
     let mut args = args.iter();
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--profile" => o.profile = true,
             "--baseline" => o.baseline = Some(args.next().ok_or(USAGE)?.clone()),
             "--rounds" => {
                 o.rounds = args
@@ -172,7 +181,11 @@ fn options(args: &[String]) -> Result<Options> {
 pub fn run(args: &[String]) -> Result {
     let opts = options(args)?;
     let wrk = load::ensure_apt("wrk", "wrk")?;
-    let moat = host::build_moat()?;
+    let moat = if opts.profile {
+        profile::build_moat()?
+    } else {
+        host::build_moat()?
+    };
     let baseline = opts.baseline.as_deref().map(baseline::build).transpose()?;
     sh(Command::new(env!("CARGO")).args(["build", "--quiet", "--release", "-p", "xtask"]))?;
     let xtask = host::workspace().join("target/release/xtask");
@@ -207,6 +220,9 @@ pub fn run(args: &[String]) -> Result {
             "reference: {}, {threads} threads, no logging, http-reuse always",
             h.version
         );
+    }
+    if opts.profile {
+        println!("profile: this moat is built with frame pointers (target/bench-profile)");
     }
     if let (Some(b), Some(s)) = (&baseline, &base) {
         println!(
@@ -266,6 +282,20 @@ pub fn run(args: &[String]) -> Result {
 
     let elapsed = started.elapsed();
     let rss_hwm = proc_status_kib(site.agent, "VmHWM");
+    // 3. With --profile: the agent's stacks under the full target's load, not measured.
+    let recorded = if opts.profile {
+        let full = &targets[target::at(targets, "full")];
+        let data = host::workspace().join("target/bench/perf-full.data");
+        let rec = profile::Recording::start(site.agent, &data)?;
+        let run = bench.wrk(full, CONNS, PROFILE_S);
+        let data = rec.stop()?;
+        run?;
+        let flame = host::workspace().join("target/bench/flame-full.svg");
+        let title = format!("moat agent under bench proxy: {}", full.name());
+        Some((full.name(), profile::analyse(&data, &title, &flame)?))
+    } else {
+        None
+    };
     let Bench { audit, .. } = bench;
     let audit = audit.finish(&site.lab.audit);
     let base_audit = other.map(|(b, _)| b.audit.finish(&b.lab.audit));
@@ -348,6 +378,7 @@ pub fn run(args: &[String]) -> Result {
             many: base_many,
         }),
         checks: &checks,
+        profile: recorded,
     });
     drop(base);
     drop(site);

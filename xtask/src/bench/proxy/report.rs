@@ -9,6 +9,7 @@ use super::{
     TARGET_AUTH_LOSS, TARGET_BASELINE_LOSS, TARGET_CPU_US, TARGET_RATIO, USERS,
     check::Check,
     load::{LatRound, Run},
+    profile::{self, Profile},
     target::{Proxy, Target, at},
     usage::{AuditTotal, PerRequest},
 };
@@ -43,6 +44,8 @@ pub struct Measured<'a> {
     pub baseline: Option<AgainstBaseline>,
     /// The correctness checks, of both sites.
     pub checks: &'a [Check],
+    /// With `--profile`: the profiled target's name, and what the recording shows.
+    pub profile: Option<(String, Profile)>,
 }
 
 /// The baseline build's wrk runs, per target (none for direct).
@@ -162,6 +165,9 @@ pub fn print(m: &Measured) {
         m.elapsed.as_secs_f64()
     );
 
+    if let Some((label, p)) = &m.profile {
+        profile::print(label, p);
+    }
     let report = json!({
         "bench": "proxy",
         "kernel": m.machine.kernel,
@@ -195,6 +201,7 @@ pub fn print(m: &Measured) {
         "wrk_errors": wrk_errors,
         "latency_failed": lat_errors,
         "measured_s": round1(m.elapsed.as_secs_f64()),
+        "profile": m.profile.as_ref().map(|(t, p)| json!({"target": t, "agent": p.json()})),
     });
     println!();
     println!("{report}");
