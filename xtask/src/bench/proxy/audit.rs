@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::json;
 
 use super::{
-    CONNS, PLAIN, ROUND_S, Target, WARMUP_S,
+    CONNS, PLAIN, Proxy, ROUND_S, Target, WARMUP_S,
     load::{self, Bench, Run},
     upstream::Upstream,
     usage::Audit,
@@ -52,7 +52,7 @@ const VARIANTS: [Variant; 3] = [
 ];
 
 pub fn run() -> Result {
-    let wrk = load::ensure_wrk()?;
+    let wrk = load::ensure_apt("wrk", "wrk")?;
     let moat = host::build_moat()?;
     sh_build_xtask()?;
     let xtask = host::workspace().join("target/release/xtask");
@@ -68,8 +68,8 @@ pub fn run() -> Result {
         load::wrk_version(&wrk),
         filesystem_of(&lab.dir)
     );
-    let upstream = Upstream::start(&lab, &xtask, [super::DIRECT, PLAIN])?;
-    let target = Target::new("moat http", false, PLAIN, true);
+    let upstream = Upstream::start(&lab, &xtask, &[super::DIRECT, PLAIN])?;
+    let target = Target::new("http", "moat http", false, PLAIN, Proxy::Moat);
 
     let mut runs: Vec<Vec<Run>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     let mut records = 0;
@@ -93,6 +93,7 @@ pub fn run() -> Result {
                 xtask: &xtask,
                 ca: lab.dir.join("unused-ca.crt"),
                 agent,
+                haproxy: None,
                 upstream: upstream.pid,
                 audit: Audit::default(),
             };
@@ -146,7 +147,7 @@ fn report(runs: &[Vec<Run>], records: u64) {
         let rps: Vec<f64> = rs.iter().map(|r| r.rps).collect();
         let ratios: Vec<f64> = rs.iter().zip(base).map(|(r, b)| r.rps / b.rps).collect();
         let ratio = median(&ratios);
-        let cpu: Vec<f64> = rs.iter().filter_map(|r| r.agent_us).collect();
+        let cpu: Vec<f64> = rs.iter().filter_map(|r| r.proxy_us).collect();
         let errors: u64 = rs.iter().map(|r| r.errors + r.bad_status).sum();
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(

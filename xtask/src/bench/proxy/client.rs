@@ -24,7 +24,7 @@ pub const LATENCY_CMD: &str = "bench-proxy-latency";
 
 /// Warm-up requests per target, discarded, and a bound on a run.
 const LAT_WARMUP: usize = 200;
-const LAT_MAX: Duration = Duration::from_secs(4);
+const LAT_MAX: Duration = Duration::from_secs(6);
 /// Bounds every read and write.
 const TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -8,7 +8,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    LAT_SAMPLES, Target,
+    LAT_SAMPLES, Proxy, Target,
     client::LATENCY_CMD,
     usage::{Audit, PerRequest, Usage, children_cpu_us, proc_cpu_us, proc_status_kib},
 };
@@ -48,13 +48,16 @@ pub struct Run {
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Per answered request: the agent's CPU time and context switches (Moat targets only),
-    /// the CPU time of wrk and of the upstream.
-    pub agent_us: Option<f64>,
-    pub agent_cs: Option<f64>,
+    /// Per answered request, the proxy's (Moat's or HAProxy's; none for direct): CPU time,
+    /// user and system, and context switches.
+    pub proxy_us: Option<f64>,
+    pub proxy_user_us: Option<f64>,
+    pub proxy_sys_us: Option<f64>,
+    pub proxy_cs: Option<f64>,
+    /// The CPU time of wrk and of the upstream per answered request.
     pub gen_us: f64,
     pub upstream_us: f64,
-    /// The agent's VmRSS after the run, KiB.
+    /// The proxy's VmRSS after the run, KiB.
     pub rss_kib: Option<u64>,
 }
 
@@ -73,8 +76,10 @@ impl Run {
             errors: runs.iter().map(|r| r.errors).sum(),
             p50_ms: median_by(runs, |r| r.p50_ms),
             p99_ms: median_by(runs, |r| r.p99_ms),
-            agent_us: opt(|r| r.agent_us),
-            agent_cs: opt(|r| r.agent_cs),
+            proxy_us: opt(|r| r.proxy_us),
+            proxy_user_us: opt(|r| r.proxy_user_us),
+            proxy_sys_us: opt(|r| r.proxy_sys_us),
+            proxy_cs: opt(|r| r.proxy_cs),
             gen_us: median_by(runs, |r| r.gen_us),
             upstream_us: median_by(runs, |r| r.upstream_us),
             rss_kib: runs.iter().filter_map(|r| r.rss_kib).max(),
@@ -117,15 +122,27 @@ pub struct Bench<'a> {
     /// The CA of Moat's certificate, for the latency client.
     pub ca: PathBuf,
     pub agent: u32,
+    /// HAProxy's pid, where it runs.
+    pub haproxy: Option<u32>,
     /// The upstream server's pid.
     pub upstream: u32,
     pub audit: Audit,
 }
 
 impl Bench<'_> {
-    /// One wrk run against `t`, with the CPU time the agent, wrk and the upstream spent on it.
+    /// The pid of the process that proxies `t`, if any.
+    fn proxy_of(&self, t: &Target) -> Option<u32> {
+        match t.proxy {
+            Proxy::None => None,
+            Proxy::Moat => Some(self.agent),
+            Proxy::Haproxy => self.haproxy,
+        }
+    }
+
+    /// One wrk run against `t`, with what the proxy, wrk and the upstream spent on it.
     pub fn wrk(&self, t: &Target, conns: u32, secs: u32) -> Result<Run> {
-        let agent0 = Usage::of_agent(self.agent);
+        let proxy = self.proxy_of(t);
+        let proxy0 = proxy.and_then(Usage::of);
         let upstream_stat = format!("/proc/{}/stat", self.upstream);
         let up0 = proc_cpu_us(&upstream_stat).unwrap_or(f64::NAN);
         let gen0 = children_cpu_us();
@@ -141,21 +158,15 @@ impl Bench<'_> {
             .map_err(|e| format!("wrk: {e}"))?;
         let gen_us = children_cpu_us() - gen0;
         let upstream_us = proc_cpu_us(&upstream_stat).unwrap_or(f64::NAN) - up0;
-        let agent1 = Usage::of_agent(self.agent);
+        let proxy1 = proxy.and_then(Usage::of);
         let summary = last_json(&out, &format!("wrk {} gave no summary", t.url))?;
         let n = |k: &str| summary[k].as_u64().unwrap_or(0);
         let (requests, bad_status) = (n("requests"), n("status_errors"));
         let ok = requests.saturating_sub(bad_status);
         let per = |x: f64| x / ok.max(1) as f64;
-        let agent = agent0
-            .zip(agent1)
-            .filter(|_| t.moat)
-            .map(|(a, b)| b.per_request(a, ok));
-        let rss_kib = t
-            .moat
-            .then(|| proc_status_kib(self.agent, "VmRSS"))
-            .flatten();
-        if t.moat {
+        let used = proxy0.zip(proxy1).map(|(a, b)| b.per_request(a, ok));
+        let rss_kib = proxy.and_then(|p| proc_status_kib(p, "VmRSS"));
+        if t.moat() {
             self.audit.collect(&self.lab.audit);
         }
         Ok(Run {
@@ -165,8 +176,10 @@ impl Bench<'_> {
             errors: n("errors"),
             p50_ms: n("p50_us") as f64 / 1e3,
             p99_ms: n("p99_us") as f64 / 1e3,
-            agent_us: agent.map(|a| a.cpu_us),
-            agent_cs: agent.map(|a| a.switches),
+            proxy_us: used.map(|u| u.cpu_us),
+            proxy_user_us: used.map(|u| u.user_us),
+            proxy_sys_us: used.map(|u| u.sys_us),
+            proxy_cs: used.map(|u| u.switches),
             gen_us: per(gen_us),
             upstream_us: per(upstream_us),
             rss_kib,
@@ -176,7 +189,7 @@ impl Bench<'_> {
     /// One round of the latency client against all targets, and what the agent spent per
     /// request through it.
     pub fn latency(&self, targets: &[Target]) -> Result<(Vec<LatRound>, PerRequest)> {
-        let agent0 = Usage::of_agent(self.agent);
+        let agent0 = Usage::of(self.agent);
         let out = self
             .lab
             .command(self.xtask)
@@ -187,7 +200,7 @@ impl Bench<'_> {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("latency client: {e}"))?;
-        let agent1 = Usage::of_agent(self.agent);
+        let agent1 = Usage::of(self.agent);
         let report = last_json(&out, "the latency client failed")?;
         let rounds: Vec<LatRound> = report["targets"]
             .as_array()
@@ -210,16 +223,13 @@ impl Bench<'_> {
         let through_moat: u64 = targets
             .iter()
             .zip(&rounds)
-            .filter(|(t, _)| t.moat)
+            .filter(|(t, _)| t.moat())
             .map(|(_, r)| r.calls - r.errors)
             .sum();
         let usage = agent0
             .zip(agent1)
             .map(|(a, b)| b.per_request(a, through_moat))
-            .unwrap_or(PerRequest {
-                cpu_us: f64::NAN,
-                switches: f64::NAN,
-            });
+            .unwrap_or(PerRequest::UNKNOWN);
         self.audit.collect(&self.lab.audit);
         Ok((rounds, usage))
     }
@@ -250,9 +260,9 @@ pub fn write_script(lab: &Lab) -> Result<PathBuf> {
     Ok(script)
 }
 
-/// A wrk script that sends `token` with every request.
-pub fn write_token_script(lab: &Lab, token: &str) -> Result<PathBuf> {
-    let script = lab.dir.join("bench-proxy-token.lua");
+/// A wrk script that sends `token` with every request; `name` names its file.
+pub fn write_token_script(lab: &Lab, name: &str, token: &str) -> Result<PathBuf> {
+    let script = lab.dir.join(format!("bench-proxy-{name}.lua"));
     let lua = WRK_LUA.replace("__BODY__", MCP_CALL)
         + &format!("wrk.headers[\"Authorization\"] = \"Bearer {token}\"\n");
     std::fs::write(&script, lua).map_err(|e| e.to_string())?;
@@ -282,30 +292,31 @@ end
     Ok(script)
 }
 
-/// The wrk binary, installed from Debian on first use (not by `cargo xtask setup`: only this
-/// benchmark needs it).
-pub fn ensure_wrk() -> Result<PathBuf> {
+/// The binary `name`, installed from Debian's `package` on first use (wrk, haproxy: not by
+/// `cargo xtask setup`, only this benchmark needs them).
+pub fn ensure_apt(name: &str, package: &str) -> Result<PathBuf> {
     let found = || {
         std::env::var_os("PATH").and_then(|p| {
             std::env::split_paths(&p)
-                .map(|d| d.join("wrk"))
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .map(|d| d.join(name))
                 .find(|f| f.is_file())
         })
     };
     if let Some(w) = found() {
         return Ok(w);
     }
-    eprintln!("xtask bench proxy: installing wrk (apt)");
+    eprintln!("xtask bench proxy: installing {package} (apt)");
     let install = || {
         sh(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", "wrk"])
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
     if install().is_err() {
         sh(Command::new("apt-get").args(["update", "-qq"]))?;
         install()?;
     }
-    found().ok_or_else(|| "wrk is not on PATH after installing it".into())
+    found().ok_or_else(|| format!("{name} is not on PATH after installing {package}"))
 }
 
 pub fn wrk_version(wrk: &Path) -> String {

@@ -1,26 +1,34 @@
 //! `cargo xtask bench proxy`: what the proxy costs per request, measured in a private network
-//! namespace.
+//! namespace, against the upstream reached directly and against HAProxy in the same rounds.
 //!
 //! A fast upstream MCP server (hyper, HTTP/1.1, one thread, TCP_NODELAY) answers every POST with
-//! a small JSON-RPC result on 127.0.0.1:8000 (protected: Moat serves it as plain HTTP on port 8000
-//! and as HTTPS on port 8443) and on 127.0.0.1:9000 (not protected: the direct baseline). Clients
-//! send the same `tools/call` to the three targets over keep-alive connections, and to Moat
-//! with authentication on port 8001 (the same upstream): with one token (validated once, then
-//! cached), a new token with each request (every signature checked, every request a principal
-//! of its own), and USERS principals' tokens in turn (each principal with upstream connections
-//! of its own):
+//! a small JSON-RPC result on 127.0.0.1:8000 (protected: Moat serves it as plain HTTP on port
+//! 8000 and as HTTPS on port 8443), on 127.0.0.1:9000 (not protected: the direct baseline) and
+//! on 127.0.0.1:9001 (not protected: for HAProxy, which serves it as plain HTTP on 8100 and as
+//! HTTPS with Moat's certificate on 8543: the reference, a plain reverse proxy with keep-alive
+//! to the upstream, no logging). Clients send the same `tools/call` to these targets over
+//! keep-alive connections, to Moat with authentication on port 8001 (plain HTTP, the same
+//! upstream): with one token (validated once, then cached), a new token with each request
+//! (every signature checked, every request a principal of its own), and USERS principals'
+//! tokens in turn (each principal with upstream connections of its own); and to `moat full` on
+//! port 8444: TLS, a cached token, the Cedar policies of `full.cedar` (35 policies with
+//! conditions on groups, tools, arguments, time, network and rates), audit to a file with the
+//! default fsync, as every Moat target has.
 //!
 //! 1. Throughput: wrk (Debian package, installed on first use) with 16 connections, the targets
-//!    in rotating order within each round. For the Moat targets the agent's CPU time
-//!    (/proc/<pid>/stat utime + stime) and context switches are divided by the requests
-//!    answered, and its VmRSS is sampled.
-//! 2. Latency on one keep-alive connection per target: a client of our own sends one request at
-//!    a time, alternating between the targets, so that all three see the same state of the
-//!    machine (on a small VM whether two processes share a CPU changes a round trip severalfold,
-//!    and that changes from second to second).
+//!    in rotating order within each round. For the proxied targets the proxy's (Moat's agent
+//!    or HAProxy) CPU time (/proc/<pid>/stat utime and stime) and context switches (voluntary
+//!    and involuntary, all its threads) are divided by the requests answered, and its VmRSS is
+//!    sampled. Each Moat target is compared with HAProxy's plain and TLS targets round by round
+//!    (throughput, CPU per request).
+//! 2. Latency on one keep-alive connection per target (direct, moat http and https, haproxy
+//!    http and https): a client of our own sends one request at a time, alternating between
+//!    the targets, so that all see the same state of the machine (on a small VM whether two
+//!    processes share a CPU changes a round trip severalfold, and that changes from second to
+//!    second).
 //!
 //! The upstream server and the latency client are this program built with the release profile
-//! (hidden subcommands; `cargo xtask` itself is a debug build). Generator, agent and upstream
+//! (hidden subcommands; `cargo xtask` itself is a debug build). Generator, proxy and upstream
 //! share the machine's CPUs, unpinned: the direct baseline keeps two processes busy, the
 //! proxied targets three.
 //!
@@ -29,12 +37,13 @@
 //! namespace with the same servers and an upstream of its own; each of its Moat targets runs
 //! right after (or before: in turn) the current build's in every throughput round, and the
 //! report gives their ratio. `--rounds <n>` changes the number of throughput rounds.
+//! `--profile` runs the current `moat` built with frame pointers and records the agent's
+//! stacks under the full target's load (`profile`).
 //!
 //! The auth servers trust Moat's own issuer (`issuer: local`, with the `authorization_server:`
 //! section; the many distinct tokens from `moat token mint --count`); a baseline `moat` from
-//! before the authorization server gets the config and tokens of its time (`site`). A `full`
-//! server (TLS, a token, the Cedar policies of `full.cedar`) is checked before the load: the
-//! bench's call goes through, a denied tool is refused.
+//! before the authorization server gets the config and tokens of its time (`site`). The full
+//! server is checked before the load: the bench's call goes through, a denied tool is refused.
 //!
 //! A report, not a test: it prints numbers and whether the stated targets were met, and never
 //! fails on them. It fails when a correctness check does (`check`): a policy decision above,
@@ -42,16 +51,20 @@
 //! records in the audit log than requests forwarded.
 //!
 //! Here: the run, start to end. Its parts: `site` (a namespace with a `moat`, its config and
-//! tokens), `upstream` (the server), `client` (the latency client), `load` (driving wrk and
-//! the client), `usage` (what the processes spend), `check` (the correctness checks),
-//! `baseline` (building the other `moat`) and `report` (the tables and the JSON line).
+//! tokens), `target` (the targets), `upstream` (the server), `haproxy` (the reference),
+//! `client` (the latency client), `load` (driving wrk and the client), `usage` (what the
+//! processes spend), `check` (the correctness checks), `baseline` (building the other
+//! `moat`), `profile` (perf and the flame graph) and `report` (the tables and the JSON line).
 pub mod audit;
 mod baseline;
 mod check;
 mod client;
+mod haproxy;
 mod load;
+mod profile;
 mod report;
 mod site;
+mod target;
 mod upstream;
 mod usage;
 
@@ -65,7 +78,8 @@ use self::{
     check::Counts,
     load::{Bench, Run},
     report::Measured,
-    site::{Site, Tokens},
+    site::Site,
+    target::{Proxy, Target},
     usage::proc_status_kib,
 };
 pub use self::{
@@ -73,11 +87,7 @@ pub use self::{
     upstream::{UPSTREAM_CMD, serve_upstream},
 };
 use super::Machine;
-use crate::{
-    Result,
-    host::{self, Lab},
-    sh,
-};
+use crate::{Result, host, sh};
 
 const LAB: &str = "moat-bench-proxy";
 /// Not protected: the upstream reached directly.
@@ -94,6 +104,11 @@ const AUTH: u16 = 8001;
 const FULL: u16 = 8444;
 /// Moat's authorization server (its issuer URL, plain HTTP on loopback).
 const AUTHZ: u16 = 8090;
+/// HAProxy, as plain HTTP and as HTTPS (Moat's certificate), forwarding to the upstream on
+/// HAPROXY_UP (not protected; its own port, so that the upstream counts what each proxy sent).
+const HAPROXY_PLAIN: u16 = 8100;
+const HAPROXY_TLS: u16 = 8543;
+const HAPROXY_UP: u16 = 9001;
 /// Distinct tokens for the uncached-validation target: more than Moat's validated-token cache
 /// holds (10,000), sent in turn, so every request's token is validated afresh.
 const FRESH_TOKENS: usize = 20_000;
@@ -113,12 +128,15 @@ const BASE_LAB: &str = "moat-bench-proxy-base";
 const ROUNDS: usize = 5;
 const ROUND_S: u32 = 2;
 const CONNS: u32 = 16;
+/// With `--profile`: the length of the recorded run.
+const PROFILE_S: u32 = 5;
 /// Warm-up per target, discarded (connections, the agent's upstream pool, caches).
 const WARMUP_S: u32 = 1;
 /// Latency: rounds, and requests per target per round (after the client's warm-up).
 const LAT_ROUNDS: usize = 5;
-/// Latency is measured for the first targets: direct, http, https.
-const LAT_TARGETS: usize = 3;
+/// Latency is measured for the first targets: direct, moat http and https, haproxy http and
+/// https.
+const LAT_TARGETS: usize = 5;
 const LAT_SAMPLES: usize = 4000;
 
 /// The targets (from the issue): throughput at least half of direct, at most 50 CPU-µs per
@@ -127,71 +145,32 @@ const TARGET_RATIO: f64 = 0.5;
 const TARGET_CPU_US: f64 = 50.0;
 const TARGET_ADDED_MS: f64 = 0.1;
 
-struct Target {
-    label: String,
-    /// For wrk.
-    url: String,
-    /// For the latency client: `http:PORT` or `https:PORT`.
-    spec: String,
-    /// Through Moat (the agent's CPU time is attributed to it).
-    moat: bool,
-    /// The wrk script, if not the common one.
-    script: Option<std::path::PathBuf>,
-}
-
-impl Target {
-    fn new(label: &str, tls: bool, port: u16, moat: bool) -> Self {
-        let scheme = if tls { "https" } else { "http" };
-        Self {
-            label: format!("{label:<11} :{port}"),
-            url: format!("{scheme}://127.0.0.1:{port}/mcp"),
-            spec: format!("{scheme}:{port}"),
-            moat,
-            script: None,
-        }
-    }
-}
-
-/// The targets, in the order the report expects: direct, http, https, auth cached, auth
-/// fresh, auth users.
-fn targets(lab: &Lab, tokens: &Tokens) -> Result<Vec<Target>> {
-    Ok(vec![
-        Target::new("direct", false, DIRECT, false),
-        Target::new("moat http", false, PLAIN, true),
-        Target::new("moat https", true, TLS, true),
-        Target {
-            script: Some(load::write_token_script(lab, &tokens.one)?),
-            ..Target::new("auth cached", false, AUTH, true)
-        },
-        Target {
-            script: Some(load::write_tokens_script(lab, "fresh", &tokens.fresh)?),
-            ..Target::new("auth fresh", false, AUTH, true)
-        },
-        Target {
-            script: Some(load::write_tokens_script(lab, "users", &tokens.users)?),
-            ..Target::new("auth users", false, AUTH, true)
-        },
-    ])
-}
-
-/// `[--baseline <ref>] [--rounds <n>]`.
+/// `[--baseline <ref>] [--rounds <n>] [--profile]`.
 struct Options {
     baseline: Option<String>,
     rounds: usize,
+    profile: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
-    const USAGE: &str = "usage: cargo xtask bench proxy [--baseline <git ref>] [--rounds <n>]";
+    const USAGE: &str =
+        "usage: cargo xtask bench proxy [--baseline <git ref>] [--rounds <n>] [--profile]";
     let mut o = Options {
         baseline: None,
         rounds: ROUNDS,
+        profile: false,
     };
     let mut args = args.iter();
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--baseline", Some(r)) => o.baseline = Some(r.clone()),
-            ("--rounds", Some(n)) => {
-                o.rounds = n.parse().ok().filter(|&n| n > 0).ok_or(USAGE)?;
+        match a.as_str() {
+            "--profile" => o.profile = true,
+            "--baseline" => o.baseline = Some(args.next().ok_or(USAGE)?.clone()),
+            "--rounds" => {
+                o.rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or(USAGE)?;
             }
             _ => return Err(USAGE.into()),
         }
@@ -201,8 +180,12 @@ fn options(args: &[String]) -> Result<Options> {
 
 pub fn run(args: &[String]) -> Result {
     let opts = options(args)?;
-    let wrk = load::ensure_wrk()?;
-    let moat = host::build_moat()?;
+    let wrk = load::ensure_apt("wrk", "wrk")?;
+    let moat = if opts.profile {
+        profile::build_moat()?
+    } else {
+        host::build_moat()?
+    };
     let baseline = opts.baseline.as_deref().map(baseline::build).transpose()?;
     sh(Command::new(env!("CARGO")).args(["build", "--quiet", "--release", "-p", "xtask"]))?;
     let xtask = host::workspace().join("target/release/xtask");
@@ -217,10 +200,11 @@ pub fn run(args: &[String]) -> Result {
     std::fs::write(&policy, include_str!("full.cedar"))
         .map_err(|e| format!("{}: {e}", policy.display()))?;
     let servers = servers(&certs, &policy);
-    let mut site = Site::start(LAB, moat, &servers, &xtask, &ca)?;
+    let (cert, key) = (certs.join("localhost.crt"), certs.join("localhost.key"));
+    let mut site = Site::start(LAB, moat, &servers, &xtask, &ca, Some((&cert, &key)))?;
     let mut base = baseline
         .as_ref()
-        .map(|b| Site::start(BASE_LAB, b.moat.clone(), &servers, &xtask, &ca))
+        .map(|b| Site::start(BASE_LAB, b.moat.clone(), &servers, &xtask, &ca, None))
         .transpose()?;
 
     let machine = Machine::new();
@@ -230,6 +214,16 @@ pub fn run(args: &[String]) -> Result {
         site.lab.name,
         site.issuer.describe()
     );
+    if let Some(h) = &site.haproxy {
+        let threads = std::fs::read_dir(format!("/proc/{}/task", h.pid)).map_or(0, |d| d.count());
+        println!(
+            "reference: {}, {threads} threads, no logging, http-reuse always",
+            h.version
+        );
+    }
+    if opts.profile {
+        println!("profile: this moat is built with frame pointers (target/bench-profile)");
+    }
     if let (Some(b), Some(s)) = (&baseline, &base) {
         println!(
             "baseline: {} ({}), namespace {}, its Moat targets in the same rounds; tokens: {}",
@@ -254,7 +248,7 @@ pub fn run(args: &[String]) -> Result {
         warm_up(&bench, t)?;
     }
     if let Some((b, ts)) = &other {
-        for t in ts.iter().filter(|t| t.moat) {
+        for t in ts.iter().filter(|t| t.moat()) {
             warm_up(b, t)?;
         }
     }
@@ -263,7 +257,7 @@ pub fn run(args: &[String]) -> Result {
     for round in 0..opts.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
-            let other = other.as_ref().filter(|_| targets[i].moat);
+            let other = other.as_ref().filter(|_| targets[i].moat());
             // The current build and the baseline back to back, each first in turn.
             if let Some((b, ts)) = other.filter(|_| round % 2 == 1) {
                 base_many[i].push(b.wrk(&ts[i], CONNS, ROUND_S)?);
@@ -288,11 +282,27 @@ pub fn run(args: &[String]) -> Result {
 
     let elapsed = started.elapsed();
     let rss_hwm = proc_status_kib(site.agent, "VmHWM");
+    // 3. With --profile: the agent's stacks under the full target's load, not measured.
+    let recorded = if opts.profile {
+        let full = &targets[target::at(targets, "full")];
+        let data = host::workspace().join("target/bench/perf-full.data");
+        let rec = profile::Recording::start(site.agent, &data)?;
+        let run = bench.wrk(full, CONNS, PROFILE_S);
+        let data = rec.stop()?;
+        run?;
+        let flame = host::workspace().join("target/bench/flame-full.svg");
+        let title = format!("moat agent under bench proxy: {}", full.name());
+        Some((full.name(), profile::analyse(&data, &title, &flame)?))
+    } else {
+        None
+    };
     let Bench { audit, .. } = bench;
     let audit = audit.finish(&site.lab.audit);
     let base_audit = other.map(|(b, _)| b.audit.finish(&b.lab.audit));
-    let served = site.upstream.served()?;
-    let served = [served[0] - served0[0], served[1] - served0[1]];
+    let served: Vec<u64> = (site.upstream.served()?.iter())
+        .zip(&served0)
+        .map(|(n, n0)| n - n0)
+        .collect();
     let base_served = base
         .as_mut()
         .zip(base_served0)
@@ -306,26 +316,28 @@ pub fn run(args: &[String]) -> Result {
         targets
             .iter()
             .zip(runs)
-            .filter(|(t, _)| t.moat)
+            .filter(|(t, _)| t.moat())
             .flat_map(|(_, rs)| rs.iter().map(f))
             .sum()
     };
+    let all = |runs: &[Vec<Run>], f: fn(&Run) -> u64| -> u64 { runs.iter().flatten().map(f).sum() };
     let lat_moat = |f: fn(&load::LatRound) -> u64| -> u64 {
         targets
             .iter()
             .zip(&one)
-            .filter(|(t, _)| t.moat)
+            .filter(|(t, _)| t.moat())
             .flat_map(|(_, rs)| rs.iter().map(f))
             .sum()
     };
+    let lat_all = |f: fn(&load::LatRound) -> u64| -> u64 { one.iter().flatten().map(f).sum() };
     checks.extend(check::after_load(
         &site.lab.name,
         &Counts {
             // The latency client's calls, warm-up included: the upstream counts those too.
             answered: through_moat(&many, |r| r.ok) + lat_moat(|r| r.calls - r.errors),
-            bad_status: through_moat(&many, |r| r.bad_status),
-            errors: through_moat(&many, |r| r.errors),
-            failed: lat_moat(|r| r.errors),
+            bad_status: all(&many, |r| r.bad_status),
+            errors: all(&many, |r| r.errors),
+            failed: lat_all(|r| r.errors),
             served: served[1],
             audited: audit.requests,
         },
@@ -358,7 +370,7 @@ pub fn run(args: &[String]) -> Result {
         rss_idle,
         rss_hwm,
         audit,
-        served,
+        served: [served[0], served[1], served[2]],
         elapsed,
         baseline: baseline.map(|b| report::AgainstBaseline {
             reference: b.reference,
@@ -366,6 +378,7 @@ pub fn run(args: &[String]) -> Result {
             many: base_many,
         }),
         checks: &checks,
+        profile: recorded,
     });
     drop(base);
     drop(site);

@@ -5,10 +5,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{
-    CONNS, DIRECT, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, TARGET_ADDED_MS, TARGET_AUTH_LOSS,
-    TARGET_BASELINE_LOSS, TARGET_CPU_US, TARGET_RATIO, Target, USERS,
+    CONNS, DIRECT, HAPROXY_UP, LAT_ROUNDS, LAT_SAMPLES, PLAIN, ROUND_S, TARGET_ADDED_MS,
+    TARGET_AUTH_LOSS, TARGET_BASELINE_LOSS, TARGET_CPU_US, TARGET_RATIO, USERS,
     check::Check,
     load::{LatRound, Run},
+    profile::{self, Profile},
+    target::{Proxy, Target, at},
     usage::{AuditTotal, PerRequest},
 };
 use crate::bench::{
@@ -34,13 +36,16 @@ pub struct Measured<'a> {
     pub rss_idle: Option<u64>,
     pub rss_hwm: Option<u64>,
     pub audit: AuditTotal,
-    /// Requests the upstream served on DIRECT and on PLAIN (from Moat) while measuring.
-    pub served: [u64; 2],
+    /// Requests the upstream served on DIRECT, on PLAIN (from Moat) and on HAPROXY_UP while
+    /// measuring.
+    pub served: [u64; 3],
     pub elapsed: Duration,
     /// With `--baseline`: the other build's runs, in the same rounds.
     pub baseline: Option<AgainstBaseline>,
     /// The correctness checks, of both sites.
     pub checks: &'a [Check],
+    /// With `--profile`: the profiled target's name, and what the recording shows.
+    pub profile: Option<(String, Profile)>,
 }
 
 /// The baseline build's wrk runs, per target (none for direct).
@@ -114,8 +119,9 @@ pub fn print(m: &Measured) {
     let one_cs = median_by(&m.one_agent, |u| u.switches);
 
     throughput_table(m.targets, m.rounds, &many);
+    let vs_haproxy = against_haproxy(m);
     latency_table(m.targets, &lat, one_us, one_cs);
-    let mut targets = verdicts(&many, &lat);
+    let mut targets = verdicts(m.targets, &many, &lat);
     targets["auth"] = auth_verdict(m, &many);
     if let Some(b) = &m.baseline {
         targets["baseline"] = baseline(m, b);
@@ -139,8 +145,8 @@ pub fn print(m: &Measured) {
     let wrk_errors: u64 = many.iter().map(|s| s.all.errors).sum();
     let lat_errors: u64 = lat.iter().map(|s| s.all.errors).sum();
     println!(
-        "audit: {} request records; the upstream served {} on :{DIRECT} and {} from Moat on :{PLAIN} (warm-up included)",
-        m.audit.requests, m.served[0], m.served[1],
+        "audit: {} request records; the upstream served {} on :{DIRECT}, {} from Moat on :{PLAIN} and {} from HAProxy on :{HAPROXY_UP} (warm-up included)",
+        m.audit.requests, m.served[0], m.served[1], m.served[2],
     );
     println!("checks:");
     for c in m.checks {
@@ -159,6 +165,9 @@ pub fn print(m: &Measured) {
         m.elapsed.as_secs_f64()
     );
 
+    if let Some((label, p)) = &m.profile {
+        profile::print(label, p);
+    }
     let report = json!({
         "bench": "proxy",
         "kernel": m.machine.kernel,
@@ -168,7 +177,7 @@ pub fn print(m: &Measured) {
             "connections": CONNS,
             "rounds": m.rounds,
             "round_s": ROUND_S,
-            "targets": m.targets.iter().zip(&many).map(|(t, s)| throughput_json(t, s)).collect::<Vec<_>>(),
+            "targets": m.targets.iter().zip(&many).map(|(t, s)| throughput_json(t, s, &vs_haproxy)).collect::<Vec<_>>(),
         },
         "latency": {
             "connections_per_target": 1,
@@ -187,11 +196,12 @@ pub fn print(m: &Measured) {
         "audit": { "records": m.audit.records, "request_records": m.audit.requests, "bytes": m.audit.bytes },
         "checks": m.checks.iter().map(Check::json).collect::<Vec<_>>(),
         "checks_passed": m.checks.iter().all(|c| c.ok),
-        "upstream_served": { "direct": m.served[0], "via_moat": m.served[1] },
+        "upstream_served": { "direct": m.served[0], "via_moat": m.served[1], "via_haproxy": m.served[2] },
         "wrk_non_2xx": bad,
         "wrk_errors": wrk_errors,
         "latency_failed": lat_errors,
         "measured_s": round1(m.elapsed.as_secs_f64()),
+        "profile": m.profile.as_ref().map(|(t, p)| json!({"target": t, "agent": p.json()})),
     });
     println!();
     println!("{report}");
@@ -203,40 +213,85 @@ fn throughput_table(targets: &[Target], rounds: usize, many: &[Summary]) {
         "throughput: {CONNS} keep-alive connections, wrk 1 thread, {rounds} rounds x {ROUND_S} s per target, rotating order"
     );
     println!(
-        "  {:<18} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>7} {:>9} {:>8}",
+        "  {:<20} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6} {:>7} {:>8} {:>8}",
         "target",
         "req/s",
         "x dir",
         "p50 ms",
         "p99 ms",
-        "agent µs",
-        "agent cs",
+        "proxy µs",
+        "user µs",
+        "sys µs",
+        "cs",
         "wrk µs",
         "upstr µs",
         "RSS MiB"
     );
     for (t, s) in targets.iter().zip(many) {
-        let opt = |v: Option<f64>, prec: usize| {
-            v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
-        };
         let r = &s.all;
         println!(
-            "  {:<18} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>7.1} {:>9.1} {:>8}",
+            "  {:<20} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>7} {:>7} {:>6} {:>7.1} {:>8.1} {:>8}",
             t.label,
             r.rps,
             s.ratio,
             r.p50_ms,
             r.p99_ms,
-            opt(r.agent_us, 1),
-            opt(r.agent_cs, 2),
+            opt(r.proxy_us, 1),
+            opt(r.proxy_user_us, 1),
+            opt(r.proxy_sys_us, 1),
+            opt(r.proxy_cs, 2),
             r.gen_us,
             r.upstream_us,
             opt(r.rss_kib.map(|k| k as f64 / 1024.0), 1),
         );
     }
     println!(
-        "  (x dir: median of the per-round ratios to direct; µs: CPU time per answered request, user + system; cs: context switches per request; RSS: the agent's largest VmRSS after a round)"
+        "  (x dir: median of the per-round ratios to direct; proxy: Moat's agent or HAProxy; µs: its CPU time per answered request, user + system, then each; cs: its context switches per request, voluntary + involuntary; wrk, upstr: their CPU time per request; RSS: the proxy's largest VmRSS after a round)"
     );
+}
+
+/// `v` with `prec` decimals, or `-`.
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
+}
+
+/// Each Moat target against HAProxy's plain and TLS targets, round by round: throughput and
+/// CPU per request (median of the rounds' ratios). Printed; returned by target id for the JSON
+/// line.
+fn against_haproxy(m: &Measured) -> Vec<(&'static str, Value)> {
+    let (plain, tls) = (
+        at(m.targets, "haproxy-http"),
+        at(m.targets, "haproxy-https"),
+    );
+    let nan = f64::NAN;
+    let cpu = |r: &Run| r.proxy_us.unwrap_or(nan);
+    println!();
+    println!("against HAProxy (same rounds; median of the per-round ratios, Moat / HAProxy):");
+    println!(
+        "  {:<20} {:>12} {:>13} {:>12} {:>13}",
+        "target", "req/s x http", "req/s x https", "CPU x http", "CPU x https"
+    );
+    let mut out = Vec::new();
+    for (i, t) in m.targets.iter().enumerate().filter(|(_, t)| t.moat()) {
+        let rps = |h: usize| against(&m.many[i], &m.many[h], |r, d| r.rps / d.rps);
+        let us = |h: usize| against(&m.many[i], &m.many[h], |r, d| cpu(r) / cpu(d));
+        let v = [rps(plain), rps(tls), us(plain), us(tls)];
+        println!(
+            "  {:<20} {:>12.3} {:>13.3} {:>12.2} {:>13.2}",
+            t.label, v[0], v[1], v[2], v[3]
+        );
+        out.push((
+            t.id,
+            json!({
+                "http": {"rps_ratio": round3(v[0]), "cpu_ratio": round2(v[2])},
+                "https": {"rps_ratio": round3(v[1]), "cpu_ratio": round2(v[3])},
+            }),
+        ));
+    }
+    println!(
+        "  (HAProxy: a plain reverse proxy, no authentication, policy or audit; http against Moat's plaintext targets, https against its TLS ones is the like-for-like pair)"
+    );
+    out
 }
 
 fn latency_table(targets: &[Target], lat: &[LatSummary], one_us: f64, one_cs: f64) {
@@ -245,17 +300,17 @@ fn latency_table(targets: &[Target], lat: &[LatSummary], one_us: f64, one_cs: f6
         "latency: 1 keep-alive connection per target, one request at a time alternating between them, {LAT_ROUNDS} rounds x {LAT_SAMPLES} per target"
     );
     println!(
-        "  {:<18} {:>7} {:>7} {:>7} {:>8} {:>8}",
+        "  {:<20} {:>7} {:>7} {:>7} {:>8} {:>8}",
         "target", "p50 ms", "p90 ms", "p99 ms", "+p50 ms", "failed"
     );
     for (t, s) in targets.iter().zip(lat) {
         println!(
-            "  {:<18} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
+            "  {:<20} {:>7.3} {:>7.3} {:>7.3} {:>8} {:>8}",
             t.label,
             s.all.p50_ms,
             s.all.p90_ms,
             s.all.p99_ms,
-            if t.moat {
+            if t.proxy != Proxy::None {
                 format!("{:.3}", s.added_ms)
             } else {
                 String::new()
@@ -264,13 +319,14 @@ fn latency_table(targets: &[Target], lat: &[LatSummary], one_us: f64, one_cs: f6
         );
     }
     println!(
-        "  (+p50: median of the per-round differences to direct) agent per request at one connection (http and https together): {one_us:.1} CPU-µs, {one_cs:.2} context switches"
+        "  (+p50: median of the per-round differences to direct) agent per request at one connection (moat http and https together): {one_us:.1} CPU-µs, {one_cs:.2} context switches"
     );
 }
 
 /// Prints whether the proxied targets (http, https) met the targets, and returns that for the
 /// JSON line.
-fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
+fn verdicts(targets: &[Target], many: &[Summary], lat: &[LatSummary]) -> Value {
+    let (http, https) = (at(targets, "http"), at(targets, "https"));
     println!();
     println!("targets (medians over rounds):");
     let mut met_all = true;
@@ -286,9 +342,9 @@ fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
             .collect();
         println!("  {name:<46} {}", parts.join(", "));
     };
-    let ratio = [many[1].ratio, many[2].ratio];
-    let cpu = [1, 2].map(|i| many[i].all.agent_us.unwrap_or(f64::NAN));
-    let added = [lat[1].added_ms, lat[2].added_ms];
+    let ratio = [many[http].ratio, many[https].ratio];
+    let cpu = [http, https].map(|i| many[i].all.proxy_us.unwrap_or(f64::NAN));
+    let added = [lat[http].added_ms, lat[https].added_ms];
     verdict(
         &format!("throughput >= {TARGET_RATIO}x direct ({CONNS} conns)"),
         ratio,
@@ -322,9 +378,11 @@ fn verdicts(many: &[Summary], lat: &[LatSummary]) -> Value {
 /// upstream, same plaintext), with a cached token (the target), a new token per request, and
 /// USERS principals in turn (each with upstream connections of its own).
 fn auth_verdict(m: &Measured, many: &[Summary]) -> Value {
-    let loss = |i: usize| 1.0 - against(&m.many[i], &m.many[1], |r, d| r.rps / d.rps);
-    let (cached, fresh, users) = (loss(3), loss(4), loss(5));
-    let us = |i: usize| many[i].all.agent_us.unwrap_or(f64::NAN);
+    let i = |id: &str| at(m.targets, id);
+    let http = i("http");
+    let loss = |i: usize| 1.0 - against(&m.many[i], &m.many[http], |r, d| r.rps / d.rps);
+    let (cached, fresh, users) = (loss(i("cached")), loss(i("fresh")), loss(i("users")));
+    let us = |i: usize| many[i].all.proxy_us.unwrap_or(f64::NAN);
     let met = cached <= TARGET_AUTH_LOSS;
     println!(
         "  {:<46} {cached:.3} {}",
@@ -333,10 +391,10 @@ fn auth_verdict(m: &Measured, many: &[Summary]) -> Value {
     );
     println!(
         "  auth, a new token each request (no target): loss {fresh:.3}; {USERS} principals in turn: loss {users:.3}; agent CPU µs/request: moat http {:.1}, cached {:.1}, new token {:.1}, {USERS} principals {:.1}",
-        us(1),
-        us(3),
-        us(4),
-        us(5)
+        us(http),
+        us(i("cached")),
+        us(i("fresh")),
+        us(i("users"))
     );
     json!({
         "loss_max": TARGET_AUTH_LOSS,
@@ -359,42 +417,39 @@ fn baseline(m: &Measured, b: &AgainstBaseline) -> Value {
         &b.commit[..b.commit.len().min(12)]
     );
     println!(
-        "  {:<18} {:>8} {:>8} {:>9} {:>10} {:>10} {:>8} {:>8}",
+        "  {:<20} {:>8} {:>8} {:>9} {:>10} {:>10} {:>8} {:>8}",
         "target", "req/s", "base", "now/base", "agent µs", "base µs", "RSS MiB", "base"
     );
     let mut rows = Vec::new();
     let (mut ratios, mut cpu) = (Vec::new(), Vec::new());
-    for (i, t) in m.targets.iter().enumerate().filter(|(_, t)| t.moat) {
+    for (i, t) in m.targets.iter().enumerate().filter(|(_, t)| t.moat()) {
         let (now, base) = (&m.many[i], &b.many[i]);
         let ratio = against(now, base, |r, d| r.rps / d.rps);
         let (n, o) = (Run::combined(now), Run::combined(base));
-        let opt = |v: Option<f64>, prec: usize| {
-            v.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"))
-        };
         let mib = |k: Option<u64>| opt(k.map(|k| k as f64 / 1024.0), 1);
         println!(
-            "  {:<18} {:>8.0} {:>8.0} {:>9.3} {:>10} {:>10} {:>8} {:>8}",
+            "  {:<20} {:>8.0} {:>8.0} {:>9.3} {:>10} {:>10} {:>8} {:>8}",
             t.label,
             n.rps,
             o.rps,
             ratio,
-            opt(n.agent_us, 1),
-            opt(o.agent_us, 1),
+            opt(n.proxy_us, 1),
+            opt(o.proxy_us, 1),
             mib(n.rss_kib),
             mib(o.rss_kib),
         );
         ratios.push(ratio);
         cpu.push(against(now, base, |r, d| {
-            r.agent_us.unwrap_or(f64::NAN) / d.agent_us.unwrap_or(f64::NAN)
+            r.proxy_us.unwrap_or(f64::NAN) / d.proxy_us.unwrap_or(f64::NAN)
         }));
         rows.push(json!({
-            "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+            "target": t.name(),
             "rps": n.rps.round(),
             "base_rps": o.rps.round(),
             "ratio": round3(ratio),
             "ratio_rounds": now.iter().zip(base).map(|(r, d)| round3(r.rps / d.rps)).collect::<Vec<_>>(),
-            "agent_cpu_us_per_req": n.agent_us.map(round1),
-            "base_agent_cpu_us_per_req": o.agent_us.map(round1),
+            "agent_cpu_us_per_req": n.proxy_us.map(round1),
+            "base_agent_cpu_us_per_req": o.proxy_us.map(round1),
             "wrk_non_2xx": n.bad_status, "wrk_errors": n.errors,
             "base_wrk_non_2xx": o.bad_status, "base_wrk_errors": o.errors,
         }));
@@ -403,7 +458,7 @@ fn baseline(m: &Measured, b: &AgainstBaseline) -> Value {
         "  (now/base: median of the per-round ratios; µs: agent CPU time per answered request; RSS: largest VmRSS after a round)"
     );
     let min = 1.0 - TARGET_BASELINE_LOSS;
-    // http and https are the first two Moat targets.
+    // moat http and https are the first two Moat targets.
     let met = ratios.iter().take(2).all(|&r| r >= min);
     println!(
         "  {:<46} http {:.3}, https {:.3} {}",
@@ -427,30 +482,38 @@ fn baseline(m: &Measured, b: &AgainstBaseline) -> Value {
     })
 }
 
-fn throughput_json(t: &Target, s: &Summary) -> Value {
+fn throughput_json(t: &Target, s: &Summary, vs_haproxy: &[(&str, Value)]) -> Value {
     let r = &s.all;
+    let moat = |v: Option<f64>| v.filter(|_| t.moat());
     json!({
-        "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+        "target": t.name(),
+        "proxy": match t.proxy { Proxy::None => None, Proxy::Moat => Some("moat"), Proxy::Haproxy => Some("haproxy") },
         "rps": r.rps.round(),
         "ratio": round3(s.ratio),
         "p50_ms": round3(r.p50_ms),
         "p99_ms": round3(r.p99_ms),
-        "agent_cpu_us_per_req": r.agent_us.map(round1),
-        "agent_cs_per_req": r.agent_cs.map(round2),
+        "agent_cpu_us_per_req": moat(r.proxy_us).map(round1),
+        "agent_cs_per_req": moat(r.proxy_cs).map(round2),
+        "proxy_cpu_us_per_req": r.proxy_us.map(round1),
+        "proxy_user_us_per_req": r.proxy_user_us.map(round1),
+        "proxy_sys_us_per_req": r.proxy_sys_us.map(round1),
+        "proxy_cs_per_req": r.proxy_cs.map(round2),
         "wrk_cpu_us_per_req": round1(r.gen_us),
         "upstream_cpu_us_per_req": round1(r.upstream_us),
-        "agent_rss_mib": rss_mib(r.rss_kib),
+        "agent_rss_mib": rss_mib(r.rss_kib.filter(|_| t.moat())),
+        "proxy_rss_mib": rss_mib(r.rss_kib),
+        "vs_haproxy": vs_haproxy.iter().find(|(id, _)| *id == t.id).map(|(_, v)| v),
         "rps_rounds": s.rps_rounds.iter().map(|x| x.round()).collect::<Vec<_>>(),
     })
 }
 
 fn latency_json(t: &Target, s: &LatSummary) -> Value {
     json!({
-        "target": t.label.split_whitespace().collect::<Vec<_>>().join(" "),
+        "target": t.name(),
         "p50_ms": round3(s.all.p50_ms),
         "p90_ms": round3(s.all.p90_ms),
         "p99_ms": round3(s.all.p99_ms),
-        "added_p50_ms": t.moat.then(|| round3(s.added_ms)),
+        "added_p50_ms": (t.proxy != Proxy::None).then(|| round3(s.added_ms)),
         "samples": s.all.samples,
         "failed": s.all.errors,
     })

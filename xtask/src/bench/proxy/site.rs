@@ -13,10 +13,11 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    AUTHZ, FRESH_TOKENS, USERS,
+    AUTHZ, DIRECT, FRESH_TOKENS, HAPROXY_UP, PLAIN, USERS,
     check::Check,
+    haproxy::Haproxy,
     load::{self, Bench},
-    targets,
+    target::{Target, targets},
     upstream::Upstream,
     usage::Audit,
 };
@@ -57,14 +58,15 @@ pub struct Tokens {
     pub full: String,
 }
 
-/// A namespace with the agent and the upstream running, ready for load.
+/// A namespace with the agent, the upstream and (in the first) HAProxy running, ready for load.
 pub struct Site {
-    /// Declared before `lab`: stops before the namespace goes.
+    /// Declared before `lab`: they stop before the namespace goes.
     pub upstream: Upstream,
+    pub haproxy: Option<Haproxy>,
     pub lab: Lab,
     pub agent: u32,
     pub issuer: Issuer,
-    pub targets: Vec<super::Target>,
+    pub targets: Vec<Target>,
     pub script: PathBuf,
     /// The checks made once the agent runs (the policy's decisions).
     pub checks: Vec<Check>,
@@ -72,14 +74,16 @@ pub struct Site {
 
 impl Site {
     /// Starts the site `name` with `moat`, the config's `servers` (the authorization server's
-    /// section is added when this `moat` takes it), the upstream (`xtask`), and checks the
-    /// `full` server's policy (TLS trusting `ca`).
+    /// section is added when this `moat` takes it), the upstream (`xtask`), HAProxy with the
+    /// certificate and key `haproxy` if given, and checks the `full` server's policy (TLS
+    /// trusting `ca`).
     pub fn start(
         name: &str,
         moat: PathBuf,
         servers: &str,
         xtask: &Path,
         ca: &Path,
+        haproxy: Option<(&Path, &Path)>,
     ) -> Result<Self> {
         let authz = format!(
             "authorization_server:\n  issuer: 'http://127.0.0.1:{AUTHZ}'\n  dangerous: {{plaintext: true}}\n"
@@ -98,7 +102,10 @@ impl Site {
             lab.write_config(&audit)?;
         }
         let script = load::write_script(&lab)?;
-        let upstream = Upstream::start(&lab, xtask, [super::DIRECT, super::PLAIN])?;
+        let upstream = Upstream::start(&lab, xtask, &[DIRECT, PLAIN, HAPROXY_UP])?;
+        let haproxy = haproxy
+            .map(|(cert, key)| Haproxy::start(&lab, cert, key))
+            .transpose()?;
         // Minted on the store before the agent starts (its memory is the bench's), except one
         // by one, which needs its control socket.
         let before = (issuer != Issuer::Server { count: false })
@@ -117,6 +124,7 @@ impl Site {
         let targets = targets(&lab, &tokens)?;
         Ok(Self {
             upstream,
+            haproxy,
             lab,
             agent,
             issuer,
@@ -133,6 +141,7 @@ impl Site {
             xtask,
             ca: ca.to_owned(),
             agent: self.agent,
+            haproxy: self.haproxy.as_ref().map(|h| h.pid),
             upstream: self.upstream.pid,
             audit: Audit::default(),
         }

@@ -44,11 +44,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn start(lab: &Lab, xtask: &Path, ports: [u16; 2]) -> Result<Self> {
+    pub fn start(lab: &Lab, xtask: &Path, ports: &[u16]) -> Result<Self> {
         let mut child = lab
             .command(xtask)
             .arg(UPSTREAM_CMD)
-            .args(ports.map(|p| p.to_string()))
+            .args(ports.iter().map(|p| p.to_string()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -74,22 +74,17 @@ impl Upstream {
         Ok(up)
     }
 
-    /// Requests answered so far on each port.
-    pub fn served(&mut self) -> Result<[u64; 2]> {
+    /// Requests answered so far on each port, in the order given to `start`.
+    pub fn served(&mut self) -> Result<Vec<u64>> {
         let stdin = self.stdin.as_mut().ok_or("upstream stdin")?;
         writeln!(stdin, "served").map_err(|e| format!("upstream: {e}"))?;
         let mut line = String::new();
         self.stdout
             .read_line(&mut line)
             .map_err(|e| format!("upstream: {e}"))?;
-        let n: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|w| w.parse().ok())
-            .collect();
-        match n[..] {
-            [a, b] => Ok([a, b]),
-            _ => Err(format!("upstream answered {line:?}")),
-        }
+        line.split_whitespace()
+            .map(|w| w.parse().map_err(|_| format!("upstream answered {line:?}")))
+            .collect()
     }
 }
 

@@ -13,17 +13,19 @@ use nix::{
     unistd::{SysconfVar, sysconf},
 };
 
-/// What the agent spent, from /proc: CPU time (µs) and context switches of all its threads.
+/// What a process (the agent, HAProxy) spent, from /proc: CPU time (µs) in user and system
+/// mode, and the context switches of all its threads.
 #[derive(Clone, Copy, Default)]
 pub struct Usage {
-    cpu_us: f64,
+    user_us: f64,
+    sys_us: f64,
     switches: u64,
 }
 
 impl Usage {
-    /// What the agent spends now, totalled since it started.
-    pub fn of_agent(pid: u32) -> Option<Self> {
-        let cpu_us = proc_cpu_us(format!("/proc/{pid}/stat"))?;
+    /// What process `pid` spends now, totalled since it started.
+    pub fn of(pid: u32) -> Option<Self> {
+        let (user_us, sys_us) = proc_cpu_split_us(format!("/proc/{pid}/stat"))?;
         let mut switches = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
@@ -39,34 +41,56 @@ impl Usage {
                 }
             }
         }
-        Some(Self { cpu_us, switches })
+        Some(Self {
+            user_us,
+            sys_us,
+            switches,
+        })
     }
 
     /// What was spent from `before` to `self`, divided by `requests` (at least 1).
     pub fn per_request(self, before: Self, requests: u64) -> PerRequest {
         let per = |x: f64| x / requests.max(1) as f64;
         PerRequest {
-            cpu_us: per(self.cpu_us - before.cpu_us),
+            cpu_us: per(self.user_us + self.sys_us - before.user_us - before.sys_us),
+            user_us: per(self.user_us - before.user_us),
+            sys_us: per(self.sys_us - before.sys_us),
             switches: per(self.switches.saturating_sub(before.switches) as f64),
         }
     }
 }
 
-/// What the agent spent per request.
+/// What a process spent per request: CPU time (user + system, and each), context switches.
 #[derive(Clone, Copy)]
 pub struct PerRequest {
     pub cpu_us: f64,
+    pub user_us: f64,
+    pub sys_us: f64,
     pub switches: f64,
+}
+
+impl PerRequest {
+    pub const UNKNOWN: Self = Self {
+        cpu_us: f64::NAN,
+        user_us: f64::NAN,
+        sys_us: f64::NAN,
+        switches: f64::NAN,
+    };
 }
 
 /// utime + stime of a process or thread, in µs, from its /proc stat file.
 pub fn proc_cpu_us(stat: impl AsRef<Path>) -> Option<f64> {
+    proc_cpu_split_us(stat).map(|(u, s)| u + s)
+}
+
+/// utime and stime of a process or thread, in µs, from its /proc stat file.
+fn proc_cpu_split_us(stat: impl AsRef<Path>) -> Option<(f64, f64)> {
     let s = std::fs::read_to_string(stat).ok()?;
     // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
     let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     let hz = sysconf(SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
-    Some(ticks * 1e6 / hz)
+    let us = |i: usize| Some(f.get(i)?.parse::<f64>().ok()? * 1e6 / hz);
+    Some((us(11)?, us(12)?))
 }
 
 /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM).
