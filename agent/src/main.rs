@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h): how long freed pages wait before they go
+/// back to the system.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 use moat::{
     Config, Mode, app,
     control::{self, Request},
@@ -236,6 +240,11 @@ enum TokenCommand {
 }
 
 fn main() {
+    // Freed pages go back to the system when they are freed. With a delay they go only when
+    // the process next frees pages after it, which an agent left idle by a wave of closed
+    // streams may not do for long: it would keep their memory.
+    // SAFETY: sets an allocator option (an integer mimalloc reads on each purge).
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     moat::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.

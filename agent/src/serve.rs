@@ -4,8 +4,16 @@
 //! A connection that has not sent its first request's headers within `header_timeout` (after
 //! its TLS handshake, which has the same limit), or has no request in flight for
 //! `idle_timeout`, is closed.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::{Buf as _, Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -13,6 +21,7 @@ use hyper_util::{
 };
 use serde_json::json;
 use tokio::{
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
@@ -215,7 +224,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     match &p.tls {
         None => {
             http(
-                TokioIo::new(stream),
+                stream,
                 activity,
                 p.clone(),
                 proxy,
@@ -245,7 +254,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         tls: version,
                         process,
                     };
-                    http(TokioIo::new(tls_stream), activity, p.clone(), proxy, conn).await;
+                    http(tls_stream, activity, p.clone(), proxy, conn).await;
                 }
                 Ok(Err(e)) => {
                     let mut r = conn_record(format!("TLS handshake: {e}"));
@@ -262,16 +271,25 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     }
 }
 
-async fn http<I>(
-    io: TokioIo<I>,
-    activity: Arc<Activity>,
-    p: Arc<Site>,
-    proxy: Arc<Proxy>,
-    conn: Conn,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+async fn http<I>(mut io: I, activity: Arc<Activity>, p: Arc<Site>, proxy: Arc<Proxy>, conn: Conn)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = p.server.limits;
+    // hyper's own header timeout starts once it reads HTTP/1.1; before, while it waits for
+    // the bytes that tell HTTP/1.1 from HTTP/2 (or for an HTTP/2 client's first request), a
+    // client could send nothing, or part of the HTTP/2 preface, for as long as it liked.
+    let first_request = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(first_request);
+    let (h2, first) = tokio::select! {
+        r = first_bytes(&mut io) => match r {
+            Ok(first) => first,
+            Err(e) => return tracing::debug!("connection ended: {e}"),
+        },
+        () = &mut first_request => {
+            return tracing::debug!("closing a connection that sent no request headers in time");
+        }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -285,6 +303,11 @@ async fn http<I>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024);
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     let conn = Arc::new(conn);
     let idle = limits.idle_timeout;
     let service = service_fn({
@@ -292,16 +315,13 @@ async fn http<I>(
         move |req| {
             let (p, proxy, conn, in_flight) =
                 (p.clone(), proxy.clone(), conn.clone(), activity.request());
-            async move { proxy.handle(&p, &conn, req, in_flight).await }
+            // Boxed: hyper keeps room for the future of a request for as long as the
+            // connection lives; this way a held stream keeps a pointer, not the whole future.
+            Box::pin(async move { proxy.handle(&p, &conn, req, in_flight).await })
         }
     });
-    let serving = builder.serve_connection(io, service);
+    let serving = builder.serve_connection(TokioIo::new(Prefixed { first, io }), service);
     tokio::pin!(serving);
-    // hyper's own header timeout starts once it reads HTTP/1.1; before, while it waits for
-    // the bytes that tell HTTP/1.1 from HTTP/2 (or for an HTTP/2 client's first request), a
-    // client could send nothing, or part of the HTTP/2 preface, for as long as it liked.
-    let first_request = tokio::time::sleep(limits.header_timeout);
-    tokio::pin!(first_request);
     let mut waiting_first = true;
     loop {
         tokio::select! {
@@ -325,6 +345,84 @@ async fn http<I>(
                 }
             }
         }
+    }
+}
+
+/// HTTP/2's connection preface, which a client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the client sent first, read as it came (up to 4 KiB: a whole request head as a rule),
+/// and whether it begins with HTTP/2's preface; more is read only while it could still be the
+/// preface. hyper then gets these bytes in one read: given a part of a head, it would double
+/// its read buffer, which the connection keeps for as long as it lives.
+async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(bool, Bytes)> {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        // At the end of the stream (or not the preface): HTTP/1.1, which sees what came.
+        let n = io.read_buf(&mut buf).await?;
+        let k = buf.len().min(H2_PREFACE.len());
+        if n == 0 || buf[..k] != H2_PREFACE[..k] {
+            return Ok((false, buf.freeze()));
+        }
+        if k == H2_PREFACE.len() {
+            return Ok((true, buf.freeze()));
+        }
+    }
+}
+
+/// A connection with the bytes already read from it in front.
+struct Prefixed<I> {
+    first: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.first.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.first.len().min(buf.remaining());
+        buf.put_slice(&self.first[..n]);
+        self.first.advance(n);
+        if self.first.is_empty() {
+            // Frees the buffer they came in.
+            self.first = Bytes::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

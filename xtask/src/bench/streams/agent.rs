@@ -64,6 +64,21 @@ impl Cpu {
     }
 }
 
+/// The agent's open-file limit, and how many connections it leaves room for within
+/// `max_connections`: two descriptors each, 512 kept for the rest (README, "Connection limits").
+pub fn room(pid: u32, max_connections: usize) -> Option<(u64, usize)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    let room = (soft.saturating_sub(512) / 2).min(max_connections as u64) as usize;
+    Some((soft, room))
+}
+
 /// The connection counters of the agent's metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counters {

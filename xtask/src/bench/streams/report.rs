@@ -92,6 +92,11 @@ pub fn print(r: &Report) {
         let label = format!("{} x{}", row.target, row.asked);
         if row.failed.as_object().is_some_and(|m| !m.is_empty()) {
             println!("{label}: not opened: {}", row.failed);
+            if let Some((files, room)) = row.room.filter(|&(_, room)| room < row.asked) {
+                println!(
+                    "{label}: the agent's open-file limit ({files}) leaves room for {room} connections (two descriptors each, 512 kept)"
+                );
+            }
         }
         if row.ended.as_object().is_some_and(|m| !m.is_empty()) {
             println!("{label}: ended while held: {}", row.ended);
@@ -187,6 +192,8 @@ fn json(r: &Report) -> Value {
                 "cpu_us_per_event": row.cpu_us_per_event.map(round1),
                 "latency_ms": {"p50": row.p50_ms, "p99": row.p99_ms, "max": row.max_ms},
                 "connections_open": {"held": row.conns_held, "after_close": row.conns_after},
+                "agent_open_files": row.room.map(|r| r.0),
+                "agent_room": row.room.map(|r| r.1),
                 "capacity": row.capacity.as_ref().map(|c| json!({
                     "probe": c.probe,
                     "refused_total_counted": c.counted_total,

@@ -64,6 +64,8 @@ pub struct Row {
     pub conns_held: Option<f64>,
     pub conns_after: Option<f64>,
     pub capacity: Option<Capacity>,
+    /// The agent's open-file limit, and the connections it leaves room for.
+    pub room: Option<(u64, usize)>,
 }
 
 /// The capacity probe: BEYOND connections with `limit` held.
@@ -89,6 +91,7 @@ impl Stage<'_> {
             target: target.into(),
             asked: n,
             rss_before: self.rss(),
+            room: self.agent.and_then(|pid| agent::room(pid, self.limit)),
             ..Row::default()
         };
         self.upstream.ask("events off")?;
