@@ -128,7 +128,9 @@ const BASE_LAB: &str = "moat-bench-proxy-base";
 const ROUNDS: usize = 5;
 const ROUND_S: u32 = 2;
 const CONNS: u32 = 16;
-/// With `--profile`: the length of the recorded run.
+/// With `--profile`: the targets recorded (plain Moat, and Moat doing all of its work).
+const PROFILED: [&str; 2] = ["http", "full"];
+/// With `--profile`: the length of each recorded run.
 const PROFILE_S: u32 = 5;
 /// Warm-up per target, discarded (connections, the agent's upstream pool, caches).
 const WARMUP_S: u32 = 1;
@@ -282,20 +284,19 @@ pub fn run(args: &[String]) -> Result {
 
     let elapsed = started.elapsed();
     let rss_hwm = proc_status_kib(site.agent, "VmHWM");
-    // 3. With --profile: the agent's stacks under the full target's load, not measured.
-    let recorded = if opts.profile {
-        let full = &targets[target::at(targets, "full")];
-        let data = host::workspace().join("target/bench/perf-full.data");
+    // 3. With --profile: the agent's stacks under each profiled target's load, not measured.
+    let mut recorded = Vec::new();
+    for id in PROFILED.iter().filter(|_| opts.profile) {
+        let t = &targets[target::at(targets, id)];
+        let data = host::workspace().join(format!("target/bench/perf-{id}.data"));
         let rec = profile::Recording::start(site.agent, &data)?;
-        let run = bench.wrk(full, CONNS, PROFILE_S);
+        let run = bench.wrk(t, CONNS, PROFILE_S);
         let data = rec.stop()?;
         run?;
-        let flame = host::workspace().join("target/bench/flame-full.svg");
-        let title = format!("moat agent under bench proxy: {}", full.name());
-        Some((full.name(), profile::analyse(&data, &title, &flame)?))
-    } else {
-        None
-    };
+        let flame = host::workspace().join(format!("target/bench/flame-{id}.svg"));
+        let title = format!("moat agent under bench proxy: {}", t.name());
+        recorded.push((t.name(), profile::analyse(&data, &title, &flame)?));
+    }
     let Bench { audit, .. } = bench;
     let audit = audit.finish(&site.lab.audit);
     let base_audit = other.map(|(b, _)| b.audit.finish(&b.lab.audit));

@@ -44,8 +44,8 @@ pub struct Measured<'a> {
     pub baseline: Option<AgainstBaseline>,
     /// The correctness checks, of both sites.
     pub checks: &'a [Check],
-    /// With `--profile`: the profiled target's name, and what the recording shows.
-    pub profile: Option<(String, Profile)>,
+    /// With `--profile`: each profiled target's name, and what its recording shows.
+    pub profile: Vec<(String, Profile)>,
 }
 
 /// The baseline build's wrk runs, per target (none for direct).
@@ -165,7 +165,7 @@ pub fn print(m: &Measured) {
         m.elapsed.as_secs_f64()
     );
 
-    if let Some((label, p)) = &m.profile {
+    for (label, p) in &m.profile {
         profile::print(label, p);
     }
     let report = json!({
@@ -201,7 +201,7 @@ pub fn print(m: &Measured) {
         "wrk_errors": wrk_errors,
         "latency_failed": lat_errors,
         "measured_s": round1(m.elapsed.as_secs_f64()),
-        "profile": m.profile.as_ref().map(|(t, p)| json!({"target": t, "agent": p.json()})),
+        "profile": m.profile.iter().map(|(t, p)| json!({"target": t, "agent": p.json()})).collect::<Vec<_>>(),
     });
     println!();
     println!("{report}");
