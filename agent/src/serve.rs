@@ -233,6 +233,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                     dst,
                     tls: None,
                     process,
+                    serialized: Default::default(),
                 },
             )
             .await
@@ -253,6 +254,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         dst,
                         tls: version,
                         process,
+                        serialized: Default::default(),
                     };
                     http(tls_stream, activity, p.clone(), proxy, conn).await;
                 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
 use crate::vocab::{Conn, Decision, Effect, Hidden, Listing, Principal};
@@ -96,11 +96,21 @@ enum Upstream {
     Failed { error: String },
 }
 
+/// JSON already serialized, shared.
+struct Raw(Arc<RawValue>);
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
 #[derive(Serialize)]
 struct Fields {
     request_id: RequestId,
     server: Arc<str>,
-    conn: Conn,
+    /// The connection (`Conn`), serialized once for all its requests.
+    conn: Raw,
     http: Http,
     /// Who called, once the token is validated.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +167,7 @@ impl RequestRecord {
             fields: Fields {
                 request_id: RequestId::next(),
                 server,
-                conn: conn.clone(),
+                conn: Raw(conn.to_json()),
                 http,
                 principal: None,
                 mcp: Mcp::default(),
@@ -291,8 +301,10 @@ impl Drop for RequestRecord {
             });
         }
         self.fields.ms = millis(elapsed);
-        match serde_json::to_vec(&self.fields) {
-            Ok(object) => self.audit.record_serialized("request", object),
+        // Room for a typical record at once, rather than growing through every size below it.
+        let mut object = Vec::with_capacity(1024);
+        match serde_json::to_writer(&mut object, &self.fields) {
+            Ok(()) => self.audit.record_serialized("request", object),
             // Only a serializer bug gets here; say so rather than lose the record silently.
             Err(e) => tracing::error!("audit record could not be serialized: {e}"),
         }
@@ -353,6 +365,7 @@ mod tests {
             dst: addr,
             tls: None,
             process: None,
+            serialized: Default::default(),
         };
         let record = |server: &str| RequestRecord::new(&log, server.into(), &conn, Http::default());
         // Refused by Moat: failed, nothing asked of the upstream.
