@@ -155,7 +155,7 @@ impl Engine {
         let str_ = |s: &str| RestrictedExpression::new_string(s.to_string());
         let long = |n: u64| RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX));
         let mut context = vec![
-            ("time".to_string(), datetime(secs, input.now)),
+            ("time".to_string(), datetime(secs)),
             ("hour".into(), long((secs % 86_400) / 3_600)),
             ("weekday".into(), str_(weekday)),
             ("source_ip".into(), ip(input.source_ip.to_canonical())),
@@ -194,16 +194,20 @@ impl Engine {
             Request::new(user, action, resource, context, None).map_err(|e| e.to_string())?;
         let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
         let response = self.authorizer.is_authorized(&request, policies, &entities);
-        let policies: Vec<String> = response
+        // Cedar gives both as sets (in no set order): sorted, a decision is the same each
+        // time it is made.
+        let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
             .collect();
-        let errors: Vec<String> = response
+        policies.sort_unstable();
+        let mut errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(|e| e.to_string())
             .collect();
+        errors.sort_unstable();
         let allow = response.decision() == CedarDecision::Allow;
         let reason = match (allow, policies.is_empty()) {
             (true, _) => format!("permitted by {}", policies.join(", ")),
@@ -269,12 +273,15 @@ fn ip(addr: IpAddr) -> RestrictedExpression {
     })
 }
 
-fn datetime(secs: u64, now: SystemTime) -> RestrictedExpression {
+/// The second `secs`, as the hour and weekday are made from it (a time before 1970 is 1970,
+/// for all three alike).
+fn datetime(secs: u64) -> RestrictedExpression {
     TIME.with_borrow_mut(|last| match last {
         Some((s, e)) if *s == secs => e.clone(),
         _ => {
+            let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
             let e = RestrictedExpression::new_datetime(
-                humantime::format_rfc3339_seconds(now).to_string(),
+                humantime::format_rfc3339_seconds(at).to_string(),
             );
             *last = Some((secs, e.clone()));
             e
