@@ -8,14 +8,14 @@ use std::{
     collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
     net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::Mutex,
 };
 
 use serde_json::{Map, Value};
 
 use super::{
     Input,
-    reads::{CONTEXT, Reads, Tags},
+    reads::{Attr, Reads, Tags},
 };
 use crate::vocab::{Decision, Target};
 
@@ -35,7 +35,7 @@ pub struct Cache {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, Arc<Decision>, BuildHasherDefault<Prehashed>>,
+    map: HashMap<Key, Decision, BuildHasherDefault<Prehashed>>,
     bytes: usize,
 }
 
@@ -102,8 +102,7 @@ impl Cache {
 
     pub fn get(&self, key: &Key) -> Option<Decision> {
         // A poisoned shard is passed by: deciding afresh is always right.
-        let hit = self.shard(key).lock().ok()?.map.get(key).cloned();
-        hit.map(|d| (*d).clone())
+        self.shard(key).lock().ok()?.map.get(key).cloned()
     }
 
     pub fn insert(&self, key: Key, decision: Decision) {
@@ -119,7 +118,7 @@ impl Cache {
             shard.bytes = 0;
         }
         shard.bytes += size;
-        if shard.map.insert(key, Arc::new(decision)).is_some() {
+        if shard.map.insert(key, decision).is_some() {
             // Another thread decided the same request first (the same decision).
             shard.bytes -= size;
         }
@@ -179,25 +178,22 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
         }
     }
     // The context, as far as it is read.
-    for (i, name) in CONTEXT.iter().enumerate() {
-        if !reads.context(i) {
-            continue;
-        }
-        match *name {
-            "time" => k.u64(facts.secs),
-            "hour" => k.u64(super::hour(facts.secs)),
-            "weekday" => k.str(super::weekday(facts.secs)),
-            "source_ip" => match input.source_ip.to_canonical() {
+    for attr in reads.context() {
+        match attr {
+            Attr::Time => k.u64(facts.secs),
+            Attr::Hour => k.u64(super::hour(facts.secs)),
+            Attr::Weekday => k.str(super::weekday(facts.secs)),
+            Attr::SourceIp => match input.source_ip.to_canonical() {
                 IpAddr::V4(a) => k.bytes(&a.octets()),
                 IpAddr::V6(a) => k.bytes(&a.octets()),
             },
-            "tls" => k.str(input.tls.unwrap_or("none")),
+            Attr::Tls => k.str(input.tls.unwrap_or("none")),
             // Part of the principal, above.
-            "scopes" | "client" => {}
-            "session" => k.str(input.session.unwrap_or("")),
-            "rate" => k.u64(input.rate),
-            "listing" => k.byte(u8::from(input.listing)),
-            "process" => match input.process {
+            Attr::Scopes | Attr::Client => {}
+            Attr::Session => k.str(input.session.unwrap_or("")),
+            Attr::Rate => k.u64(input.rate),
+            Attr::Listing => k.byte(u8::from(input.listing)),
+            Attr::Process => match input.process {
                 None => k.byte(0),
                 Some(pr) => {
                     k.byte(1);
@@ -208,9 +204,6 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
                     k.u64(pr.cgroup_id);
                 }
             },
-            // An attribute Moat does not build: nothing to hold (reads.rs counts it as
-            // reading all of the context).
-            _ => {}
         }
     }
     // The arguments, as tags, as far as they are read.

@@ -18,7 +18,7 @@ pub struct Index {
     /// By action id: the policies for any resource of it.
     general: HashMap<String, Set>,
     /// By action id and resource: general plus the policies naming that resource.
-    specific: HashMap<(String, EntityUid), Set>,
+    specific: HashMap<String, HashMap<EntityUid, Set>>,
 }
 
 /// Policies, and what they read (`None`: their decisions are not to be cached).
@@ -69,12 +69,15 @@ impl Index {
                 reads: all,
             })
         };
-        let mut specific = HashMap::new();
+        let mut specific: HashMap<String, HashMap<EntityUid, Set>> = HashMap::new();
         if split {
             for ((a, r), ps) in &by_resource {
                 let mut all = general.get(a).cloned().unwrap_or_default();
                 all.extend(ps.iter().cloned());
-                specific.insert((a.clone(), r.clone()), set_of(&all)?);
+                specific
+                    .entry(a.clone())
+                    .or_default()
+                    .insert(r.clone(), set_of(&all)?);
             }
         } else {
             for ((a, _), ps) in by_resource {
@@ -92,7 +95,7 @@ impl Index {
 
     /// The policies that can decide `action` on `resource`, and what they read.
     pub fn for_request(&self, action: &str, resource: &EntityUid) -> (&PolicySet, Option<&Reads>) {
-        let set = match self.specific.get(&(action.to_string(), resource.clone())) {
+        let set = match self.specific.get(action).and_then(|r| r.get(resource)) {
             Some(s) => s,
             None => self.general.get(action).unwrap_or_else(|| empty()),
         };

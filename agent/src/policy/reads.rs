@@ -9,19 +9,35 @@ use std::collections::BTreeSet;
 use cedar_policy::Policy;
 use serde_json::{Map, Value};
 
-/// The context attributes Moat builds, in the order a cache key holds them.
-pub const CONTEXT: [&str; 11] = [
-    "time",
-    "hour",
-    "weekday",
-    "source_ip",
-    "tls",
-    "scopes",
-    "client",
-    "session",
-    "rate",
-    "listing",
-    "process",
+/// A context attribute Moat builds (see `context_pairs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    Time,
+    Hour,
+    Weekday,
+    SourceIp,
+    Tls,
+    Scopes,
+    Client,
+    Session,
+    Rate,
+    Listing,
+    Process,
+}
+
+/// The context attributes by name, in the order a cache key holds them.
+pub const CONTEXT: [(&str, Attr); 11] = [
+    ("time", Attr::Time),
+    ("hour", Attr::Hour),
+    ("weekday", Attr::Weekday),
+    ("source_ip", Attr::SourceIp),
+    ("tls", Attr::Tls),
+    ("scopes", Attr::Scopes),
+    ("client", Attr::Client),
+    ("session", Attr::Session),
+    ("rate", Attr::Rate),
+    ("listing", Attr::Listing),
+    ("process", Attr::Process),
 ];
 
 const ALL_CONTEXT: u16 = (1 << CONTEXT.len()) - 1;
@@ -55,7 +71,7 @@ const EXTENSIONS: [&str; 22] = [
 /// What a policy (or a set of them) reads besides the principal, action and resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
-    /// Bit `i` set: `context[CONTEXT[i]]` is read.
+    /// Bit `i` set: the context attribute `CONTEXT[i]` is read.
     context: u16,
     pub tags: Tags,
 }
@@ -83,17 +99,23 @@ impl Reads {
         }
     }
 
-    /// Whether `context[CONTEXT[i]]` is read.
-    pub fn context(&self, i: usize) -> bool {
-        self.context & (1 << i) != 0
+    /// The context attributes read, in key order.
+    pub fn context(&self) -> impl Iterator<Item = Attr> + '_ {
+        CONTEXT
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.context & (1 << i) != 0)
+            .map(|(_, (_, attr))| *attr)
     }
 
-    /// The names of the context attributes read, in key order.
+    /// Their names.
     #[cfg(test)]
     pub fn context_names(&self) -> Vec<&'static str> {
-        (0..CONTEXT.len())
-            .filter(|&i| self.context(i))
-            .map(|i| CONTEXT[i])
+        CONTEXT
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.context & (1 << i) != 0)
+            .map(|(_, (name, _))| *name)
             .collect()
     }
 
@@ -137,7 +159,7 @@ impl Reads {
     }
 
     fn context_attr(&mut self, attr: &str) {
-        match CONTEXT.iter().position(|a| *a == attr) {
+        match CONTEXT.iter().position(|(name, _)| *name == attr) {
             Some(i) => self.context |= 1 << i,
             None => self.context = ALL_CONTEXT,
         }
