@@ -119,6 +119,8 @@ impl Engine {
         d
     }
 
+    /// Cedar's decision. What it makes of `input` is all in the cache key
+    /// ([`cache::key_bytes`]): anything it comes to use must be added there too.
     fn evaluate(
         &self,
         input: &Input<'_>,
