@@ -1,12 +1,18 @@
-//! What a policy decision costs with 10, 100 and 1,000 policies (criterion): a tools/call by a
-//! user in several groups, decided against policies of the shapes users write (group, time,
-//! address and argument conditions), where the permitting policy is the last one. Two styles:
-//! `scoped` names each policy's tool in its scope (`resource == Tool::"x"`, as Cedar
-//! recommends: Moat then evaluates only the policies that can apply), `conditions` names it in
-//! a `when` condition (`resource.name == "x"`: every policy of the action is evaluated).
+//! What a policy decision by Cedar (the cache aside) costs with 10, 100 and 1,000 policies
+//! (criterion): a tools/call by a user in several groups, decided against policies of the
+//! shapes users write (group, time, address and argument conditions), where the permitting
+//! policy is the last one. Two styles: `scoped` names each policy's tool in its scope
+//! (`resource == Tool::"x"`, as Cedar recommends: Moat then evaluates only the policies that
+//! can apply), `conditions` names it in a `when` condition (`resource.name == "x"`: every
+//! policy of the action is evaluated). Then the decision cache: the `moat full` proxy bench's
+//! call (`echo`, by a member of engineering, staff and oncall, against
+//! `xtask/src/bench/proxy/full.cedar`) decided from the cache and by Cedar, on one thread and
+//! on two at once.
 use std::{
     hint::black_box,
-    time::{Duration, SystemTime},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant, SystemTime},
 };
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -112,11 +118,82 @@ fn bench(c: &mut Criterion) {
         let d = e.decide(&input);
         assert!(d.allowed(), "the last policy permits it: {d:?}");
         g.bench_with_input(BenchmarkId::new(style, n), &input, |b, input| {
-            b.iter(|| black_box(e.decide(black_box(input))))
+            b.iter(|| black_box(e.decide_uncached(black_box(input))))
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn cache(c: &mut Criterion) {
+    let file =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../xtask/src/bench/proxy/full.cedar");
+    let e = load(&Policy {
+        file,
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: vec!["department".into()],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let principal = Principal {
+        sub: "alice".into(),
+        client_id: Some("bench".into()),
+        iss: "https://idp".into(),
+        scopes: vec!["mcp:tools".into()],
+        claims: json!({"groups": ["engineering", "staff", "oncall"], "department": "platform"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    let args = json!({"text": "hi"});
+    let input = Input {
+        server: "bench",
+        action: "tools/call",
+        target: Some((Target::Tool, "echo")),
+        arguments: Some(&args),
+        principal: &principal,
+        source_ip: "127.0.0.1".parse().unwrap(),
+        tls: Some("TLSv1_3"),
+        session: Some("s1"),
+        process: None,
+        rate: 3,
+        now: SystemTime::now(),
+        listing: false,
+    };
+    let d = e.decide(&input);
+    assert!(d.allowed(), "staff-echo permits it: {d:?}");
+    assert_eq!(d, e.decide_uncached(&input));
+    let mut g = c.benchmark_group("full.cedar echo");
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function("cached", |b| {
+        b.iter(|| black_box(e.decide(black_box(&input))))
+    });
+    g.bench_function("uncached", |b| {
+        b.iter(|| black_box(e.decide_uncached(black_box(&input))))
+    });
+    // Two threads deciding the same request (the same cache shard): the time per decision
+    // over both, so that contention shows as a time above half the one-thread time.
+    for (name, cached) in [("cached, 2 threads", true), ("uncached, 2 threads", false)] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            for _ in 0..iters.div_ceil(2) {
+                                black_box(match cached {
+                                    true => e.decide(black_box(&input)),
+                                    false => e.decide_uncached(black_box(&input)),
+                                });
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, cache);
 criterion_main!(benches);

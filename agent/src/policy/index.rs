@@ -2,10 +2,13 @@
 //! action (or any), and among them those whose scope names one resource (`resource ==
 //! Tool::"x"`) only for that resource. A request is decided by its own small set, which gives
 //! the same decision as the whole set (a policy whose scope does not match cannot decide) at
-//! a cost that does not grow with policies about other tools.
+//! a cost that does not grow with policies about other tools. Each set comes with what its
+//! policies read of a request ([`Reads`]), for the decision cache.
 use std::collections::HashMap;
 
 use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
+
+use super::reads::Reads;
 
 /// More policy copies than this across the per-resource sets and the index stops splitting by
 /// resource (each action's set holds all its policies: slower, same decisions).
@@ -13,9 +16,15 @@ const MAX_COPIES: usize = 200_000;
 
 pub struct Index {
     /// By action id: the policies for any resource of it.
-    general: HashMap<String, PolicySet>,
+    general: HashMap<String, Set>,
     /// By action id and resource: general plus the policies naming that resource.
-    specific: HashMap<(String, EntityUid), PolicySet>,
+    specific: HashMap<String, HashMap<EntityUid, Set>>,
+}
+
+/// Policies, and what they read (`None`: their decisions are not to be cached).
+struct Set {
+    policies: PolicySet,
+    reads: Option<Reads>,
 }
 
 impl Index {
@@ -38,15 +47,37 @@ impl Index {
             .map(|(a, _)| general.get(a).map_or(0, Vec::len))
             .sum();
         let split = copies <= MAX_COPIES;
-        let set_of = |ps: &[Policy]| -> Result<PolicySet, String> {
-            PolicySet::from_policies(ps.iter().cloned()).map_err(|e| e.to_string())
+        // Each policy is walked once, however many sets it is in.
+        let mut reads: HashMap<String, Option<Reads>> = HashMap::new();
+        for p in set.policies() {
+            reads.insert(p.id().to_string(), Reads::of_policy(p));
+        }
+        let set_of = |ps: &[Policy]| -> Result<Set, String> {
+            let mut all = Some(Reads::default());
+            for p in ps {
+                all = match (all, reads.get(&p.id().to_string()).and_then(Option::as_ref)) {
+                    (Some(mut a), Some(r)) => {
+                        a.add(r);
+                        Some(a)
+                    }
+                    _ => None,
+                };
+            }
+            Ok(Set {
+                policies: PolicySet::from_policies(ps.iter().cloned())
+                    .map_err(|e| e.to_string())?,
+                reads: all,
+            })
         };
-        let mut specific = HashMap::new();
+        let mut specific: HashMap<String, HashMap<EntityUid, Set>> = HashMap::new();
         if split {
             for ((a, r), ps) in &by_resource {
                 let mut all = general.get(a).cloned().unwrap_or_default();
                 all.extend(ps.iter().cloned());
-                specific.insert((a.clone(), r.clone()), set_of(&all)?);
+                specific
+                    .entry(a.clone())
+                    .or_default()
+                    .insert(r.clone(), set_of(&all)?);
             }
         } else {
             for ((a, _), ps) in by_resource {
@@ -62,12 +93,13 @@ impl Index {
         })
     }
 
-    /// The policies that can decide `action` on `resource`.
-    pub fn for_request(&self, action: &str, resource: &EntityUid) -> &PolicySet {
-        if let Some(s) = self.specific.get(&(action.to_string(), resource.clone())) {
-            return s;
-        }
-        self.general.get(action).unwrap_or_else(|| empty())
+    /// The policies that can decide `action` on `resource`, and what they read.
+    pub fn for_request(&self, action: &str, resource: &EntityUid) -> (&PolicySet, Option<&Reads>) {
+        let set = match self.specific.get(action).and_then(|r| r.get(resource)) {
+            Some(s) => s,
+            None => self.general.get(action).unwrap_or_else(|| empty()),
+        };
+        (&set.policies, set.reads.as_ref())
     }
 }
 
@@ -82,7 +114,10 @@ fn applies(p: &Policy, action: &str) -> bool {
     }
 }
 
-fn empty() -> &'static PolicySet {
-    static EMPTY: std::sync::OnceLock<PolicySet> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(PolicySet::new)
+fn empty() -> &'static Set {
+    static EMPTY: std::sync::OnceLock<Set> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Set {
+        policies: PolicySet::new(),
+        reads: Some(Reads::default()),
+    })
 }

@@ -21,6 +21,7 @@ pub fn load(config: &Policy) -> Result<Engine, String> {
         groups_claim: config.groups_claim.clone(),
         claims: config.claims.clone(),
         authorizer: Authorizer::new(),
+        cache: super::cache::Cache::default(),
         source_sha256: crate::vocab::sha256_hex(text.as_bytes()),
     })
 }

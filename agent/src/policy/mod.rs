@@ -1,10 +1,14 @@
 //! Per-request authorization: Cedar policies, validated against Moat's published schema, decide
 //! each MCP request (default deny); every decision names the policies that made it.
+mod cache;
+#[cfg(test)]
+mod cache_tests;
 pub mod explain;
 mod index;
 mod live;
 mod load;
 mod rate;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +51,9 @@ pub struct Engine {
     groups_claim: String,
     claims: Vec<String>,
     authorizer: Authorizer,
+    /// The decisions made, for the requests that come again (a reload makes a new engine,
+    /// so a new cache).
+    cache: cache::Cache,
     /// The SHA-256 (hex) of the file the policies were read from, for the audit log.
     pub source_sha256: String,
 }
@@ -72,39 +79,67 @@ pub struct Input<'a> {
 }
 
 impl Engine {
+    /// The decision for `input`: made by Cedar, or the one it made for the same request.
     pub fn decide(&self, input: &Input<'_>) -> Decision {
-        match self.evaluate(input) {
-            Ok(d) => d,
-            Err(e) => Decision::of(
-                Effect::Deny,
-                format!("the request could not be evaluated: {e}"),
-            ),
-        }
+        self.decide_with(input, true)
     }
 
-    fn evaluate(&self, input: &Input<'_>) -> Result<Decision, String> {
+    /// The decision for `input`, always made by Cedar (to compare the cache against).
+    pub fn decide_uncached(&self, input: &Input<'_>) -> Decision {
+        self.decide_with(input, false)
+    }
+
+    fn decide_with(&self, input: &Input<'_>, cached: bool) -> Decision {
+        let groups = groups(&input.principal.claims, &self.groups_claim);
+        let secs = seconds(input);
+        let resource = match resource_uid(input) {
+            Ok(r) => r,
+            Err(e) => return unevaluated(e),
+        };
+        let (policies, reads) = self.index.for_request(input.action, &resource);
+        let facts = cache::Facts {
+            groups: &groups,
+            claims: &self.claims,
+            tags: tags(input),
+            secs,
+        };
+        let key = reads
+            .filter(|_| cached)
+            .and_then(|r| cache::key_bytes(input, &facts, r))
+            .map(|k| self.cache.key(k));
+        if let Some(d) = key.as_ref().and_then(|k| self.cache.get(k)) {
+            return d;
+        }
+        let d = self
+            .evaluate(input, &facts, resource, policies)
+            .unwrap_or_else(unevaluated);
+        if let Some(k) = key {
+            self.cache.insert(k, d.clone());
+        }
+        d
+    }
+
+    /// Cedar's decision. What it makes of `input` is all in the cache key
+    /// ([`cache::key_bytes`]): anything it comes to use must be added there too.
+    fn evaluate(
+        &self,
+        input: &Input<'_>,
+        facts: &cache::Facts<'_>,
+        resource: EntityUid,
+        policies: &cedar_policy::PolicySet,
+    ) -> Result<Decision, String> {
         let p = input.principal;
         let server = uid("Server", input.server)?;
-        let action_name = input.action;
-        let action = uid("Action", action_name)?;
+        let action = uid("Action", input.action)?;
         // Only the entities with attributes, tags or parents are in the store: the server,
         // groups and client need not be (`in` follows the parents named here), and a smaller
         // store is quicker to close transitively on every request.
         let mut entities = Vec::with_capacity(2);
 
         let claims = &p.claims;
-        let groups: Vec<String> = match claims.get(&self.groups_claim) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|g| g.as_str().map(str::to_string))
-                .collect(),
-            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-            _ => Vec::new(),
-        };
         let mut parents = HashSet::new();
-        for g in &groups {
-            let g = uid("Group", g)?;
-            parents.insert(g);
+        for g in facts.groups {
+            parents.insert(uid("Group", g)?);
         }
         let user = uid("User", &p.sub)?;
         let tags = self.claims.iter().filter_map(|k| {
@@ -117,93 +152,51 @@ impl Engine {
         );
         let client = uid("Client", p.client_id.as_deref().unwrap_or(""))?;
 
-        let resource = match input.target {
+        match input.target {
             Some((Target::Tool, name)) => {
-                let tool = uid(Target::Tool.entity(), name)?;
-                let args: Vec<(String, RestrictedExpression)> = match input.arguments {
-                    Some(Value::Object(m)) => m
-                        .iter()
-                        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(text_of(v))))
-                        .collect(),
-                    _ => Vec::new(),
-                };
+                let args: Vec<(String, RestrictedExpression)> = facts
+                    .tags
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(text_of(v))))
+                    .collect();
                 let name = [(
                     "name".to_string(),
                     RestrictedExpression::new_string(name.into()),
                 )];
                 entities.push(
-                    Entity::new_with_tags(tool.clone(), name, [server.clone()], args)
+                    Entity::new_with_tags(resource.clone(), name, [server.clone()], args)
                         .map_err(|e| e.to_string())?,
                 );
-                tool
             }
             Some((kind @ (Target::Resource | Target::Prompt), name)) => {
-                let r = uid(kind.entity(), name)?;
-                entities.push(with_attr(&r, kind.param(), name, &server)?);
-                r
+                entities.push(with_attr(&resource, kind.param(), name, &server)?);
             }
-            None => server.clone(),
-        };
-
-        let secs = input
-            .now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // 1970-01-01 was a Thursday.
-        let weekday =
-            ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((secs / 86_400) % 7) as usize];
-        let str_ = |s: &str| RestrictedExpression::new_string(s.to_string());
-        let long = |n: u64| RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX));
-        let mut context = vec![
-            ("time".to_string(), datetime(secs, input.now)),
-            ("hour".into(), long((secs % 86_400) / 3_600)),
-            ("weekday".into(), str_(weekday)),
-            ("source_ip".into(), ip(input.source_ip.to_canonical())),
-            ("tls".into(), str_(input.tls.unwrap_or("none"))),
-            (
-                "scopes".into(),
-                RestrictedExpression::new_set(p.scopes.iter().map(|s| str_(s))),
-            ),
-            (
-                "client".into(),
-                RestrictedExpression::new_entity_uid(client),
-            ),
-            ("session".into(), str_(input.session.unwrap_or(""))),
-            ("rate".into(), long(input.rate)),
-            (
-                "listing".into(),
-                RestrictedExpression::new_bool(input.listing),
-            ),
-        ];
-        if let Some(pr) = input.process {
-            let process = RestrictedExpression::new_record([
-                ("pid".to_string(), long(u64::from(pr.pid))),
-                ("uid".to_string(), long(u64::from(pr.uid))),
-                ("gid".to_string(), long(u64::from(pr.gid))),
-                ("comm".to_string(), str_(&pr.comm)),
-                ("cgroup_id".to_string(), long(pr.cgroup_id)),
-            ])
-            .map_err(|e| e.to_string())?;
-            context.push(("process".into(), process));
+            None => {}
         }
+
+        let context = context_pairs(input, facts.secs, client)?;
         // The policies were validated against the schema when they were loaded; the request
         // is built here to the same shape, so it is not validated again on every call.
         let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
-        let policies = self.index.for_request(action_name, &resource);
         let request =
             Request::new(user, action, resource, context, None).map_err(|e| e.to_string())?;
         let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
         let response = self.authorizer.is_authorized(&request, policies, &entities);
-        let policies: Vec<String> = response
+        // Cedar gives both as sets (in no set order): sorted, a decision is the same each
+        // time it is made, and a cached one is the one Cedar makes.
+        let mut policies: Vec<String> = response
             .diagnostics()
             .reason()
             .map(|id| id.to_string())
             .collect();
-        let errors: Vec<String> = response
+        policies.sort_unstable();
+        let mut errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(|e| e.to_string())
             .collect();
+        errors.sort_unstable();
         let allow = response.decision() == CedarDecision::Allow;
         let reason = match (allow, policies.is_empty()) {
             (true, _) => format!("permitted by {}", policies.join(", ")),
@@ -221,6 +214,99 @@ impl Engine {
             shadow: false,
         })
     }
+}
+
+/// The request's context, as Cedar gets it (see the schema's `RequestContext`).
+fn context_pairs(
+    input: &Input<'_>,
+    secs: u64,
+    client: EntityUid,
+) -> Result<Vec<(String, RestrictedExpression)>, String> {
+    let str_ = |s: &str| RestrictedExpression::new_string(s.to_string());
+    let long = |n: u64| RestrictedExpression::new_long(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut context = vec![
+        ("time".to_string(), datetime(secs)),
+        ("hour".into(), long(hour(secs))),
+        ("weekday".into(), str_(weekday(secs))),
+        ("source_ip".into(), ip(input.source_ip.to_canonical())),
+        ("tls".into(), str_(input.tls.unwrap_or("none"))),
+        (
+            "scopes".into(),
+            RestrictedExpression::new_set(input.principal.scopes.iter().map(|s| str_(s))),
+        ),
+        (
+            "client".into(),
+            RestrictedExpression::new_entity_uid(client),
+        ),
+        ("session".into(), str_(input.session.unwrap_or(""))),
+        ("rate".into(), long(input.rate)),
+        (
+            "listing".into(),
+            RestrictedExpression::new_bool(input.listing),
+        ),
+    ];
+    if let Some(pr) = input.process {
+        let process = RestrictedExpression::new_record([
+            ("pid".to_string(), long(u64::from(pr.pid))),
+            ("uid".to_string(), long(u64::from(pr.uid))),
+            ("gid".to_string(), long(u64::from(pr.gid))),
+            ("comm".to_string(), str_(&pr.comm)),
+            ("cgroup_id".to_string(), long(pr.cgroup_id)),
+        ])
+        .map_err(|e| e.to_string())?;
+        context.push(("process".into(), process));
+    }
+    Ok(context)
+}
+
+fn unevaluated(e: String) -> Decision {
+    Decision::of(
+        Effect::Deny,
+        format!("the request could not be evaluated: {e}"),
+    )
+}
+
+/// The principal's groups, from the configured claim: an array of strings, or one string of
+/// space-separated names.
+fn groups<'a>(claims: &'a serde_json::Map<String, Value>, claim: &str) -> Vec<&'a str> {
+    match claims.get(claim) {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(Value::String(s)) => s.split_whitespace().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The call's arguments, when they become the resource's tags (a tools/call's object).
+fn tags<'a>(input: &Input<'a>) -> Option<&'a serde_json::Map<String, Value>> {
+    match (input.target, input.arguments) {
+        (Some((Target::Tool, _)), Some(Value::Object(m))) => Some(m),
+        _ => None,
+    }
+}
+
+/// The resource a request is about: its tool, resource or prompt, else the server.
+fn resource_uid(input: &Input<'_>) -> Result<EntityUid, String> {
+    match input.target {
+        Some((kind, name)) => uid(kind.entity(), name),
+        None => uid("Server", input.server),
+    }
+}
+
+/// The request's time, in whole seconds since 1970 (0 before).
+fn seconds(input: &Input<'_>) -> u64 {
+    input
+        .now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hour(secs: u64) -> u64 {
+    (secs % 86_400) / 3_600
+}
+
+fn weekday(secs: u64) -> &'static str {
+    // 1970-01-01 was a Thursday.
+    ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((secs / 86_400) % 7) as usize]
 }
 
 /// An entity of `server` with one string attribute.
@@ -269,12 +355,15 @@ fn ip(addr: IpAddr) -> RestrictedExpression {
     })
 }
 
-fn datetime(secs: u64, now: SystemTime) -> RestrictedExpression {
+/// The second `secs`, as the hour and weekday are made from it (a time before 1970 is 1970,
+/// for all three alike), and as a cache key holds it.
+fn datetime(secs: u64) -> RestrictedExpression {
     TIME.with_borrow_mut(|last| match last {
         Some((s, e)) if *s == secs => e.clone(),
         _ => {
+            let at = UNIX_EPOCH + std::time::Duration::from_secs(secs);
             let e = RestrictedExpression::new_datetime(
-                humantime::format_rfc3339_seconds(now).to_string(),
+                humantime::format_rfc3339_seconds(at).to_string(),
             );
             *last = Some((secs, e.clone()));
             e

@@ -385,3 +385,69 @@ fn each_task_method_is_decided_by_its_own_action() {
     assert!(!ask("tasks/cancel") && !ask("tasks/list") && !ask("tasks/delete"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_deciding_policies_are_named_in_order() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("order.cedar");
+    let ids = ["m", "c", "x", "a", "q"];
+    let text: String = ids
+        .iter()
+        .map(|id| format!("@id(\"{id}\") permit (principal, action, resource);\n"))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let e = load(&Policy {
+        file,
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: Vec::new(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Cedar names them as a set, in an order that changes from one decision to the next.
+    for _ in 0..20 {
+        let d = decide(&e, &alice(&[]), Ask::default());
+        assert_eq!(d.policies, ["a", "c", "m", "q", "x"]);
+        assert_eq!(d.reason, "permitted by a, c, m, q, x");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_time_is_the_second_the_hour_and_weekday_are_made_from() {
+    let dir = std::env::temp_dir().join(format!("moat-policy-time-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("epoch.cedar");
+    std::fs::write(
+        &file,
+        r#"permit (principal, action, resource) when {
+            context.time == datetime("1970-01-01T00:00:00Z") && context.hour == 0 &&
+            context.weekday == "Thu"
+        };"#,
+    )
+    .unwrap();
+    let e = load(&Policy {
+        file,
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: Vec::new(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A clock before 1970 is 1970 for all three alike.
+    let d = e.decide(&Input {
+        server: "files",
+        action: "tools/call",
+        target: Some((Target::Tool, "deploy")),
+        arguments: None,
+        principal: &alice(&[]),
+        source_ip: "127.0.0.1".parse().unwrap(),
+        tls: Some("TLSv1_3"),
+        session: None,
+        process: None,
+        rate: 1,
+        now: UNIX_EPOCH - Duration::from_secs(5),
+        listing: false,
+    });
+    assert!(d.allowed(), "{d:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
