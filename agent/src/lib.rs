@@ -16,6 +16,7 @@ mod http;
 mod idle;
 mod instance;
 mod listen;
+pub mod log_lines;
 mod mcp;
 mod policy;
 mod serve;

@@ -243,21 +243,15 @@ fn main() {
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
     let cli = Cli::parse();
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
-                .unwrap_or_else(|_| "info,rustls=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in files and journals.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match cli.log_format {
-        LogFormat::Human => log.init(),
-        LogFormat::Json => log
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
+        .unwrap_or_else(|_| "info,rustls=error".into());
+    // Colours only for a person at a terminal, not in files and journals.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = matches!(cli.log_format, LogFormat::Json);
+    let log = moat::log_lines::subscriber(json, ansi, filter, std::io::stderr);
+    // Also takes the lines of libraries that log through `log`.
+    if let Err(e) = tracing_subscriber::util::SubscriberInitExt::try_init(log) {
+        eprintln!("moat: cannot set up logging: {e}");
     }
     if let Err(e) = dispatch(cli.command) {
         eprintln!("moat: {e}");

@@ -25,7 +25,7 @@ mod stream;
 mod syslog;
 pub mod verify;
 mod writer;
-pub use request::{Finished, Http, Mcp, Observer, RequestRecord};
+pub use request::{Finished, Http, Mcp, Observer, RequestId, RequestRecord};
 pub use writer::Stats;
 use writer::{Msg, QUEUE};
 

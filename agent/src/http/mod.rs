@@ -27,7 +27,6 @@ use std::{convert::Infallible, sync::Arc};
 
 use http::{Request, Response, header};
 use hyper::body::Incoming;
-use tracing::Instrument as _;
 
 pub use self::site::Site;
 use self::{
@@ -44,6 +43,7 @@ use crate::{
     audit::{AuditLog, Http, RequestRecord},
     auth::sessions::Owner,
     idle::InFlight,
+    log_lines::Tag,
     steer::identity::Identity,
     upstream::pool::{self, Pool},
     vocab::Conn,
@@ -75,10 +75,13 @@ impl Proxy {
         let mut record = RequestRecord::new(&self.audit, site.name.clone(), conn, http);
         record.observed_by(site.metrics.observer());
         // Log lines written while the request is served carry its audit record's id.
-        let span = tracing::info_span!("request", request_id = %record.id(), server = %site.name);
-        let flow = self
-            .proxy(site, conn, req, &mut record)
-            .instrument(span.clone())
+        let tag = Tag {
+            request_id: record.id(),
+            server: site.name.clone(),
+        };
+        let flow = tag
+            .clone()
+            .tag(self.proxy(site, conn, req, &mut record))
             .await;
         let answer = match flow {
             Ok(answer) => answer,
@@ -88,11 +91,11 @@ impl Proxy {
             }
             Err(Stop::Refuse(e)) => {
                 let resp = e.response(record.mcp_id());
-                span.in_scope(|| refused(site, &e, resp.status().as_u16(), &mut record));
+                tag.in_scope(|| refused(site, &e, resp.status().as_u16(), &mut record));
                 return Ok(resp);
             }
             Err(Stop::RefuseWith(e, resp)) => {
-                span.in_scope(|| refused(site, &e, resp.status().as_u16(), &mut record));
+                tag.in_scope(|| refused(site, &e, resp.status().as_u16(), &mut record));
                 return Ok(*resp);
             }
         };
