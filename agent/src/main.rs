@@ -239,6 +239,7 @@ enum TokenCommand {
 }
 
 fn main() {
+    small_pages();
     moat::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
@@ -256,6 +257,19 @@ fn main() {
     if let Err(e) = dispatch(cli.command) {
         eprintln!("moat: {e}");
         std::process::exit(e.exit_code());
+    }
+}
+
+/// mimalloc asks for transparent huge pages for its arenas: each 2 MiB region the heap touches
+/// is then resident whole, 20 of an idle agent's 23 MiB of heap while its live data is about
+/// one. With 4 KiB pages an idle agent holds what it uses.
+fn small_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes an integer flag and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        eprintln!(
+            "moat: cannot turn off transparent huge pages: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
