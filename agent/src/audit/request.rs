@@ -31,8 +31,7 @@ pub enum Outcome {
 
 /// A request's id, in its audit record (`request_id`) and on every log line written while it
 /// is served: 16 hex digits, a random half per agent run and a count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(into = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestId(u64);
 
 impl RequestId {
@@ -55,9 +54,10 @@ impl fmt::Display for RequestId {
     }
 }
 
-impl From<RequestId> for String {
-    fn from(id: RequestId) -> Self {
-        id.to_string()
+impl Serialize for RequestId {
+    /// As its 16 hex digits, written straight into the record.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

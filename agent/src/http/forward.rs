@@ -81,7 +81,6 @@ pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr) -> Request<ProxyBo
     if out.origin {
         put(header::ORIGIN, &format!("http://{authority}"));
     }
-    put(header::ACCEPT_ENCODING, "identity");
     let f = out.fields;
     for (name, value) in [
         (header::ACCEPT, &f.accept),
@@ -100,9 +99,16 @@ pub fn upstream_request(out: &Outgoing<'_>, addr: SocketAddr) -> Request<ProxyBo
             put(name, v);
         }
     }
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if method == Method::POST {
-        put(header::CONTENT_TYPE, "application/json");
-        put(header::CONTENT_LENGTH, &body.len().to_string());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     if let Some((name, value)) = &out.credential {
         h.insert(name.clone(), value.clone());
