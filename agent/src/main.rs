@@ -239,7 +239,6 @@ enum TokenCommand {
 }
 
 fn main() {
-    small_pages();
     moat::install_crypto();
     // rustls logs a warning per handshake for clients that send an IP address as SNI (common);
     // by default only its errors are shown, so clients cannot flood the log.
@@ -254,6 +253,13 @@ fn main() {
     if let Err(e) = tracing_subscriber::util::SubscriberInitExt::try_init(log) {
         eprintln!("moat: cannot set up logging: {e}");
     }
+    match SMALL_PAGES_ERRNO.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => {}
+        errno => tracing::warn!(
+            "cannot turn off transparent huge pages (more memory resident): {}",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+    }
     if let Err(e) = dispatch(cli.command) {
         eprintln!("moat: {e}");
         std::process::exit(e.exit_code());
@@ -262,14 +268,20 @@ fn main() {
 
 /// mimalloc asks for transparent huge pages for its arenas: each 2 MiB region the heap touches
 /// is then resident whole, 20 of an idle agent's 23 MiB of heap while its live data is about
-/// one. With 4 KiB pages an idle agent holds what it uses.
-fn small_pages() {
+/// one. With 4 KiB pages an idle agent holds what it uses. Run by the loader before `main`,
+/// before the first allocation (std's own start allocates), so that no huge page is taken at
+/// all; the errno of a failure is kept for `main` to report.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SMALL_PAGES: extern "C" fn() = small_pages;
+
+static SMALL_PAGES_ERRNO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn small_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes an integer flag and touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
-        eprintln!(
-            "moat: cannot turn off transparent huge pages: {}",
-            std::io::Error::last_os_error()
-        );
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+        SMALL_PAGES_ERRNO.store(errno, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
