@@ -132,7 +132,7 @@ pub fn print(m: &Measured) {
 
     println!();
     println!(
-        "agent: pid {}, {} threads; VmRSS idle {} MiB, peak (VmHWM) {} MiB under the http, https and full load, {} MiB over the whole run",
+        "agent: pid {}, {} threads; VmRSS idle {} MiB, peak (VmHWM) {} MiB under the http, https and full load, {} MiB over all the targets",
         m.agent,
         m.threads,
         rss_mib(m.rss_idle).map_or("?".into(), |v| v.to_string()),
