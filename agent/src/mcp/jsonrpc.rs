@@ -96,7 +96,7 @@ pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decode
         StrictError::Parse(m) => DecodeError::Parse(m),
         StrictError::TooDeep(limit) => DecodeError::TooDeep { limit },
     })?;
-    let (messages, batch) = match &mut value {
+    let (mut messages, batch): (Vec<Message>, bool) = match &mut value {
         Value::Array(items) => {
             if !revision.allows_batch() {
                 return Err(DecodeError::BatchNotAllowed { revision });
@@ -118,6 +118,16 @@ pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decode
     };
     let body = serde_json::to_vec(&value)
         .map_err(|e| DecodeError::Parse(format!("re-encoding the body: {e}")))?;
+    // Once the body is encoded, the calls' arguments are moved out of what was decoded rather
+    // than copied.
+    match value {
+        Value::Array(items) => {
+            for (msg, item) in messages.iter_mut().zip(items) {
+                take_arguments(msg, item);
+            }
+        }
+        other => take_arguments(&mut messages[0], other),
+    }
     Ok(Decoded {
         messages,
         batch,
@@ -266,16 +276,13 @@ fn read_params(
     let value = value.clone();
     match target {
         Some(Target::Tool) => {
-            msg.arguments = match params.get("arguments") {
-                None => None,
-                Some(arguments @ Value::Object(_)) => Some(arguments.clone()),
-                Some(_) => {
-                    return Err(invalid_params(
-                        msg.id.clone(),
-                        format!("{method}: params.arguments must be an object"),
-                    ));
-                }
-            };
+            // Taken by `take_arguments` once the body is encoded.
+            if params.get("arguments").is_some_and(|a| !a.is_object()) {
+                return Err(invalid_params(
+                    msg.id.clone(),
+                    format!("{method}: params.arguments must be an object"),
+                ));
+            }
             msg.tool = Some(value);
         }
         Some(Target::Prompt) => msg.prompt = Some(value),
@@ -283,6 +290,19 @@ fn read_params(
         None => msg.protocol_version = Some(value),
     }
     Ok(())
+}
+
+/// A tool call's `params.arguments` (an object, checked by `read_params`), out of `message`.
+fn take_arguments(msg: &mut Message, message: Value) {
+    if msg.tool.is_none() {
+        return;
+    }
+    if let Value::Object(mut message) = message
+        && let Some(Value::Object(mut params)) = message.remove("params")
+        && let Some(arguments @ Value::Object(_)) = params.remove("arguments")
+    {
+        msg.arguments = Some(arguments);
+    }
 }
 
 /// MCP request ids: a string or an integer (not null, not a fraction, not an object).

@@ -387,3 +387,24 @@ fn resource_uris_are_decided_and_forwarded_normalised() {
         assert!(is_invalid_params(&r, Some(&json!(1))), "{r:?}");
     }
 }
+
+/// Each call of a batch is decided on its own arguments, and the body the upstream gets still
+/// carries them all (they are taken out of what was decoded only once it is encoded).
+#[test]
+fn each_call_of_a_batch_keeps_its_arguments() {
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1}}},
+                   {"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"arguments":{"y":2}}},
+                   {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"b"}},
+                   {"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"c","arguments":{"z":[3]}}}]"#;
+    let d = decode(body.as_bytes(), Revision::V2025_03_26, &Limits::default()).unwrap();
+    let args: Vec<_> = d.messages.iter().map(|m| m.arguments.clone()).collect();
+    assert_eq!(
+        args,
+        [Some(json!({"x": 1})), None, None, Some(json!({"z": [3]}))]
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::from_str::<serde_json::Value>(body).unwrap()
+    );
+}
