@@ -271,6 +271,8 @@ fn main() {
 /// one. With 4 KiB pages an idle agent holds what it uses. Run by the loader before `main`,
 /// before the first allocation (std's own start allocates), so that no huge page is taken at
 /// all; the errno of a failure is kept for `main` to report.
+// SAFETY: the loader calls each entry of the init array once, before `main`, with arguments
+// that `small_pages` does not read; it only makes a syscall and stores an integer.
 #[used]
 #[unsafe(link_section = ".init_array")]
 static SMALL_PAGES: extern "C" fn() = small_pages;
