@@ -14,7 +14,7 @@ use std::{
 use serde_json::{Map, Value};
 
 use super::{
-    Input,
+    input::{Input, hour, text_of, weekday},
     reads::{Attr, Reads, Tags},
 };
 use crate::vocab::{Decision, Target};
@@ -181,8 +181,8 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
     for attr in reads.context() {
         match attr {
             Attr::Time => k.u64(facts.secs),
-            Attr::Hour => k.u64(super::hour(facts.secs)),
-            Attr::Weekday => k.str(super::weekday(facts.secs)),
+            Attr::Hour => k.u64(hour(facts.secs)),
+            Attr::Weekday => k.str(weekday(facts.secs)),
             Attr::SourceIp => match input.source_ip.to_canonical() {
                 IpAddr::V4(a) => k.bytes(&a.octets()),
                 IpAddr::V6(a) => k.bytes(&a.octets()),
@@ -265,12 +265,12 @@ impl Writer {
             }
         }
     }
-    /// A value present, as the tag it becomes ([`super::text_of`]).
+    /// A value present, as the tag it becomes ([`text_of`]).
     fn text(&mut self, v: &Value) {
         self.byte(1);
         match v {
             Value::String(s) => self.str(s),
-            other => self.str(&super::text_of(other)),
+            other => self.str(&text_of(other)),
         }
     }
 }

@@ -12,7 +12,10 @@ use std::{
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::{Policy, PolicyMode};
+use crate::{
+    config::{Policy, PolicyMode},
+    vocab::{Principal, Process},
+};
 
 mod differential;
 

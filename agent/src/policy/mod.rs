@@ -5,6 +5,7 @@ mod cache;
 mod cache_tests;
 pub mod explain;
 mod index;
+mod input;
 mod live;
 mod load;
 mod rate;
@@ -12,12 +13,7 @@ mod reads;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashSet,
-    net::IpAddr,
-    str::FromStr as _,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashSet, net::IpAddr, str::FromStr as _, time::UNIX_EPOCH};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -25,14 +21,16 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
+use self::input::{hour, seconds, text_of, weekday};
 pub use self::{
+    input::Input,
     live::{Live, Reloaded},
     load::load,
     rate::Rates,
 };
 use crate::{
     config::PolicyMode,
-    vocab::{self, Decision, Effect, Principal, Process, Target},
+    vocab::{self, Decision, Effect, Target},
 };
 
 /// The schema policies are written against (also published as `config/moat.cedarschema`).
@@ -56,26 +54,6 @@ pub struct Engine {
     cache: cache::Cache,
     /// The SHA-256 (hex) of the file the policies were read from, for the audit log.
     pub source_sha256: String,
-}
-
-/// What is asked, by whom, from where.
-pub struct Input<'a> {
-    pub server: &'a str,
-    /// The action: a method's (see [`vocab::Method::action`]), or an HTTP action's.
-    pub action: &'static str,
-    /// The tool, resource URI or prompt name the method is about.
-    pub target: Option<(Target, &'a str)>,
-    pub arguments: Option<&'a Value>,
-    pub principal: &'a Principal,
-    pub source_ip: IpAddr,
-    pub tls: Option<&'a str>,
-    pub session: Option<&'a str>,
-    pub process: Option<&'a Process>,
-    /// Calls in the last minute by this principal to this tool (or method), this one included.
-    pub rate: u64,
-    pub now: SystemTime,
-    /// Deciding whether to show an entry of a list result (no arguments), not a call.
-    pub listing: bool,
 }
 
 impl Engine {
@@ -293,22 +271,6 @@ fn resource_uid(input: &Input<'_>) -> Result<EntityUid, String> {
 }
 
 /// The request's time, in whole seconds since 1970 (0 before).
-fn seconds(input: &Input<'_>) -> u64 {
-    input
-        .now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn hour(secs: u64) -> u64 {
-    (secs % 86_400) / 3_600
-}
-
-fn weekday(secs: u64) -> &'static str {
-    // 1970-01-01 was a Thursday.
-    ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][((secs / 86_400) % 7) as usize]
-}
-
 /// An entity of `server` with one string attribute.
 fn with_attr(e: &EntityUid, key: &str, value: &str, server: &EntityUid) -> Result<Entity, String> {
     let attrs = [(
@@ -369,12 +331,4 @@ fn datetime(secs: u64) -> RestrictedExpression {
             e
         }
     })
-}
-
-/// A JSON value as a tag: strings as they are, anything else as its JSON text.
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }

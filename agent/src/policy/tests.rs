@@ -9,7 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::{
     config::{Policy, PolicyMode},
-    vocab::Method,
+    vocab::{Method, Principal, Process},
 };
 
 fn example(name: &str) -> PathBuf {
