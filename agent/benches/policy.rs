@@ -101,20 +101,7 @@ fn bench(c: &mut Criterion) {
         .flat_map(|n| [("scoped", true, n), ("conditions", false, n)])
     {
         let e = engine(n, scoped);
-        let input = Input {
-            server: "files",
-            action: "tools/call",
-            target: Some((Target::Tool, "read_file")),
-            arguments: Some(&args),
-            principal: &principal,
-            source_ip: "10.1.2.3".parse().unwrap(),
-            tls: Some("TLSv1_3"),
-            session: Some("s1"),
-            process: None,
-            rate: 3,
-            now: SystemTime::now(),
-            listing: false,
-        };
+        let input = tool_call("files", "read_file", &args, &principal, "10.1.2.3");
         let d = e.decide(&input);
         assert!(d.allowed(), "the last policy permits it: {d:?}");
         g.bench_with_input(BenchmarkId::new(style, n), &input, |b, input| {
@@ -122,6 +109,31 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// A `tools/call` of `tool` on `server` by `principal` from `source_ip`, over TLS, in session
+/// `s1`, its third call this minute.
+fn tool_call<'a>(
+    server: &'a str,
+    tool: &'a str,
+    arguments: &'a serde_json::Value,
+    principal: &'a Principal,
+    source_ip: &str,
+) -> Input<'a> {
+    Input {
+        server,
+        action: "tools/call",
+        target: Some((Target::Tool, tool)),
+        arguments: Some(arguments),
+        principal,
+        source_ip: source_ip.parse().unwrap(),
+        tls: Some("TLSv1_3"),
+        session: Some("s1"),
+        process: None,
+        rate: 3,
+        now: SystemTime::now(),
+        listing: false,
+    }
 }
 
 fn cache(c: &mut Criterion) {
@@ -145,20 +157,7 @@ fn cache(c: &mut Criterion) {
             .clone(),
     };
     let args = json!({"text": "hi"});
-    let input = Input {
-        server: "bench",
-        action: "tools/call",
-        target: Some((Target::Tool, "echo")),
-        arguments: Some(&args),
-        principal: &principal,
-        source_ip: "127.0.0.1".parse().unwrap(),
-        tls: Some("TLSv1_3"),
-        session: Some("s1"),
-        process: None,
-        rate: 3,
-        now: SystemTime::now(),
-        listing: false,
-    };
+    let input = tool_call("bench", "echo", &args, &principal, "127.0.0.1");
     let d = e.decide(&input);
     assert!(d.allowed(), "staff-echo permits it: {d:?}");
     assert_eq!(d, e.decide_uncached(&input));

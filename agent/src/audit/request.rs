@@ -96,21 +96,12 @@ enum Upstream {
     Failed { error: String },
 }
 
-/// JSON already serialized, shared.
-struct Raw(Arc<RawValue>);
-
-impl Serialize for Raw {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
-
 #[derive(Serialize)]
 struct Fields {
     request_id: RequestId,
     server: Arc<str>,
     /// The connection (`Conn`), serialized once for all its requests.
-    conn: Raw,
+    conn: Arc<RawValue>,
     http: Http,
     /// Who called, once the token is validated.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -167,7 +158,7 @@ impl RequestRecord {
             fields: Fields {
                 request_id: RequestId::next(),
                 server,
-                conn: Raw(conn.to_json()),
+                conn: conn.to_json(),
                 http,
                 principal: None,
                 mcp: Mcp::default(),

@@ -6,7 +6,7 @@
 //! request. Bounded: a shard that is full is emptied.
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
+    hash::{BuildHasher, Hash, Hasher, RandomState},
     net::IpAddr,
     sync::Mutex,
 };
@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{
     input::{Input, hour, text_of, weekday},
+    prehashed::BuildPrehashed,
     reads::{Attr, Reads, Tags},
 };
 use crate::vocab::{Decision, Target};
@@ -35,7 +36,7 @@ pub struct Cache {
 
 #[derive(Default)]
 struct Shard {
-    map: HashMap<Key, Decision, BuildHasherDefault<Prehashed>>,
+    map: HashMap<Key, Decision, BuildPrehashed>,
     bytes: usize,
 }
 
@@ -56,25 +57,6 @@ impl Eq for Key {}
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
-    }
-}
-
-/// Passes on the hash a [`Key`] carries.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (by `Key`); anything else still hashes, slowly.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

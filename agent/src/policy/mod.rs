@@ -8,6 +8,7 @@ mod index;
 mod input;
 mod live;
 mod load;
+mod prehashed;
 mod rate;
 mod reads;
 #[cfg(test)]

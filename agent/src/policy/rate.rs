@@ -25,10 +25,12 @@
 //! they are pruned, with no bound of their own.
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    hash::{BuildHasher, RandomState},
     sync::{Mutex, PoisonError},
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use super::prehashed::BuildPrehashed;
 
 const WINDOW: u64 = 60;
 /// Windows (tool or method names) per principal.
@@ -69,25 +71,7 @@ type Key = u128;
 const ALL: Key = u128::MAX;
 
 /// The keys are already uniformly random: the map uses their low bits as they are.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u128 keys are hashed (through write_u128); this is never reached in practice.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, k: u128) {
-        self.0 = k as u64;
-    }
-}
-
-type Map<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+type Map<V> = HashMap<Key, V, BuildPrehashed>;
 
 struct Table {
     bounds: Bounds,
