@@ -103,12 +103,14 @@ enum UsersCommand {
     Add {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     /// Remove a user; their grants are revoked.
     Remove {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        #[arg(allow_hyphen_values = true)]
         name: String,
     },
     List {
@@ -127,12 +129,14 @@ enum ClientsCommand {
     Show {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Revoke a client: its grants and consents end, its access tokens are refused at once.
     Revoke {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -142,9 +146,9 @@ enum GrantsCommand {
     List {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sub: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
     /// End a user's (or a client's) refresh tokens, refuse their access tokens and close
@@ -152,9 +156,14 @@ enum GrantsCommand {
     Revoke {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
-        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        #[arg(
+            long,
+            allow_hyphen_values = true,
+            conflicts_with = "client",
+            required_unless_present = "client"
+        )]
         sub: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
 }
@@ -218,7 +227,7 @@ enum TokenCommand {
         #[arg(long)]
         server: String,
         /// The user.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         sub: String,
         /// Print N tokens, one per line, for the users SUB-0 to SUB-(N-1) (1 to 100000).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(moat::control::MAX_MINT)))]
@@ -512,4 +521,39 @@ fn pin_dir(bpffs: Option<PathBuf>, config: Option<&Config>) -> Result<PathBuf, A
     bpffs
         .or_else(|| config.map(|c| c.agent.bpffs.clone()))
         .ok_or(AppError::NoBpffs)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, ClientsCommand, Command, GrantsCommand};
+
+    /// Client ids are random base64url and may begin with '-'; a command naming one must
+    /// take it as the value, not as an unknown option.
+    #[test]
+    fn ids_that_begin_with_a_dash_are_values() {
+        let cli = Cli::try_parse_from(["moat", "grants", "revoke", "--client", "-sNZs_x"]).unwrap();
+        let Command::Grants(GrantsCommand::Revoke { client, sub, .. }) = cli.command else {
+            panic!("not grants revoke");
+        };
+        assert_eq!((client.as_deref(), sub), (Some("-sNZs_x"), None));
+
+        let cli = Cli::try_parse_from(["moat", "clients", "revoke", "-x-1"]).unwrap();
+        let Command::Clients(ClientsCommand::Revoke { id, .. }) = cli.command else {
+            panic!("not clients revoke");
+        };
+        assert_eq!(id, "-x-1");
+
+        let cli = Cli::try_parse_from(["moat", "grants", "list", "--sub", "-u", "--client", "-c"]);
+        let Command::Grants(GrantsCommand::List { sub, client, .. }) = cli.unwrap().command else {
+            panic!("not grants list");
+        };
+        assert_eq!(
+            (sub.as_deref(), client.as_deref()),
+            (Some("-u"), Some("-c"))
+        );
+        // Options are still options where a value is not expected.
+        assert!(Cli::try_parse_from(["moat", "grants", "revoke", "--bogus", "x"]).is_err());
+    }
 }
