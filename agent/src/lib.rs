@@ -15,6 +15,7 @@ mod events;
 mod http;
 mod idle;
 mod instance;
+mod integrity;
 mod listen;
 pub mod log_lines;
 mod mcp;

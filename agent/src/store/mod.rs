@@ -15,6 +15,7 @@
 //! | `revoked_subjects`, `revoked_clients` | subject / client id | [`revocations::Revoked`] | [`revocations`] |
 //! | `users` | user name | argon2id PHC string | [`users`] |
 //! | `signing_keys` | kid | [`keys::KeyRecord`] (PKCS#8 PEM) | [`keys`] |
+//! | `pins` | `server/kind/name` | [`pins::Pin`] | [`pins`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
 //! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
@@ -53,6 +54,7 @@ mod db;
 mod error;
 pub mod grants;
 pub mod keys;
+pub mod pins;
 pub mod record;
 pub mod revocations;
 pub mod sealed;
@@ -171,6 +173,7 @@ impl Store {
             grants::init(w)?;
             revocations::init(w)?;
             users::init(w)?;
+            pins::init(w)?;
             keys::init(w)
         })
     }
