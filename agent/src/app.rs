@@ -12,14 +12,16 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     background,
-    config::{Config, HostAddrs, Issuer, UpstreamAuth},
+    config::{Config, HostAddrs, IntegrityMode, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
     instance,
+    integrity::Guard,
     listen::{self, Listening, Mode},
     serve::{self, Sites},
     steer::{self, Kernel},
+    store::Store,
     tls::ServerTls,
     upstream::Upstream,
 };
@@ -37,6 +39,7 @@ struct Loaded {
 fn load_sites(
     config: &Config,
     run: bool,
+    guards: &HashMap<String, Arc<Guard>>,
     metrics: Option<&Metrics>,
     local: Option<(
         &auth::SharedKeys,
@@ -126,15 +129,18 @@ fn load_sites(
         };
         by_port.insert(
             s.port,
-            Arc::new(Site::new(
-                s.clone(),
-                tls,
-                authenticator,
-                credential,
-                keys,
-                policy,
-                metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
-            )),
+            Arc::new(
+                Site::new(
+                    s.clone(),
+                    tls,
+                    authenticator,
+                    credential,
+                    keys,
+                    policy,
+                    metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
+                )
+                .with_integrity(guards.get(&s.name).cloned()),
+            ),
         );
     }
     if !tls_errors.is_empty() {
@@ -156,7 +162,17 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
-    let authz = crate::authz::open(&config)?;
+    let needs_store = config.authorization_server.is_some()
+        || config
+            .servers
+            .iter()
+            .any(|s| s.integrity.mode != IntegrityMode::Off);
+    let store = match needs_store {
+        true => Some(Arc::new(Store::open(&config.agent.state_dir)?)),
+        false => None,
+    };
+    let authz = crate::authz::open(&config, store.clone())?;
+    let guards = crate::integrity::guards(&config, store.as_ref())?;
     let local = authz.as_ref().map(|a| {
         let r = a.revocations();
         (a.signer().keys(), r.check(), r.watch())
@@ -168,6 +184,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     } = load_sites(
         &config,
         true,
+        &guards,
         Some(&admin.metrics),
         local.as_ref().map(|(k, r, w)| (k, r, w)),
     )?;
@@ -206,12 +223,22 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
             .map_err(AppError::Policy)?;
     let (audit, writer) = AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
     admin.state.set_audit(audit.clone());
-    let authz_task = match authz {
-        Some(a) => Some((
-            crate::authz::listener::start(a.clone(), audit.clone()).await?,
-            crate::control::serve(&config.agent.state_dir, a).await?,
-        )),
+    for g in guards.values() {
+        g.set_audit(audit.clone());
+    }
+    let authz_task = match &authz {
+        Some(a) => Some(crate::authz::listener::start(a.clone(), audit.clone()).await?),
         None => None,
+    };
+    let control_task = match authz.is_some() || !guards.is_empty() {
+        true => {
+            let ctl = crate::control::Control {
+                authz,
+                guards: guards.clone(),
+            };
+            Some(crate::control::serve(&config.agent.state_dir, Arc::new(ctl)).await?)
+        }
+        false => None,
     };
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
@@ -296,10 +323,10 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     reload_task.abort();
     policy_task.abort();
     key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
-    if let Some((a, c)) = authz_task {
-        a.abort();
-        c.abort();
-    }
+    authz_task
+        .iter()
+        .chain(&control_task)
+        .for_each(tokio::task::JoinHandle::abort);
     audit
         .record(
             "config",
@@ -381,7 +408,7 @@ fn this_host(mode: Mode) -> Result<HostAddrs, AppError> {
 pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
-    load_sites(&c, false, None, None)?;
+    load_sites(&c, false, &HashMap::new(), None, None)?;
     crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",

@@ -88,6 +88,9 @@ enum Command {
     /// What users granted clients (refresh-token families), and revoking it.
     #[command(subcommand)]
     Grants(GrantsCommand),
+    /// What each server offers, against its pins (`integrity`), and approving it.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// Remove the pinned programs: the protected ports open again.
     Detach {
         #[arg(short, long)]
@@ -165,6 +168,31 @@ enum GrantsCommand {
         sub: Option<String>,
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Every entry (tool, prompt, resource) of a server that is pinned or was listed since
+    /// the agent started: its state (`pinned`, `changed`, `unpinned`), the pinned and the seen
+    /// SHA-256, the definition seen and its markers of poisoning.
+    Diff {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        server: String,
+    },
+    /// Pin the definitions last listed of the entries named (or of every entry not pinned as
+    /// it is, with --all); each pin is an audit record.
+    Approve {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        server: String,
+        #[arg(long, conflicts_with = "names", required_unless_present = "names")]
+        all: bool,
+        #[arg(allow_hyphen_values = true)]
+        names: Vec<String>,
     },
 }
 
@@ -434,6 +462,21 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             sub,
             client,
         }) => control_print(&config, Request::GrantsRevoke { sub, client }),
+        Command::Tools(ToolsCommand::Diff { config, server }) => {
+            control_print(&config, Request::ToolsDiff { server })
+        }
+        Command::Tools(ToolsCommand::Approve {
+            config,
+            server,
+            all,
+            names,
+        }) => control_print(
+            &config,
+            Request::ToolsApprove {
+                server,
+                names: (!all).then_some(names),
+            },
+        ),
         Command::Policy(PolicyCommand::Test {
             config,
             request,

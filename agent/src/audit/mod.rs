@@ -149,6 +149,12 @@ impl AuditLog {
         }
     }
 
+    /// [`Self::record`] from synchronous code (see [`Self::record_serialized`]).
+    pub fn record_sync(&self, kind: &'static str, fields: Value) {
+        let object = Value::Object(fields_of(fields)).to_string().into_bytes();
+        self.record_serialized(kind, object);
+    }
+
     /// Queues a record whose fields are already one serialized JSON object, from synchronous
     /// code (e.g. a destructor): when the queue is full, a task waits for room, so the record is
     /// never dropped.

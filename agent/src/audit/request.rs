@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
-use crate::vocab::{Conn, Decision, Effect, Hidden, Listing, Principal};
+use crate::vocab::{Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -118,6 +118,9 @@ struct Fields {
     /// Entries of a list result the caller did not get, and the decisions that hid them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hidden: Vec<Hidden>,
+    /// What the pins said: of a call's target, and of each listed entry they do not vouch for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pins: Vec<PinCheck>,
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -167,6 +170,7 @@ impl RequestRecord {
                 upstream: None,
                 tools_listed: None,
                 hidden: Vec::new(),
+                pins: Vec::new(),
                 outcome: Outcome::Open,
                 error: None,
                 ms: 0.0,
@@ -207,6 +211,11 @@ impl RequestRecord {
     /// What was decided (a denial in shadow mode was recorded, not enforced).
     pub fn decide(&mut self, d: Decision) {
         self.fields.decision = Some(d);
+    }
+
+    /// Notes what the pins said of a call's target.
+    pub fn pin_checked(&mut self, check: PinCheck) {
+        self.fields.pins.push(check);
     }
 
     /// Notes a tools/call's arguments, redacted.
@@ -263,6 +272,7 @@ impl RequestRecord {
             self.fields.tools_listed = Some(names);
         }
         self.fields.hidden.extend(listing.hidden);
+        self.fields.pins.extend(listing.pins);
     }
 
     /// The response was sent to the end.

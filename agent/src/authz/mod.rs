@@ -257,12 +257,19 @@ impl AuthServer {
     }
 }
 
-/// Opens the store and the authorization server of `config`, if it has one.
-pub fn open(config: &Config) -> Result<Option<Arc<AuthServer>>, crate::error::AppError> {
+/// Opens the authorization server of `config`, if it has one, on `store` (opened here when
+/// not given).
+pub fn open(
+    config: &Config,
+    store: Option<Arc<Store>>,
+) -> Result<Option<Arc<AuthServer>>, crate::error::AppError> {
     if config.authorization_server.is_none() {
         return Ok(None);
     }
-    let store = Arc::new(Store::open(&config.agent.state_dir)?);
+    let store = match store {
+        Some(s) => s,
+        None => Arc::new(Store::open(&config.agent.state_dir)?),
+    };
     let server = AuthServer::new(config, store).map_err(crate::error::AppError::Authz)?;
     Ok(server.map(Arc::new))
 }

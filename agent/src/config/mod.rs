@@ -3,6 +3,7 @@ mod audit;
 mod auth;
 mod authz;
 mod host;
+mod integrity;
 mod policy;
 mod server;
 mod values;
@@ -17,6 +18,7 @@ pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
 pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
 pub use host::HostAddrs;
+pub use integrity::{Integrity, IntegrityMode};
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;

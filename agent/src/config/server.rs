@@ -9,6 +9,7 @@ use std::{
 use super::{
     HostAddrs,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
+    integrity::{Integrity, read_integrity},
     policy::{Policy, read_policy},
     values::{absolute_path, string_list, url_path},
     yaml::{Node, Report},
@@ -42,6 +43,8 @@ pub struct Server {
     /// Cedar policies deciding each request; None: every authenticated caller may do anything.
     pub policy: Option<Policy>,
     pub rate_limits: RateLimits,
+    /// What the server offers, checked against pins.
+    pub integrity: Integrity,
 }
 
 /// Requests per minute; None: no limit. Counted for JSON-RPC requests (not notifications).
@@ -187,6 +190,7 @@ const SERVER_KEYS: &[&str] = &[
     "upstream_auth",
     "policy",
     "rate_limits",
+    "integrity",
     "dangerous",
 ];
 
@@ -309,6 +313,10 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         Some(v) => rate_limits(v, r),
         None => Some(RateLimits::default()),
     };
+    let integrity = match m.get("integrity") {
+        Some(v) => read_integrity(v, r),
+        None => Some(Integrity::default()),
+    };
     Some(Server {
         name: name?,
         port: port?,
@@ -328,6 +336,7 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         upstream_auth: upstream_auth?,
         policy: policy?,
         rate_limits: rate_limits?,
+        integrity: integrity?,
     })
 }
 

@@ -1,8 +1,10 @@
 //! The agent's control socket (`<state_dir>/control.sock`): the commands that read or change
 //! the authorization server's state (`moat users`, `moat clients`, `moat grants`, `moat token
-//! mint`) run inside the agent, which holds the store and whose revocations must take effect
-//! at once; while no agent runs, the command line runs them on the store itself.
+//! mint`) and the pins (`moat tools`) run inside the agent, which holds the store, whose
+//! revocations must take effect at once and which has seen what the servers list; while no
+//! agent runs, the command line runs them on the store itself.
 use std::{
+    collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
     path::{Path, PathBuf},
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
-use crate::{authz::AuthServer, config::Config, error::AppError};
+use crate::{authz::AuthServer, config::Config, error::AppError, integrity::Guard};
 
 /// One command.
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +56,35 @@ pub enum Request {
         sub: Option<String>,
         client: Option<String>,
     },
+    /// A server's entries, pinned or seen, and how each stands.
+    ToolsDiff {
+        server: String,
+    },
+    /// Pins what was last seen of the entries named (all: None).
+    ToolsApprove {
+        server: String,
+        names: Option<Vec<String>>,
+    },
+}
+
+/// What the control socket runs commands on.
+pub struct Control {
+    pub authz: Option<Arc<AuthServer>>,
+    pub guards: HashMap<String, Arc<Guard>>,
+}
+
+impl Control {
+    fn authz(&self) -> Result<&AuthServer, String> {
+        self.authz
+            .as_deref()
+            .ok_or_else(|| "the config has no `authorization_server` (Moat's own issuer)".into())
+    }
+
+    fn guard(&self, server: &str) -> Result<&Guard, String> {
+        self.guards.get(server).map(|g| &**g).ok_or_else(|| {
+            format!("no server `{server}` with `integrity` on (mode `enforce` or `warn`)")
+        })
+    }
 }
 
 /// The most tokens one `moat token mint --count` makes.
@@ -66,9 +97,18 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
 }
 
-/// Runs `req` on `server`.
-pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String> {
+/// Runs `req` on `ctl`.
+pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
     let e = |e: crate::authz::OAuthError| e.to_string();
+    match req {
+        Request::ToolsDiff { server } => return Ok(json!(ctl.guard(&server)?.entries())),
+        Request::ToolsApprove { server, names } => {
+            let pinned = ctl.guard(&server)?.approve(names.as_deref())?;
+            return Ok(json!(pinned));
+        }
+        _ => {}
+    }
+    let server = ctl.authz()?;
     match req {
         Request::Mint {
             server: name,
@@ -111,6 +151,9 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
             (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
+        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } => {
+            unreachable!("answered above")
+        }
     }
 }
 
@@ -118,7 +161,7 @@ pub async fn execute(server: &AuthServer, req: Request) -> Result<Value, String>
 /// may connect; the socket is 0600 in the (0700) state directory.
 pub async fn serve(
     state_dir: &Path,
-    server: Arc<AuthServer>,
+    ctl: Arc<Control>,
 ) -> Result<tokio::task::JoinHandle<()>, AppError> {
     let path = socket_path(state_dir);
     // The instance lock is held: a socket file left here is a dead agent's.
@@ -141,14 +184,14 @@ pub async fn serve(
             if !allowed {
                 continue;
             }
-            let server = server.clone();
+            let ctl = ctl.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
                 let mut reader = tokio::io::BufReader::new(read).take(MAX_LINE as u64);
                 let answer = match reader.read_line(&mut line).await {
                     Ok(_) => match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => match execute(&server, req).await {
+                        Ok(req) => match execute(&ctl, req).await {
                             Ok(v) => json!({"ok": v}),
                             Err(e) => json!({"error": e}),
                         },
@@ -166,7 +209,11 @@ use tokio::io::AsyncReadExt as _;
 
 /// Runs `req` in the running agent of `config`, or, when none runs, on the store itself.
 pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
-    if config.authorization_server.is_none() {
+    let pins = matches!(
+        req,
+        Request::ToolsDiff { .. } | Request::ToolsApprove { .. }
+    );
+    if !pins && config.authorization_server.is_none() {
         return Err(AppError::Authz(
             "the config has no `authorization_server` (Moat's own issuer)".into(),
         ));
@@ -193,8 +240,11 @@ pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
 /// meanwhile) and writing its events to the audit log as the agent would.
 fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
     let _lock = crate::instance::lock(&config.agent.state_dir)?;
-    let server = crate::authz::open(config)?
-        .ok_or_else(|| AppError::Authz("no authorization server".into()))?;
+    let store = Arc::new(crate::store::Store::open(&config.agent.state_dir)?);
+    let ctl = Control {
+        authz: crate::authz::open(config, Some(store.clone()))?,
+        guards: crate::integrity::guards(config, Some(&store))?,
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -207,11 +257,16 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
             .map_err(AppError::Policy)?;
             let (audit, writer) =
                 crate::audit::AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
-            server.set_audit(audit.clone());
-            let answer = execute(&server, req).await.map_err(AppError::Authz);
+            if let Some(a) = &ctl.authz {
+                a.set_audit(audit.clone());
+            }
+            for g in ctl.guards.values() {
+                g.set_audit(audit.clone());
+            }
+            let answer = execute(&ctl, req).await.map_err(AppError::Authz);
             audit.flush().await;
             drop(audit);
-            drop(server);
+            drop(ctl);
             let _ = writer.await;
             answer
         })

@@ -1,7 +1,9 @@
-//! List results read and filtered by the same policies as calls: a `tools/list`,
-//! `resources/list` or `prompts/list` result only names what the caller may use (each entry
-//! decided as a call, with `context.listing` true and no arguments), and the audit record
-//! names the tools listed and each entry hidden, with the policies that hid it. A JSON body is read whole (up to MAX) and rewritten; SSE events are
+//! List results read and filtered: a `tools/list`, `resources/list` or `prompts/list` result
+//! only names entries whose definitions the server's pins vouch for (in `enforce` mode) and
+//! that the caller may use, decided by the same policies as calls (each entry decided as a
+//! call, with `context.listing` true and no arguments). The audit record names the tools
+//! listed, each entry hidden (with the pins' or the policies' reason) and each entry the pins
+//! do not vouch for. A JSON body is read whole (up to MAX) and rewritten; SSE events are
 //! rewritten one at a time. What cannot be read is not passed on.
 use std::{collections::VecDeque, net::IpAddr, sync::Arc, time::SystemTime};
 
@@ -12,10 +14,70 @@ use super::body::Reader;
 pub use crate::vocab::List;
 use crate::{
     audit::RequestRecord,
+    integrity::Guard,
     mcp::{self, SseParser},
     policy::{Engine, Input},
-    vocab::{Decision, Hidden, Listing, Principal, Process},
+    vocab::{Decision, Hidden, Listing, PinCheck, PinState, Principal, Process},
 };
+
+/// How a list result is read: which list, who it is filtered for by the policies (None: no
+/// policy decides it), and the pins it is checked against (None: the server has none).
+pub struct ListRead {
+    pub list: List,
+    pub lister: Option<Lister>,
+    pub pins: Option<Arc<Guard>>,
+}
+
+impl ListRead {
+    /// Removes the entries the pins hide from a result message; gives the checks worth
+    /// noting (every entry that is not pinned as it is, or that carries markers).
+    fn check_pins(&self, message: &mut Value, hidden: &mut Vec<Hidden>) -> Vec<PinCheck> {
+        let (Some(guard), Some(entries)) = (
+            &self.pins,
+            message
+                .get_mut("result")
+                .and_then(|r| r.get_mut(self.list.array()))
+                .and_then(Value::as_array_mut),
+        ) else {
+            return Vec::new();
+        };
+        let mut notable = Vec::new();
+        entries.retain(|e| {
+            // An entry without a name is left to the policy filter, which hides it.
+            let Some(check) = guard.entry(self.list, e) else {
+                return true;
+            };
+            let keep = !check.hidden;
+            if check.hidden {
+                hidden.push(Hidden {
+                    name: check.name.clone(),
+                    policies: Vec::new(),
+                    reason: pin_reason(&check),
+                });
+            }
+            if check.notable() {
+                notable.push(check);
+            }
+            keep
+        });
+        notable
+    }
+}
+
+/// Why the pins kept an entry (or a call) from the client.
+pub fn pin_reason(check: &PinCheck) -> String {
+    let what = check.kind;
+    match check.state {
+        PinState::Unpinned => format!("tool integrity: the {what} has no pin"),
+        PinState::Changed => {
+            format!("tool integrity: the {what}'s definition differs from its pin")
+        }
+        PinState::Pinned => format!(
+            "tool integrity: the {what} carries markers of poisoning ({})",
+            check.markers.join(", ")
+        ),
+    }
+}
 
 /// Who is listing, to decide each entry for.
 pub struct Lister {
@@ -106,37 +168,43 @@ pub const MAX: usize = 16 * 1024 * 1024;
 /// bytes the client gets, or why the result cannot be passed on (it cannot be read, so it
 /// cannot be filtered).
 pub fn read_whole(
-    list: List,
-    lister: Option<&Lister>,
+    read: &ListRead,
     body: &[u8],
     record: &mut RequestRecord,
 ) -> Result<Bytes, String> {
-    let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the {} result is not JSON: {e}", list.method().spec().name))?;
-    Ok(match read_noted(list, lister, &mut v, record) {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the {} result is not JSON: {e}",
+            read.list.method().spec().name
+        )
+    })?;
+    Ok(match read_noted(read, &mut v, record) {
         true => Bytes::from(v.to_string()),
         false => Bytes::copy_from_slice(body),
     })
 }
 
-/// Filters one message of a list result: what it listed and hid (it changed if it hid
-/// anything).
-pub fn read_one(list: List, lister: Option<&Lister>, message: &mut Value) -> Listing {
-    let hidden = lister.map(|l| l.filter(message)).unwrap_or_default();
-    let tools = (list == List::Tools)
+/// Checks and filters one message of a list result: what it listed, hid and what the pins
+/// said (it changed if it hid anything).
+pub fn read_one(read: &ListRead, message: &mut Value) -> Listing {
+    let mut hidden = Vec::new();
+    let pins = read.check_pins(message, &mut hidden);
+    if let Some(l) = &read.lister {
+        hidden.extend(l.filter(message));
+    }
+    let tools = (read.list == List::Tools)
         .then(|| mcp::tool_names(message))
         .flatten();
-    Listing { tools, hidden }
+    Listing {
+        tools,
+        hidden,
+        pins,
+    }
 }
 
 /// [`read_one`], noted in `record`; whether the message changed.
-fn read_noted(
-    list: List,
-    lister: Option<&Lister>,
-    message: &mut Value,
-    record: &mut RequestRecord,
-) -> bool {
-    let listing = read_one(list, lister, message);
+fn read_noted(read: &ListRead, message: &mut Value, record: &mut RequestRecord) -> bool {
+    let listing = read_one(read, message);
     let changed = !listing.hidden.is_empty();
     record.listed(listing);
     changed
@@ -146,16 +214,14 @@ fn read_noted(
 /// comments, ids and events without data (or with empty data) pass unchanged. An event that cannot be read ends
 /// the stream.
 pub struct ListStream {
-    list: List,
-    lister: Option<Lister>,
+    read: ListRead,
     parser: SseParser,
 }
 
 impl ListStream {
-    pub fn new(list: List, lister: Option<Lister>) -> Self {
+    pub fn new(read: ListRead) -> Self {
         Self {
-            list,
-            lister,
+            read,
             parser: SseParser::with_blocks(MAX),
         }
     }
@@ -178,11 +244,11 @@ impl Reader for ListStream {
             let mut v: Value = serde_json::from_str(&event.data).map_err(|e| {
                 format!(
                     "an event of the {} result is not JSON: {e}",
-                    self.list.method().spec().name
+                    self.read.list.method().spec().name
                 )
             })?;
             let answer = v.get("method").is_none() && v.get("id").is_some();
-            if read_noted(self.list, self.lister.as_ref(), &mut v, record) {
+            if read_noted(&self.read, &mut v, record) {
                 out.push_back(block.with_data(&v.to_string()).into());
             } else {
                 out.push_back(block.raw.into());

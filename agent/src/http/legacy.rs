@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::{
     body::Reader,
     error::ProxyError,
-    filter::{self, List, Lister},
+    filter::{self, ListRead},
 };
 use crate::{audit::RequestRecord, auth::sessions::Owner, mcp::SseParser, vocab::Listing};
 
@@ -41,10 +41,6 @@ pub struct Session {
     added: mpsc::Sender<Bytes>,
     pending: Mutex<HashMap<String, Pending>>,
 }
-
-/// How a list request's result is read: which list, and who it is filtered for (None: the
-/// result is only noted).
-pub type ListRead = (List, Option<Lister>);
 
 /// A request forwarded on a session, waiting for its answer on the stream.
 #[derive(Default)]
@@ -174,10 +170,10 @@ impl Session {
         let Some(mut p) = pending.remove(&k) else {
             return false;
         };
-        let Some((list, lister)) = &p.list else {
+        let Some(read) = &p.list else {
             return true;
         };
-        let listing = filter::read_one(*list, lister.as_ref(), message);
+        let listing = filter::read_one(read, message);
         match p.record.take() {
             Some(mut record) => {
                 drop(pending);

@@ -1,5 +1,5 @@
 //! The MCP-aware HTTP proxy. A request goes through its phases in order, each a module:
-//! admit (host, origin, route, header fields) -> authenticate -> session -> decode ->
+//! admit (host, origin, route, header fields) -> authenticate -> session -> decode -> pins ->
 //! authorize -> forward -> respond. Each phase goes on with its output or stops the request
 //! (`flow`); only a request that `authorize` permitted can be forwarded. Every request gets
 //! exactly one audit record, written when it ends, however it ends; its refusals are
@@ -17,6 +17,7 @@ pub mod flow;
 pub mod forward;
 pub mod legacy;
 pub mod local;
+pub mod pins;
 pub mod respond;
 pub mod session;
 pub mod site;
@@ -34,7 +35,7 @@ use self::{
     body::{Audited, ProxyBody},
     decode::drain,
     error::ProxyError,
-    filter::{List, Lister},
+    filter::{List, ListRead, Lister},
     flow::{Flow, Stop},
     forward::Outgoing,
     respond::Answer,
@@ -178,27 +179,34 @@ impl Proxy {
         )
         .await?;
         let session_id = admitted.fields.session.as_deref();
-        let (permitted, decision) =
-            match authorize::authorize(site, conn, principal.as_deref(), session_id, &asked) {
-                Ok(p) => p,
-                Err(e) => return Err(session.refuse(&asked, e)),
-            };
+        let decided = pins::check(site, &asked, record).and_then(|()| {
+            authorize::authorize(site, conn, principal.as_deref(), session_id, &asked)
+        });
+        let (permitted, decision) = match decided {
+            Ok(p) => p,
+            Err(e) => return Err(session.refuse(&asked, e)),
+        };
         record.decide(decision);
-        let lister = |list: List| -> Option<Lister> {
-            let (live, p) = (site.policy.as_ref()?, principal.as_ref()?);
-            Some(Lister {
-                list,
-                engine: live.current(),
-                server: site.name.clone(),
-                principal: p.clone(),
-                source_ip: conn.peer.ip(),
-                tls: conn.tls.clone(),
-                session: admitted.fields.session.clone(),
-                process: conn.process.clone(),
-            })
+        let reader = |list: List| ListRead {
+            list,
+            lister: site
+                .policy
+                .as_ref()
+                .zip(principal.as_ref())
+                .map(|(live, p)| Lister {
+                    list,
+                    engine: live.current(),
+                    server: site.name.clone(),
+                    principal: p.clone(),
+                    source_ip: conn.peer.ip(),
+                    tls: conn.tls.clone(),
+                    session: admitted.fields.session.clone(),
+                    process: conn.process.clone(),
+                }),
+            pins: site.integrity.clone(),
         };
         // On a legacy session the answers come on the stream: note what is expected there.
-        let expected = session.expect(&asked, lister)?;
+        let expected = session.expect(&asked, reader)?;
         let resp = self
             .forward(site, &admitted, &parts, principal.as_deref(), &permitted)
             .await
@@ -219,7 +227,7 @@ impl Proxy {
             respond::Asked {
                 route: admitted.route,
                 decoded: asked.decoded(),
-                list: list.map(|l| (l, lister(l))),
+                list: list.map(reader),
                 legacy: session.legacy().cloned(),
                 owner: principal.as_deref().map(Owner::from),
             },

@@ -15,7 +15,7 @@ use super::{
     body::{OnEnd, ProxyBody, Reader, full},
     error::ProxyError,
     fields::header_str,
-    filter::{self, List, ListStream, Lister},
+    filter::{self, ListRead, ListStream},
     legacy,
 };
 use crate::{
@@ -57,8 +57,8 @@ pub struct Asked<'a> {
     pub route: Route,
     /// The POST's message.
     pub decoded: Option<&'a Decoded>,
-    /// The list it asks for, and who the result is filtered for (None: only noted).
-    pub list: Option<(List, Option<Lister>)>,
+    /// The list it asks for, and how its result is read.
+    pub list: Option<ListRead>,
     /// The legacy session a message was posted to.
     pub legacy: Option<Arc<legacy::Session>>,
     /// Who asked (None on a server without `auth`).
@@ -98,7 +98,7 @@ pub async fn answer(
         });
     }
     let content_type = content_type(resp.headers());
-    let Some((list, lister)) = asked.list else {
+    let Some(read) = asked.list else {
         // An event stream is complete once the requests' answers have passed.
         let ids: Vec<Value> = messages
             .iter()
@@ -113,12 +113,12 @@ pub async fn answer(
     match content_type.as_deref() {
         Some("text/event-stream") => Ok(Answer::streamed(
             resp,
-            Some(Box::new(ListStream::new(list, lister))),
+            Some(Box::new(ListStream::new(read))),
         )),
         Some("application/json") => {
             let (mut parts, body) = resp.into_parts();
             let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
-            let bytes = filter::read_whole(list, lister.as_ref(), &bytes, record)
+            let bytes = filter::read_whole(&read, &bytes, record)
                 .map_err(ProxyError::UpstreamUnreadable)?;
             parts.headers.remove(header::CONTENT_LENGTH);
             let status = parts.status.as_u16();
@@ -129,7 +129,7 @@ pub async fn answer(
         }
         other => Err(ProxyError::UpstreamUnreadable(format!(
             "a {} result of content type {}",
-            list.method().spec().name,
+            read.list.method().spec().name,
             other.unwrap_or("(none)")
         ))),
     }

@@ -16,7 +16,7 @@ use super::{
     decode::Asked,
     error::ProxyError,
     fields::header_str,
-    filter::{List, Lister},
+    filter::{List, ListRead},
     flow::Stop,
     legacy,
 };
@@ -105,11 +105,11 @@ impl Session {
     }
 
     /// Notes the requests about to be forwarded on a legacy session (their answers come on
-    /// the stream, a list result read by `lister`'s); gives their ids.
+    /// the stream, a list result read as `reader` says); gives their ids.
     pub fn expect(
         &self,
         asked: &Asked,
-        lister: impl Fn(List) -> Option<Lister>,
+        reader: impl Fn(List) -> ListRead,
     ) -> Result<Vec<Value>, ProxyError> {
         let (Session::Legacy(s), Some(d)) = (self, asked.decoded()) else {
             return Ok(Vec::new());
@@ -120,7 +120,7 @@ impl Session {
             .filter(|m| m.kind == Kind::Request)
             .filter_map(|m| {
                 let l = m.call().and_then(|c| c.list());
-                Some((m.id.as_ref()?, l.map(|l| (l, lister(l)))))
+                Some((m.id.as_ref()?, l.map(&reader)))
             })
             .collect::<Vec<_>>();
         let ids = expected.iter().map(|(id, _)| (*id).clone()).collect();

@@ -10,6 +10,7 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     config::Server,
+    integrity::Guard,
     mcp,
     policy::{Live, Rates},
     tls::ServerTls,
@@ -37,6 +38,8 @@ pub struct Site {
     pub rates: Rates,
     /// What this server's requests are counted in.
     pub metrics: ServerMetrics,
+    /// The pins what it offers is checked against; None: `integrity` is off.
+    pub integrity: Option<Arc<Guard>>,
 }
 
 impl Site {
@@ -66,6 +69,15 @@ impl Site {
             policy,
             rates: Rates::default(),
             metrics,
+            integrity: None,
+        }
+    }
+
+    /// The site, its listings and calls checked by `guard`.
+    pub fn with_integrity(self, guard: Option<Arc<Guard>>) -> Self {
+        Self {
+            integrity: guard,
+            ..self
         }
     }
 }

@@ -12,3 +12,31 @@
 pub mod definition;
 pub mod markers;
 
+pub mod guard;
+
+pub use definition::Definition;
+pub use guard::Guard;
+pub use markers::Marker;
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{config::Config, config::IntegrityMode, store::Store};
+
+/// The guard of each server whose `integrity` is on, on `store` (which the agent opens when
+/// any is).
+pub fn guards(
+    config: &Config,
+    store: Option<&Arc<Store>>,
+) -> Result<HashMap<String, Arc<Guard>>, crate::store::StoreError> {
+    let mut out = HashMap::new();
+    let Some(store) = store else {
+        return Ok(out);
+    };
+    for s in &config.servers {
+        if s.integrity.mode != IntegrityMode::Off {
+            let g = Guard::open(s.name.as_str().into(), s.integrity, store.clone())?;
+            out.insert(s.name.clone(), Arc::new(g));
+        }
+    }
+    Ok(out)
+}

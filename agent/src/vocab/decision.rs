@@ -63,10 +63,11 @@ pub struct Hidden {
     pub reason: String,
 }
 
-/// What a list result showed the caller: the tools it listed (a `tools/list` result), and the
-/// entries it hid.
+/// What a list result showed the caller: the tools it listed (a `tools/list` result), the
+/// entries it hid, and the entries the pins do not vouch for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     pub tools: Option<Vec<String>>,
     pub hidden: Vec<Hidden>,
+    pub pins: Vec<super::PinCheck>,
 }

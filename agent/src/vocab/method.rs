@@ -53,7 +53,7 @@ pub enum Param {
 }
 
 /// A list whose entries Moat decides one by one, each as the call it stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum List {
     Tools,
     Resources,

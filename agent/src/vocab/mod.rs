@@ -6,6 +6,7 @@ mod conn;
 mod decision;
 mod digest;
 pub(crate) mod method;
+mod pin;
 mod principal;
 mod redirect;
 
@@ -13,5 +14,6 @@ pub use conn::{Conn, Process};
 pub use decision::{Decision, Effect, Hidden, Listing};
 pub use digest::sha256_hex;
 pub use method::{Denial, HttpAction, List, Method, NOTIFICATION, Param, Target, actions};
+pub use pin::{PinCheck, PinState};
 pub use principal::Principal;
 pub use redirect::{redirect_uri_matches, redirect_uri_ok};

@@ -1,0 +1,290 @@
+//! One server's pins at work: each entry a listing shows is checked against its pin (and
+//! remembered as seen), each call's target against its pin and what was last seen of it; what
+//! an operator approves, or what is first seen under trust on first use, becomes a pin.
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+};
+
+use serde_json::{Value, json};
+
+use super::{Definition, Marker, markers};
+use crate::{
+    audit::AuditLog,
+    config::{Integrity, IntegrityMode},
+    store::{Store, StoreError, pins::Pin, record::Timestamp},
+    vocab::{List, PinCheck, PinState, Target},
+};
+
+type Key = (List, String);
+
+/// What was last seen of an entry.
+struct Seen {
+    definition: Definition,
+    markers: BTreeSet<Marker>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The pinned hash of each entry.
+    pins: HashMap<Key, String>,
+    seen: HashMap<Key, Seen>,
+}
+
+pub struct Guard {
+    server: Arc<str>,
+    config: Integrity,
+    store: Arc<Store>,
+    audit: OnceLock<AuditLog>,
+    state: Mutex<State>,
+}
+
+/// The list whose entries a call's target is one of.
+pub fn list_of(target: Target) -> List {
+    match target {
+        Target::Tool => List::Tools,
+        Target::Prompt => List::Prompts,
+        Target::Resource => List::Resources,
+    }
+}
+
+fn list_named(kind: &str) -> Option<List> {
+    [List::Tools, List::Prompts, List::Resources]
+        .into_iter()
+        .find(|l| l.target().noun() == kind)
+}
+
+/// How an entry with this pin stands, given what was last seen of it (if anything was).
+fn standing(pin: Option<&String>, seen: Option<&Seen>) -> PinState {
+    match (pin, seen) {
+        (None, _) => PinState::Unpinned,
+        (Some(p), Some(seen)) if *p != seen.definition.hash => PinState::Changed,
+        (Some(_), _) => PinState::Pinned,
+    }
+}
+
+impl Guard {
+    /// The guard of `server`, with the pins the store holds for it.
+    pub fn open(
+        server: Arc<str>,
+        config: Integrity,
+        store: Arc<Store>,
+    ) -> Result<Self, StoreError> {
+        let mut state = State::default();
+        for (kind, name, pin) in store.pins().of_server(&server)? {
+            if let Some(list) = list_named(&kind) {
+                state.pins.insert((list, name), pin.hash);
+            }
+        }
+        Ok(Self {
+            server,
+            config,
+            store,
+            audit: OnceLock::new(),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Where changes to the pins are recorded (set once, when the audit log is open).
+    pub fn set_audit(&self, audit: AuditLog) {
+        let _ = self.audit.set(audit);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; if something did, the maps are still whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether an entry in this state is kept from the client.
+    fn hides(&self, state: PinState, markers: &BTreeSet<Marker>) -> bool {
+        self.config.mode == IntegrityMode::Enforce
+            && (state != PinState::Pinned || self.config.hide_flagged && !markers.is_empty())
+    }
+
+    /// Checks one entry of a `list` result and remembers it as seen; None when it has no
+    /// name (such an entry is never passed on). Under trust on first use an entry with no pin
+    /// is pinned here.
+    pub fn entry(&self, list: List, entry: &Value) -> Option<PinCheck> {
+        let definition = Definition::of(list, entry)?;
+        let found = markers::of_entry(list, entry);
+        let key = (list, definition.name.clone());
+        let mut state = {
+            let s = self.lock();
+            match s.pins.get(&key) {
+                Some(h) if *h == definition.hash => PinState::Pinned,
+                Some(_) => PinState::Changed,
+                None => PinState::Unpinned,
+            }
+        };
+        if state == PinState::Unpinned
+            && self.config.pin_on_first_use
+            && self.pin(list, &definition, "first_use").is_ok()
+        {
+            state = PinState::Pinned;
+        }
+        let check = PinCheck {
+            kind: list.target().noun(),
+            name: definition.name.clone(),
+            state,
+            hash: Some(definition.hash.clone()),
+            markers: found.iter().map(|m| m.as_str()).collect(),
+            hidden: self.hides(state, &found),
+        };
+        let mut s = self.lock();
+        let first = s
+            .seen
+            .get(&key)
+            .is_none_or(|seen| seen.definition.hash != definition.hash);
+        if first && check.notable() {
+            tracing::warn!(
+                server = %self.server,
+                kind = check.kind,
+                name = %check.name,
+                state = state.as_str(),
+                hash = %definition.hash,
+                markers = ?check.markers,
+                hidden = check.hidden,
+                "a definition the pins do not vouch for"
+            );
+        }
+        s.seen.insert(
+            key,
+            Seen {
+                definition,
+                markers: found,
+            },
+        );
+        Some(check)
+    }
+
+    /// Checks a call's target: pinned when it has a pin and what was last listed of it (if
+    /// anything was, since the agent started) is the pinned definition.
+    pub fn call(&self, target: Target, name: &str) -> PinCheck {
+        let list = list_of(target);
+        let s = self.lock();
+        let key = (list, name.to_string());
+        let pin = s.pins.get(&key);
+        let seen = s.seen.get(&key);
+        let state = standing(pin, seen);
+        let none = BTreeSet::new();
+        let found = seen.map_or(&none, |s| &s.markers);
+        PinCheck {
+            kind: target.noun(),
+            name: name.to_string(),
+            state,
+            hash: seen.map(|s| s.definition.hash.clone()).or(pin.cloned()),
+            markers: found.iter().map(|m| m.as_str()).collect(),
+            hidden: self.hides(state, found),
+        }
+    }
+
+    /// Pins `definition` (by `operator` or `first_use`), recording the change.
+    fn pin(&self, list: List, definition: &Definition, by: &str) -> Result<(), StoreError> {
+        let kind = list.target().noun();
+        let pin = Pin {
+            canonical: definition.canonical.clone(),
+            hash: definition.hash.clone(),
+            at: Timestamp::now(),
+            by: by.to_string(),
+        };
+        let old = self
+            .store
+            .pins()
+            .put(&self.server, kind, &definition.name, &pin)
+            .inspect_err(|e| {
+                tracing::error!(server = %self.server, kind, name = %definition.name, "pinning: {e}");
+            })?;
+        self.lock()
+            .pins
+            .insert((list, definition.name.clone()), pin.hash.clone());
+        tracing::warn!(
+            server = %self.server,
+            kind,
+            name = %definition.name,
+            hash = %pin.hash,
+            by,
+            "pinned"
+        );
+        self.record(json!({
+            "event": "pinned",
+            "server": &*self.server,
+            "entry": kind,
+            "name": definition.name,
+            "hash": pin.hash,
+            "previous": old.map(|o| o.hash),
+            "by": by,
+        }));
+        Ok(())
+    }
+
+    /// Pins what was last seen of the entries named (all of them: `names` None), by an
+    /// operator; the checks of the entries pinned.
+    pub fn approve(&self, names: Option<&[String]>) -> Result<Vec<PinCheck>, String> {
+        let wanted: Vec<(List, Definition)> = {
+            let s = self.lock();
+            let mut v: Vec<_> = s
+                .seen
+                .iter()
+                .filter(|((_, n), _)| names.is_none_or(|ns| ns.contains(n)))
+                .filter(|(k, seen)| s.pins.get(*k) != Some(&seen.definition.hash))
+                .map(|((l, _), seen)| (*l, seen.definition.clone()))
+                .collect();
+            v.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+            v
+        };
+        if let Some(names) = names {
+            let s = self.lock();
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| !s.seen.keys().any(|(_, k)| k == *n))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(format!(
+                    "server `{}` has listed no entry named {unknown:?} since the agent started",
+                    self.server
+                ));
+            }
+        }
+        let mut done = Vec::new();
+        for (list, d) in wanted {
+            self.pin(list, &d, "operator").map_err(|e| e.to_string())?;
+            done.push(self.call(list.target(), &d.name));
+        }
+        Ok(done)
+    }
+
+    /// Every entry pinned or seen, with its state: what `moat tools diff` shows.
+    pub fn entries(&self) -> Vec<Value> {
+        let s = self.lock();
+        let mut keys: BTreeSet<(&'static str, &str)> = BTreeSet::new();
+        for (l, n) in s.pins.keys().chain(s.seen.keys()) {
+            keys.insert((l.target().noun(), n));
+        }
+        keys.into_iter()
+            .filter_map(|(kind, name)| {
+                let list = list_named(kind)?;
+                let key = (list, name.to_string());
+                let (pin, seen) = (s.pins.get(&key), s.seen.get(&key));
+                let state = standing(pin, seen);
+                Some(json!({
+                    "kind": kind,
+                    "name": name,
+                    "state": state.as_str(),
+                    "pinned": pin,
+                    "seen": seen.map(|s| &s.definition.hash),
+                    "definition": seen.map(|s| &s.definition.canonical),
+                    "markers": seen.map(|s| s.markers.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+                }))
+            })
+            .collect()
+    }
+
+    fn record(&self, fields: Value) {
+        if let Some(a) = self.audit.get() {
+            a.record_sync("integrity", fields);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+//! Tool integrity end to end, on a plain host (no root): a real MCP server (the Python SDK's
+//! low-level server, tests/fixtures/integrity_server.py) whose offer changes after approval,
+//! the official Python SDK client listing and calling through Moat, and the operator's
+//! `moat tools diff` and `moat tools approve`. In JSON and in SSE responses.
+mod common;
+
+use std::{path::PathBuf, process::Command};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The fixture server on the host's upstream port; the file its calls are logged to.
+fn start_server(host: &mut Host, args: &[&str]) -> PathBuf {
+    let log = host.dir.join("calls.log");
+    let (script, port) = (
+        script("integrity_server.py"),
+        host.upstream_port().to_string(),
+    );
+    let mut all = vec![
+        script.to_str().unwrap(),
+        "--port",
+        &port,
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let cmd = host.command(python().to_str().unwrap(), &all);
+    host.spawn(cmd, "integrity-server.log");
+    host.wait_port(host.upstream_port(), "the integrity fixture server");
+    log
+}
+
+fn config(host: &Host, integrity: &str) {
+    host.write_config(&format!(
+        "{}    integrity: {integrity}\n",
+        host.default_servers()
+    ));
+}
+
+/// The SDK client's `call` scenario: it lists the tools, then calls `tool`.
+fn call(host: &Host, tool: &str, expect_error: bool) -> Value {
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let mut args = vec![
+        script("mcp_client.py").to_str().unwrap().to_string(),
+        url,
+        "call".into(),
+        "--tool".into(),
+        tool.into(),
+        "--args".into(),
+        json!({"a": 2, "b": 3, "text": "x"}).to_string(),
+    ];
+    if expect_error {
+        args.push("--expect-error".into());
+    }
+    let out = Command::new(python()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "client calling {tool}: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        host.agent_log()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn moat_tools(host: &Host, args: &[&str]) -> Value {
+    let out = Command::new(MOAT)
+        .arg("tools")
+        .arg(args[0])
+        .arg("-c")
+        .arg(&host.config)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moat tools {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn calls(log: &PathBuf) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The request records of `method`, in order.
+fn records(host: &Host, method: &str) -> Vec<Value> {
+    host.request_records()
+        .into_iter()
+        .filter(|r| r["mcp"]["method"] == method)
+        .collect()
+}
+
+fn rug_pull_is_hidden_and_refused(json_responses: bool) {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce}");
+    let mut args = vec!["--rug-pull-after", "2"];
+    if json_responses {
+        args.push("--json");
+    }
+    let log = start_server(&mut host, &args);
+    host.start_agent();
+
+    // Nothing is pinned: the client sees no tools, and its call never reaches the server.
+    let r = call(&host, "add", true);
+    assert_eq!(r["tools"], json!([]), "{r}");
+    assert_eq!(r["call_error"]["code"], -32602, "{r}");
+    assert_eq!(r["call_error"]["message"], "Unknown tool: add", "{r}");
+    assert!(calls(&log).is_empty());
+    let refused = records(&host, "tools/call").pop().unwrap();
+    assert_eq!(refused["decision"]["effect"], "deny", "{refused}");
+    assert_eq!(
+        refused["decision"]["reason"], "tool integrity: the tool has no pin",
+        "{refused}"
+    );
+    assert_eq!(refused["pins"][0]["state"], "unpinned", "{refused}");
+
+    // The operator reviews what the server offers, and approves it.
+    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let names: Vec<&str> = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["add", "echo"], "{diff}");
+    assert!(
+        diff.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["state"] == "unpinned")
+    );
+    assert!(
+        diff[0]["definition"]
+            .as_str()
+            .unwrap()
+            .contains("Adds two numbers.")
+    );
+    let approved = moat_tools(&host, &["approve", "--server", "files", "--all"]);
+    assert_eq!(approved.as_array().unwrap().len(), 2, "{approved}");
+    let pinned = integrity_records(&host, "pinned", 2);
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
+    assert!(
+        pinned
+            .iter()
+            .all(|p| p["by"] == "operator" && p["server"] == "files")
+    );
+
+    // Approved: listed and callable.
+    let r = call(&host, "add", false);
+    assert_eq!(r["tools"], json!(["add", "echo"]), "{r}");
+    assert_eq!(r["call"], "5", "{r}");
+    assert_eq!(calls(&log), ["CALLED add"]);
+
+    // The rug pull: `add` changes its description, `echo` is renamed and a tool appears.
+    let r = call(&host, "add", true);
+    assert_eq!(r["tools"], json!([]), "{r}");
+    assert_eq!(r["call_error"]["message"], "Unknown tool: add", "{r}");
+    assert_eq!(
+        calls(&log),
+        ["CALLED add"],
+        "the changed tool was never called"
+    );
+    let list = records(&host, "tools/list").pop().unwrap();
+    let pins = list["pins"].as_array().unwrap();
+    let add = pins.iter().find(|p| p["name"] == "add").unwrap();
+    assert_eq!(add["state"], "changed", "{list}");
+    assert_eq!(add["hidden"], true, "{list}");
+    assert_eq!(
+        add["markers"],
+        json!(["model_directive", "sensitive_reference"]),
+        "{list}"
+    );
+    for new in ["echo2", "notes"] {
+        let p = pins.iter().find(|p| p["name"] == new).unwrap();
+        assert_eq!(p["state"], "unpinned", "{list}");
+    }
+    let hidden: Vec<&str> = list["hidden"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(hidden, ["add", "echo2", "notes"], "{list}");
+    let refused = records(&host, "tools/call").pop().unwrap();
+    assert_eq!(
+        refused["decision"]["reason"], "tool integrity: the tool's definition differs from its pin",
+        "{refused}"
+    );
+    assert_eq!(refused["pins"][0]["hash"], add["hash"], "{refused}");
+    // The renamed tool has no pin either.
+    let r = call(&host, "echo2", true);
+    assert_eq!(r["call_error"]["message"], "Unknown tool: echo2", "{r}");
+    assert_eq!(calls(&log), ["CALLED add"]);
+
+    // Approving the new definition is an explicit, audited act.
+    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let add = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "add")
+        .unwrap();
+    assert_eq!(add["state"], "changed", "{diff}");
+    assert_ne!(add["pinned"], add["seen"], "{diff}");
+    moat_tools(&host, &["approve", "--server", "files", "add"]);
+    let r = call(&host, "add", false);
+    assert_eq!(r["tools"], json!(["add"]), "{r}");
+    let pinned = integrity_records(&host, "pinned", 3).pop().unwrap();
+    assert_eq!(pinned["name"], "add", "{pinned}");
+    assert_eq!(
+        pinned["previous"],
+        approved_hash(&approved, "add"),
+        "{pinned}"
+    );
+}
+
+/// The integrity records of `event`, once there are `n` (records are written asynchronously).
+fn integrity_records(host: &Host, event: &str, n: usize) -> Vec<Value> {
+    let records = || -> Vec<Value> {
+        host.audit_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "integrity" && r["event"] == event)
+            .collect()
+    };
+    host.wait_audit(&format!("{n} integrity {event}"), |_| records().len() >= n);
+    records()
+}
+
+fn approved_hash(approved: &Value, name: &str) -> Value {
+    approved
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .map(|a| a["hash"].clone())
+        .unwrap()
+}
+
+#[test]
+fn a_rug_pull_is_hidden_and_its_calls_refused_in_sse_responses() {
+    rug_pull_is_hidden_and_refused(false);
+}
+
+#[test]
+fn a_rug_pull_is_hidden_and_its_calls_refused_in_json_responses() {
+    rug_pull_is_hidden_and_refused(true);
+}
+
+#[test]
+fn trust_on_first_use_pins_what_is_first_listed_and_holds_to_it() {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use}");
+    let log = start_server(&mut host, &["--rug-pull-after", "1"]);
+    host.start_agent();
+    let r = call(&host, "add", false);
+    assert_eq!(r["tools"], json!(["add", "echo"]), "{r}");
+    assert_eq!(r["call"], "5", "{r}");
+    let pinned = integrity_records(&host, "pinned", 2);
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
+    assert!(pinned.iter().all(|p| p["by"] == "first_use"));
+    // New tools are pinned at first sight too; the changed one is not.
+    let r = call(&host, "add", true);
+    assert_eq!(r["tools"], json!(["echo2", "notes"]), "{r}");
+    assert_eq!(calls(&log), ["CALLED add"]);
+}
+
+#[test]
+fn warn_mode_passes_everything_and_audits_markers() {
+    let mut host = Host::plain();
+    config(&host, "{mode: warn}");
+    let log = start_server(&mut host, &["--poisoned"]);
+    host.start_agent();
+    let r = call(&host, "add", false);
+    assert_eq!(r["tools"].as_array().unwrap().len(), 9, "{r}");
+    assert_eq!(calls(&log), ["CALLED add"]);
+    let list = records(&host, "tools/list").pop().unwrap();
+    let markers: Vec<(String, Value)> = list["pins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["markers"].clone(),
+            )
+        })
+        .filter(|(_, m)| !m.is_null())
+        .collect();
+    let expected = [
+        ("tagged", "invisible_unicode"),
+        ("reversed", "bidi_control"),
+        ("escaped", "control_characters"),
+        ("\u{430}dd", "confusable_name"),
+        ("directive", "model_directive"),
+        ("secrets", "sensitive_reference"),
+        ("long", "unusual_length"),
+    ];
+    assert_eq!(markers.len(), expected.len(), "{markers:?}");
+    for (name, marker) in expected {
+        let found = markers.iter().find(|(n, _)| n == name).unwrap();
+        assert_eq!(found.1, json!([marker]), "{name}: {markers:?}");
+    }
+    assert!(list["hidden"].is_null(), "warn hides nothing: {list}");
+}
+
+#[test]
+fn hide_flagged_keeps_pinned_poison_from_the_client() {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use, hide_flagged: true}");
+    start_server(&mut host, &["--poisoned"]);
+    host.start_agent();
+    let r = call(&host, "directive", true);
+    assert_eq!(r["tools"], json!(["add", "echo"]), "{r}");
+    assert_eq!(r["call_error"]["message"], "Unknown tool: directive", "{r}");
+}
