@@ -726,3 +726,52 @@ fn a_plaintext_authorization_server_is_loopback_only_and_apart_from_servers() {
         );
     }
 }
+
+#[test]
+fn integrity_is_read_and_its_mistakes_located() {
+    let base = "servers:\n  - name: files\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\n";
+    let c = Config::parse("moat.yaml", base).unwrap();
+    assert_eq!(
+        c.servers[0].integrity.mode,
+        IntegrityMode::Off,
+        "off unless asked for"
+    );
+    let c = Config::parse("moat.yaml", &format!("{base}    integrity: {{}}\n")).unwrap();
+    assert_eq!(
+        c.servers[0].integrity,
+        Integrity {
+            mode: IntegrityMode::Enforce,
+            pin_on_first_use: false,
+            hide_flagged: false
+        },
+        "a section turns it on: enforce, pins approved by an operator"
+    );
+    let c = Config::parse(
+        "moat.yaml",
+        &format!("{base}    integrity: {{mode: warn, pin: first_use, hide_flagged: true}}\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.servers[0].integrity,
+        Integrity {
+            mode: IntegrityMode::Warn,
+            pin_on_first_use: true,
+            hide_flagged: true
+        }
+    );
+    let p = problems(&format!(
+        "{base}    integrity:\n      mode: block\n      pin: always\n      hide_flagged: 1\n      pins: x\n"
+    ));
+    let mut found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (6, "servers[0].integrity.mode"),
+            (7, "servers[0].integrity.pin"),
+            (8, "servers[0].integrity.hide_flagged"),
+            (9, "servers[0].integrity.pins"),
+        ],
+        "{p:?}"
+    );
+}
