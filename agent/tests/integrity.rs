@@ -263,10 +263,24 @@ fn trust_on_first_use_pins_what_is_first_listed_and_holds_to_it() {
     let pinned = integrity_records(&host, "pinned", 2);
     assert_eq!(pinned.len(), 2, "{pinned:?}");
     assert!(pinned.iter().all(|p| p["by"] == "first_use"));
-    // New tools are pinned at first sight too; the changed one is not.
-    let r = call(&host, "add", true);
-    assert_eq!(r["tools"], json!(["echo2", "notes"]), "{r}");
-    assert_eq!(calls(&log), ["CALLED add"]);
+    // New tools are pinned at first sight too; the changed one is not. The TypeScript SDK's
+    // client sees the same.
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let args = json!({"a": 2, "b": 3}).to_string();
+    let (ok, out) = ts_client(
+        &host,
+        &[&url, "call", "--list", "--tool", "add", "--args", &args],
+    );
+    assert!(!ok, "{out}");
+    let err: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(err["tools"], json!(["echo2", "notes"]), "{err}");
+    assert_eq!(err["code"], -32602, "{err}");
+    let (ok, out) = ts_client(
+        &host,
+        &[&url, "call", "--list", "--tool", "notes", "--args", r#"{"text":"n"}"#],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(calls(&log), ["CALLED add", "CALLED notes"]);
 }
 
 #[test]
