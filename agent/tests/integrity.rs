@@ -277,7 +277,15 @@ fn trust_on_first_use_pins_what_is_first_listed_and_holds_to_it() {
     assert_eq!(err["code"], -32602, "{err}");
     let (ok, out) = ts_client(
         &host,
-        &[&url, "call", "--list", "--tool", "notes", "--args", r#"{"text":"n"}"#],
+        &[
+            &url,
+            "call",
+            "--list",
+            "--tool",
+            "notes",
+            "--args",
+            r#"{"text":"n"}"#,
+        ],
     );
     assert!(ok, "{out}");
     assert_eq!(calls(&log), ["CALLED add", "CALLED notes"]);
@@ -331,4 +339,60 @@ fn hide_flagged_keeps_pinned_poison_from_the_client() {
     let r = call(&host, "directive", true);
     assert_eq!(r["tools"], json!(["add", "echo"]), "{r}");
     assert_eq!(r["call_error"]["message"], "Unknown tool: directive", "{r}");
+}
+
+#[test]
+fn a_tool_name_offered_twice_and_a_description_naming_another_servers_tool_are_flagged() {
+    let mut host = Host::plain();
+    let (mail_port, mail_upstream) = (free_port(), free_port());
+    host.write_config(&format!(
+        "{}    integrity: {{mode: warn}}\n  - name: mail\n    port: {mail_port}\n    upstream: http://127.0.0.1:{mail_upstream}\n    \
+         dangerous: {{plaintext: true, unauthenticated: true}}\n    integrity: {{mode: warn}}\n",
+        host.default_servers()
+    ));
+    start_server(&mut host, &["--steer", "send_email"]);
+    let (script, port, log) = (
+        script("integrity_server.py"),
+        mail_upstream.to_string(),
+        host.dir.join("mail-calls.log"),
+    );
+    let mail = host.command(
+        python().to_str().unwrap(),
+        &[
+            script.to_str().unwrap(),
+            "--port",
+            &port,
+            "--log",
+            log.to_str().unwrap(),
+            "--extra-tool",
+            "send_email",
+        ],
+    );
+    host.spawn(mail, "mail-server.log");
+    host.wait_port(mail_upstream, "the mail fixture server");
+    host.start_agent();
+
+    let list = |port: u16| {
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let (ok, out) = ts_client(&host, &[&url, "list"]);
+        assert!(ok, "{out}");
+    };
+    list(mail_port);
+    list(host.port());
+    let files = records(&host, "tools/list")
+        .into_iter()
+        .find(|r| r["server"] == "files")
+        .unwrap();
+    let markers = |name: &str| {
+        files["pins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["markers"].clone())
+            .unwrap()
+    };
+    assert_eq!(markers("add"), json!(["shared_name"]), "{files}");
+    assert_eq!(markers("echo"), json!(["shared_name"]), "{files}");
+    assert_eq!(markers("steer"), json!(["cross_server_reference"]), "{files}");
 }

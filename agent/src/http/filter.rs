@@ -301,7 +301,7 @@ mod tests {
             pin_on_first_use: false,
             hide_flagged: false,
         };
-        let guard = Guard::open("files".into(), config, store).unwrap();
+        let guard = Guard::open("files".into(), config, store, Arc::default()).unwrap();
         guard.entry(List::Tools, &json!({"name": "add", "description": "Adds."}));
         guard.approve(None).unwrap();
         let read = ListRead {

@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Definition, Marker, markers};
+use super::{Definition, Marker, markers, shadowing::Offers};
 use crate::{
     audit::AuditLog,
     config::{Integrity, IntegrityMode},
@@ -35,6 +35,8 @@ pub struct Guard {
     server: Arc<str>,
     config: Integrity,
     store: Arc<Store>,
+    /// What every server with `integrity` on offers: for shadowing.
+    offers: Arc<Offers>,
     audit: OnceLock<AuditLog>,
     state: Mutex<State>,
 }
@@ -64,11 +66,13 @@ fn standing(pin: Option<&String>, seen: Option<&Seen>) -> PinState {
 }
 
 impl Guard {
-    /// The guard of `server`, with the pins the store holds for it.
+    /// The guard of `server`, with the pins the store holds for it; `offers` is shared by the
+    /// guards of every server.
     pub fn open(
         server: Arc<str>,
         config: Integrity,
         store: Arc<Store>,
+        offers: Arc<Offers>,
     ) -> Result<Self, StoreError> {
         let mut state = State::default();
         for (kind, name, pin) in store.pins().of_server(&server)? {
@@ -80,6 +84,7 @@ impl Guard {
             server,
             config,
             store,
+            offers,
             audit: OnceLock::new(),
             state: Mutex::new(state),
         })
@@ -106,7 +111,10 @@ impl Guard {
     /// is pinned here.
     pub fn entry(&self, list: List, entry: &Value) -> Option<PinCheck> {
         let definition = Definition::of(list, entry)?;
-        let found = markers::of_entry(list, entry);
+        let mut found = markers::of_entry(list, entry);
+        if list == List::Tools {
+            found.extend(self.offers.tool(&self.server, &definition.name, entry));
+        }
         let key = (list, definition.name.clone());
         let mut state = {
             let s = self.lock();

@@ -31,6 +31,10 @@ pub enum Marker {
     SensitiveReference,
     /// A text far longer than a description needs.
     UnusualLength,
+    /// A tool name that another protected server offers too.
+    SharedName,
+    /// A text that names a tool of another protected server.
+    CrossServerReference,
 }
 
 impl Marker {
@@ -43,6 +47,8 @@ impl Marker {
             Marker::ModelDirective => "model_directive",
             Marker::SensitiveReference => "sensitive_reference",
             Marker::UnusualLength => "unusual_length",
+            Marker::SharedName => "shared_name",
+            Marker::CrossServerReference => "cross_server_reference",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod definition;
 pub mod markers;
 
 pub mod guard;
+pub mod shadowing;
 
 pub use definition::Definition;
 pub use guard::Guard;
@@ -32,9 +33,15 @@ pub fn guards(
     let Some(store) = store else {
         return Ok(out);
     };
+    let offers = Arc::new(shadowing::Offers::default());
     for s in &config.servers {
         if s.integrity.mode != IntegrityMode::Off {
-            let g = Guard::open(s.name.as_str().into(), s.integrity, store.clone())?;
+            let g = Guard::open(
+                s.name.as_str().into(),
+                s.integrity,
+                store.clone(),
+                offers.clone(),
+            )?;
             out.insert(s.name.clone(), Arc::new(g));
         }
     }

@@ -25,7 +25,7 @@ fn guard(store: &Arc<Store>, mode: IntegrityMode, first_use: bool, hide_flagged:
         pin_on_first_use: first_use,
         hide_flagged,
     };
-    Guard::open("files".into(), config, store.clone()).unwrap()
+    Guard::open("files".into(), config, store.clone(), Arc::default()).unwrap()
 }
 
 fn add(description: &str) -> Value {
