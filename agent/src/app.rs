@@ -291,6 +291,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let identity = listening.identity();
     let reload_task = tokio::spawn(background::reload_certs(sites.clone(), audit.clone()));
     let policy_task = tokio::spawn(background::reload_policies(sites.clone(), audit.clone()));
+    let recheck_tasks = background::recheck_integrity(&sites, &upstream);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let serve::Workers { threads, handoff } =
@@ -322,7 +323,10 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     }
     reload_task.abort();
     policy_task.abort();
-    key_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    key_tasks
+        .iter()
+        .chain(&recheck_tasks)
+        .for_each(tokio::task::JoinHandle::abort);
     authz_task
         .iter()
         .chain(&control_task)

@@ -1,5 +1,6 @@
 //! What runs beside the proxy for the agent's lifetime: certificate and policy reloads (each
-//! outcome logged and audited) and upstream signing key rotation.
+//! outcome logged and audited), upstream signing key rotation, and Moat's own checks of what
+//! servers with `integrity` on offer.
 use std::sync::Arc;
 
 use serde_json::json;
@@ -7,9 +8,12 @@ use serde_json::json;
 use crate::{
     audit::{self, AuditLog},
     auth::upstream::UpstreamKeys,
+    integrity::{fetch, recheck},
     policy::Reloaded,
     serve::Sites,
     tls,
+    upstream::{Upstream, pool::Pool},
+    vocab::Principal,
 };
 
 /// Reloads certificates whose files changed, logging and auditing each outcome.
@@ -92,4 +96,36 @@ pub async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
             tracing::error!("rotating the upstream signing keys: {e}");
         }
     }
+}
+
+/// Starts Moat's own checks of each server with `integrity` on and a `recheck_s` interval
+/// (from the agent's upstream identity; a server whose upstream credential is a minted JWT
+/// gets one for the subject `moat`).
+pub fn recheck_integrity(
+    sites: &Sites,
+    upstream: &Arc<Upstream>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let moat = Principal {
+        sub: "moat".into(),
+        client_id: None,
+        iss: String::new(),
+        scopes: Vec::new(),
+        claims: serde_json::Map::new(),
+    };
+    sites
+        .by_port
+        .values()
+        .filter_map(|site| {
+            let guard = site.integrity.clone()?;
+            let every = site.server.integrity.recheck?;
+            let target = fetch::Target {
+                addr: site.server.upstream,
+                endpoint: site.server.endpoint.clone(),
+                credential: site.credential.header(Some(&moat)),
+                timeout: site.server.limits.upstream_timeout,
+            };
+            let pool = Pool::new(upstream.clone());
+            Some(tokio::spawn(recheck::run(guard, pool, target, every)))
+        })
+        .collect()
 }

@@ -97,7 +97,7 @@ fn records(host: &Host, method: &str) -> Vec<Value> {
 
 fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     let mut host = Host::plain();
-    config(&host, "{mode: enforce}");
+    config(&host, "{mode: enforce, recheck_s: 0}");
     let mut args = vec!["--rug-pull-after", "2"];
     if json_responses {
         args.push("--json");
@@ -254,7 +254,7 @@ fn a_rug_pull_is_hidden_and_its_calls_refused_in_json_responses() {
 #[test]
 fn trust_on_first_use_pins_what_is_first_listed_and_holds_to_it() {
     let mut host = Host::plain();
-    config(&host, "{mode: enforce, pin: first_use}");
+    config(&host, "{mode: enforce, pin: first_use, recheck_s: 0}");
     let log = start_server(&mut host, &["--rug-pull-after", "1"]);
     host.start_agent();
     let r = call(&host, "add", false);
@@ -294,7 +294,7 @@ fn trust_on_first_use_pins_what_is_first_listed_and_holds_to_it() {
 #[test]
 fn warn_mode_passes_everything_and_audits_markers() {
     let mut host = Host::plain();
-    config(&host, "{mode: warn}");
+    config(&host, "{mode: warn, recheck_s: 0}");
     let log = start_server(&mut host, &["--poisoned"]);
     host.start_agent();
     let r = call(&host, "add", false);
@@ -333,7 +333,10 @@ fn warn_mode_passes_everything_and_audits_markers() {
 #[test]
 fn hide_flagged_keeps_pinned_poison_from_the_client() {
     let mut host = Host::plain();
-    config(&host, "{mode: enforce, pin: first_use, hide_flagged: true}");
+    config(
+        &host,
+        "{mode: enforce, pin: first_use, hide_flagged: true, recheck_s: 0}",
+    );
     start_server(&mut host, &["--poisoned"]);
     host.start_agent();
     let r = call(&host, "directive", true);
@@ -346,8 +349,8 @@ fn a_tool_name_offered_twice_and_a_description_naming_another_servers_tool_are_f
     let mut host = Host::plain();
     let (mail_port, mail_upstream) = (free_port(), free_port());
     host.write_config(&format!(
-        "{}    integrity: {{mode: warn}}\n  - name: mail\n    port: {mail_port}\n    upstream: http://127.0.0.1:{mail_upstream}\n    \
-         dangerous: {{plaintext: true, unauthenticated: true}}\n    integrity: {{mode: warn}}\n",
+        "{}    integrity: {{mode: warn, recheck_s: 0}}\n  - name: mail\n    port: {mail_port}\n    upstream: http://127.0.0.1:{mail_upstream}\n    \
+         dangerous: {{plaintext: true, unauthenticated: true}}\n    integrity: {{mode: warn, recheck_s: 0}}\n",
         host.default_servers()
     ));
     start_server(&mut host, &["--steer", "send_email"]);
@@ -394,5 +397,69 @@ fn a_tool_name_offered_twice_and_a_description_naming_another_servers_tool_are_f
     };
     assert_eq!(markers("add"), json!(["shared_name"]), "{files}");
     assert_eq!(markers("echo"), json!(["shared_name"]), "{files}");
-    assert_eq!(markers("steer"), json!(["cross_server_reference"]), "{files}");
+    assert_eq!(
+        markers("steer"),
+        json!(["cross_server_reference"]),
+        "{files}"
+    );
+}
+
+/// Moat checks the server itself: when it starts (pinning on first use here), and at once when
+/// the server announces a change on a stream passing to a client; a client that never lists
+/// is then refused the changed tool.
+fn moat_checks_by_itself(json_responses: bool) {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use, recheck_s: 3600}");
+    let mut args = vec!["--mutate"];
+    if json_responses {
+        args.push("--json");
+    }
+    let log = start_server(&mut host, &args);
+    host.start_agent();
+    let pinned = integrity_records(&host, "pinned", 3);
+    let mut names: Vec<&str> = pinned.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["add", "echo", "mutate"],
+        "pinned when the agent started"
+    );
+    assert_eq!(records(&host, "tools/list").len(), 0, "no client listed");
+
+    // A client that never lists: the tool is callable.
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let args = json!({"a": 2, "b": 3}).to_string();
+    let (ok, out) = ts_client(&host, &[&url, "call", "--tool", "add", "--args", &args]);
+    assert!(ok, "{out}");
+
+    // The server changes, and says so on a stream passing to a client.
+    let r = call(&host, "mutate", false);
+    assert_eq!(r["is_error"], false, "{r}");
+    let checked = integrity_records(&host, "checked", 1).pop().unwrap();
+    assert_eq!(checked["source"], "list_changed", "{checked}");
+    let add = checked["notable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "add")
+        .cloned()
+        .unwrap();
+    assert_eq!(add["state"], "changed", "{checked}");
+    let (ok, out) = ts_client(&host, &[&url, "call", "--tool", "add", "--args", &args]);
+    assert!(
+        !ok,
+        "the changed tool is refused to a client that never listed: {out}"
+    );
+    assert!(out.contains("-32602"), "{out}");
+    assert_eq!(calls(&log), ["CALLED add", "CALLED mutate"]);
+}
+
+#[test]
+fn moat_checks_by_itself_at_start_and_on_list_changed_in_sse() {
+    moat_checks_by_itself(false);
+}
+
+#[test]
+fn moat_checks_by_itself_at_start_and_on_list_changed_in_json() {
+    moat_checks_by_itself(true);
 }

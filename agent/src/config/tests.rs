@@ -742,13 +742,16 @@ fn integrity_is_read_and_its_mistakes_located() {
         Integrity {
             mode: IntegrityMode::Enforce,
             pin_on_first_use: false,
-            hide_flagged: false
+            hide_flagged: false,
+            recheck: Some(std::time::Duration::from_secs(300)),
         },
         "a section turns it on: enforce, pins approved by an operator"
     );
     let c = Config::parse(
         "moat.yaml",
-        &format!("{base}    integrity: {{mode: warn, pin: first_use, hide_flagged: true}}\n"),
+        &format!(
+            "{base}    integrity: {{mode: warn, pin: first_use, hide_flagged: true, recheck_s: 0}}\n"
+        ),
     )
     .unwrap();
     assert_eq!(
@@ -756,11 +759,12 @@ fn integrity_is_read_and_its_mistakes_located() {
         Integrity {
             mode: IntegrityMode::Warn,
             pin_on_first_use: true,
-            hide_flagged: true
+            hide_flagged: true,
+            recheck: None,
         }
     );
     let p = problems(&format!(
-        "{base}    integrity:\n      mode: block\n      pin: always\n      hide_flagged: 1\n      pins: x\n"
+        "{base}    integrity:\n      mode: block\n      pin: always\n      hide_flagged: 1\n      pins: x\n      recheck_s: -1\n"
     ));
     let mut found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
     found.sort();
@@ -771,6 +775,7 @@ fn integrity_is_read_and_its_mistakes_located() {
             (7, "servers[0].integrity.pin"),
             (8, "servers[0].integrity.hide_flagged"),
             (9, "servers[0].integrity.pins"),
+            (10, "servers[0].integrity.recheck_s"),
         ],
         "{p:?}"
     );

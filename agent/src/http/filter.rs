@@ -300,6 +300,7 @@ mod tests {
             mode: IntegrityMode::Enforce,
             pin_on_first_use: false,
             hide_flagged: false,
+            recheck: None,
         };
         let guard = Guard::open("files".into(), config, store, Arc::default()).unwrap();
         guard.entry(List::Tools, &json!({"name": "add", "description": "Adds."}));

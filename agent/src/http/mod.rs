@@ -23,6 +23,7 @@ pub mod session;
 pub mod site;
 #[cfg(test)]
 mod tests;
+pub mod watch;
 
 use std::{convert::Infallible, sync::Arc};
 

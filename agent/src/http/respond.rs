@@ -17,6 +17,7 @@ use super::{
     fields::header_str,
     filter::{self, ListRead, ListStream},
     legacy,
+    watch::ListChanged,
 };
 use crate::{
     audit::RequestRecord,
@@ -65,8 +66,36 @@ pub struct Asked<'a> {
     pub owner: Option<Owner>,
 }
 
-/// How the client gets `resp`, the upstream's answer to `asked`.
+/// How the client gets `resp`, the upstream's answer to `asked`. With `integrity` on, an
+/// event stream is also watched for the server's `list_changed` notifications.
 pub async fn answer(
+    site: &Site,
+    asked: Asked<'_>,
+    resp: Response<pool::Body>,
+    record: &mut RequestRecord,
+) -> Result<Answer, ProxyError> {
+    let answer = read_as(site, asked, resp, record).await?;
+    Ok(match (answer, &site.integrity) {
+        (
+            Answer::Upstream {
+                resp,
+                reader,
+                on_end,
+            },
+            Some(guard),
+        ) if content_type(resp.headers()).as_deref() == Some("text/event-stream") => {
+            Answer::Upstream {
+                resp,
+                reader: Some(Box::new(ListChanged::new(guard.clone(), reader))),
+                on_end,
+            }
+        }
+        (answer, _) => answer,
+    })
+}
+
+/// How the client gets `resp`: streamed through (read as it passes, or not), or read whole.
+async fn read_as(
     site: &Site,
     asked: Asked<'_>,
     resp: Response<pool::Body>,

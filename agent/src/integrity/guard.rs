@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Definition, Marker, markers, shadowing::Offers};
+use super::{Definition, Marker, fetch::Offer, markers, shadowing::Offers};
 use crate::{
     audit::AuditLog,
     config::{Integrity, IntegrityMode},
@@ -39,6 +39,8 @@ pub struct Guard {
     offers: Arc<Offers>,
     audit: OnceLock<AuditLog>,
     state: Mutex<State>,
+    /// Told when the server announced that a list changed: it is checked at once.
+    changed: tokio::sync::Notify,
 }
 
 /// The list whose entries a call's target is one of.
@@ -87,6 +89,7 @@ impl Guard {
             offers,
             audit: OnceLock::new(),
             state: Mutex::new(state),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -184,6 +187,53 @@ impl Guard {
             markers: found.iter().map(|m| m.as_str()).collect(),
             hidden: self.hides(state, found),
         }
+    }
+
+    /// Checks what Moat's own client fetched (`source`: why it asked), as if a client had
+    /// listed it; records what the pins do not vouch for. The checks worth noting.
+    pub fn check_offer(&self, offer: &Offer, source: &str) -> Vec<PinCheck> {
+        let notable: Vec<PinCheck> = offer
+            .lists
+            .iter()
+            .flat_map(|(list, entries)| entries.iter().filter_map(|e| self.entry(*list, e)))
+            .filter(PinCheck::notable)
+            .collect();
+        let instructions: Vec<&str> = offer
+            .instructions
+            .as_deref()
+            .map(markers::of_text)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        let entries: usize = offer.lists.iter().map(|(_, e)| e.len()).sum();
+        if notable.is_empty() && instructions.is_empty() {
+            tracing::debug!(server = %self.server, source, entries, "checked: every entry pinned");
+        } else {
+            self.record(json!({
+                "event": "checked",
+                "server": &*self.server,
+                "source": source,
+                "entries": entries,
+                "notable": notable,
+                "instructions_markers": instructions,
+            }));
+        }
+        notable
+    }
+
+    /// The server announced that a list changed.
+    pub fn list_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Waits until the server announces that a list changed.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub fn server(&self) -> &Arc<str> {
+        &self.server
     }
 
     /// Pins `definition` (by `operator` or `first_use`), recording the change.

@@ -10,7 +10,9 @@
     )
 )]
 pub mod definition;
+pub mod fetch;
 pub mod markers;
+pub mod recheck;
 
 pub mod guard;
 pub mod shadowing;

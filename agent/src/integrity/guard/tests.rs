@@ -24,6 +24,7 @@ fn guard(store: &Arc<Store>, mode: IntegrityMode, first_use: bool, hide_flagged:
         mode,
         pin_on_first_use: first_use,
         hide_flagged,
+        recheck: None,
     };
     Guard::open("files".into(), config, store.clone(), Arc::default()).unwrap()
 }
