@@ -1,7 +1,6 @@
-//! The commands: run the agent, check a config, show status, detach.
+//! The commands: run the agent, check a config, detach.
 use std::{collections::HashMap, path::Path, sync::Arc};
 
-use agent_common::HOST_COUNTERS;
 use serde_json::{Value, json};
 
 use crate::{
@@ -18,9 +17,9 @@ use crate::{
     http::Site,
     instance,
     integrity::Guard,
-    listen::{self, Listening, Mode},
+    listen::{Listening, Mode},
     serve::{self, Sites},
-    steer::{self, Kernel},
+    steer,
     store::Store,
     tls::ServerTls,
     upstream::Upstream,
@@ -226,6 +225,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     for g in guards.values() {
         g.set_audit(audit.clone());
     }
+    admin.state.set_guards(guards.values().cloned().collect());
     let authz_task = match &authz {
         Some(a) => Some(crate::authz::listener::start(a.clone(), audit.clone()).await?),
         None => None,
@@ -451,151 +451,6 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
         ));
     }
     Ok(out)
-}
-
-/// Status as JSON, read from the pins alone: works while the agent is down. With the config, an
-/// agent running unprotected is named too (`unprotected`: its pid and listeners).
-pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> {
-    let mut s = kernel_status(bpffs, config)?;
-    if let Some(agent) = config.and_then(|c| listen::plain::running(&c.agent.state_dir)) {
-        s["unprotected"] = agent;
-    }
-    Ok(s)
-}
-
-fn kernel_status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> {
-    let links: serde_json::Map<String, Value> = steer::LINKS
-        .iter()
-        .map(|l| ((*l).to_string(), bpffs.join(l).exists().into()))
-        .collect();
-    let kernel = match Kernel::open(bpffs, true) {
-        Ok(k) => k,
-        Err(steer::SteerError::NotAttached { .. }) => {
-            return Ok(json!({ "bpffs": bpffs.display().to_string(), "attached": false }));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let settings = kernel.settings()?;
-    let agent_running =
-        settings.agent_tgid != 0 && Path::new(&format!("/proc/{}", settings.agent_tgid)).exists();
-    let host = kernel.counters(HOST_COUNTERS);
-    let ports: Vec<Value> = kernel
-        .ports()
-        .into_iter()
-        .map(|(port, id)| {
-            let c = kernel.counters(port.into());
-            let name = config
-                .and_then(|c| c.server_by_port(port))
-                .map(|s| s.name.clone());
-            json!({
-                "port": port, "server_id": id, "server": name,
-                "steered": c.steered, "dropped": c.dropped, "passed": c.passed,
-            })
-        })
-        .collect();
-    let sealed: Vec<Value> = kernel
-        .sealed()
-        .into_iter()
-        .map(|(port, id)| {
-            let c = kernel.counters(port.into());
-            let name = config
-                .and_then(|c| c.server_by_upstream_port(port))
-                .map(|s| s.name.clone());
-            json!({
-                "port": port, "server_id": id, "server": name,
-                "blocked": c.blocked, "passed": c.passed,
-            })
-        })
-        .collect();
-    Ok(json!({
-        "bpffs": bpffs.display().to_string(),
-        "attached": links.values().all(|v| v == &Value::Bool(true)),
-        "links": links,
-        "proxy_socket": kernel.proxy_socket()?,
-        "agent_pid": settings.agent_tgid,
-        "agent_running": agent_running,
-        "upstream_ports": format!("{}-{}", settings.upstream_port_lo, settings.upstream_port_hi),
-        "bind_denied": host.bind_denied,
-        "events_lost": host.events_lost,
-        "ports": ports,
-        "sealed": sealed,
-    }))
-}
-
-/// Human-readable status.
-pub fn status_text(s: &Value) -> String {
-    let mut out = format!("pins: {}\n", s["bpffs"].as_str().unwrap_or("?"));
-    if let Some(u) = s.get("unprotected") {
-        out.push_str(&format!(
-            "agent: pid {} running UNPROTECTED (moat run --unprotected), plain listeners {}: \
-             nothing is steered, sealed or guarded by the kernel\n",
-            u["pid"], u["listeners"]
-        ));
-    }
-    if s["attached"] != true && s.get("links").is_none() {
-        out.push_str("not attached: no protected ports (run `moat run`)\n");
-        return out;
-    }
-    let attached = if s["attached"] == true {
-        "attached"
-    } else {
-        "PARTIALLY attached (run `moat detach`, then `moat run`)"
-    };
-    out.push_str(&format!("programs: {attached}\n"));
-    out.push_str(&match s["proxy_socket"].as_u64() {
-        Some(c) => {
-            format!("proxy socket: present (cookie {c}), connections are steered to the agent\n")
-        }
-        None => "proxy socket: ABSENT, connections to protected ports are dropped (fail closed)\n"
-            .into(),
-    });
-    out.push_str(&format!(
-        "agent: pid {} ({})\nupstream source ports: {}\nbind denied: {}   events lost: {}\n",
-        s["agent_pid"],
-        if s["agent_running"] == true {
-            "running"
-        } else {
-            "not running"
-        },
-        s["upstream_ports"].as_str().unwrap_or("?"),
-        s["bind_denied"],
-        s["events_lost"],
-    ));
-    out.push_str(&format!(
-        "{:<7} {:<20} {:>10} {:>10} {:>10}\n",
-        "PORT", "SERVER", "STEERED", "DROPPED", "PASSED"
-    ));
-    for p in s["ports"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<7} {:<20} {:>10} {:>10} {:>10}\n",
-            p["port"].to_string(),
-            p["server"]
-                .as_str()
-                .map_or_else(|| format!("#{}", p["server_id"]), str::to_string),
-            p["steered"].to_string(),
-            p["dropped"].to_string(),
-            p["passed"].to_string()
-        ));
-    }
-    let sealed = s["sealed"].as_array().map_or(&[][..], Vec::as_slice);
-    if !sealed.is_empty() {
-        out.push_str(&format!(
-            "{:<7} {:<20} {:>10} {:>10}\n",
-            "SEALED", "UPSTREAM OF", "BLOCKED", "PASSED"
-        ));
-    }
-    for p in sealed {
-        out.push_str(&format!(
-            "{:<7} {:<20} {:>10} {:>10}\n",
-            p["port"].to_string(),
-            p["server"]
-                .as_str()
-                .map_or_else(|| format!("#{}", p["server_id"]), str::to_string),
-            p["blocked"].to_string(),
-            p["passed"].to_string()
-        ));
-    }
-    out
 }
 
 /// Removes the programs; the protected ports open again.

@@ -21,6 +21,7 @@ pub mod log_lines;
 mod mcp;
 mod policy;
 mod serve;
+pub mod status;
 mod steer;
 mod store;
 mod tls;

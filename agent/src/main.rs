@@ -374,11 +374,11 @@ fn dispatch(command: Command) -> Result<(), AppError> {
         } => {
             let config = config.map(|p| Config::load(&p)).transpose()?;
             let dir = pin_dir(bpffs, config.as_ref())?;
-            let s = app::status(&dir, config.as_ref())?;
+            let s = moat::status::status(&dir, config.as_ref())?;
             if json {
                 println!("{s}");
             } else {
-                print!("{}", app::status_text(&s));
+                print!("{}", moat::status::status_text(&s));
             }
             Ok(())
         }

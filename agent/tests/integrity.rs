@@ -79,6 +79,20 @@ fn moat_tools(host: &Host, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The body of a GET of the agent's admin listener.
+fn admin_get(host: &Host, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(host.admin_addr()).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: moat\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 fn calls(log: &PathBuf) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -196,6 +210,25 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     let r = call(&host, "echo2", true);
     assert_eq!(r["call_error"]["message"], "Unknown tool: echo2", "{r}");
     assert_eq!(calls(&log), ["CALLED add"]);
+
+    // `moat status` and the metrics count how the entries stand.
+    let status = host.status();
+    assert_eq!(
+        status["integrity"]["files"],
+        json!({"pinned": 1, "changed": 1, "unpinned": 2, "flagged": 1}),
+        "echo pinned (no longer listed, as last seen), add changed (and flagged), echo2 and \
+         notes unpinned: {status}"
+    );
+    let metrics = admin_get(&host, "/metrics");
+    for (state, n) in [
+        ("pinned", 1),
+        ("changed", 1),
+        ("unpinned", 2),
+        ("flagged", 1),
+    ] {
+        let series = format!("moat_integrity_entries{{server=\"files\",state=\"{state}\"}} {n}");
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
 
     // Approving the new definition is an explicit, audited act.
     let diff = moat_tools(&host, &["diff", "--server", "files"]);

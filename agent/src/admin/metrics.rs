@@ -18,7 +18,7 @@ use prometheus_client::{
         MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::Gauge,
+        gauge::{ConstGauge, Gauge},
         histogram::Histogram,
     },
     registry::{Registry, Unit},
@@ -479,8 +479,34 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
     ConstCounter::new(v).encode(m)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IntegrityLabels {
+    server: Arc<str>,
+    state: &'static str,
+}
+
 impl Collector for Scraped {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let guards = self.state.guards();
+        if !guards.is_empty() {
+            let mut m = e.encode_descriptor(
+                "integrity_entries",
+                "Entries (tools, prompts, resources) of servers with integrity on, pinned or \
+                 listed since the agent started, by how they stand against their pins \
+                 (flagged: carrying markers of poisoning or shadowing)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for g in guards {
+                for (state, n) in g.counts() {
+                    let labels = IntegrityLabels {
+                        server: g.server().clone(),
+                        state,
+                    };
+                    ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         if let Some(stats) = self.state.audit_stats() {
             counter(
                 &mut e,

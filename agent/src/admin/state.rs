@@ -6,21 +6,24 @@ use std::{
     os::fd::AsFd,
     path::Path,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
 
 use agent_common::{Counters, HOST_COUNTERS};
 
-use crate::{audit::AuditLog, steer::Kernel};
+use crate::{audit::AuditLog, integrity::Guard, steer::Kernel};
 
-/// Filled in by `moat run` as the agent starts: the audit log once it is open, the kernel
+/// Filled in by `moat run` as the agent starts: the audit log once it is open, the guards of
+/// tool integrity, the kernel
 /// once the programs are attached and the proxy's socket is in the sockmap (or that it serves
 /// unprotected, from plain listeners).
 #[derive(Default)]
 pub struct AgentState {
     audit: OnceLock<AuditLog>,
+    /// The guards of the servers with `integrity` on.
+    guards: OnceLock<Vec<Arc<Guard>>>,
     serving: OnceLock<Serving>,
     stopping: AtomicBool,
 }
@@ -129,6 +132,15 @@ fn audit_verdict(accepting: Option<bool>) -> Result<(), NotReady> {
 impl AgentState {
     pub fn set_audit(&self, audit: AuditLog) {
         let _ = self.audit.set(audit);
+    }
+
+    pub fn set_guards(&self, guards: Vec<Arc<Guard>>) {
+        let _ = self.guards.set(guards);
+    }
+
+    /// The guards of the servers with `integrity` on (none before they are set).
+    pub fn guards(&self) -> &[Arc<Guard>] {
+        self.guards.get().map_or(&[], Vec::as_slice)
     }
 
     /// The agent serves: `kernel`'s programs are attached and `listener` was put in the

@@ -65,6 +65,8 @@ pub enum Request {
         server: String,
         names: Option<Vec<String>>,
     },
+    /// Per server with `integrity` on: how many entries are pinned, changed, unpinned, flagged.
+    ToolsCounts,
 }
 
 /// What the control socket runs commands on.
@@ -105,6 +107,21 @@ pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
         Request::ToolsApprove { server, names } => {
             let pinned = ctl.guard(&server)?.approve(names.as_deref())?;
             return Ok(json!(pinned));
+        }
+        Request::ToolsCounts => {
+            let counts: Map<String, Value> = ctl
+                .guards
+                .iter()
+                .map(|(name, g)| {
+                    let c: Map<String, Value> = g
+                        .counts()
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect();
+                    (name.clone(), Value::Object(c))
+                })
+                .collect();
+            return Ok(Value::Object(counts));
         }
         _ => {}
     }
@@ -151,7 +168,7 @@ pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
             (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
-        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } => {
+        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } | Request::ToolsCounts => {
             unreachable!("answered above")
         }
     }
@@ -211,7 +228,7 @@ use tokio::io::AsyncReadExt as _;
 pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
     let pins = matches!(
         req,
-        Request::ToolsDiff { .. } | Request::ToolsApprove { .. }
+        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } | Request::ToolsCounts
     );
     if !pins && config.authorization_server.is_none() {
         return Err(AppError::Authz(
@@ -234,6 +251,13 @@ pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
             source: e,
         }),
     }
+}
+
+/// Runs `req` in the running agent of `config`; None when no agent listens. Never touches the
+/// store or the instance lock (for `moat status`, which must not get in a starting agent's way).
+pub fn ask(config: &Config, req: &Request) -> Option<Result<Value, String>> {
+    let stream = UnixStream::connect(socket_path(&config.agent.state_dir)).ok()?;
+    Some(send(stream, req))
 }
 
 /// No agent runs: the command runs here, holding the instance's lock (so no agent starts

@@ -337,6 +337,33 @@ impl Guard {
             .collect()
     }
 
+    /// How many entries are pinned as they are, changed, unpinned (pinned or seen since the
+    /// agent started), and how many carry markers: (`pinned`, `changed`, `unpinned`,
+    /// `flagged`).
+    pub fn counts(&self) -> [(&'static str, u64); 4] {
+        let s = self.lock();
+        let mut n = [0u64; 4];
+        let keys: std::collections::HashSet<&Key> = s.pins.keys().chain(s.seen.keys()).collect();
+        for key in keys {
+            let seen = s.seen.get(key);
+            let i = match standing(s.pins.get(key), seen) {
+                PinState::Pinned => 0,
+                PinState::Changed => 1,
+                PinState::Unpinned => 2,
+            };
+            n[i] += 1;
+            if seen.is_some_and(|seen| !seen.markers.is_empty()) {
+                n[3] += 1;
+            }
+        }
+        [
+            ("pinned", n[0]),
+            ("changed", n[1]),
+            ("unpinned", n[2]),
+            ("flagged", n[3]),
+        ]
+    }
+
     fn record(&self, fields: Value) {
         if let Some(a) = self.audit.get() {
             a.record_sync("integrity", fields);
