@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{
     audit::{self, AuditLog},
     auth::upstream::UpstreamKeys,
-    integrity::{fetch, recheck},
+    integrity::{fetch, guard::Asker, recheck},
     policy::Reloaded,
     serve::Sites,
     tls,
@@ -98,9 +98,9 @@ pub async fn rotate_upstream_keys(keys: Arc<UpstreamKeys>) {
     }
 }
 
-/// Starts Moat's own checks of each server with `integrity` on and a `recheck_s` interval
-/// (from the agent's upstream identity; a server whose upstream credential is a minted JWT
-/// gets one for the subject `moat`).
+/// Gives each server with `integrity` on Moat's own client (from the agent's upstream
+/// identity; a server whose upstream credential is a minted JWT gets one for the subject
+/// `moat`), and starts the checks of those with a `recheck_s` interval.
 pub fn recheck_integrity(
     sites: &Sites,
     upstream: &Arc<Upstream>,
@@ -117,15 +117,17 @@ pub fn recheck_integrity(
         .values()
         .filter_map(|site| {
             let guard = site.integrity.clone()?;
+            guard.set_asker(Asker {
+                pool: Pool::new(upstream.clone()),
+                target: fetch::Target {
+                    addr: site.server.upstream,
+                    endpoint: site.server.endpoint.clone(),
+                    credential: site.credential.header(Some(&moat)),
+                    timeout: site.server.limits.upstream_timeout,
+                },
+            });
             let every = site.server.integrity.recheck?;
-            let target = fetch::Target {
-                addr: site.server.upstream,
-                endpoint: site.server.endpoint.clone(),
-                credential: site.credential.header(Some(&moat)),
-                timeout: site.server.limits.upstream_timeout,
-            };
-            let pool = Pool::new(upstream.clone());
-            Some(tokio::spawn(recheck::run(guard, pool, target, every)))
+            Some(tokio::spawn(recheck::run(guard, every)))
         })
         .collect()
 }

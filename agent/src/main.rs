@@ -173,6 +173,14 @@ enum GrantsCommand {
 
 #[derive(Subcommand)]
 enum ToolsCommand {
+    /// Ask the server what it offers now (the running agent connects to it as an MCP client)
+    /// and show it as `diff` does; then `approve` what you accept.
+    Pin {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        server: String,
+    },
     /// Every entry (tool, prompt, resource) of a server that is pinned or was listed since
     /// the agent started: its state (`pinned`, `changed`, `unpinned`), the pinned and the seen
     /// SHA-256, the definition seen and its markers of poisoning.
@@ -462,6 +470,9 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             sub,
             client,
         }) => control_print(&config, Request::GrantsRevoke { sub, client }),
+        Command::Tools(ToolsCommand::Pin { config, server }) => {
+            control_print(&config, Request::ToolsPin { server })
+        }
         Command::Tools(ToolsCommand::Diff { config, server }) => {
             control_print(&config, Request::ToolsDiff { server })
         }

@@ -112,12 +112,22 @@ fn records(host: &Host, method: &str) -> Vec<Value> {
 fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     let mut host = Host::plain();
     config(&host, "{mode: enforce, recheck_s: 0}");
-    let mut args = vec!["--rug-pull-after", "2"];
+    let mut args = vec!["--rug-pull-after", "3"];
     if json_responses {
         args.push("--json");
     }
     let log = start_server(&mut host, &args);
     host.start_agent();
+
+    // The operator asks the server what it offers (Moat lists it as a client would).
+    let offer = moat_tools(&host, &["pin", "--server", "files"]);
+    let states: Vec<(&str, &str)> = offer
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("add", "unpinned"), ("echo", "unpinned")], "{offer}");
 
     // Nothing is pinned: the client sees no tools, and its call never reaches the server.
     let r = call(&host, "add", true);

@@ -67,6 +67,10 @@ pub enum Request {
     },
     /// Per server with `integrity` on: how many entries are pinned, changed, unpinned, flagged.
     ToolsCounts,
+    /// Asks the server what it offers now (Moat as its client), then as [`Request::ToolsDiff`].
+    ToolsPin {
+        server: String,
+    },
 }
 
 /// What the control socket runs commands on.
@@ -104,6 +108,11 @@ pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
     let e = |e: crate::authz::OAuthError| e.to_string();
     match req {
         Request::ToolsDiff { server } => return Ok(json!(ctl.guard(&server)?.entries())),
+        Request::ToolsPin { server } => {
+            let guard = ctl.guard(&server)?;
+            guard.check_now("operator").await?;
+            return Ok(json!(guard.entries()));
+        }
         Request::ToolsApprove { server, names } => {
             let pinned = ctl.guard(&server)?.approve(names.as_deref())?;
             return Ok(json!(pinned));
@@ -168,7 +177,10 @@ pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
             (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
-        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } | Request::ToolsCounts => {
+        Request::ToolsDiff { .. }
+        | Request::ToolsApprove { .. }
+        | Request::ToolsCounts
+        | Request::ToolsPin { .. } => {
             unreachable!("answered above")
         }
     }
@@ -228,7 +240,10 @@ use tokio::io::AsyncReadExt as _;
 pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
     let pins = matches!(
         req,
-        Request::ToolsDiff { .. } | Request::ToolsApprove { .. } | Request::ToolsCounts
+        Request::ToolsDiff { .. }
+            | Request::ToolsApprove { .. }
+            | Request::ToolsCounts
+            | Request::ToolsPin { .. }
     );
     if !pins && config.authorization_server.is_none() {
         return Err(AppError::Authz(

@@ -8,11 +8,17 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{Definition, Marker, fetch::Offer, markers, shadowing::Offers};
+use super::{
+    Definition, Marker,
+    fetch::{self, Offer},
+    markers,
+    shadowing::Offers,
+};
 use crate::{
     audit::AuditLog,
     config::{Integrity, IntegrityMode},
     store::{Store, StoreError, pins::Pin, record::Timestamp},
+    upstream::pool::Pool,
     vocab::{List, PinCheck, PinState, Target},
 };
 
@@ -41,6 +47,14 @@ pub struct Guard {
     state: Mutex<State>,
     /// Told when the server announced that a list changed: it is checked at once.
     changed: tokio::sync::Notify,
+    /// How Moat asks the server itself (set once the agent's upstream identity is known).
+    asker: OnceLock<Asker>,
+}
+
+/// Moat's own client of one server.
+pub struct Asker {
+    pub pool: Pool,
+    pub target: fetch::Target,
 }
 
 /// The list whose entries a call's target is one of.
@@ -90,6 +104,7 @@ impl Guard {
             audit: OnceLock::new(),
             state: Mutex::new(state),
             changed: tokio::sync::Notify::new(),
+            asker: OnceLock::new(),
         })
     }
 
@@ -220,6 +235,22 @@ impl Guard {
             }));
         }
         notable
+    }
+
+    /// How Moat asks the server itself.
+    pub fn set_asker(&self, asker: Asker) {
+        let _ = self.asker.set(asker);
+    }
+
+    /// Asks the server what it offers now and checks it (`source`: why); the checks worth
+    /// noting.
+    pub async fn check_now(&self, source: &str) -> Result<Vec<PinCheck>, String> {
+        let a = self
+            .asker
+            .get()
+            .ok_or("no running agent asks the server (`moat tools pin` needs one)")?;
+        let offer = fetch::offer(&a.pool, &a.target).await?;
+        Ok(self.check_offer(&offer, source))
     }
 
     /// The server announced that a list changed.
