@@ -506,3 +506,37 @@ fn moat_checks_by_itself_at_start_and_on_list_changed_in_sse() {
 fn moat_checks_by_itself_at_start_and_on_list_changed_in_json() {
     moat_checks_by_itself(true);
 }
+
+/// The TypeScript SDK's server changes a tool as its API does (`RegisteredTool.update`, which
+/// sends `notifications/tools/list_changed`): Moat sees the notification pass, checks the
+/// server itself, and refuses the changed tool to a client that never lists.
+#[test]
+fn a_typescript_sdk_servers_rug_pull_is_caught_on_its_list_changed() {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use, recheck_s: 3600}");
+    let log = host.dir.join("ts-server.jsonl");
+    start_ts_server(&mut host, &["--rug-pull"], &log);
+    host.start_agent();
+    let pinned = integrity_records(&host, "pinned", 7);
+    assert!(pinned.iter().any(|p| p["name"] == "add"), "{pinned:?}");
+
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let args = json!({"a": 2, "b": 3}).to_string();
+    let (ok, out) = ts_client(&host, &[&url, "call", "--tool", "add", "--args", &args]);
+    assert!(ok, "{out}");
+    let r = call(&host, "mutate", false);
+    assert_eq!(r["call"], "mutated", "{r}");
+    let checked = integrity_records(&host, "checked", 1).pop().unwrap();
+    assert_eq!(checked["source"], "list_changed", "{checked}");
+    let (ok, out) = ts_client(&host, &[&url, "call", "--tool", "add", "--args", &args]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("-32602"), "{out}");
+    let handled: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["handled"] == "tools/call")
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(handled, ["add", "mutate"], "the changed tool never ran again");
+}
