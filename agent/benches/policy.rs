@@ -133,6 +133,7 @@ fn tool_call<'a>(
         rate: 3,
         now: SystemTime::now(),
         listing: false,
+        integrity: None,
     }
 }
 

@@ -127,7 +127,11 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
         .iter()
         .map(|e| (e["name"].as_str().unwrap(), e["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(states, [("add", "unpinned"), ("echo", "unpinned")], "{offer}");
+    assert_eq!(
+        states,
+        [("add", "unpinned"), ("echo", "unpinned")],
+        "{offer}"
+    );
 
     // Nothing is pinned: the client sees no tools, and its call never reaches the server.
     let r = call(&host, "add", true);
@@ -538,5 +542,69 @@ fn a_typescript_sdk_servers_rug_pull_is_caught_on_its_list_changed() {
         .filter(|l| l["handled"] == "tools/call")
         .map(|l| l["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(handled, ["add", "mutate"], "the changed tool never ran again");
+    assert_eq!(
+        handled,
+        ["add", "mutate"],
+        "the changed tool never ran again"
+    );
+}
+
+/// A policy reads how a tool stands against its pin (`context.integrity`): with the example
+/// policy, flagged tools are neither listed nor called, in `warn` mode too.
+#[test]
+fn a_policy_keeps_flagged_tools_from_callers() {
+    let mut host = Host::plain();
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/policies/no-flagged-tools.cedar");
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    policy: {{file: {}}}\n    \
+         integrity: {{mode: warn, pin: first_use, recheck_s: 0}}\n",
+        host.upstream(),
+        policy.display(),
+        port = host.port(),
+    ));
+    let log = start_server(&mut host, &["--poisoned"]);
+    host.start_agent();
+    let mut mint = Command::new(MOAT);
+    mint.args(["token", "mint", "-c"])
+        .arg(&host.config)
+        .args(["--server", "files", "--sub", "alice"]);
+    let token = String::from_utf8(run(&mut mint).stdout).unwrap();
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let out = Command::new(python())
+        .args([
+            script("mcp_client.py").to_str().unwrap(),
+            &url,
+            "call",
+            "--tool",
+            "directive",
+            "--args",
+            r#"{"text": "x"}"#,
+            "--expect-error",
+            "--header",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tools"], json!(["add", "echo"]), "{r}");
+    assert_eq!(r["call_error"]["message"], "Unknown tool: directive", "{r}");
+    assert!(calls(&log).is_empty());
+    let refused = records(&host, "tools/call").pop().unwrap();
+    assert_eq!(
+        refused["decision"]["policies"],
+        json!(["no-flagged-tools"]),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["pins"][0]["markers"],
+        json!(["model_directive"]),
+        "{refused}"
+    );
 }

@@ -9,7 +9,7 @@ use super::{Site, decode::Asked, error::ProxyError};
 use crate::{
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
-    policy::Input,
+    policy::{Input, Standing},
     vocab::{Conn, Decision, Denial, Effect, HttpAction, Principal, Target},
 };
 
@@ -124,6 +124,12 @@ fn decide<'a>(
             return Err(ProxyError::RateLimited(why));
         }
         let Some(engine) = &engine else { continue };
+        // How the tool or prompt stands against its pin (the pins phase refused it already
+        // if they hide it).
+        let pin = site.integrity.as_ref().and_then(|g| match ask.target {
+            Some((t @ (Target::Tool | Target::Prompt), name)) => Some(g.call(t, name)),
+            _ => None,
+        });
         let d = engine.decide(&Input {
             server: &site.server.name,
             action: ask.action,
@@ -137,6 +143,10 @@ fn decide<'a>(
             rate,
             now,
             listing: false,
+            integrity: pin.as_ref().map(|p| Standing {
+                state: p.state.as_str(),
+                markers: &p.markers,
+            }),
         });
         site.metrics.policy_decision(d.allowed(), engine.mode);
         if d.allowed() {

@@ -16,8 +16,8 @@ use crate::{
     audit::RequestRecord,
     integrity::Guard,
     mcp::{self, SseParser},
-    policy::{Engine, Input},
-    vocab::{Decision, Hidden, Listing, PinCheck, PinState, Principal, Process},
+    policy::{Engine, Input, Standing},
+    vocab::{Decision, Hidden, Listing, PinCheck, PinState, Principal, Process, Target},
 };
 
 /// How a list result is read: which list, who it is filtered for by the policies (None: no
@@ -92,7 +92,12 @@ pub struct Lister {
 }
 
 impl Lister {
-    fn decide(&self, name: &str) -> Decision {
+    fn decide(&self, name: &str, pins: Option<&Guard>) -> Decision {
+        // The entry was just checked against its pin (when the server has pins).
+        let target = self.list.target();
+        let pin = pins
+            .filter(|_| matches!(target, Target::Tool | Target::Prompt))
+            .map(|g| g.call(target, name));
         self.engine.decide(&Input {
             server: &self.server,
             action: self.list.entry().action(),
@@ -106,11 +111,15 @@ impl Lister {
             rate: 0,
             now: SystemTime::now(),
             listing: true,
+            integrity: pin.as_ref().map(|p| Standing {
+                state: p.state.as_str(),
+                markers: &p.markers,
+            }),
         })
     }
 
     /// Removes the entries the caller may not use from a result message; gives them.
-    pub fn filter(&self, message: &mut Value) -> Vec<Hidden> {
+    pub fn filter(&self, message: &mut Value, pins: Option<&Guard>) -> Vec<Hidden> {
         let (array, key) = (self.list.array(), self.list.target().param());
         let Some(entries) = message
             .get_mut("result")
@@ -133,9 +142,9 @@ impl Lister {
             // whose URI cannot be read that way could not be read through Moat either.
             let decided = match self.list {
                 List::Resources => mcp::uri::normalise(name)
-                    .map(|u| self.decide(&u))
+                    .map(|u| self.decide(&u, pins))
                     .map_err(|e| format!("its URI cannot be read through Moat: {e}")),
-                _ => Ok(self.decide(name)),
+                _ => Ok(self.decide(name, pins)),
             };
             match decided {
                 Ok(d) if d.allowed() => true,
@@ -205,7 +214,7 @@ pub fn read_one(read: &ListRead, message: &mut Value) -> Listing {
     let mut hidden = Vec::new();
     let pins = read.check_pins(message, &mut hidden);
     if let Some(l) = &read.lister {
-        hidden.extend(l.filter(message));
+        hidden.extend(l.filter(message, read.pins.as_deref()));
     }
     let tools = (read.list == List::Tools)
         .then(|| mcp::tool_names(message))

@@ -186,6 +186,15 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
                     k.u64(pr.cgroup_id);
                 }
             },
+            Attr::Integrity => match input.integrity {
+                None => k.byte(0),
+                Some(s) => {
+                    k.byte(1);
+                    k.str(s.state);
+                    k.len(s.markers.len());
+                    s.markers.iter().for_each(|m| k.str(m));
+                }
+            },
         }
     }
     // The arguments, as tags, as far as they are read.

@@ -59,6 +59,7 @@ struct Req {
     rate: u64,
     at: u64,
     listing: bool,
+    integrity: Option<(&'static str, Vec<&'static str>)>,
 }
 
 /// Monday 2026-11-30 10:00 UTC.
@@ -89,6 +90,7 @@ impl Req {
             rate: 1,
             at: MON_TEN,
             listing: false,
+            integrity: None,
         }
     }
 
@@ -106,6 +108,10 @@ impl Req {
             rate: self.rate,
             now: UNIX_EPOCH + Duration::from_secs(self.at),
             listing: self.listing,
+            integrity: self
+                .integrity
+                .as_ref()
+                .map(|(state, markers)| Standing { state, markers }),
         }
     }
 
@@ -222,6 +228,29 @@ fn every_context_attribute_is_in_the_key_when_read() {
         process,
         &local(1000, "py"),
         &local(1000, "sh"),
+    );
+    let standing = |state: &'static str, markers: Vec<&'static str>| {
+        with(|r| r.integrity = Some((state, markers.clone())))
+    };
+    let clean = "context has integrity && context.integrity.state == \"pinned\" && \
+                 context.integrity.markers.isEmpty()";
+    flips(
+        "integrity: none, pinned",
+        clean,
+        &a,
+        &standing("pinned", vec![]),
+    );
+    flips(
+        "integrity: state",
+        clean,
+        &standing("pinned", vec![]),
+        &standing("changed", vec![]),
+    );
+    flips(
+        "integrity: markers",
+        clean,
+        &standing("pinned", vec![]),
+        &standing("pinned", vec!["shared_name"]),
     );
     // Context read whole.
     flips(
@@ -453,7 +482,8 @@ fn the_key_knows_every_context_attribute() {
             gid: 3,
             comm: "x".into(),
             cgroup_id: 4,
-        })
+        });
+        r.integrity = Some(("pinned", vec![]));
     });
     let built: Vec<String> = context_pairs(&r.input(), 0, uid("Client", "c").unwrap())
         .unwrap()

@@ -29,6 +29,16 @@ pub struct Described {
     #[serde(default = "one")]
     pub rate: u64,
     pub process: Option<Process>,
+    /// How the tool or prompt stands against its pin (`context.integrity`).
+    pub integrity: Option<DescribedIntegrity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedIntegrity {
+    pub state: String,
+    #[serde(default)]
+    pub markers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +73,11 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
         scopes: d.principal.scopes.clone(),
         claims: d.principal.claims.clone(),
     };
+    let markers: Vec<&str> = d
+        .integrity
+        .iter()
+        .flat_map(|i| i.markers.iter().map(String::as_str))
+        .collect();
     Ok(engine.decide(&Input {
         server,
         action: match d.method.as_str() {
@@ -84,5 +99,9 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
         rate: d.rate,
         now,
         listing: false,
+        integrity: d.integrity.as_ref().map(|i| super::Standing {
+            state: &i.state,
+            markers: &markers,
+        }),
     }))
 }

@@ -27,6 +27,15 @@ pub struct Input<'a> {
     pub now: SystemTime,
     /// Deciding whether to show an entry of a list result (no arguments), not a call.
     pub listing: bool,
+    /// How the tool or prompt stands against its pin, on a server with `integrity` on.
+    pub integrity: Option<Standing<'a>>,
+}
+
+/// A target's pin state (`pinned`, `changed`, `unpinned`) and the markers found in it.
+#[derive(Clone, Copy)]
+pub struct Standing<'a> {
+    pub state: &'a str,
+    pub markers: &'a [&'a str],
 }
 
 /// The whole seconds of the request's time since the epoch (0 before it).

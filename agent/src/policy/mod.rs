@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use self::input::{hour, seconds, text_of, weekday};
 pub use self::{
-    input::Input,
+    input::{Input, Standing},
     live::{Live, Reloaded},
     load::load,
     rate::Rates,
@@ -234,6 +234,17 @@ fn context_pairs(
         ])
         .map_err(|e| e.to_string())?;
         context.push(("process".into(), process));
+    }
+    if let Some(s) = input.integrity {
+        let integrity = RestrictedExpression::new_record([
+            ("state".to_string(), str_(s.state)),
+            (
+                "markers".to_string(),
+                RestrictedExpression::new_set(s.markers.iter().map(|m| str_(m))),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        context.push(("integrity".into(), integrity));
     }
     Ok(context)
 }

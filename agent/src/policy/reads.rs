@@ -23,10 +23,11 @@ pub enum Attr {
     Rate,
     Listing,
     Process,
+    Integrity,
 }
 
 /// The context attributes by name, in the order a cache key holds them.
-pub const CONTEXT: [(&str, Attr); 11] = [
+pub const CONTEXT: [(&str, Attr); 12] = [
     ("time", Attr::Time),
     ("hour", Attr::Hour),
     ("weekday", Attr::Weekday),
@@ -38,6 +39,7 @@ pub const CONTEXT: [(&str, Attr); 11] = [
     ("rate", Attr::Rate),
     ("listing", Attr::Listing),
     ("process", Attr::Process),
+    ("integrity", Attr::Integrity),
 ];
 
 const ALL_CONTEXT: u16 = (1 << CONTEXT.len()) - 1;

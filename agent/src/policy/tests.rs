@@ -84,6 +84,7 @@ fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
         rate: a.rate,
         now: UNIX_EPOCH + Duration::from_secs(a.at),
         listing: false,
+        integrity: None,
     })
 }
 
@@ -447,7 +448,62 @@ fn the_time_is_the_second_the_hour_and_weekday_are_made_from() {
         rate: 1,
         now: UNIX_EPOCH - Duration::from_secs(5),
         listing: false,
+        integrity: None,
     });
     assert!(d.allowed(), "{d:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_policy_reads_how_a_tool_stands_against_its_pin() {
+    let e = engine("no-flagged-tools.cedar");
+    let call = |integrity: Option<Standing<'_>>| {
+        e.decide(&Input {
+            server: "files",
+            action: Method::ToolsCall.action(),
+            target: Some((Target::Tool, "add")),
+            arguments: None,
+            principal: &alice(&[]),
+            source_ip: "127.0.0.1".parse().unwrap(),
+            tls: None,
+            session: None,
+            process: None,
+            rate: 1,
+            now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
+            listing: false,
+            integrity,
+        })
+    };
+    let clean = Standing {
+        state: "pinned",
+        markers: &[],
+    };
+    assert!(call(None).allowed(), "a server without integrity");
+    assert!(call(Some(clean)).allowed());
+    for (state, markers) in [
+        ("pinned", &["model_directive"][..]),
+        ("changed", &[][..]),
+        ("unpinned", &[][..]),
+    ] {
+        let d = call(Some(Standing { state, markers }));
+        assert!(!d.allowed(), "{state} {markers:?}");
+        assert_eq!(d.policies, ["no-flagged-tools"]);
+    }
+    // The decision cache tells them apart (the policy reads `context.integrity`).
+    assert!(call(Some(clean)).allowed());
+}
+
+#[test]
+fn a_described_request_carries_its_pin_standing() {
+    let e = engine("no-flagged-tools.cedar");
+    let described = |integrity: Value| -> explain::Described {
+        serde_json::from_value(json!({"principal": {"sub": "alice"}, "method": "tools/call",
+            "name": "add", "integrity": integrity}))
+        .unwrap()
+    };
+    let d = |v| explain::decide(&e, "files", &described(v)).unwrap();
+    assert!(d(Value::Null).allowed());
+    assert!(d(json!({"state": "pinned"})).allowed());
+    assert!(!d(json!({"state": "pinned", "markers": ["bidi_control"]})).allowed());
+    assert!(!d(json!({"state": "changed"})).allowed());
 }

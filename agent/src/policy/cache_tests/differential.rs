@@ -209,6 +209,14 @@ fn random_request(rng: &mut Rng) -> Req {
     r.rate = rng.next() % 25;
     r.at = *rng.pick(&TIMES);
     r.listing = rng.chance(5);
+    // Mostly pinned and clean, as on a server with integrity on; sometimes no integrity.
+    r.integrity = match rng.next() % 6 {
+        0 => None,
+        1 => Some(("changed", vec![])),
+        2 => Some(("pinned", vec!["model_directive"])),
+        3 => Some(("unpinned", vec!["shared_name", "unusual_length"])),
+        _ => Some(("pinned", vec![])),
+    };
     r
 }
 
@@ -217,7 +225,7 @@ fn random_request(rng: &mut Rng) -> Req {
 /// policies read but the key lacks shows as a wrong decision.
 fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
     let mut r = a.clone();
-    match rng.next() % 17 {
+    match rng.next() % 18 {
         0 => r.principal.sub = b.principal.sub.clone(),
         1 => r.principal.client_id = b.principal.client_id.clone(),
         2 => r.principal.scopes = b.principal.scopes.clone(),
@@ -248,6 +256,7 @@ fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
         13 => r.rate = b.rate,
         14 => r.at = b.at,
         15 => r.listing = !r.listing,
+        16 => r.integrity = b.integrity.clone(),
         _ => r.server = "other".into(),
     }
     r
