@@ -45,6 +45,40 @@ pub mod bench {
         policy::{Engine, Input, Rates, load},
         vocab::{Principal, Target},
     };
+
+    /// How Moat reads a `tools/list` result passing through (JSON, read whole), without pins
+    /// or against the pins of a store in `state_dir` (every entry pinned on first use).
+    pub struct ListReading(crate::http::filter::ListRead);
+
+    impl ListReading {
+        pub fn new(state_dir: Option<&std::path::Path>) -> Self {
+            use std::sync::Arc;
+            let pins = state_dir.map(|dir| {
+                let store = Arc::new(crate::store::Store::open(dir).expect("a store"));
+                let config = crate::config::Integrity {
+                    mode: crate::config::IntegrityMode::Enforce,
+                    pin_on_first_use: true,
+                    hide_flagged: false,
+                    recheck: None,
+                };
+                let g =
+                    crate::integrity::Guard::open("files".into(), config, store, Arc::default());
+                Arc::new(g.expect("a guard"))
+            });
+            Self(crate::http::filter::ListRead {
+                list: crate::vocab::List::Tools,
+                lister: None,
+                pins,
+            })
+        }
+
+        /// The bytes the client gets of `body`, and how many tools it lists.
+        pub fn read(&self, body: &[u8]) -> (bytes::Bytes, usize) {
+            let (bytes, listing) =
+                crate::http::filter::judge_whole(&self.0, body).expect("a list result");
+            (bytes, listing.tools.map_or(0, |t| t.len()))
+        }
+    }
 }
 
 /// Resource URI normalisation, as Moat decides on it (for the differential tests).

@@ -187,7 +187,7 @@ pub fn read_whole(
 }
 
 /// [`read_whole`] without the record: the bytes the client gets, and what they listed.
-fn judge_whole(read: &ListRead, body: &[u8]) -> Result<(Bytes, Listing), String> {
+pub(crate) fn judge_whole(read: &ListRead, body: &[u8]) -> Result<(Bytes, Listing), String> {
     let mut v: Value = serde_json::from_slice(body).map_err(|e| {
         format!(
             "the {} result is not JSON: {e}",

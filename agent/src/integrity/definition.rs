@@ -51,6 +51,12 @@ impl Definition {
     }
 }
 
+/// Whether two entries of `list` agree in every covered field (then their definitions are the
+/// same, with no canonical form computed; equal JSON values have one canonical form).
+pub fn same(list: List, a: &Value, b: &Value) -> bool {
+    covered(list).iter().all(|k| a.get(*k) == b.get(*k))
+}
+
 /// The RFC 8785 form of a JSON value read by serde_json (whose numbers are finite and whose
 /// object keys are strings, so it cannot fail).
 pub fn canonical(v: &Value) -> String {

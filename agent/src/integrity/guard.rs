@@ -9,7 +9,7 @@ use std::{
 use serde_json::{Value, json};
 
 use super::{
-    Definition, Marker,
+    Definition, Marker, definition,
     fetch::{self, Offer},
     markers,
     shadowing::Offers,
@@ -27,6 +27,11 @@ type Key = (List, String);
 /// What was last seen of an entry.
 struct Seen {
     definition: Definition,
+    /// The entry as listed.
+    entry: Value,
+    /// The markers of its own definition.
+    own: BTreeSet<Marker>,
+    /// Those and the markers of shadowing, as of its last check.
     markers: BTreeSet<Marker>,
 }
 
@@ -126,42 +131,64 @@ impl Guard {
 
     /// Checks one entry of a `list` result and remembers it as seen; None when it has no
     /// name (such an entry is never passed on). Under trust on first use an entry with no pin
-    /// is pinned here.
+    /// is pinned here. An entry as it was last seen is not canonicalised again.
     pub fn entry(&self, list: List, entry: &Value) -> Option<PinCheck> {
-        let definition = Definition::of(list, entry)?;
-        let mut found = markers::of_entry(list, entry);
+        let name = entry.get(list.target().param())?.as_str()?;
+        let key = (list, name.to_string());
+        let known = {
+            let s = self.lock();
+            s.seen
+                .get(&key)
+                .filter(|seen| definition::same(list, &seen.entry, entry))
+                .map(|seen| (seen.definition.hash.clone(), seen.own.clone()))
+        };
+        let (fresh, hash, mut found) = match known {
+            Some((hash, markers)) => (None, hash, markers),
+            None => {
+                let d = Definition::of(list, entry)?;
+                let hash = d.hash.clone();
+                (Some(d), hash, markers::of_entry(list, entry))
+            }
+        };
+        let own = found.clone();
         if list == List::Tools {
-            found.extend(self.offers.tool(&self.server, &definition.name, entry));
+            found.extend(self.offers.tool(&self.server, name, entry));
         }
-        let key = (list, definition.name.clone());
         let mut state = {
             let s = self.lock();
             match s.pins.get(&key) {
-                Some(h) if *h == definition.hash => PinState::Pinned,
+                Some(h) if *h == hash => PinState::Pinned,
                 Some(_) => PinState::Changed,
                 None => PinState::Unpinned,
             }
         };
-        if state == PinState::Unpinned
-            && self.config.pin_on_first_use
-            && self.pin(list, &definition, "first_use").is_ok()
-        {
-            state = PinState::Pinned;
+        if state == PinState::Unpinned && self.config.pin_on_first_use {
+            let pinned = match &fresh {
+                Some(d) => self.pin(list, d, "first_use"),
+                None => {
+                    Definition::of(list, entry).map_or(Ok(()), |d| self.pin(list, &d, "first_use"))
+                }
+            };
+            if pinned.is_ok() {
+                state = PinState::Pinned;
+            }
         }
         let check = PinCheck {
             kind: list.target().noun(),
-            name: definition.name.clone(),
+            name: name.to_string(),
             state,
-            hash: Some(definition.hash.clone()),
+            hash: Some(hash),
             markers: found.iter().map(|m| m.as_str()).collect(),
             hidden: self.hides(state, &found),
         };
-        let mut s = self.lock();
-        let first = s
-            .seen
-            .get(&key)
-            .is_none_or(|seen| seen.definition.hash != definition.hash);
-        if first && check.notable() {
+        let Some(definition) = fresh else {
+            // As last seen; the markers of shadowing may have changed with other servers.
+            if let Some(seen) = self.lock().seen.get_mut(&key) {
+                seen.markers = found;
+            }
+            return Some(check);
+        };
+        if check.notable() {
             tracing::warn!(
                 server = %self.server,
                 kind = check.kind,
@@ -173,10 +200,12 @@ impl Guard {
                 "a definition the pins do not vouch for"
             );
         }
-        s.seen.insert(
+        self.lock().seen.insert(
             key,
             Seen {
                 definition,
+                entry: entry.clone(),
+                own,
                 markers: found,
             },
         );

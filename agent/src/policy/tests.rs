@@ -497,8 +497,10 @@ fn a_policy_reads_how_a_tool_stands_against_its_pin() {
 fn a_described_request_carries_its_pin_standing() {
     let e = engine("no-flagged-tools.cedar");
     let described = |integrity: Value| -> explain::Described {
-        serde_json::from_value(json!({"principal": {"sub": "alice"}, "method": "tools/call",
-            "name": "add", "integrity": integrity}))
+        serde_json::from_value(
+            json!({"principal": {"sub": "alice"}, "method": "tools/call",
+            "name": "add", "integrity": integrity}),
+        )
         .unwrap()
     };
     let d = |v| explain::decide(&e, "files", &described(v)).unwrap();

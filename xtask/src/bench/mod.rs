@@ -1,10 +1,12 @@
-//! `cargo xtask bench <steer | proxy | audit | streams>`: picks the benchmark, and holds what
+//! `cargo xtask bench <steer | proxy | audit | streams | integrity>`: picks the benchmark, and holds what
 //! they share: the machine line of their reports and the MCP request they send.
 //!
 //! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
 //! connection through the proxy), `proxy` (the proxy's throughput and cost per request),
-//! `audit` (what writing the audit log to disk costs) and `streams` (what long-lived event
-//! streams cost: memory, CPU, latency, and behaviour at the connection limit).
+//! `audit` (what writing the audit log to disk costs), `streams` (what long-lived event
+//! streams cost: memory, CPU, latency, and behaviour at the connection limit) and `integrity`
+//! (what checking a list result against pins adds).
+mod integrity;
 pub mod proxy;
 mod stats;
 mod steer;
@@ -14,7 +16,7 @@ use std::fmt;
 
 use crate::Result;
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>]>";
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>] | integrity>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -25,6 +27,7 @@ pub fn run(args: &[String]) -> Result {
         [a, rest @ ..] if a == "proxy" => proxy::run(rest),
         [a] if a == "audit" => proxy::audit::run(),
         [a, rest @ ..] if a == "streams" => streams::run(rest),
+        [a] if a == "integrity" => integrity::run(),
         _ => Err(USAGE.into()),
     }
 }

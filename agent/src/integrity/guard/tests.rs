@@ -123,3 +123,40 @@ fn warn_passes_everything_and_hide_flagged_hides_pinned_poison() {
     let e = g.entry(List::Tools, &add("Adds.\u{E0041}")).unwrap();
     assert_eq!((e.state, e.hidden), (PinState::Pinned, false), "only noted");
 }
+
+#[test]
+fn an_entry_seen_again_is_judged_alike_whether_or_not_it_is_canonicalised_again() {
+    let dir = Dir::new("again");
+    let store = Arc::new(Store::open(&dir.0).unwrap());
+    let g = guard(&store, IntegrityMode::Enforce, true, false);
+    let schema = |max: &str| -> Value {
+        serde_json::from_str(&format!(
+            r#"{{"name":"add","description":"Adds.","inputSchema":{{"type":"object","properties":{{"a":{{"maximum":{max}}}}}}}}}"#
+        ))
+        .unwrap()
+    };
+    assert_eq!(
+        g.entry(List::Tools, &schema("100")).unwrap().state,
+        PinState::Pinned
+    );
+    // The same definition in another number form (not equal as JSON values): canonicalised
+    // again, the same hash.
+    assert_eq!(
+        g.entry(List::Tools, &schema("1e2")).unwrap().state,
+        PinState::Pinned
+    );
+    assert_eq!(
+        g.entry(List::Tools, &schema("1e2")).unwrap().state,
+        PinState::Pinned
+    );
+    // Another value: changed, however often it is seen.
+    for _ in 0..2 {
+        let e = g.entry(List::Tools, &schema("101")).unwrap();
+        assert_eq!((e.state, e.hidden), (PinState::Changed, true));
+    }
+    // What is not covered changes nothing.
+    let mut meta = schema("100");
+    meta["_meta"] = json!({"v": 2});
+    assert_eq!(g.entry(List::Tools, &meta).unwrap().state, PinState::Pinned);
+    assert!(!g.call(Target::Tool, "add").hidden);
+}
