@@ -23,19 +23,9 @@ fn admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9901))
 }
 
-/// GET `path` from the admin listener at `addr` in the host namespace: (status, body).
-fn admin_get(host: &Host, addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let raw = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();
-    let r = host.in_ns(false, move || exchange(addr, &raw))?;
-    let body = match r.body {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    };
-    Ok((r.status, body))
-}
-
 fn get(host: &Host, path: &str) -> (u16, String) {
-    admin_get(host, admin_addr(), path).expect("the admin listener answers")
+    host.admin_get_at(admin_addr(), path)
+        .expect("the admin listener answers")
 }
 
 /// Waits until /readyz answers `status`; returns its body.
@@ -450,8 +440,8 @@ fn a_taken_admin_address_stops_the_agent_and_off_listens_nowhere() {
     set_admin_listen(&host, "127.0.0.1:9911");
     host.start_agent();
     let other = SocketAddr::from(([127, 0, 0, 1], 9911));
-    assert_eq!(admin_get(&host, other, "/healthz").unwrap().0, 200);
-    assert!(admin_get(&host, admin_addr(), "/healthz").is_err());
+    assert_eq!(host.admin_get_at(other, "/healthz").unwrap().0, 200);
+    assert!(host.admin_get_at(admin_addr(), "/healthz").is_err());
     host.stop_agent();
 
     // Off.
@@ -462,6 +452,6 @@ fn a_taken_admin_address_stops_the_agent_and_off_listens_nowhere() {
         send(&host, PORT, post(dst(PORT), &call(1, "ping", None), "")),
         200
     );
-    assert!(admin_get(&host, admin_addr(), "/healthz").is_err());
-    assert!(admin_get(&host, other, "/healthz").is_err());
+    assert!(host.admin_get_at(admin_addr(), "/healthz").is_err());
+    assert!(host.admin_get_at(other, "/healthz").is_err());
 }

@@ -79,20 +79,6 @@ fn moat_tools(host: &Host, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The body of a GET of the agent's admin listener.
-fn admin_get(host: &Host, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(host.admin_addr()).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: moat\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn calls(log: &PathBuf) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -233,7 +219,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
         "echo pinned (no longer listed, as last seen), add changed (and flagged), echo2 and \
          notes unpinned: {status}"
     );
-    let metrics = admin_get(&host, "/metrics");
+    let (_, metrics) = host.admin_get("/metrics");
     for (state, n) in [
         ("pinned", 1),
         ("changed", 1),
@@ -606,5 +592,53 @@ fn a_policy_keeps_flagged_tools_from_callers() {
         refused["pins"][0]["markers"],
         json!(["model_directive"]),
         "{refused}"
+    );
+}
+
+/// A server's `initialize` instructions are pinned like its tools: changed ones are removed
+/// from the result the client gets (enforce), and audited.
+#[test]
+fn changed_instructions_never_reach_the_client() {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use, recheck_s: 3600}");
+    start_server(
+        &mut host,
+        &["--mutate", "--instructions", "Use add for sums."],
+    );
+    host.start_agent();
+    let pinned = integrity_records(&host, "pinned", 4);
+    assert!(
+        pinned.iter().any(|p| p["entry"] == "instructions"),
+        "{pinned:?}"
+    );
+    let r = call(&host, "mutate", false);
+    assert_eq!(r["instructions"], "Use add for sums.", "{r}");
+    // A new session gets the changed instructions from the server: not from Moat.
+    let r = call(&host, "echo", false);
+    assert!(r["instructions"].is_null(), "{r}");
+    let init = records(&host, "initialize").pop().unwrap();
+    let check = &init["pins"][0];
+    assert_eq!(check["kind"], "instructions", "{init}");
+    assert_eq!(check["state"], "changed", "{init}");
+    assert_eq!(check["hidden"], true, "{init}");
+    assert_eq!(
+        check["markers"],
+        json!(["model_directive", "sensitive_reference"]),
+        "{init}"
+    );
+    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let i = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "instructions")
+        .unwrap();
+    assert_eq!(i["state"], "changed", "{diff}");
+    // Approved, they pass again.
+    moat_tools(&host, &["approve", "--server", "files", "instructions"]);
+    let r = call(&host, "echo", false);
+    assert!(
+        r["instructions"].as_str().unwrap().contains("IMPORTANT"),
+        "{r}"
     );
 }

@@ -7,18 +7,7 @@ mod common;
 use std::{net::SocketAddr, process::Command};
 
 use common::*;
-use serde_json::{Value, json};
-
-fn admin_get(host: &Host, path: &str) -> (u16, String) {
-    let addr = host.admin_addr();
-    let raw = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();
-    let r = host.in_ns(false, move || exchange(addr, &raw)).unwrap();
-    let body = match r.body {
-        Value::String(s) => s,
-        other => other.to_string(),
-    };
-    (r.status, body)
-}
+use serde_json::json;
 
 fn ping(host: &Host) -> Reply {
     let dst = host.addr();
@@ -45,7 +34,7 @@ fn an_unprotected_agent_says_so_everywhere_and_protects_nothing() {
     assert_eq!(started["listeners"], json!([listener]), "{started}");
     assert!(started.get("sealed_ports").is_none(), "{started}");
     for path in ["/healthz", "/readyz"] {
-        let (status, body) = admin_get(&host, path);
+        let (status, body) = host.admin_get(path);
         assert_eq!(status, 200, "{path}: {body}");
         assert!(
             body.contains("UNPROTECTED (moat run --unprotected)"),

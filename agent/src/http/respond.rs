@@ -16,6 +16,7 @@ use super::{
     error::ProxyError,
     fields::header_str,
     filter::{self, ListRead, ListStream},
+    instructions::{self, InstructionsStream},
     legacy,
     watch::ListChanged,
 };
@@ -24,6 +25,7 @@ use crate::{
     auth::sessions::Owner,
     mcp::{Decoded, Kind},
     upstream::pool,
+    vocab::Method,
 };
 
 /// What answers a request.
@@ -127,6 +129,33 @@ async fn read_as(
         });
     }
     let content_type = content_type(resp.headers());
+    let initialize = messages
+        .iter()
+        .any(|m| m.call() == Some(Method::Initialize));
+    if let (true, Some(guard)) = (initialize, &site.integrity) {
+        return match content_type.as_deref() {
+            Some("text/event-stream") => Ok(Answer::streamed(
+                resp,
+                Some(Box::new(InstructionsStream::new(guard.clone()))),
+            )),
+            Some("application/json") => {
+                let (mut parts, body) = resp.into_parts();
+                let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
+                let bytes = instructions::read_json(guard, &bytes, record)
+                    .map_err(ProxyError::UpstreamUnreadable)?;
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let status = parts.status.as_u16();
+                Ok(Answer::Whole {
+                    resp: Response::from_parts(parts, full(bytes)),
+                    upstream: status,
+                })
+            }
+            other => Err(ProxyError::UpstreamUnreadable(format!(
+                "an initialize result of content type {}",
+                other.unwrap_or("(none)")
+            ))),
+        };
+    }
     let Some(read) = asked.list else {
         // An event stream is complete once the requests' answers have passed.
         let ids: Vec<Value> = messages

@@ -51,6 +51,18 @@ impl Definition {
     }
 }
 
+impl Definition {
+    /// The definition of a text (a server's `instructions`), pinned under `name`.
+    pub fn of_text(name: &str, text: &Value) -> Self {
+        let canonical = canonical(text);
+        Self {
+            name: name.to_string(),
+            hash: sha256_hex(canonical.as_bytes()),
+            canonical,
+        }
+    }
+}
+
 /// Whether two entries of `list` agree in every covered field (then their definitions are the
 /// same, with no canonical form computed; equal JSON values have one canonical form).
 pub fn same(list: List, a: &Value, b: &Value) -> bool {

@@ -22,7 +22,55 @@ use crate::{
     vocab::{List, PinCheck, PinState, Target},
 };
 
-type Key = (List, String);
+/// What a pin is of: an entry of a list, or the server's `instructions` (from `initialize`,
+/// pinned under the name `instructions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Entry(List),
+    Instructions,
+}
+
+/// The name a server's instructions are pinned and shown under.
+pub const INSTRUCTIONS: &str = "instructions";
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Entry(l) => l.target().noun(),
+            Kind::Instructions => INSTRUCTIONS,
+        }
+    }
+
+    fn named(noun: &str) -> Option<Self> {
+        match noun {
+            INSTRUCTIONS => Some(Kind::Instructions),
+            _ => [List::Tools, List::Prompts, List::Resources]
+                .into_iter()
+                .find(|l| l.target().noun() == noun)
+                .map(Kind::Entry),
+        }
+    }
+
+    /// Whether `a` and `b` (as listed) have one definition, without canonicalising them.
+    fn same(self, a: &Value, b: &Value) -> bool {
+        match self {
+            Kind::Entry(l) => definition::same(l, a, b),
+            Kind::Instructions => a == b,
+        }
+    }
+
+    /// Its definition and the markers of poisoning in it.
+    fn judge(self, name: &str, v: &Value) -> Option<(Definition, BTreeSet<Marker>)> {
+        match self {
+            Kind::Entry(l) => Some((Definition::of(l, v)?, markers::of_entry(l, v))),
+            Kind::Instructions => {
+                Some((Definition::of_text(name, v), markers::of_text(v.as_str()?)))
+            }
+        }
+    }
+}
+
+type Key = (Kind, String);
 
 /// What was last seen of an entry.
 struct Seen {
@@ -71,12 +119,6 @@ pub fn list_of(target: Target) -> List {
     }
 }
 
-fn list_named(kind: &str) -> Option<List> {
-    [List::Tools, List::Prompts, List::Resources]
-        .into_iter()
-        .find(|l| l.target().noun() == kind)
-}
-
 /// How an entry with this pin stands, given what was last seen of it (if anything was).
 fn standing(pin: Option<&String>, seen: Option<&Seen>) -> PinState {
     match (pin, seen) {
@@ -97,8 +139,8 @@ impl Guard {
     ) -> Result<Self, StoreError> {
         let mut state = State::default();
         for (kind, name, pin) in store.pins().of_server(&server)? {
-            if let Some(list) = list_named(&kind) {
-                state.pins.insert((list, name), pin.hash);
+            if let Some(kind) = Kind::named(&kind) {
+                state.pins.insert((kind, name), pin.hash);
             }
         }
         Ok(Self {
@@ -134,24 +176,36 @@ impl Guard {
     /// is pinned here. An entry as it was last seen is not canonicalised again.
     pub fn entry(&self, list: List, entry: &Value) -> Option<PinCheck> {
         let name = entry.get(list.target().param())?.as_str()?;
-        let key = (list, name.to_string());
+        self.judge(Kind::Entry(list), name, entry)
+    }
+
+    /// Checks the server's `instructions` (from `initialize`) as [`Self::entry`] checks an
+    /// entry.
+    pub fn instructions(&self, text: &str) -> PinCheck {
+        let v = Value::String(text.to_string());
+        self.judge(Kind::Instructions, INSTRUCTIONS, &v)
+            .expect("instructions are a string")
+    }
+
+    fn judge(&self, kind: Kind, name: &str, entry: &Value) -> Option<PinCheck> {
+        let key = (kind, name.to_string());
         let known = {
             let s = self.lock();
             s.seen
                 .get(&key)
-                .filter(|seen| definition::same(list, &seen.entry, entry))
+                .filter(|seen| kind.same(&seen.entry, entry))
                 .map(|seen| (seen.definition.hash.clone(), seen.own.clone()))
         };
         let (fresh, hash, mut found) = match known {
             Some((hash, markers)) => (None, hash, markers),
             None => {
-                let d = Definition::of(list, entry)?;
+                let (d, markers) = kind.judge(name, entry)?;
                 let hash = d.hash.clone();
-                (Some(d), hash, markers::of_entry(list, entry))
+                (Some(d), hash, markers)
             }
         };
         let own = found.clone();
-        if list == List::Tools {
+        if kind == Kind::Entry(List::Tools) {
             found.extend(self.offers.tool(&self.server, name, entry));
         }
         let mut state = {
@@ -164,17 +218,17 @@ impl Guard {
         };
         if state == PinState::Unpinned && self.config.pin_on_first_use {
             let pinned = match &fresh {
-                Some(d) => self.pin(list, d, "first_use"),
-                None => {
-                    Definition::of(list, entry).map_or(Ok(()), |d| self.pin(list, &d, "first_use"))
-                }
+                Some(d) => self.pin(kind, d, "first_use"),
+                None => kind
+                    .judge(name, entry)
+                    .map_or(Ok(()), |(d, _)| self.pin(kind, &d, "first_use")),
             };
             if pinned.is_ok() {
                 state = PinState::Pinned;
             }
         }
         let check = PinCheck {
-            kind: list.target().noun(),
+            kind: kind.noun(),
             name: name.to_string(),
             state,
             hash: Some(hash),
@@ -215,17 +269,20 @@ impl Guard {
     /// Checks a call's target: pinned when it has a pin and what was last listed of it (if
     /// anything was, since the agent started) is the pinned definition.
     pub fn call(&self, target: Target, name: &str) -> PinCheck {
-        let list = list_of(target);
+        self.standing_of(&(Kind::Entry(list_of(target)), name.to_string()))
+    }
+
+    /// How `key` stands, from its pin and what was last seen of it.
+    fn standing_of(&self, key: &Key) -> PinCheck {
         let s = self.lock();
-        let key = (list, name.to_string());
-        let pin = s.pins.get(&key);
-        let seen = s.seen.get(&key);
+        let pin = s.pins.get(key);
+        let seen = s.seen.get(key);
         let state = standing(pin, seen);
         let none = BTreeSet::new();
         let found = seen.map_or(&none, |s| &s.markers);
         PinCheck {
-            kind: target.noun(),
-            name: name.to_string(),
+            kind: key.0.noun(),
+            name: key.1.clone(),
             state,
             hash: seen.map(|s| s.definition.hash.clone()).or(pin.cloned()),
             markers: found.iter().map(|m| m.as_str()).collect(),
@@ -242,16 +299,12 @@ impl Guard {
             .flat_map(|(list, entries)| entries.iter().filter_map(|e| self.entry(*list, e)))
             .filter(PinCheck::notable)
             .collect();
-        let instructions: Vec<&str> = offer
-            .instructions
-            .as_deref()
-            .map(markers::of_text)
-            .unwrap_or_default()
-            .iter()
-            .map(|m| m.as_str())
-            .collect();
+        let mut notable = notable;
+        if let Some(text) = &offer.instructions {
+            notable.extend(Some(self.instructions(text)).filter(PinCheck::notable));
+        }
         let entries: usize = offer.lists.iter().map(|(_, e)| e.len()).sum();
-        if notable.is_empty() && instructions.is_empty() {
+        if notable.is_empty() {
             tracing::debug!(server = %self.server, source, entries, "checked: every entry pinned");
         } else {
             self.record(json!({
@@ -260,7 +313,6 @@ impl Guard {
                 "source": source,
                 "entries": entries,
                 "notable": notable,
-                "instructions_markers": instructions,
             }));
         }
         notable
@@ -297,8 +349,9 @@ impl Guard {
     }
 
     /// Pins `definition` (by `operator` or `first_use`), recording the change.
-    fn pin(&self, list: List, definition: &Definition, by: &str) -> Result<(), StoreError> {
-        let kind = list.target().noun();
+    fn pin(&self, kind: Kind, definition: &Definition, by: &str) -> Result<(), StoreError> {
+        let key = (kind, definition.name.clone());
+        let kind = kind.noun();
         let pin = Pin {
             canonical: definition.canonical.clone(),
             hash: definition.hash.clone(),
@@ -312,9 +365,7 @@ impl Guard {
             .inspect_err(|e| {
                 tracing::error!(server = %self.server, kind, name = %definition.name, "pinning: {e}");
             })?;
-        self.lock()
-            .pins
-            .insert((list, definition.name.clone()), pin.hash.clone());
+        self.lock().pins.insert(key, pin.hash.clone());
         tracing::warn!(
             server = %self.server,
             kind,
@@ -338,14 +389,14 @@ impl Guard {
     /// Pins what was last seen of the entries named (all of them: `names` None), by an
     /// operator; the checks of the entries pinned.
     pub fn approve(&self, names: Option<&[String]>) -> Result<Vec<PinCheck>, String> {
-        let wanted: Vec<(List, Definition)> = {
+        let wanted: Vec<(Kind, Definition)> = {
             let s = self.lock();
             let mut v: Vec<_> = s
                 .seen
                 .iter()
                 .filter(|((_, n), _)| names.is_none_or(|ns| ns.contains(n)))
                 .filter(|(k, seen)| s.pins.get(*k) != Some(&seen.definition.hash))
-                .map(|((l, _), seen)| (*l, seen.definition.clone()))
+                .map(|((k, _), seen)| (*k, seen.definition.clone()))
                 .collect();
             v.sort_by(|a, b| a.1.name.cmp(&b.1.name));
             v
@@ -364,9 +415,9 @@ impl Guard {
             }
         }
         let mut done = Vec::new();
-        for (list, d) in wanted {
-            self.pin(list, &d, "operator").map_err(|e| e.to_string())?;
-            done.push(self.call(list.target(), &d.name));
+        for (kind, d) in wanted {
+            self.pin(kind, &d, "operator").map_err(|e| e.to_string())?;
+            done.push(self.standing_of(&(kind, d.name)));
         }
         Ok(done)
     }
@@ -375,13 +426,12 @@ impl Guard {
     pub fn entries(&self) -> Vec<Value> {
         let s = self.lock();
         let mut keys: BTreeSet<(&'static str, &str)> = BTreeSet::new();
-        for (l, n) in s.pins.keys().chain(s.seen.keys()) {
-            keys.insert((l.target().noun(), n));
+        for (k, n) in s.pins.keys().chain(s.seen.keys()) {
+            keys.insert((k.noun(), n));
         }
         keys.into_iter()
             .filter_map(|(kind, name)| {
-                let list = list_named(kind)?;
-                let key = (list, name.to_string());
+                let key = (Kind::named(kind)?, name.to_string());
                 let (pin, seen) = (s.pins.get(&key), s.seen.get(&key));
                 let state = standing(pin, seen);
                 Some(json!({

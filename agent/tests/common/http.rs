@@ -157,3 +157,23 @@ pub fn post(addr: SocketAddr, body: &str, extra_headers: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+impl super::Host {
+    /// GET `path` from the admin listener at `addr`, in the host's namespace: (status, body,
+    /// as text).
+    pub fn admin_get_at(&self, addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let raw = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();
+        let r = self.in_ns(false, move || exchange(addr, &raw))?;
+        let body = match r.body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        Ok((r.status, body))
+    }
+
+    /// GET `path` from the agent's admin listener.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        self.admin_get_at(self.admin_addr(), path)
+            .expect("the admin listener answers")
+    }
+}
