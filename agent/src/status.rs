@@ -105,12 +105,17 @@ pub fn status_text(s: &Value) -> String {
             "SERVER", "PINNED", "CHANGED", "UNPINNED", "FLAGGED"
         ));
         if let Some(e) = servers.get("error") {
-            out.push_str(&format!("  unknown: {e}\n"));
+            out.push_str(&format!("  unknown: {}\n", e.as_str().unwrap_or("?")));
         }
         for (name, c) in servers.iter().filter(|(k, _)| *k != "error") {
+            let n = |k: &str| c[k].to_string();
             out.push_str(&format!(
                 "{:<20} {:>8} {:>8} {:>8} {:>8}\n",
-                name, c["pinned"], c["changed"], c["unpinned"], c["flagged"]
+                name,
+                n("pinned"),
+                n("changed"),
+                n("unpinned"),
+                n("flagged")
             ));
         }
     }
@@ -190,4 +195,29 @@ fn kernel_status_text(s: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::status_text;
+
+    #[test]
+    fn integrity_counts_are_shown_in_columns_or_why_they_are_not() {
+        let s = json!({"bpffs": "/sys/fs/bpf/moat", "attached": false,
+            "integrity": {"files": {"pinned": 12, "changed": 1, "unpinned": 0, "flagged": 2}}});
+        let text = status_text(&s);
+        assert!(
+            text.contains("files                      12        1        0        2\n"),
+            "{text}"
+        );
+        let s = json!({"bpffs": "/x", "attached": false,
+            "integrity": {"error": "no agent answers on the control socket"}});
+        assert!(
+            status_text(&s).contains("  unknown: no agent answers on the control socket\n"),
+            "{}",
+            status_text(&s)
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: Moat protecting a real MCP server (the npm "everything" server) in a
-//! private network namespace: steered requests, tokens required, a denied bypass, fail closed,
-//! recovery.
+//! private network namespace: steered requests, tokens required, what the server offers pinned,
+//! a denied bypass, fail closed, recovery.
 use std::{
     path::PathBuf,
     process::{Command, Output},
@@ -35,7 +35,7 @@ pub fn run() -> Result {
     )
     .map_err(|e| format!("{}: {e}", policy.display()))?;
     let servers = format!(
-        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n    policy: {{file: {}}}\n\
+        "servers:\n  - name: everything\n    port: {PORT}\n    public_url: https://localhost:{PORT}/mcp\n    tls: {{cert: {}, key: {}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools], required_scopes: [mcp:tools]}}\n    policy: {{file: {}}}\n    integrity: {{mode: enforce, pin: first_use}}\n\
          authorization_server:\n  issuer: https://localhost:8443\n  tls: {{cert: {}, key: {}}}\n",
         certs.join("localhost.crt").display(),
         certs.join("localhost.key").display(),
@@ -164,6 +164,19 @@ pub fn run() -> Result {
         denied["error"]
     ));
     show_audit(&lab, "  audit:", |r| r["kind"] == "request", 3)?;
+    let out = output(
+        Command::new(&lab.moat)
+            .args(["tools", "diff", "-c"])
+            .arg(&lab.config)
+            .args(["--server", "everything"]),
+    )?;
+    let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let pinned = entries.iter().filter(|e| e["state"] == "pinned").count();
+    say(&format!(
+        "  tool integrity: {pinned} of {} definitions (tools, prompts, resources, instructions) \
+         pinned on first use; a changed one would be hidden and refused (`moat tools diff`)",
+        entries.len()
+    ));
     let metrics = output(
         lab.command("curl")
             .args(["-s", "http://127.0.0.1:9901/metrics"]),
