@@ -208,9 +208,26 @@ fn rebuilt(read: &ListRead, listing: &Listing) -> bool {
     !listing.hidden.is_empty() || read.pins.is_some()
 }
 
-/// Checks and filters one message of a list result: what it listed, hid and what the pins
-/// said (it changed if it hid anything).
+/// Checks and filters one message of a list result (or each message of a batch answer, the
+/// list result among them): what it listed, hid and what the pins said (it changed if it hid
+/// anything).
 pub fn read_one(read: &ListRead, message: &mut Value) -> Listing {
+    let Value::Array(messages) = message else {
+        return read_message(read, message);
+    };
+    let mut all = Listing::default();
+    for m in messages {
+        let l = read_message(read, m);
+        if l.tools.is_some() {
+            all.tools = l.tools;
+        }
+        all.hidden.extend(l.hidden);
+        all.pins.extend(l.pins);
+    }
+    all
+}
+
+fn read_message(read: &ListRead, message: &mut Value) -> Listing {
     let mut hidden = Vec::new();
     let pins = read.check_pins(message, &mut hidden);
     if let Some(l) = &read.lister {
@@ -369,6 +386,27 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"add","description":"Adds."}]}}"#,
             "only the judged description reaches the client"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A batch's answer (protocol 2025-03-26) is read message by message: a list result inside
+    /// it is checked like one alone.
+    #[test]
+    fn a_list_result_inside_a_batch_answer_is_judged() {
+        let (read, dir) = pinned_add("batch");
+        let mut m: Value = serde_json::from_str(
+            r#"[{"jsonrpc":"2.0","id":1,"result":{}},
+                {"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"add","description":"Adds."},
+                 {"name":"evil","description":"x"}]}}]"#,
+        )
+        .unwrap();
+        let listing = read_one(&read, &mut m);
+        assert_eq!(
+            m[1]["result"]["tools"],
+            json!([{"name": "add", "description": "Adds."}])
+        );
+        assert_eq!(listing.hidden[0].name, "evil");
+        assert_eq!(listing.tools, Some(vec!["add".to_string()]));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -111,7 +111,20 @@ pub fn decode(body: &[u8], revision: Revision, limits: &Limits) -> Result<Decode
                     unit: "messages in the batch",
                 });
             }
-            let messages = items.iter_mut().map(message).collect::<Result<_, _>>()?;
+            let messages: Vec<Message> = items.iter_mut().map(message).collect::<Result<_, _>>()?;
+            // Each list result is read (checked and filtered) as the list it answers: one a
+            // batch.
+            let lists = messages
+                .iter()
+                .filter(|m| m.call().and_then(|c| c.list()).is_some())
+                .count();
+            if lists > 1 {
+                return Err(invalid_request(
+                    None,
+                    "a batch may hold one list request (tools/list, resources/list, \
+                     prompts/list) at most",
+                ));
+            }
             (messages, true)
         }
         other => (vec![message(other)?], false),

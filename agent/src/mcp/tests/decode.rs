@@ -328,6 +328,14 @@ fn batches() {
     let old = |b: &str| decode(b.as_bytes(), Revision::V2025_03_26, &Limits::default());
     let d = old(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap();
     assert!(d.batch && d.messages.len() == 1);
+    // One list request a batch, so that each list result is read as the list it answers.
+    assert!(
+        old(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#)
+            .is_ok()
+    );
+    assert!(is_invalid_request(&old(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"prompts/list"}]"#
+    )));
     assert!(is_invalid_request(&old("[]")));
     assert!(is_invalid_request(&old(
         r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},5]"#
