@@ -642,3 +642,57 @@ fn changed_instructions_never_reach_the_client() {
         "{r}"
     );
 }
+
+/// Resource templates are pinned like tools: a changed one is removed from
+/// `resources/templates/list` results (here read raw, as JSON), and Moat's own check sees it.
+#[test]
+fn a_changed_resource_template_is_hidden() {
+    let mut host = Host::plain();
+    config(&host, "{mode: enforce, pin: first_use, recheck_s: 3600}");
+    start_server(&mut host, &["--mutate", "--templates", "--json"]);
+    host.start_agent();
+    let pinned = integrity_records(&host, "pinned", 4);
+    assert!(
+        pinned
+            .iter()
+            .any(|p| p["entry"] == "template" && p["name"] == "memo://{name}"),
+        "{pinned:?}"
+    );
+    let templates = |host: &Host| -> Value {
+        let dst = host.addr();
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let r = exchange(dst, &post(dst, init, "")).unwrap();
+        let session = r
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("mcp-session-id: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let h = format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        exchange(dst, &post(dst, note, &h)).unwrap();
+        let list = r#"{"jsonrpc":"2.0","id":2,"method":"resources/templates/list"}"#;
+        exchange(dst, &post(dst, list, &h)).unwrap().body
+    };
+    let before = templates(&host);
+    assert_eq!(
+        before["result"]["resourceTemplates"][0]["uriTemplate"], "memo://{name}",
+        "{before}"
+    );
+    call(&host, "mutate", false);
+    let checked = integrity_records(&host, "checked", 1).pop().unwrap();
+    let t = checked["notable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "template")
+        .cloned()
+        .unwrap();
+    assert_eq!(t["state"], "changed", "{checked}");
+    let after = templates(&host);
+    assert_eq!(after["result"]["resourceTemplates"], json!([]), "{after}");
+    let record = records(&host, "resources/templates/list").pop().unwrap();
+    assert_eq!(record["pins"][0]["state"], "changed", "{record}");
+    assert_eq!(record["pins"][0]["hidden"], true, "{record}");
+}

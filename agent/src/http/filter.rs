@@ -288,7 +288,11 @@ impl Reader for ListStream {
                     self.read.list.method().spec().name
                 )
             })?;
-            let answer = v.get("method").is_none() && v.get("id").is_some();
+            let is_answer = |m: &Value| m.get("method").is_none() && m.get("id").is_some();
+            let answer = match &v {
+                Value::Array(ms) => ms.iter().any(is_answer),
+                m => is_answer(m),
+            };
             if read_noted(&self.read, &mut v, record) {
                 out.push_back(block.with_data(&v.to_string()).into());
             } else {

@@ -15,7 +15,7 @@ pub mod fields;
 pub mod filter;
 pub mod flow;
 pub mod forward;
-pub mod instructions;
+pub mod judged;
 pub mod legacy;
 pub mod local;
 pub mod pins;

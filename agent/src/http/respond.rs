@@ -16,7 +16,7 @@ use super::{
     error::ProxyError,
     fields::header_str,
     filter::{self, ListRead, ListStream},
-    instructions::{self, InstructionsStream},
+    judged::{self, Judged, JudgedStream},
     legacy,
     watch::ListChanged,
 };
@@ -129,19 +129,21 @@ async fn read_as(
         });
     }
     let content_type = content_type(resp.headers());
-    let initialize = messages
-        .iter()
-        .any(|m| m.call() == Some(Method::Initialize));
-    if let (true, Some(guard)) = (initialize, &site.integrity) {
+    let judged = messages.iter().find_map(|m| match m.call() {
+        Some(Method::Initialize) => Some(Judged::Instructions),
+        Some(Method::ResourcesTemplatesList) => Some(Judged::Templates),
+        _ => None,
+    });
+    if let (Some(what), Some(guard)) = (judged, &site.integrity) {
         return match content_type.as_deref() {
             Some("text/event-stream") => Ok(Answer::streamed(
                 resp,
-                Some(Box::new(InstructionsStream::new(guard.clone()))),
+                Some(Box::new(JudgedStream::new(what, guard.clone()))),
             )),
             Some("application/json") => {
                 let (mut parts, body) = resp.into_parts();
                 let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
-                let bytes = instructions::read_json(guard, &bytes, record)
+                let bytes = judged::read_json(what, guard, &bytes, record)
                     .map_err(ProxyError::UpstreamUnreadable)?;
                 parts.headers.remove(header::CONTENT_LENGTH);
                 let status = parts.status.as_u16();
@@ -151,7 +153,8 @@ async fn read_as(
                 })
             }
             other => Err(ProxyError::UpstreamUnreadable(format!(
-                "an initialize result of content type {}",
+                "a {} result of content type {}",
+                what.method(),
                 other.unwrap_or("(none)")
             ))),
         };

@@ -23,6 +23,10 @@ const fn covered(list: List) -> &'static [&'static str] {
     }
 }
 
+/// The fields a pin of a resource template covers (a `resources/templates/list` entry, named
+/// by its `uriTemplate`).
+pub const TEMPLATE: &[&str] = &["uriTemplate", "name", "title", "description", "mimeType"];
+
 /// One listed entry as pinned: its name (the key its calls use), its canonical form and the
 /// SHA-256 of that form.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,8 +40,13 @@ impl Definition {
     /// The definition of a list entry; None when the entry has no string name (such an
     /// entry is never passed on).
     pub fn of(list: List, entry: &Value) -> Option<Self> {
-        let name = entry.get(list.target().param())?.as_str()?.to_string();
-        let fields: Map<String, Value> = covered(list)
+        Self::of_fields(list.target().param(), covered(list), entry)
+    }
+
+    /// The definition of an entry named by its field `key`, covering `fields`.
+    pub fn of_fields(key: &str, fields: &[&str], entry: &Value) -> Option<Self> {
+        let name = entry.get(key)?.as_str()?.to_string();
+        let fields: Map<String, Value> = fields
             .iter()
             .filter_map(|k| Some((k.to_string(), entry.get(*k)?.clone())))
             .collect();
@@ -66,7 +75,12 @@ impl Definition {
 /// Whether two entries of `list` agree in every covered field (then their definitions are the
 /// same, with no canonical form computed; equal JSON values have one canonical form).
 pub fn same(list: List, a: &Value, b: &Value) -> bool {
-    covered(list).iter().all(|k| a.get(*k) == b.get(*k))
+    same_fields(covered(list), a, b)
+}
+
+/// [`same`] over `fields`.
+pub fn same_fields(fields: &[&str], a: &Value, b: &Value) -> bool {
+    fields.iter().all(|k| a.get(*k) == b.get(*k))
 }
 
 /// The RFC 8785 form of a JSON value read by serde_json (whose numbers are finite and whose

@@ -33,6 +33,8 @@ pub struct Offer {
     pub instructions: Option<String>,
     /// The entries of each list the server has, every page.
     pub lists: Vec<(List, Vec<Value>)>,
+    /// Its resource templates, every page.
+    pub templates: Vec<Value>,
 }
 
 /// Where a server is, and how Moat speaks to it.
@@ -89,6 +91,7 @@ impl Session<'_> {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             lists: Vec::new(),
+            templates: Vec::new(),
         };
         let capabilities = init.get("capabilities");
         for (list, capability) in [
@@ -96,31 +99,41 @@ impl Session<'_> {
             (List::Prompts, "prompts"),
             (List::Resources, "resources"),
         ] {
-            if capabilities.and_then(|c| c.get(capability)).is_none() {
-                continue;
+            if capabilities.and_then(|c| c.get(capability)).is_some() {
+                let entries = self.pages(list.method().spec().name, list.array()).await?;
+                offer.lists.push((list, entries));
             }
-            let mut entries = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..MAX_PAGES {
-                let params = match &cursor {
-                    Some(c) => json!({"cursor": c}),
-                    None => json!({}),
-                };
-                let mut page = self.request(list.method().spec().name, params).await?;
-                if let Some(Value::Array(a)) = page.get_mut(list.array()).map(Value::take) {
-                    entries.extend(a);
-                }
-                cursor = page
-                    .get("nextCursor")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if cursor.is_none() {
-                    break;
-                }
-            }
-            offer.lists.push((list, entries));
+        }
+        if capabilities.and_then(|c| c.get("resources")).is_some() {
+            offer.templates = self
+                .pages("resources/templates/list", "resourceTemplates")
+                .await?;
         }
         Ok(offer)
+    }
+
+    /// Every page of a list (`key`: its result's array).
+    async fn pages(&mut self, method: &str, key: &str) -> Result<Vec<Value>, String> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let mut page = self.request(method, params).await?;
+            if let Some(Value::Array(a)) = page.get_mut(key).map(Value::take) {
+                entries.extend(a);
+            }
+            cursor = page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     fn headers(&self) -> HeaderMap {

@@ -27,6 +27,8 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
     Entry(List),
+    /// A resource template, named by its `uriTemplate`.
+    Template,
     Instructions,
 }
 
@@ -37,6 +39,7 @@ impl Kind {
     fn noun(self) -> &'static str {
         match self {
             Kind::Entry(l) => l.target().noun(),
+            Kind::Template => "template",
             Kind::Instructions => INSTRUCTIONS,
         }
     }
@@ -44,6 +47,7 @@ impl Kind {
     fn named(noun: &str) -> Option<Self> {
         match noun {
             INSTRUCTIONS => Some(Kind::Instructions),
+            "template" => Some(Kind::Template),
             _ => [List::Tools, List::Prompts, List::Resources]
                 .into_iter()
                 .find(|l| l.target().noun() == noun)
@@ -55,6 +59,7 @@ impl Kind {
     fn same(self, a: &Value, b: &Value) -> bool {
         match self {
             Kind::Entry(l) => definition::same(l, a, b),
+            Kind::Template => definition::same_fields(definition::TEMPLATE, a, b),
             Kind::Instructions => a == b,
         }
     }
@@ -63,6 +68,10 @@ impl Kind {
     fn judge(self, name: &str, v: &Value) -> Option<(Definition, BTreeSet<Marker>)> {
         match self {
             Kind::Entry(l) => Some((Definition::of(l, v)?, markers::of_entry(l, v))),
+            Kind::Template => Some((
+                Definition::of_fields("uriTemplate", definition::TEMPLATE, v)?,
+                markers::of_named(Some(name), v),
+            )),
             Kind::Instructions => {
                 Some((Definition::of_text(name, v), markers::of_text(v.as_str()?)))
             }
@@ -177,6 +186,13 @@ impl Guard {
     pub fn entry(&self, list: List, entry: &Value) -> Option<PinCheck> {
         let name = entry.get(list.target().param())?.as_str()?;
         self.judge(Kind::Entry(list), name, entry)
+    }
+
+    /// Checks an entry of a `resources/templates/list` result as [`Self::entry`] checks a
+    /// list's entry.
+    pub fn template(&self, entry: &Value) -> Option<PinCheck> {
+        let name = entry.get("uriTemplate")?.as_str()?;
+        self.judge(Kind::Template, name, entry)
     }
 
     /// Checks the server's `instructions` (from `initialize`) as [`Self::entry`] checks an
@@ -300,10 +316,18 @@ impl Guard {
             .filter(PinCheck::notable)
             .collect();
         let mut notable = notable;
+        notable.extend(
+            offer
+                .templates
+                .iter()
+                .filter_map(|t| self.template(t))
+                .filter(PinCheck::notable),
+        );
         if let Some(text) = &offer.instructions {
             notable.extend(Some(self.instructions(text)).filter(PinCheck::notable));
         }
-        let entries: usize = offer.lists.iter().map(|(_, e)| e.len()).sum();
+        let entries: usize =
+            offer.lists.iter().map(|(_, e)| e.len()).sum::<usize>() + offer.templates.len();
         if notable.is_empty() {
             tracing::debug!(server = %self.server, source, entries, "checked: every entry pinned");
         } else {

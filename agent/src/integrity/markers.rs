@@ -108,10 +108,16 @@ const SENSITIVE: &[&str] = &[
 /// its schema's property names, titles, descriptions and values; a prompt's arguments), and,
 /// for its name, look-alike characters.
 pub fn of_entry(list: List, entry: &Value) -> BTreeSet<Marker> {
+    of_named(
+        entry.get(list.target().param()).and_then(Value::as_str),
+        entry,
+    )
+}
+
+/// [`of_entry`] for an entry named by `name` (a resource template's `uriTemplate`).
+pub fn of_named(name: Option<&str>, entry: &Value) -> BTreeSet<Marker> {
     let mut found = BTreeSet::new();
-    if let Some(name) = entry.get(list.target().param()).and_then(Value::as_str)
-        && confusable(name)
-    {
+    if name.is_some_and(confusable) {
         found.insert(Marker::ConfusableName);
     }
     walk(entry, &mut found);
