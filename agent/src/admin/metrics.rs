@@ -491,9 +491,9 @@ impl Collector for Scraped {
         if !guards.is_empty() {
             let mut m = e.encode_descriptor(
                 "integrity_entries",
-                "Entries (tools, prompts, resources) of servers with integrity on, pinned or \
-                 listed since the agent started, by how they stand against their pins \
-                 (flagged: carrying markers of poisoning or shadowing)",
+                "Entries (tools, prompts, resources, templates, instructions) of servers with \
+                 integrity on, pinned or listed since the agent started, by how they stand \
+                 against their pins (flagged: carrying markers of poisoning or shadowing)",
                 None,
                 MetricType::Gauge,
             )?;
