@@ -103,7 +103,8 @@ fn ordinary_text_raises_nothing() {
 }
 
 /// What real servers offer raises no marker: the reference server of the MCP project
-/// (server-everything) and the Python SDK server of the tests, captured from their lists.
+/// (server-everything), the TypeScript SDK's example server (simpleStreamableHttp) and the
+/// Python SDK server of the tests, captured from their lists.
 #[test]
 fn the_lists_of_real_servers_raise_nothing() {
     for (server, raw) in [
