@@ -81,6 +81,10 @@ impl Kind {
 
 type Key = (Kind, String);
 
+/// The most entries remembered as seen per server: a server that lists without end cannot grow
+/// the agent's memory without bound (an entry beyond is still judged, by its pin, each time).
+const MAX_SEEN: usize = 20_000;
+
 /// What was last seen of an entry.
 struct Seen {
     definition: Definition,
@@ -270,15 +274,18 @@ impl Guard {
                 "a definition the pins do not vouch for"
             );
         }
-        self.lock().seen.insert(
-            key,
-            Seen {
-                definition,
-                entry: entry.clone(),
-                own,
-                markers: found,
-            },
-        );
+        let mut s = self.lock();
+        if s.seen.len() < MAX_SEEN || s.seen.contains_key(&key) {
+            s.seen.insert(
+                key,
+                Seen {
+                    definition,
+                    entry: entry.clone(),
+                    own,
+                    markers: found,
+                },
+            );
+        }
         Some(check)
     }
 

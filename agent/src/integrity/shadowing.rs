@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::Marker;
 
+/// The most tool names kept for the host (beyond, new names are not compared).
+const MAX_NAMES: usize = 100_000;
+
 /// The tool names each protected server with `integrity` on has listed.
 #[derive(Default)]
 pub struct Offers {
@@ -23,10 +26,12 @@ impl Offers {
     /// it carries.
     pub fn tool(&self, server: &Arc<str>, name: &str, entry: &Value) -> BTreeSet<Marker> {
         let mut tools = self.tools.lock().unwrap_or_else(|p| p.into_inner());
-        tools
-            .entry(name.to_string())
-            .or_default()
-            .insert(server.clone());
+        if tools.len() < MAX_NAMES || tools.contains_key(name) {
+            tools
+                .entry(name.to_string())
+                .or_default()
+                .insert(server.clone());
+        }
         let others = |tool: &str| {
             tools
                 .get(tool)

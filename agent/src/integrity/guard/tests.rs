@@ -160,3 +160,17 @@ fn an_entry_seen_again_is_judged_alike_whether_or_not_it_is_canonicalised_again(
     assert_eq!(g.entry(List::Tools, &meta).unwrap().state, PinState::Pinned);
     assert!(!g.call(Target::Tool, "add").hidden);
 }
+
+#[test]
+fn a_server_listing_without_end_is_remembered_only_so_far() {
+    let dir = Dir::new("bound");
+    let store = Arc::new(Store::open(&dir.0).unwrap());
+    let g = guard(&store, IntegrityMode::Enforce, false, false);
+    for i in 0..MAX_SEEN + 10 {
+        let e = json!({"name": format!("t{i}"), "description": "x"});
+        let c = g.entry(List::Tools, &e).unwrap();
+        assert_eq!((c.state, c.hidden), (PinState::Unpinned, true), "t{i}");
+    }
+    let counts = g.counts();
+    assert_eq!(counts[2], ("unpinned", MAX_SEEN as u64));
+}
