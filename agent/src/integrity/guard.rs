@@ -238,14 +238,17 @@ impl Guard {
         };
         if state == PinState::Unpinned && self.config.pin_on_first_use {
             let pinned = match &fresh {
-                Some(d) => self.pin(kind, d, "first_use"),
+                Some(d) => self.pin(kind, d, "first_use").ok(),
                 None => kind
                     .judge(name, entry)
-                    .map_or(Ok(()), |(d, _)| self.pin(kind, &d, "first_use")),
+                    .and_then(|(d, _)| self.pin(kind, &d, "first_use").ok()),
             };
-            if pinned.is_ok() {
-                state = PinState::Pinned;
-            }
+            // Another listing may have pinned its definition first.
+            state = match pinned {
+                Some(h) if h == hash => PinState::Pinned,
+                Some(_) => PinState::Changed,
+                None => PinState::Unpinned,
+            };
         }
         let check = PinCheck {
             kind: kind.noun(),
@@ -380,7 +383,9 @@ impl Guard {
     }
 
     /// Pins `definition` (by `operator` or `first_use`), recording the change.
-    fn pin(&self, kind: Kind, definition: &Definition, by: &str) -> Result<(), StoreError> {
+    /// Pins `definition` (by `operator`, replacing its pin, or on `first_use`, only if it has
+    /// none: the first definition stays, however many listings race); the hash pinned now.
+    fn pin(&self, kind: Kind, definition: &Definition, by: &str) -> Result<String, StoreError> {
         let key = (kind, definition.name.clone());
         let kind = kind.noun();
         let pin = Pin {
@@ -389,13 +394,20 @@ impl Guard {
             at: Timestamp::now(),
             by: by.to_string(),
         };
-        let old = self
-            .store
-            .pins()
-            .put(&self.server, kind, &definition.name, &pin)
-            .inspect_err(|e| {
-                tracing::error!(server = %self.server, kind, name = %definition.name, "pinning: {e}");
-            })?;
+        let pins = self.store.pins();
+        let written = match by {
+            "first_use" => pins.put_new(&self.server, kind, &definition.name, &pin),
+            _ => pins.put(&self.server, kind, &definition.name, &pin),
+        };
+        let old = written.inspect_err(|e| {
+            tracing::error!(server = %self.server, kind, name = %definition.name, "pinning: {e}");
+        })?;
+        if by == "first_use"
+            && let Some(first) = old
+        {
+            self.lock().pins.insert(key, first.hash.clone());
+            return Ok(first.hash);
+        }
         self.lock().pins.insert(key, pin.hash.clone());
         tracing::warn!(
             server = %self.server,
@@ -414,7 +426,7 @@ impl Guard {
             "previous": old.map(|o| o.hash),
             "by": by,
         }));
-        Ok(())
+        Ok(pin.hash)
     }
 
     /// Pins what was last seen of the entries named (all of them: `names` None), by an

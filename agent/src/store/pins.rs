@@ -88,6 +88,27 @@ impl Pins<'_> {
         })
     }
 
+    /// Pins `name` unless it has a pin already (trust on first use: the first definition
+    /// stays, whoever comes second); the pin it has, if it had one.
+    pub fn put_new(
+        &self,
+        server: &str,
+        kind: &str,
+        name: &str,
+        pin: &Pin,
+    ) -> Result<Option<Pin>, StoreError> {
+        let key = key(server, kind, name);
+        check_key("pinned name", &key)?;
+        self.0.write(|w| {
+            let mut t = w.table(PINS)?;
+            let old = get::<Pin>(&t, &key, w.path)?;
+            if old.is_none() {
+                put(&mut t, &key, pin, w.path)?;
+            }
+            Ok(old)
+        })
+    }
+
     /// Removes the pin of `name`; the pin removed.
     pub fn remove(&self, server: &str, kind: &str, name: &str) -> Result<Option<Pin>, StoreError> {
         let key = key(server, kind, name);
@@ -125,6 +146,11 @@ mod tests {
                 pins.put("files", "tool", "a/b", &pin("2")).unwrap(),
                 Some(pin("1"))
             );
+            // The first pin stays when only a new one may be taken.
+            let first = pins.put_new("files", "tool", "a/b", &pin("9")).unwrap();
+            assert_eq!(first, Some(pin("2")));
+            assert_eq!(pins.put_new("files", "tool", "c", &pin("8")).unwrap(), None);
+            assert_eq!(pins.remove("files", "tool", "c").unwrap(), Some(pin("8")));
             pins.put("files", "prompt", "greet", &pin("3")).unwrap();
             // A server whose name begins with the other's is another server.
             pins.put("files2", "tool", "x", &pin("4")).unwrap();
