@@ -11,13 +11,14 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     background,
-    config::{Config, HostAddrs, IntegrityMode, Issuer, UpstreamAuth},
+    config::{Config, HostAddrs, Issuer, UpstreamAuth},
     error::AppError,
     events,
     http::Site,
     instance,
     integrity::Guard,
     listen::{Listening, Mode},
+    lockdown::Lockdowns,
     serve::{self, Sites},
     steer,
     store::Store,
@@ -39,6 +40,7 @@ fn load_sites(
     config: &Config,
     run: bool,
     guards: &HashMap<String, Arc<Guard>>,
+    lockdowns: Option<&Arc<Lockdowns>>,
     metrics: Option<&Metrics>,
     local: Option<(
         &auth::SharedKeys,
@@ -138,7 +140,8 @@ fn load_sites(
                     policy,
                     metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
                 )
-                .with_integrity(guards.get(&s.name).cloned()),
+                .with_integrity(guards.get(&s.name).cloned())
+                .with_lockdowns(lockdowns.cloned()),
             ),
         );
     }
@@ -161,17 +164,11 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
     let admin = Admin::new(&config);
-    let needs_store = config.authorization_server.is_some()
-        || config
-            .servers
-            .iter()
-            .any(|s| s.integrity.mode != IntegrityMode::Off);
-    let store = match needs_store {
-        true => Some(Arc::new(Store::open(&config.agent.state_dir)?)),
-        false => None,
-    };
-    let authz = crate::authz::open(&config, store.clone())?;
-    let guards = crate::integrity::guards(&config, store.as_ref())?;
+    // The store holds what survives restarts: lockdowns always, grants and pins when used.
+    let store = Arc::new(Store::open(&config.agent.state_dir)?);
+    let authz = crate::authz::open(&config, Some(store.clone()))?;
+    let guards = crate::integrity::guards(&config, Some(&store))?;
+    let lockdowns = Arc::new(Lockdowns::open(store.clone())?);
     let local = authz.as_ref().map(|a| {
         let r = a.revocations();
         (a.signer().keys(), r.check(), r.watch())
@@ -184,6 +181,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         &config,
         true,
         &guards,
+        Some(&lockdowns),
         Some(&admin.metrics),
         local.as_ref().map(|(k, r, w)| (k, r, w)),
     )?;
@@ -226,20 +224,17 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         g.set_audit(audit.clone());
     }
     admin.state.set_guards(guards.values().cloned().collect());
+    lockdowns.set_audit(audit.clone());
     let authz_task = match &authz {
         Some(a) => Some(crate::authz::listener::start(a.clone(), audit.clone()).await?),
         None => None,
     };
-    let control_task = match authz.is_some() || !guards.is_empty() {
-        true => {
-            let ctl = crate::control::Control {
-                authz,
-                guards: guards.clone(),
-            };
-            Some(crate::control::serve(&config.agent.state_dir, Arc::new(ctl)).await?)
-        }
-        false => None,
+    let ctl = crate::control::Control {
+        authz,
+        guards: guards.clone(),
+        lockdowns: lockdowns.clone(),
     };
+    let control_task = Some(crate::control::serve(&config.agent.state_dir, Arc::new(ctl)).await?);
     // Key fetchers and rotation run on this thread for the agent's lifetime.
     let key_tasks: Vec<_> = jwks
         .into_iter()
@@ -412,7 +407,7 @@ fn this_host(mode: Mode) -> Result<HostAddrs, AppError> {
 pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
-    load_sites(&c, false, &HashMap::new(), None, None)?;
+    load_sites(&c, false, &HashMap::new(), None, None, None)?;
     crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",

@@ -39,6 +39,8 @@ pub enum AppError {
     },
     #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
     NoBpffs,
+    #[error("moat unlock: give --all, --server NAME, --sub SUB or --client ID")]
+    NoScope,
     #[error(
         "the kernel programs of this instance are attached ({path}): they steer the protected \
          ports away from plain listeners; `moat detach` first to run --unprotected"

@@ -17,6 +17,7 @@ mod idle;
 mod instance;
 mod integrity;
 mod listen;
+pub mod lockdown;
 pub mod log_lines;
 mod mcp;
 mod policy;

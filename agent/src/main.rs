@@ -91,6 +91,25 @@ enum Command {
     /// What each server offers, against its pins (`integrity`), and approving it.
     #[command(subcommand)]
     Tools(ToolsCommand),
+    /// Stop requests at once, on new requests and open streams, until `moat unlock`: every
+    /// server's (--all), one server's, one user's (--sub) or one OAuth client's. Without a
+    /// scope, list the lockdowns in force.
+    Lockdown {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Why (in the audit record and the list).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a lockdown.
+    Unlock {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
     /// Remove the pinned programs: the protected ports open again.
     Detach {
         #[arg(short, long)]
@@ -169,6 +188,37 @@ enum GrantsCommand {
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
+}
+
+/// What a lockdown stops: one of these.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct ScopeArgs {
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    sub: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    client: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(self) -> Option<moat::lockdown::Scope> {
+        use moat::lockdown::Scope;
+        match self {
+            ScopeArgs { all: true, .. } => Some(Scope::All),
+            ScopeArgs {
+                server: Some(s), ..
+            } => Some(Scope::Server(s)),
+            ScopeArgs { sub: Some(s), .. } => Some(Scope::Sub(s)),
+            ScopeArgs {
+                client: Some(c), ..
+            } => Some(Scope::Client(c)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -470,6 +520,18 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             sub,
             client,
         }) => control_print(&config, Request::GrantsRevoke { sub, client }),
+        Command::Lockdown {
+            config,
+            scope,
+            reason,
+        } => match scope.scope() {
+            Some(scope) => control_print(&config, Request::Lockdown { scope, reason }),
+            None => control_print(&config, Request::Lockdowns),
+        },
+        Command::Unlock { config, scope } => match scope.scope() {
+            Some(scope) => control_print(&config, Request::Unlock { scope }),
+            None => Err(AppError::NoScope),
+        },
         Command::Tools(ToolsCommand::Pin { config, server }) => {
             control_print(&config, Request::ToolsPin { server })
         }

@@ -16,7 +16,28 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
-use crate::{authz::AuthServer, config::Config, error::AppError, integrity::Guard};
+use crate::{
+    authz::AuthServer,
+    config::Config,
+    error::AppError,
+    integrity::Guard,
+    lockdown::{Lockdowns, Scope},
+};
+
+/// Who asked, as a lockdown's audit names them: the uid, and its user name where
+/// `/etc/passwd` has it.
+fn caller(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let (name, id) = (f.next()?, f.nth(1)?);
+        (id.parse() == Ok(uid)).then_some(name)
+    });
+    match name {
+        Some(n) => format!("uid {uid} ({n})"),
+        None => format!("uid {uid}"),
+    }
+}
 
 /// One command.
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,12 +92,23 @@ pub enum Request {
     ToolsPin {
         server: String,
     },
+    /// Stops `scope` at once (`moat lockdown`).
+    Lockdown {
+        scope: Scope,
+        reason: String,
+    },
+    /// Lifts a lockdown (`moat unlock`).
+    Unlock {
+        scope: Scope,
+    },
+    Lockdowns,
 }
 
 /// What the control socket runs commands on.
 pub struct Control {
     pub authz: Option<Arc<AuthServer>>,
     pub guards: HashMap<String, Arc<Guard>>,
+    pub lockdowns: Arc<Lockdowns>,
 }
 
 impl Control {
@@ -103,10 +135,16 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("control.sock")
 }
 
-/// Runs `req` on `ctl`.
-pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
+/// Runs `req` on `ctl`, for `caller` (who asked: named in the audit of a lockdown).
+pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value, String> {
     let e = |e: crate::authz::OAuthError| e.to_string();
+    let s = |e: crate::store::StoreError| e.to_string();
     match req {
+        Request::Lockdown { scope, reason } => {
+            return ctl.lockdowns.lock(&scope, &reason, caller).map_err(s);
+        }
+        Request::Unlock { scope } => return ctl.lockdowns.unlock(&scope, caller).map_err(s),
+        Request::Lockdowns => return ctl.lockdowns.list().map_err(s),
         Request::ToolsDiff { server } => return Ok(json!(ctl.guard(&server)?.entries())),
         Request::ToolsPin { server } => {
             let guard = ctl.guard(&server)?;
@@ -180,7 +218,10 @@ pub async fn execute(ctl: &Control, req: Request) -> Result<Value, String> {
         Request::ToolsDiff { .. }
         | Request::ToolsApprove { .. }
         | Request::ToolsCounts
-        | Request::ToolsPin { .. } => {
+        | Request::ToolsPin { .. }
+        | Request::Lockdown { .. }
+        | Request::Unlock { .. }
+        | Request::Lockdowns => {
             unreachable!("answered above")
         }
     }
@@ -207,12 +248,14 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
-            let allowed = stream
+            let Some(uid) = stream
                 .peer_cred()
-                .is_ok_and(|c| c.uid() == 0 || c.uid() == me);
-            if !allowed {
+                .ok()
+                .map(|c| c.uid())
+                .filter(|&uid| uid == 0 || uid == me)
+            else {
                 continue;
-            }
+            };
             let ctl = ctl.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
@@ -220,7 +263,7 @@ pub async fn serve(
                 let mut reader = tokio::io::BufReader::new(read).take(MAX_LINE as u64);
                 let answer = match reader.read_line(&mut line).await {
                     Ok(_) => match serde_json::from_str::<Request>(&line) {
-                        Ok(req) => match execute(&ctl, req).await {
+                        Ok(req) => match execute(&ctl, req, &caller(uid)).await {
                             Ok(v) => json!({"ok": v}),
                             Err(e) => json!({"error": e}),
                         },
@@ -244,6 +287,9 @@ pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
             | Request::ToolsApprove { .. }
             | Request::ToolsCounts
             | Request::ToolsPin { .. }
+            | Request::Lockdown { .. }
+            | Request::Unlock { .. }
+            | Request::Lockdowns
     );
     if !pins && config.authorization_server.is_none() {
         return Err(AppError::Authz(
@@ -283,6 +329,7 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
     let ctl = Control {
         authz: crate::authz::open(config, Some(store.clone()))?,
         guards: crate::integrity::guards(config, Some(&store))?,
+        lockdowns: Arc::new(Lockdowns::open(store.clone())?),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -302,7 +349,12 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
             for g in ctl.guards.values() {
                 g.set_audit(audit.clone());
             }
-            let answer = execute(&ctl, req).await.map_err(AppError::Authz);
+            ctl.lockdowns.set_audit(audit.clone());
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            let answer = execute(&ctl, req, &caller(uid))
+                .await
+                .map_err(AppError::Authz);
             audit.flush().await;
             drop(audit);
             drop(ctl);

@@ -69,6 +69,9 @@ pub enum ProxyError {
     /// The audit log cannot be written and the policy is `fail_closed`.
     #[error("the audit log cannot be written; requests are refused until it can")]
     AuditUnavailable,
+    /// An operator's lockdown stops the request (`moat lockdown`).
+    #[error("locked down by an operator")]
+    LockedDown,
     #[error("rate limit: {0}")]
     RateLimited(String),
     #[error("denied by policy: {}", decision.reason)]
@@ -111,7 +114,7 @@ impl ProxyError {
             },
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuditUnavailable | Self::LockedDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(_) => StatusCode::OK,
                 // What a server without a stream, or one that does not let clients end
@@ -146,6 +149,7 @@ impl ProxyError {
     pub fn response_body(&self, id: Option<&Value>) -> Value {
         let message = match self {
             Self::Session(_) => "Session not found".to_string(),
+            Self::LockedDown => "Locked down: an operator has stopped these requests".to_string(),
             Self::Denied {
                 denial,
                 method,

@@ -126,12 +126,26 @@ impl Proxy {
                     // never poll such a body, and the response is complete once it is sent.
                     record.complete();
                 }
-                let revoked = record
-                    .principal_of()
+                let principal = record.principal_of().cloned();
+                let revoked = principal
+                    .as_ref()
                     .and_then(|p| site.auth.as_ref()?.revoked(p));
+                let locked = site
+                    .lockdowns
+                    .as_ref()
+                    .map(|l| l.cut(site.name.clone(), principal));
+                let cut: Option<crate::auth::Revoked> = match (revoked, locked) {
+                    (Some(r), Some(l)) => Some(Box::pin(async move {
+                        tokio::select! {
+                            () = r => {}
+                            () = l => {}
+                        }
+                    })),
+                    (r, l) => r.or(l),
+                };
                 let mut body = Audited::new(body, record, reader, in_flight);
-                if let Some(r) = revoked {
-                    body = body.cut_when(r);
+                if let Some(c) = cut {
+                    body = body.cut_when(c);
                 }
                 if let Some(f) = on_end {
                     body = body.on_end(f);
@@ -158,6 +172,13 @@ impl Proxy {
             let admitted = admit::admit(site, &parts)?;
             record.mcp().session.clone_from(&admitted.fields.session);
             let principal = authenticate::authenticate(site, &parts).await?;
+            if site
+                .lockdowns
+                .as_ref()
+                .is_some_and(|l| l.stops(&site.name, principal.as_deref()))
+            {
+                return Err(ProxyError::LockedDown.into());
+            }
             if let Some(p) = &principal {
                 record.principal(p.clone());
             }

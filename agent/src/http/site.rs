@@ -11,6 +11,7 @@ use crate::{
     },
     config::Server,
     integrity::Guard,
+    lockdown::Lockdowns,
     mcp,
     policy::{Live, Rates},
     tls::ServerTls,
@@ -40,6 +41,8 @@ pub struct Site {
     pub metrics: ServerMetrics,
     /// The pins what it offers is checked against; None: `integrity` is off.
     pub integrity: Option<Arc<Guard>>,
+    /// The operator's lockdowns (None: in tests of the proxy alone).
+    pub lockdowns: Option<Arc<Lockdowns>>,
 }
 
 impl Site {
@@ -70,7 +73,13 @@ impl Site {
             rates: Rates::default(),
             metrics,
             integrity: None,
+            lockdowns: None,
         }
+    }
+
+    /// The site, its requests stopped by `lockdowns`.
+    pub fn with_lockdowns(self, lockdowns: Option<Arc<Lockdowns>>) -> Self {
+        Self { lockdowns, ..self }
     }
 
     /// The site, its listings and calls checked by `guard`.

@@ -16,6 +16,7 @@
 //! | `users` | user name | argon2id PHC string | [`users`] |
 //! | `signing_keys` | kid | [`keys::KeyRecord`] (PKCS#8 PEM) | [`keys`] |
 //! | `pins` | `server/kind/name` | [`pins::Pin`] | [`pins`] |
+//! | `lockdowns` | `all`, `server/NAME`, `sub/SUB`, `client/ID` | [`lockdowns::Lockdown`] | [`lockdowns`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
 //! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
@@ -54,6 +55,7 @@ mod db;
 mod error;
 pub mod grants;
 pub mod keys;
+pub mod lockdowns;
 pub mod pins;
 pub mod record;
 pub mod revocations;
@@ -174,6 +176,7 @@ impl Store {
             revocations::init(w)?;
             users::init(w)?;
             pins::init(w)?;
+            lockdowns::init(w)?;
             keys::init(w)
         })
     }

@@ -1,0 +1,154 @@
+//! Emergency lockdown end to end, on a plain host (no root): `moat lockdown` stops requests at
+//! once (503 with a JSON-RPC error naming the lockdown, nothing forwarded), cuts a call in
+//! flight on its stream, survives a restart of the agent, is audited with who ran it, and
+//! `moat unlock` restores service.
+mod common;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn moat(host: &Host, args: &[&str]) -> Value {
+    let out = Command::new(MOAT)
+        .arg(args[0])
+        .arg("-c")
+        .arg(&host.config)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ping(host: &Host) -> Reply {
+    let dst = host.addr();
+    let raw = post(dst, r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#, "");
+    exchange(dst, &raw).unwrap()
+}
+
+#[test]
+fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
+    let mut host = Host::plain();
+    let upstream = host.start_server(host.upstream_port());
+    host.start_agent();
+    assert_eq!(ping(&host).status, 200);
+    let forwarded = upstream.count();
+
+    let locked = moat(
+        &host,
+        &["lockdown", "--server", "files", "--reason", "incident 42"],
+    );
+    assert_eq!(locked["locked"], "server/files", "{locked}");
+    let r = ping(&host);
+    // Refused before the body is read (as a request without a token is): no id to answer.
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.body["error"]["message"], "Locked down: an operator has stopped these requests",
+        "{r:?}"
+    );
+    assert_eq!(upstream.count(), forwarded, "nothing forwarded");
+    let audit = host.wait_audit("locked", |r| r["kind"] == "lockdown");
+    assert_eq!(audit["event"], "locked");
+    assert_eq!(audit["scope"], "server/files");
+    assert_eq!(audit["reason"], "incident 42");
+    assert!(audit["by"].as_str().unwrap().starts_with("uid "), "{audit}");
+    let refused = host.wait_audit("the refused ping", |r| {
+        r["kind"] == "request" && r["status"] == 503
+    });
+    assert_eq!(refused["error"], "locked down by an operator", "{refused}");
+
+    // A lockdown of another server stops nothing here; the list shows both.
+    moat(&host, &["lockdown", "--server", "mail"]);
+    let list = moat(&host, &["lockdown"]);
+    let scopes: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(scopes, ["server/files", "server/mail"], "{list}");
+
+    // The agent restarts: still locked down.
+    host.stop_agent();
+    host.start_agent();
+    assert_eq!(ping(&host).status, 503);
+
+    let lifted = moat(&host, &["unlock", "--server", "files"]);
+    assert_eq!(lifted["was_locked"], true, "{lifted}");
+    assert_eq!(ping(&host).status, 200);
+    host.wait_audit("unlocked", |r| {
+        r["kind"] == "lockdown" && r["event"] == "unlocked"
+    });
+    // Unlock without a scope is a usage error.
+    let out = Command::new(MOAT)
+        .args(["unlock", "-c"])
+        .arg(&host.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --all"));
+}
+
+/// A call in flight (its answer streaming) is cut when everything is locked down.
+#[test]
+fn a_lockdown_cuts_a_call_in_flight() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let mut host = Host::plain();
+    let log = host.dir.join("ts-server.jsonl");
+    start_ts_server(&mut host, &[], &log);
+    host.start_agent();
+    let dst = host.addr();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let r = exchange(dst, &post(dst, init, "")).unwrap();
+    let session = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let h = format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    exchange(dst, &post(dst, note, &h)).unwrap();
+    // The call: its answer is an event stream that stays open for 20 s.
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":20000}}}"#;
+    let s = std::net::TcpStream::connect(dst).unwrap();
+    (&s).write_all(&post(dst, call, &h)).unwrap();
+    let mut reader = BufReader::new(&s);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(r#""name":"sleep""#)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    moat(&host, &["lockdown", "--all", "--reason", "stop everything"]);
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let read = reader.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the stream stayed open: {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("slept"), "the call was answered: {rest}");
+    let cut = host.wait_audit("the cut call", |r| {
+        r["kind"] == "request" && r["mcp"]["tool"] == "sleep"
+    });
+    assert_ne!(cut["outcome"], "completed", "{cut}");
+    assert_eq!(json!(ping(&host).status), json!(503));
+}
