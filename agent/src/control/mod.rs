@@ -1,8 +1,9 @@
 //! The agent's control socket (`<state_dir>/control.sock`): the commands that read or change
 //! the authorization server's state (`moat users`, `moat clients`, `moat grants`, `moat token
-//! mint`) and the pins (`moat tools`) run inside the agent, which holds the store, whose
-//! revocations must take effect at once and which has seen what the servers list; while no
-//! agent runs, the command line runs them on the store itself.
+//! mint`), the pins (`moat tools`) and lockdowns (`moat lockdown`, `moat unlock`) run inside
+//! the agent, which holds the store, whose revocations and lockdowns must take effect at once
+//! and which has seen what the servers list; while no agent runs, the command line runs them
+//! on the store itself.
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
