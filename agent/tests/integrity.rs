@@ -87,8 +87,20 @@ fn calls(log: &PathBuf) -> Vec<String> {
         .collect()
 }
 
-/// The request records of `method`, in order.
+/// The request records of `method`, in order, once the audit log has been still for 150 ms
+/// (a request's record is written as its response ends, just after the client has it).
 fn records(host: &Host, method: &str) -> Vec<Value> {
+    let len = || std::fs::metadata(&host.audit).map_or(0, |m| m.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut last = len();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let now = len();
+        if now == last || std::time::Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
     host.request_records()
         .into_iter()
         .filter(|r| r["mcp"]["method"] == method)
@@ -660,18 +672,7 @@ fn a_changed_resource_template_is_hidden() {
     );
     let templates = |host: &Host| -> Value {
         let dst = host.addr();
-        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-        let r = exchange(dst, &post(dst, init, "")).unwrap();
-        let session = r
-            .head
-            .lines()
-            .find_map(|l| l.strip_prefix("mcp-session-id: "))
-            .unwrap()
-            .trim()
-            .to_string();
-        let h = format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
-        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        exchange(dst, &post(dst, note, &h)).unwrap();
+        let h = mcp_session(dst, "");
         let list = r#"{"jsonrpc":"2.0","id":2,"method":"resources/templates/list"}"#;
         exchange(dst, &post(dst, list, &h)).unwrap().body
     };
@@ -692,7 +693,10 @@ fn a_changed_resource_template_is_hidden() {
     assert_eq!(t["state"], "changed", "{checked}");
     let after = templates(&host);
     assert_eq!(after["result"]["resourceTemplates"], json!([]), "{after}");
-    let record = records(&host, "resources/templates/list").pop().unwrap();
+    // Its record is written as the response ends: wait for it.
+    let record = host.wait_audit("the templates list's record", |r| {
+        r["mcp"]["method"] == "resources/templates/list" && r["pins"].is_array()
+    });
     assert_eq!(record["pins"][0]["state"], "changed", "{record}");
     assert_eq!(record["pins"][0]["hidden"], true, "{record}");
 }

@@ -106,18 +106,7 @@ fn a_lockdown_cuts_a_call_in_flight() {
     start_ts_server(&mut host, &[], &log);
     host.start_agent();
     let dst = host.addr();
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let r = exchange(dst, &post(dst, init, "")).unwrap();
-    let session = r
-        .head
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .unwrap()
-        .trim()
-        .to_string();
-    let h = format!("mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
-    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    exchange(dst, &post(dst, note, &h)).unwrap();
+    let h = mcp_session(dst, "");
     // The call: its answer is an event stream that stays open for 20 s.
     let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":20000}}}"#;
     let s = std::net::TcpStream::connect(dst).unwrap();

@@ -105,6 +105,24 @@ pub enum Request {
     Lockdowns,
 }
 
+impl Request {
+    /// Whether the authorization server answers it (the rest: pins and lockdowns).
+    fn for_authz(&self) -> bool {
+        matches!(
+            self,
+            Request::Mint { .. }
+                | Request::UserAdd { .. }
+                | Request::UserRemove { .. }
+                | Request::Users
+                | Request::Clients
+                | Request::ClientShow { .. }
+                | Request::ClientRevoke { .. }
+                | Request::Grants { .. }
+                | Request::GrantsRevoke { .. }
+        )
+    }
+}
+
 /// What the control socket runs commands on.
 pub struct Control {
     pub authz: Option<Arc<AuthServer>>,
@@ -138,23 +156,22 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 
 /// Runs `req` on `ctl`, for `caller` (who asked: named in the audit of a lockdown).
 pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value, String> {
-    let e = |e: crate::authz::OAuthError| e.to_string();
     let s = |e: crate::store::StoreError| e.to_string();
     match req {
         Request::Lockdown { scope, reason } => {
-            return ctl.lockdowns.lock(&scope, &reason, caller).map_err(s);
+            ctl.lockdowns.lock(&scope, &reason, caller).map_err(s)
         }
-        Request::Unlock { scope } => return ctl.lockdowns.unlock(&scope, caller).map_err(s),
-        Request::Lockdowns => return ctl.lockdowns.list().map_err(s),
-        Request::ToolsDiff { server } => return Ok(json!(ctl.guard(&server)?.entries())),
+        Request::Unlock { scope } => ctl.lockdowns.unlock(&scope, caller).map_err(s),
+        Request::Lockdowns => ctl.lockdowns.list().map_err(s),
+        Request::ToolsDiff { server } => Ok(json!(ctl.guard(&server)?.entries())),
         Request::ToolsPin { server } => {
             let guard = ctl.guard(&server)?;
             guard.check_now("operator").await?;
-            return Ok(json!(guard.entries()));
+            Ok(json!(guard.entries()))
         }
         Request::ToolsApprove { server, names } => {
             let pinned = ctl.guard(&server)?.approve(names.as_deref())?;
-            return Ok(json!(pinned));
+            Ok(json!(pinned))
         }
         Request::ToolsCounts => {
             let counts: Map<String, Value> = ctl
@@ -169,11 +186,15 @@ pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value,
                     (name.clone(), Value::Object(c))
                 })
                 .collect();
-            return Ok(Value::Object(counts));
+            Ok(Value::Object(counts))
         }
-        _ => {}
+        req => authz(ctl.authz()?, req).await,
     }
-    let server = ctl.authz()?;
+}
+
+/// Runs a request of the authorization server.
+async fn authz(server: &AuthServer, req: Request) -> Result<Value, String> {
+    let e = |e: crate::authz::OAuthError| e.to_string();
     match req {
         Request::Mint {
             server: name,
@@ -216,15 +237,7 @@ pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value,
             (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
-        Request::ToolsDiff { .. }
-        | Request::ToolsApprove { .. }
-        | Request::ToolsCounts
-        | Request::ToolsPin { .. }
-        | Request::Lockdown { .. }
-        | Request::Unlock { .. }
-        | Request::Lockdowns => {
-            unreachable!("answered above")
-        }
+        _ => unreachable!("pins and lockdowns are answered by `execute`"),
     }
 }
 
@@ -282,17 +295,7 @@ use tokio::io::AsyncReadExt as _;
 
 /// Runs `req` in the running agent of `config`, or, when none runs, on the store itself.
 pub fn run(config: &Config, req: Request) -> Result<Value, AppError> {
-    let pins = matches!(
-        req,
-        Request::ToolsDiff { .. }
-            | Request::ToolsApprove { .. }
-            | Request::ToolsCounts
-            | Request::ToolsPin { .. }
-            | Request::Lockdown { .. }
-            | Request::Unlock { .. }
-            | Request::Lockdowns
-    );
-    if !pins && config.authorization_server.is_none() {
+    if req.for_authz() && config.authorization_server.is_none() {
         return Err(AppError::Authz(
             "the config has no `authorization_server` (Moat's own issuer)".into(),
         ));

@@ -141,16 +141,7 @@ async fn read_as(
                 Some(Box::new(JudgedStream::new(what, guard.clone()))),
             )),
             Some("application/json") => {
-                let (mut parts, body) = resp.into_parts();
-                let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
-                let bytes = judged::read_json(what, guard, &bytes, record)
-                    .map_err(ProxyError::UpstreamUnreadable)?;
-                parts.headers.remove(header::CONTENT_LENGTH);
-                let status = parts.status.as_u16();
-                Ok(Answer::Whole {
-                    resp: Response::from_parts(parts, full(bytes)),
-                    upstream: status,
-                })
+                rebuilt(site, resp, |b| judged::read_json(what, guard, b, record)).await
             }
             other => Err(ProxyError::UpstreamUnreadable(format!(
                 "a {} result of content type {}",
@@ -177,16 +168,7 @@ async fn read_as(
             Some(Box::new(ListStream::new(read))),
         )),
         Some("application/json") => {
-            let (mut parts, body) = resp.into_parts();
-            let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
-            let bytes = filter::read_whole(&read, &bytes, record)
-                .map_err(ProxyError::UpstreamUnreadable)?;
-            parts.headers.remove(header::CONTENT_LENGTH);
-            let status = parts.status.as_u16();
-            Ok(Answer::Whole {
-                resp: Response::from_parts(parts, full(bytes)),
-                upstream: status,
-            })
+            rebuilt(site, resp, |b| filter::read_whole(&read, b, record)).await
         }
         other => Err(ProxyError::UpstreamUnreadable(format!(
             "a {} result of content type {}",
@@ -194,6 +176,23 @@ async fn read_as(
             other.unwrap_or("(none)")
         ))),
     }
+}
+
+/// A JSON result read whole (within the upstream's time) and passed on as `read` makes it.
+async fn rebuilt(
+    site: &Site,
+    resp: Response<pool::Body>,
+    read: impl FnOnce(&[u8]) -> Result<Bytes, String>,
+) -> Result<Answer, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
+    let bytes = read(&bytes).map_err(ProxyError::UpstreamUnreadable)?;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let status = parts.status.as_u16();
+    Ok(Answer::Whole {
+        resp: Response::from_parts(parts, full(bytes)),
+        upstream: status,
+    })
 }
 
 /// Moat asks the upstream for unencoded responses; an encoded one is not passed on (Moat could

@@ -177,3 +177,24 @@ impl super::Host {
             .expect("the admin listener answers")
     }
 }
+
+/// Opens an MCP session at `addr` with raw requests (`initialize`, then
+/// `notifications/initialized`, each with `extra_headers`); the header lines (each ending in
+/// \r\n) that carry the session on the next requests, `extra_headers` included.
+pub fn mcp_session(addr: SocketAddr, extra_headers: &str) -> String {
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let r = exchange(addr, &post(addr, init, extra_headers)).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session id")
+        .trim()
+        .to_string();
+    let h =
+        format!("{extra_headers}mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    exchange(addr, &post(addr, note, &h)).unwrap();
+    h
+}
