@@ -97,7 +97,8 @@ fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("give --all"));
 }
 
-/// A call in flight (its answer streaming) is cut when everything is locked down.
+/// A call in flight (its answer streaming) and the session's open event stream are cut when
+/// everything is locked down.
 #[test]
 fn a_lockdown_cuts_a_call_in_flight() {
     use std::io::{BufRead as _, BufReader, Write as _};
@@ -107,6 +108,17 @@ fn a_lockdown_cuts_a_call_in_flight() {
     host.start_agent();
     let dst = host.addr();
     let h = mcp_session(dst, "");
+    // The session's own event stream (GET), left open.
+    let g = std::net::TcpStream::connect(dst).unwrap();
+    write!(
+        &g,
+        "GET /mcp HTTP/1.1\r\nhost: {dst}\r\naccept: text/event-stream\r\n{h}\r\n"
+    )
+    .unwrap();
+    let mut stream = BufReader::new(&g);
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
     // The call: its answer is an event stream that stays open for 20 s.
     let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":20000}}}"#;
     let s = std::net::TcpStream::connect(dst).unwrap();
@@ -143,6 +155,18 @@ fn a_lockdown_cuts_a_call_in_flight() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!seen.contains("slept"), "the call was answered: {seen}");
+    // The GET stream ends too.
+    g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        line.clear();
+        let n = stream
+            .read_line(&mut line)
+            .expect("the GET stream ends before the read timeout");
+        if n == 0 || line == "0\r\n" {
+            break;
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
     let cut = host.wait_audit("the cut call", |r| {
         r["kind"] == "request" && r["mcp"]["tool"] == "sleep"
     });
