@@ -1,6 +1,7 @@
 //! `moat status`: what is attached and counted, read from the pins alone (so it works while
 //! the agent is down), an agent running unprotected, and per server with `integrity` on how
-//! its entries stand against their pins (from the running agent).
+//! its entries stand against their pins, and the lockdowns in force (both from the running
+//! agent).
 use std::path::Path;
 
 use agent_common::HOST_COUNTERS;
@@ -33,6 +34,12 @@ pub fn status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppError> 
             Some(Err(e)) => json!({ "error": e }),
             None => json!({ "error": "no agent answers on the control socket" }),
         };
+    }
+    // The lockdowns in force, as the running agent has them.
+    if let Some(Ok(l)) =
+        config.and_then(|c| crate::control::ask(c, &crate::control::Request::Lockdowns))
+    {
+        s["lockdowns"] = l;
     }
     Ok(s)
 }
@@ -99,6 +106,14 @@ fn kernel_status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppErro
 /// Human-readable status.
 pub fn status_text(s: &Value) -> String {
     let mut out = kernel_status_text(s);
+    for l in s["lockdowns"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "LOCKED DOWN: {} (by {}, reason: {:?}); `moat unlock` lifts it\n",
+            l["scope"].as_str().unwrap_or("?"),
+            l["by"].as_str().unwrap_or("?"),
+            l["reason"].as_str().unwrap_or(""),
+        ));
+    }
     if let Some(Value::Object(servers)) = s.get("integrity") {
         out.push_str(&format!(
             "{:<20} {:>8} {:>8} {:>8} {:>8}   (tool integrity)\n",
@@ -213,7 +228,15 @@ mod tests {
             "{text}"
         );
         let s = json!({"bpffs": "/x", "attached": false,
+            "lockdowns": [{"scope": "server/files", "by": "uid 0 (root)", "reason": "incident"}],
             "integrity": {"error": "no agent answers on the control socket"}});
+        assert!(
+            status_text(&s).contains(
+                "LOCKED DOWN: server/files (by uid 0 (root), reason: \"incident\"); `moat unlock` lifts it\n"
+            ),
+            "{}",
+            status_text(&s)
+        );
         assert!(
             status_text(&s).contains("  unknown: no agent answers on the control socket\n"),
             "{}",

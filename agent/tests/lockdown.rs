@@ -75,6 +75,7 @@ fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
         .map(|l| l["scope"].as_str().unwrap())
         .collect();
     assert_eq!(scopes, ["server/files", "server/mail"], "{list}");
+    assert_eq!(host.status()["lockdowns"], list, "moat status shows them");
 
     // The agent restarts: still locked down.
     host.stop_agent();
