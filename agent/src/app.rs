@@ -166,8 +166,8 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let admin = Admin::new(&config);
     // The store holds what survives restarts: lockdowns always, grants and pins when used.
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
-    let authz = crate::authz::open(&config, Some(store.clone()))?;
-    let guards = crate::integrity::guards(&config, Some(&store))?;
+    let authz = crate::authz::open(&config, store.clone())?;
+    let guards = crate::integrity::guards(&config, &store)?;
     let lockdowns = Arc::new(Lockdowns::open(store.clone())?);
     let local = authz.as_ref().map(|a| {
         let r = a.revocations();

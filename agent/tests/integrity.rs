@@ -62,23 +62,6 @@ fn call(host: &Host, tool: &str, expect_error: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn moat_tools(host: &Host, args: &[&str]) -> Value {
-    let out = Command::new(MOAT)
-        .arg("tools")
-        .arg(args[0])
-        .arg("-c")
-        .arg(&host.config)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "moat tools {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn calls(log: &PathBuf) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -118,7 +101,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     host.start_agent();
 
     // The operator asks the server what it offers (Moat lists it as a client would).
-    let offer = moat_tools(&host, &["pin", "--server", "files"]);
+    let offer = host.moat_json(&["tools", "pin"], &["--server", "files"]);
     let states: Vec<(&str, &str)> = offer
         .as_array()
         .unwrap()
@@ -146,7 +129,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     assert_eq!(refused["pins"][0]["state"], "unpinned", "{refused}");
 
     // The operator reviews what the server offers, and approves it.
-    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let diff = host.moat_json(&["tools", "diff"], &["--server", "files"]);
     let names: Vec<&str> = diff
         .as_array()
         .unwrap()
@@ -166,7 +149,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
             .unwrap()
             .contains("Adds two numbers.")
     );
-    let approved = moat_tools(&host, &["approve", "--server", "files", "--all"]);
+    let approved = host.moat_json(&["tools", "approve"], &["--server", "files", "--all"]);
     assert_eq!(approved.as_array().unwrap().len(), 2, "{approved}");
     let pinned = integrity_records(&host, "pinned", 2);
     assert_eq!(pinned.len(), 2, "{pinned:?}");
@@ -243,7 +226,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
     }
 
     // Approving the new definition is an explicit, audited act.
-    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let diff = host.moat_json(&["tools", "diff"], &["--server", "files"]);
     let add = diff
         .as_array()
         .unwrap()
@@ -252,7 +235,7 @@ fn rug_pull_is_hidden_and_refused(json_responses: bool) {
         .unwrap();
     assert_eq!(add["state"], "changed", "{diff}");
     assert_ne!(add["pinned"], add["seen"], "{diff}");
-    moat_tools(&host, &["approve", "--server", "files", "add"]);
+    host.moat_json(&["tools", "approve"], &["--server", "files", "add"]);
     let r = call(&host, "add", false);
     assert_eq!(r["tools"], json!(["add"]), "{r}");
     let pinned = integrity_records(&host, "pinned", 3).pop().unwrap();
@@ -638,7 +621,7 @@ fn changed_instructions_never_reach_the_client() {
         json!(["model_directive", "sensitive_reference"]),
         "{init}"
     );
-    let diff = moat_tools(&host, &["diff", "--server", "files"]);
+    let diff = host.moat_json(&["tools", "diff"], &["--server", "files"]);
     let i = diff
         .as_array()
         .unwrap()
@@ -647,7 +630,10 @@ fn changed_instructions_never_reach_the_client() {
         .unwrap();
     assert_eq!(i["state"], "changed", "{diff}");
     // Approved, they pass again.
-    moat_tools(&host, &["approve", "--server", "files", "instructions"]);
+    host.moat_json(
+        &["tools", "approve"],
+        &["--server", "files", "instructions"],
+    );
     let r = call(&host, "echo", false);
     assert!(
         r["instructions"].as_str().unwrap().contains("IMPORTANT"),

@@ -10,23 +10,7 @@ use std::{
 };
 
 use common::*;
-use serde_json::{Value, json};
-
-fn moat(host: &Host, args: &[&str]) -> Value {
-    let out = Command::new(MOAT)
-        .arg(args[0])
-        .arg("-c")
-        .arg(&host.config)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "moat {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use serde_json::json;
 
 fn ping(host: &Host) -> Reply {
     let dst = host.addr();
@@ -42,9 +26,9 @@ fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
     assert_eq!(ping(&host).status, 200);
     let forwarded = upstream.count();
 
-    let locked = moat(
-        &host,
-        &["lockdown", "--server", "files", "--reason", "incident 42"],
+    let locked = host.moat_json(
+        &["lockdown"],
+        &["--server", "files", "--reason", "incident 42"],
     );
     assert_eq!(locked["locked"], "server/files", "{locked}");
     let r = ping(&host);
@@ -66,8 +50,8 @@ fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
     assert_eq!(refused["error"], "locked down by an operator", "{refused}");
 
     // A lockdown of another server stops nothing here; the list shows both.
-    moat(&host, &["lockdown", "--server", "mail"]);
-    let list = moat(&host, &["lockdown"]);
+    host.moat_json(&["lockdown"], &["--server", "mail"]);
+    let list = host.moat_json(&["lockdown"], &[]);
     let scopes: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -82,7 +66,7 @@ fn a_lockdown_stops_requests_at_once_survives_a_restart_and_is_lifted() {
     host.start_agent();
     assert_eq!(ping(&host).status, 503);
 
-    let lifted = moat(&host, &["unlock", "--server", "files"]);
+    let lifted = host.moat_json(&["unlock"], &["--server", "files"]);
     assert_eq!(lifted["was_locked"], true, "{lifted}");
     assert_eq!(ping(&host).status, 200);
     host.wait_audit("unlocked", |r| {
@@ -139,7 +123,7 @@ fn a_lockdown_cuts_a_call_in_flight() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    moat(&host, &["lockdown", "--all", "--reason", "stop everything"]);
+    host.moat_json(&["lockdown"], &["--all", "--reason", "stop everything"]);
     // The response (chunked) ends at once: its last chunk comes, without the call's answer.
     let started = Instant::now();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

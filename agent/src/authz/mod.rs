@@ -257,19 +257,14 @@ impl AuthServer {
     }
 }
 
-/// Opens the authorization server of `config`, if it has one, on `store` (opened here when
-/// not given).
+/// Opens the authorization server of `config`, if it has one, on `store`.
 pub fn open(
     config: &Config,
-    store: Option<Arc<Store>>,
+    store: Arc<Store>,
 ) -> Result<Option<Arc<AuthServer>>, crate::error::AppError> {
     if config.authorization_server.is_none() {
         return Ok(None);
     }
-    let store = match store {
-        Some(s) => s,
-        None => Arc::new(Store::open(&config.agent.state_dir)?),
-    };
     let server = AuthServer::new(config, store).map_err(crate::error::AppError::Authz)?;
     Ok(server.map(Arc::new))
 }

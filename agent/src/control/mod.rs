@@ -331,8 +331,8 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
     let _lock = crate::instance::lock(&config.agent.state_dir)?;
     let store = Arc::new(crate::store::Store::open(&config.agent.state_dir)?);
     let ctl = Control {
-        authz: crate::authz::open(config, Some(store.clone()))?,
-        guards: crate::integrity::guards(config, Some(&store))?,
+        authz: crate::authz::open(config, store.clone())?,
+        guards: crate::integrity::guards(config, &store)?,
         lockdowns: Arc::new(Lockdowns::open(store.clone())?),
     };
     tokio::runtime::Builder::new_current_thread()

@@ -275,36 +275,48 @@ impl Reader for ListStream {
         record: &mut RequestRecord,
         out: &mut VecDeque<Bytes>,
     ) -> Result<(), String> {
-        let blocks = self.parser.push_blocks(&data).map_err(|e| e.to_string())?;
-        for block in blocks {
-            // Priming events (an id and empty data) carry no message.
-            let Some(event) = block.event.as_ref().filter(|e| !e.data.is_empty()) else {
-                out.push_back(block.raw.into());
-                continue;
-            };
-            let mut v: Value = serde_json::from_str(&event.data).map_err(|e| {
-                format!(
-                    "an event of the {} result is not JSON: {e}",
-                    self.read.list.method().spec().name
-                )
-            })?;
+        let method = self.read.list.method().spec().name;
+        rewrite_events(&mut self.parser, &data, method, out, |v| {
             let is_answer = |m: &Value| m.get("method").is_none() && m.get("id").is_some();
-            let answer = match &v {
+            let answer = match &*v {
                 Value::Array(ms) => ms.iter().any(is_answer),
                 m => is_answer(m),
             };
-            if read_noted(&self.read, &mut v, record) {
-                out.push_back(block.with_data(&v.to_string()).into());
-            } else {
-                out.push_back(block.raw.into());
-            }
+            let rebuilt = read_noted(&self.read, v, record);
             if answer {
                 // The list has passed: the client may hang up now.
                 record.complete();
             }
-        }
-        Ok(())
+            rebuilt
+        })
     }
+}
+
+/// Reads each complete event of `data` (a chunk of the `method` result's stream) with `read`,
+/// which may change its message and says whether it did: a changed message is passed on
+/// rebuilt, the rest as they came; comments, ids and events without data (priming events)
+/// pass unchanged. An event that is not JSON ends the stream.
+pub(super) fn rewrite_events(
+    parser: &mut SseParser,
+    data: &[u8],
+    method: &str,
+    out: &mut VecDeque<Bytes>,
+    mut read: impl FnMut(&mut Value) -> bool,
+) -> Result<(), String> {
+    for block in parser.push_blocks(data).map_err(|e| e.to_string())? {
+        let Some(event) = block.event.as_ref().filter(|e| !e.data.is_empty()) else {
+            out.push_back(block.raw.into());
+            continue;
+        };
+        let mut v: Value = serde_json::from_str(&event.data)
+            .map_err(|e| format!("an event of the {method} result is not JSON: {e}"))?;
+        if read(&mut v) {
+            out.push_back(block.with_data(&v.to_string()).into());
+        } else {
+            out.push_back(block.raw.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

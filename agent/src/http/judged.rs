@@ -9,7 +9,10 @@ use std::{collections::VecDeque, sync::Arc};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{body::Reader, filter::MAX};
+use super::{
+    body::Reader,
+    filter::{MAX, rewrite_events},
+};
 use crate::{audit::RequestRecord, integrity::Guard, mcp::SseParser};
 
 /// The result read.
@@ -112,21 +115,11 @@ impl Reader for JudgedStream {
         record: &mut RequestRecord,
         out: &mut VecDeque<Bytes>,
     ) -> Result<(), String> {
-        let blocks = self.parser.push_blocks(&data).map_err(|e| e.to_string())?;
-        for block in blocks {
-            let Some(event) = block.event.as_ref().filter(|e| !e.data.is_empty()) else {
-                out.push_back(block.raw.into());
-                continue;
-            };
-            let mut v: Value = serde_json::from_str(&event.data).map_err(|e| {
-                format!(
-                    "an event of the {} result is not JSON: {e}",
-                    self.what.method()
-                )
-            })?;
-            judge(self.what, &self.guard, &mut v, record);
-            out.push_back(block.with_data(&v.to_string()).into());
-        }
-        Ok(())
+        let (what, guard) = (self.what, &self.guard);
+        // Always rebuilt: the client reads what was judged.
+        rewrite_events(&mut self.parser, &data, what.method(), out, |v| {
+            judge(what, guard, v, record);
+            true
+        })
     }
 }

@@ -130,9 +130,16 @@ impl Proxy {
                 let revoked = principal
                     .as_ref()
                     .and_then(|p| site.auth.as_ref()?.revoked(p));
+                // Only an event stream stays open long enough to need cutting: the rest of
+                // the answers go without the lockdown's watch (and its allocation).
+                let stream = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
                 let locked = site
                     .lockdowns
                     .as_ref()
+                    .filter(|_| stream)
                     .map(|l| l.cut(site.name.clone(), principal));
                 let cut: Option<crate::auth::Revoked> = match (revoked, locked) {
                     (Some(r), Some(l)) => Some(Box::pin(async move {

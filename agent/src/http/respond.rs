@@ -129,12 +129,16 @@ async fn read_as(
         });
     }
     let content_type = content_type(resp.headers());
-    let judged = messages.iter().find_map(|m| match m.call() {
-        Some(Method::Initialize) => Some(Judged::Instructions),
-        Some(Method::ResourcesTemplatesList) => Some(Judged::Templates),
-        _ => None,
+    // Only servers with pins read these results.
+    let judged = site.integrity.as_ref().and_then(|guard| {
+        let what = messages.iter().find_map(|m| match m.call() {
+            Some(Method::Initialize) => Some(Judged::Instructions),
+            Some(Method::ResourcesTemplatesList) => Some(Judged::Templates),
+            _ => None,
+        })?;
+        Some((what, guard))
     });
-    if let (Some(what), Some(guard)) = (judged, &site.integrity) {
+    if let Some((what, guard)) = judged {
         return match content_type.as_deref() {
             Some("text/event-stream") => Ok(Answer::streamed(
                 resp,

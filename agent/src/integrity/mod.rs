@@ -29,12 +29,9 @@ use crate::{config::Config, config::IntegrityMode, store::Store};
 /// any is).
 pub fn guards(
     config: &Config,
-    store: Option<&Arc<Store>>,
+    store: &Arc<Store>,
 ) -> Result<HashMap<String, Arc<Guard>>, crate::store::StoreError> {
     let mut out = HashMap::new();
-    let Some(store) = store else {
-        return Ok(out);
-    };
     let offers = Arc::new(shadowing::Offers::default());
     for s in &config.servers {
         if s.integrity.mode != IntegrityMode::Off {

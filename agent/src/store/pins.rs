@@ -78,14 +78,7 @@ impl Pins<'_> {
         name: &str,
         pin: &Pin,
     ) -> Result<Option<Pin>, StoreError> {
-        let key = key(server, kind, name);
-        check_key("pinned name", &key)?;
-        self.0.write(|w| {
-            let mut t = w.table(PINS)?;
-            let old = get::<Pin>(&t, &key, w.path)?;
-            put(&mut t, &key, pin, w.path)?;
-            Ok(old)
-        })
+        self.write(server, kind, name, pin, true)
     }
 
     /// Pins `name` unless it has a pin already (trust on first use: the first definition
@@ -97,12 +90,23 @@ impl Pins<'_> {
         name: &str,
         pin: &Pin,
     ) -> Result<Option<Pin>, StoreError> {
+        self.write(server, kind, name, pin, false)
+    }
+
+    fn write(
+        &self,
+        server: &str,
+        kind: &str,
+        name: &str,
+        pin: &Pin,
+        replace: bool,
+    ) -> Result<Option<Pin>, StoreError> {
         let key = key(server, kind, name);
         check_key("pinned name", &key)?;
         self.0.write(|w| {
             let mut t = w.table(PINS)?;
             let old = get::<Pin>(&t, &key, w.path)?;
-            if old.is_none() {
+            if replace || old.is_none() {
                 put(&mut t, &key, pin, w.path)?;
             }
             Ok(old)

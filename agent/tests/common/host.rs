@@ -401,6 +401,23 @@ impl Host {
             .flatten()
     }
 
+    /// `moat COMMAND... -c <config> ARGS...`, which must succeed; its JSON output.
+    pub fn moat_json(&self, command: &[&str], args: &[&str]) -> Value {
+        let out = Command::new(MOAT)
+            .args(command)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "moat {command:?} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn status(&self) -> Value {
         self.try_status().expect("moat status --json works")
     }
