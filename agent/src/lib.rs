@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod authz;
 mod background;
+mod behaviour;
 mod config;
 mod conn_limits;
 pub mod control;

@@ -2,6 +2,7 @@
 mod audit;
 mod auth;
 mod authz;
+mod behaviour;
 mod host;
 mod integrity;
 mod policy;
@@ -17,6 +18,7 @@ use std::{
 pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
 pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
+pub use behaviour::{Behaviour, BehaviourMode};
 pub use host::HostAddrs;
 pub use integrity::{Integrity, IntegrityMode};
 pub use policy::{Policy, PolicyMode};

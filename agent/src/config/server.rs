@@ -9,6 +9,7 @@ use std::{
 use super::{
     HostAddrs,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
+    behaviour::{Behaviour, read_behaviour},
     integrity::{Integrity, read_integrity},
     policy::{Policy, read_policy},
     values::{absolute_path, string_list, url_path},
@@ -45,6 +46,8 @@ pub struct Server {
     pub rate_limits: RateLimits,
     /// What the server offers, checked against pins.
     pub integrity: Integrity,
+    /// Each subject's requests, compared with its baseline.
+    pub behaviour: Behaviour,
 }
 
 /// Requests per minute; None: no limit. Counted for JSON-RPC requests (not notifications).
@@ -191,6 +194,7 @@ const SERVER_KEYS: &[&str] = &[
     "policy",
     "rate_limits",
     "integrity",
+    "behaviour",
     "dangerous",
 ];
 
@@ -317,6 +321,15 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         Some(v) => read_integrity(v, r),
         None => Some(Integrity::default()),
     };
+    let behaviour = match m.get("behaviour") {
+        Some(v) => {
+            if auth.as_ref().is_some_and(Option::is_none) {
+                r.add(v, "`behaviour` is learned per subject, which needs `auth`");
+            }
+            read_behaviour(v, r)
+        }
+        None => Some(Behaviour::default()),
+    };
     Some(Server {
         name: name?,
         port: port?,
@@ -337,6 +350,7 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         policy: policy?,
         rate_limits: rate_limits?,
         integrity: integrity?,
+        behaviour: behaviour?,
     })
 }
 

@@ -17,6 +17,7 @@
 //! | `signing_keys` | kid | [`keys::KeyRecord`] (PKCS#8 PEM) | [`keys`] |
 //! | `pins` | `server/kind/name` | [`pins::Pin`] | [`pins`] |
 //! | `lockdowns` | `all`, `server/NAME`, `sub/SUB`, `client/ID` | [`lockdowns::Lockdown`] | [`lockdowns`] |
+//! | `baselines` | `server/sub/SUB`, `server/client/ID` | [`baselines::Baseline`] | [`baselines`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
 //! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
@@ -49,6 +50,7 @@ use serde::{Deserialize, Serialize};
 use db::{Db as _, from_redb};
 use record::Record;
 
+pub mod baselines;
 pub mod clients;
 pub mod consents;
 mod db;
@@ -63,7 +65,7 @@ pub mod sealed;
 pub mod users;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use db::Store;
 pub use error::StoreError;
@@ -177,6 +179,7 @@ impl Store {
             users::init(w)?;
             pins::init(w)?;
             lockdowns::init(w)?;
+            baselines::init(w)?;
             keys::init(w)
         })
     }

@@ -21,7 +21,7 @@ mod keys;
 mod users;
 
 /// A state directory of its own for one test, removed when it ends.
-pub(super) struct Dir(PathBuf);
+pub(crate) struct Dir(PathBuf);
 
 impl Dir {
     pub fn new(name: &str) -> Self {
