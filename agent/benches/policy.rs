@@ -134,6 +134,7 @@ fn tool_call<'a>(
         now: SystemTime::now(),
         listing: false,
         integrity: None,
+        behaviour: None,
     }
 }
 

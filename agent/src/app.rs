@@ -11,6 +11,7 @@ use crate::{
         upstream::{Credential, UpstreamKeys},
     },
     background,
+    behaviour::Monitor,
     config::{Config, HostAddrs, Issuer, UpstreamAuth},
     error::AppError,
     events,
@@ -33,14 +34,22 @@ struct Loaded {
     upstream_keys: Option<Arc<UpstreamKeys>>,
 }
 
+/// What the sites share that lives in the store: pins, baselines, lockdowns (none for `moat
+/// check`).
+#[derive(Default)]
+struct Kept {
+    guards: HashMap<String, Arc<Guard>>,
+    monitors: HashMap<String, Arc<Monitor>>,
+    lockdowns: Option<Arc<Lockdowns>>,
+}
+
 /// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
 /// check` (`run` false) nothing is created in the state directory. Requests are counted in
 /// `metrics`, when given.
 fn load_sites(
     config: &Config,
     run: bool,
-    guards: &HashMap<String, Arc<Guard>>,
-    lockdowns: Option<&Arc<Lockdowns>>,
+    kept: &Kept,
     metrics: Option<&Metrics>,
     local: Option<(
         &auth::SharedKeys,
@@ -140,8 +149,9 @@ fn load_sites(
                     policy,
                     metrics.map_or_else(ServerMetrics::default, |m| m.server(&s.name)),
                 )
-                .with_integrity(guards.get(&s.name).cloned())
-                .with_lockdowns(lockdowns.cloned()),
+                .with_integrity(kept.guards.get(&s.name).cloned())
+                .with_behaviour(kept.monitors.get(&s.name).cloned())
+                .with_lockdowns(kept.lockdowns.clone()),
             ),
         );
     }
@@ -167,8 +177,12 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     // The store holds what survives restarts: lockdowns always, grants and pins when used.
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
     let authz = crate::authz::open(&config, store.clone())?;
-    let guards = crate::integrity::guards(&config, &store)?;
-    let lockdowns = Arc::new(Lockdowns::open(store.clone())?);
+    let kept = Kept {
+        guards: crate::integrity::guards(&config, &store)?,
+        monitors: crate::behaviour::monitors(&config, &store),
+        lockdowns: Some(Arc::new(Lockdowns::open(store.clone())?)),
+    };
+    let (guards, lockdowns) = (&kept.guards, kept.lockdowns.clone().expect("opened above"));
     let local = authz.as_ref().map(|a| {
         let r = a.revocations();
         (a.signer().keys(), r.check(), r.watch())
@@ -180,8 +194,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     } = load_sites(
         &config,
         true,
-        &guards,
-        Some(&lockdowns),
+        &kept,
         Some(&admin.metrics),
         local.as_ref().map(|(k, r, w)| (k, r, w)),
     )?;
@@ -233,6 +246,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         authz,
         guards: guards.clone(),
         lockdowns: lockdowns.clone(),
+        monitors: kept.monitors.clone(),
     };
     let control_task = Some(crate::control::serve(&config.agent.state_dir, Arc::new(ctl)).await?);
     // Key fetchers and rotation run on this thread for the agent's lifetime.
@@ -287,6 +301,8 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let reload_task = tokio::spawn(background::reload_certs(sites.clone(), audit.clone()));
     let policy_task = tokio::spawn(background::reload_policies(sites.clone(), audit.clone()));
     let recheck_tasks = background::recheck_integrity(&sites, &upstream);
+    let baselines_task = (!kept.monitors.is_empty())
+        .then(|| tokio::spawn(background::write_baselines(kept.monitors.clone())));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let n = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let serve::Workers { threads, handoff } =
@@ -318,6 +334,11 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     }
     reload_task.abort();
     policy_task.abort();
+    if let Some(t) = baselines_task {
+        t.abort();
+    }
+    // What the baselines learned since they were last written.
+    background::flush_baselines(&kept.monitors);
     key_tasks
         .iter()
         .chain(&recheck_tasks)
@@ -407,7 +428,7 @@ fn this_host(mode: Mode) -> Result<HostAddrs, AppError> {
 pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
-    load_sites(&c, false, &HashMap::new(), None, None, None)?;
+    load_sites(&c, false, &Kept::default(), None, None)?;
     crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",

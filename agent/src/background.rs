@@ -1,13 +1,14 @@
 //! What runs beside the proxy for the agent's lifetime: certificate and policy reloads (each
-//! outcome logged and audited), upstream signing key rotation, and Moat's own checks of what
-//! servers with `integrity` on offer.
-use std::sync::Arc;
+//! outcome logged and audited), upstream signing key rotation, Moat's own checks of what
+//! servers with `integrity` on offer, and the writing of behaviour baselines to the store.
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use serde_json::json;
 
 use crate::{
     audit::{self, AuditLog},
     auth::upstream::UpstreamKeys,
+    behaviour::Monitor,
     integrity::{fetch, guard::Asker, recheck},
     policy::Reloaded,
     serve::Sites,
@@ -130,4 +131,28 @@ pub fn recheck_integrity(
             Some(tokio::spawn(recheck::run(guard, every)))
         })
         .collect()
+}
+
+/// How often what the baselines learned is written to the store (and at the agent's stop).
+const BASELINES_EVERY: Duration = Duration::from_secs(30);
+
+/// Writes the baselines' changes to the store every [`BASELINES_EVERY`].
+pub async fn write_baselines(monitors: HashMap<String, Arc<Monitor>>) {
+    let mut tick = tokio::time::interval(BASELINES_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let m = monitors.clone();
+        let _ = tokio::task::spawn_blocking(move || flush_baselines(&m)).await;
+    }
+}
+
+/// Writes the baselines changed since they were last written; a failure is logged, and they
+/// are written next time.
+pub fn flush_baselines(monitors: &HashMap<String, Arc<Monitor>>) {
+    for (name, m) in monitors {
+        if let Err(e) = m.flush() {
+            tracing::warn!(server = %name, "writing behaviour baselines: {e}; tried again later");
+        }
+    }
 }

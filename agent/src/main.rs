@@ -103,6 +103,10 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// What each user (or OAuth client) usually does, learned per server with `behaviour`
+    /// on, and the signals its requests raised.
+    #[command(subcommand)]
+    Behaviour(BehaviourCommand),
     /// Lift a lockdown.
     Unlock {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
@@ -219,6 +223,30 @@ impl ScopeArgs {
             _ => None,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum BehaviourCommand {
+    /// A user's (--sub) or OAuth client's (--client) baseline and recent signals (JSON).
+    Show {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        #[command(flatten)]
+        who: WhoArgs,
+        /// One server (default: every server with `behaviour` on).
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+/// Whose baseline: one of these.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct WhoArgs {
+    #[arg(long, allow_hyphen_values = true)]
+    sub: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    client: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -528,6 +556,18 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             Some(scope) => control_print(&config, Request::Lockdown { scope, reason }),
             None => control_print(&config, Request::Lockdowns),
         },
+        Command::Behaviour(BehaviourCommand::Show {
+            config,
+            who: WhoArgs { sub, client },
+            server,
+        }) => control_print(
+            &config,
+            Request::Behaviour {
+                server,
+                sub,
+                client,
+            },
+        ),
         Command::Unlock { config, scope } => match scope.scope() {
             Some(scope) => control_print(&config, Request::Unlock { scope }),
             None => Err(AppError::NoScope),

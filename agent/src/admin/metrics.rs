@@ -28,7 +28,8 @@ use super::state::AgentState;
 use crate::{
     audit::{Finished, Observer},
     auth::{AuthError, Invalid},
-    config::{Config, PolicyMode, RateLimits},
+    behaviour::{Signal, Signals},
+    config::{BehaviourMode, Config, PolicyMode, RateLimits},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -171,6 +172,12 @@ struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    server: Arc<str>,
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -220,6 +227,8 @@ struct Counted {
     /// By mode (enforce / shadow), then effect (allow / deny).
     policy: [[Counter; 2]; 2],
     rate_limited: Counter,
+    /// By [`Signal::ALL`].
+    signals: Vec<Counter>,
 }
 
 impl Counted {
@@ -275,6 +284,15 @@ impl ServerMetrics {
             c.rate_limited.inc();
         }
     }
+
+    /// The signals a request raised against its subject's baseline.
+    pub fn behaviour_signals(&self, signals: Signals) {
+        if let Some(c) = &self.0 {
+            for s in signals.iter() {
+                c.signals[s as usize].inc();
+            }
+        }
+    }
 }
 
 /// The registry of every metric, and each server's counters.
@@ -297,6 +315,7 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         let policy = Family::<PolicyLabels, Counter>::default();
         let rate_limited = Family::<ServerLabels, Counter>::default();
+        let signals = Family::<SignalLabels, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests to protected servers, by JSON-RPC method and whether Moat let them through",
@@ -327,6 +346,11 @@ impl Metrics {
             "rate_limited_requests",
             "Requests refused for going over a rate limit",
             rate_limited.clone(),
+        );
+        registry.register(
+            "behaviour_signals",
+            "Signals raised by requests against their subject's baseline, by signal",
+            signals.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
         let connections = ConnectionMetrics {
@@ -423,6 +447,17 @@ impl Metrics {
                             server: server.clone(),
                         })
                     }),
+                    signals: Signal::ALL
+                        .iter()
+                        .map(|sig| {
+                            series(s.behaviour.mode != BehaviourMode::Off, &|| {
+                                signals.get_or_create_owned(&SignalLabels {
+                                    server: server.clone(),
+                                    signal: sig.name(),
+                                })
+                            })
+                        })
+                        .collect(),
                 };
                 (s.name.clone(), ServerMetrics(Some(Arc::new(counted))))
             })

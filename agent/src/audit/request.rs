@@ -16,7 +16,10 @@ use serde::Serialize;
 use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
-use crate::vocab::{Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal};
+use crate::{
+    behaviour::Assessment,
+    vocab::{Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal},
+};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -121,6 +124,9 @@ struct Fields {
     /// What the pins said: of a call's target, and of each listed entry they do not vouch for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pins: Vec<PinCheck>,
+    /// How the request compared with its subject's baseline (`behaviour` on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    behaviour: Option<Assessment>,
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -171,6 +177,7 @@ impl RequestRecord {
                 tools_listed: None,
                 hidden: Vec::new(),
                 pins: Vec::new(),
+                behaviour: None,
                 outcome: Outcome::Open,
                 error: None,
                 ms: 0.0,
@@ -211,6 +218,11 @@ impl RequestRecord {
     /// What was decided (a denial in shadow mode was recorded, not enforced).
     pub fn decide(&mut self, d: Decision) {
         self.fields.decision = Some(d);
+    }
+
+    /// Notes the signals the request raised against its subject's baseline.
+    pub fn assessed(&mut self, a: Assessment) {
+        self.fields.behaviour = Some(a);
     }
 
     /// Notes what the pins said of a call's target.

@@ -82,11 +82,6 @@ impl Monitor {
         })
     }
 
-    /// Whether policies do not see the signals.
-    pub fn shadow(&self) -> bool {
-        self.shadow
-    }
-
     /// The signals `events` (one request's) raise against `sub`'s baseline.
     pub fn judge<'a>(&self, sub: &str, events: impl IntoIterator<Item = Event<'a>>) -> Assessment {
         let mut shard = self.shard(sub);

@@ -19,10 +19,12 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     authz::AuthServer,
+    behaviour::Monitor,
     config::Config,
     error::AppError,
     integrity::Guard,
     lockdown::{Lockdowns, Scope},
+    store::baselines::Whose,
 };
 
 /// Who asked, as a lockdown's audit names them: the uid, and its user name where
@@ -103,6 +105,13 @@ pub enum Request {
         scope: Scope,
     },
     Lockdowns,
+    /// A subject's or client's baselines and recent signals (`moat behaviour show`), on one
+    /// server or every server with `behaviour` on.
+    Behaviour {
+        server: Option<String>,
+        sub: Option<String>,
+        client: Option<String>,
+    },
 }
 
 impl Request {
@@ -128,6 +137,7 @@ pub struct Control {
     pub authz: Option<Arc<AuthServer>>,
     pub guards: HashMap<String, Arc<Guard>>,
     pub lockdowns: Arc<Lockdowns>,
+    pub monitors: HashMap<String, Arc<Monitor>>,
 }
 
 impl Control {
@@ -163,6 +173,30 @@ pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value,
         }
         Request::Unlock { scope } => ctl.lockdowns.unlock(&scope, caller).map_err(s),
         Request::Lockdowns => ctl.lockdowns.list().map_err(s),
+        Request::Behaviour {
+            server,
+            sub,
+            client,
+        } => {
+            let (whose, id) = match (sub, client) {
+                (Some(s), None) => (Whose::Sub, s),
+                (None, Some(c)) => (Whose::Client, c),
+                _ => return Err("give exactly one of --sub and --client".into()),
+            };
+            let mut names: Vec<&String> = match &server {
+                Some(name) => vec![ctl.monitors.get_key_value(name).map(|(k, _)| k).ok_or_else(|| {
+                    format!("no server `{name}` with `behaviour` on (mode `enforce` or `shadow`)")
+                })?],
+                None => ctl.monitors.keys().collect(),
+            };
+            names.sort();
+            Ok(Value::Array(
+                names
+                    .into_iter()
+                    .map(|n| ctl.monitors[n].show(whose, &id))
+                    .collect(),
+            ))
+        }
         Request::ToolsDiff { server } => Ok(json!(ctl.guard(&server)?.entries())),
         Request::ToolsPin { server } => {
             let guard = ctl.guard(&server)?;
@@ -334,6 +368,7 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
         authz: crate::authz::open(config, store.clone())?,
         guards: crate::integrity::guards(config, &store)?,
         lockdowns: Arc::new(Lockdowns::open(store.clone())?),
+        monitors: crate::behaviour::monitors(config, &store),
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

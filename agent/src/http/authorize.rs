@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{Site, decode::Asked, error::ProxyError};
 use crate::{
+    behaviour::Assessment,
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
     policy::{Input, Standing},
@@ -39,6 +40,7 @@ impl<T> Permitted<T> {
 
 /// One thing decided: a JSON-RPC message with a method, or the HTTP request itself (a GET of
 /// the server's stream, a DELETE of a session).
+#[derive(Clone)]
 pub struct Ask<'a> {
     pub action: &'static str,
     /// How a denial is answered.
@@ -52,7 +54,7 @@ pub struct Ask<'a> {
 
 impl<'a> Ask<'a> {
     /// Every message with a method (requests and notifications), in body order.
-    pub fn messages(decoded: &'a Decoded) -> impl Iterator<Item = Ask<'a>> {
+    pub fn messages(decoded: &'a Decoded) -> impl Iterator<Item = Ask<'a>> + Clone {
         decoded.messages.iter().filter_map(|m| {
             let (name, spec) = (m.method.as_deref()?, m.call()?.spec());
             Some(Ask {
@@ -77,19 +79,27 @@ impl<'a> Ask<'a> {
     }
 }
 
-/// Decides what `asked` asks for `principal` (None: the server has no authentication, and
-/// anyone may): the permitted request, and the decision that permitted it.
+/// Who asks, from where, and how it compares with its baseline (`behaviour`: None when off,
+/// or in shadow mode).
+pub struct Caller<'a> {
+    pub conn: &'a Conn,
+    /// None: the server has no authentication, and anyone may.
+    pub principal: Option<&'a Principal>,
+    pub session: Option<&'a str>,
+    pub behaviour: Option<&'a Assessment>,
+}
+
+/// Decides what `asked` asks for the caller: the permitted request, and the decision that
+/// permitted it.
 pub fn authorize<'a>(
     site: &Site,
-    conn: &Conn,
-    principal: Option<&Principal>,
-    session: Option<&str>,
+    caller: &Caller<'_>,
     asked: &'a Asked,
 ) -> Result<(Permitted<&'a Asked>, Decision), ProxyError> {
-    let decision = match (principal, asked) {
+    let decision = match (caller.principal, asked) {
         (None, _) => Decision::of(Effect::Allow, UNAUTHENTICATED),
-        (Some(p), Asked::Messages(d)) => decide(site, conn, p, session, Ask::messages(d))?,
-        (Some(p), Asked::Http(a)) => decide(site, conn, p, session, [Ask::http(*a)])?,
+        (Some(p), Asked::Messages(d)) => decide(site, caller, p, Ask::messages(d))?,
+        (Some(p), Asked::Http(a)) => decide(site, caller, p, [Ask::http(*a)])?,
     };
     Ok((Permitted { inner: asked }, decision))
 }
@@ -98,11 +108,11 @@ pub fn authorize<'a>(
 /// (a denial in shadow mode is only recorded, and decides). Gives the deciding decision.
 fn decide<'a>(
     site: &Site,
-    conn: &Conn,
+    caller: &Caller<'_>,
     principal: &Principal,
-    session: Option<&str>,
     asks: impl IntoIterator<Item = Ask<'a>>,
 ) -> Result<Decision, ProxyError> {
+    let conn = caller.conn;
     let limits = site.server.rate_limits;
     let engine = site.policy.as_ref().map(|live| live.current());
     let no_policy = || Decision::of(Effect::Allow, NO_POLICY);
@@ -138,7 +148,7 @@ fn decide<'a>(
             principal,
             source_ip: conn.peer.ip(),
             tls: conn.tls.as_deref(),
-            session,
+            session: caller.session,
             process: conn.process.as_deref(),
             rate,
             now,
@@ -147,6 +157,7 @@ fn decide<'a>(
                 state: p.state.as_str(),
                 markers: &p.markers,
             }),
+            behaviour: caller.behaviour,
         });
         site.metrics.policy_decision(d.allowed(), engine.mode);
         if d.allowed() {

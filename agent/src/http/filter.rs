@@ -115,6 +115,8 @@ impl Lister {
                 state: p.state.as_str(),
                 markers: &p.markers,
             }),
+            // A list entry is decided as a call to it, not as this request.
+            behaviour: None,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod answers;
 pub mod authenticate;
 pub mod authorize;
 pub mod body;
+pub mod conduct;
 pub mod decode;
 pub mod error;
 pub mod fields;
@@ -208,13 +209,28 @@ impl Proxy {
             record,
         )
         .await?;
-        let session_id = admitted.fields.session.as_deref();
-        let decided = pins::check(site, &asked, record).and_then(|()| {
-            authorize::authorize(site, conn, principal.as_deref(), session_id, &asked)
-        });
+        let at = conduct::now();
+        let judged = conduct::judge(site, principal.as_deref(), &asked, conn, at);
+        if let Some(a) = judged {
+            record.assessed(a);
+        }
+        let caller = authorize::Caller {
+            conn,
+            principal: principal.as_deref(),
+            session: admitted.fields.session.as_deref(),
+            behaviour: judged.as_ref().filter(|a| !a.shadow),
+        };
+        let decided = pins::check(site, &asked, record)
+            .and_then(|()| authorize::authorize(site, &caller, &asked));
+        if let (Some(a), Some(p)) = (&judged, &principal) {
+            conduct::settle(site, p, &asked, conn, at, a, decided.is_ok());
+        }
         let (permitted, decision) = match decided {
             Ok(p) => p,
-            Err(e) => return Err(session.refuse(&asked, e)),
+            Err(e) => {
+                conduct::lock_down(site, principal.as_deref(), &e);
+                return Err(session.refuse(&asked, e));
+            }
         };
         record.decide(decision);
         let reader = |list: List| ListRead {

@@ -9,6 +9,7 @@ use crate::{
         sessions::Sessions,
         upstream::{Credential, UpstreamKeys},
     },
+    behaviour::Monitor,
     config::Server,
     integrity::Guard,
     lockdown::Lockdowns,
@@ -41,6 +42,8 @@ pub struct Site {
     pub metrics: ServerMetrics,
     /// The pins what it offers is checked against; None: `integrity` is off.
     pub integrity: Option<Arc<Guard>>,
+    /// Each subject's requests compared with its baseline; None: `behaviour` is off.
+    pub behaviour: Option<Arc<Monitor>>,
     /// The operator's lockdowns (None: in tests of the proxy alone).
     pub lockdowns: Option<Arc<Lockdowns>>,
 }
@@ -73,6 +76,7 @@ impl Site {
             rates: Rates::default(),
             metrics,
             integrity: None,
+            behaviour: None,
             lockdowns: None,
         }
     }
@@ -80,6 +84,14 @@ impl Site {
     /// The site, its requests stopped by `lockdowns`.
     pub fn with_lockdowns(self, lockdowns: Option<Arc<Lockdowns>>) -> Self {
         Self { lockdowns, ..self }
+    }
+
+    /// The site, its requests judged by `monitor`.
+    pub fn with_behaviour(self, monitor: Option<Arc<Monitor>>) -> Self {
+        Self {
+            behaviour: monitor,
+            ..self
+        }
     }
 
     /// The site, its listings and calls checked by `guard`.

@@ -195,6 +195,15 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
                     s.markers.iter().for_each(|m| k.str(m));
                 }
             },
+            Attr::Behaviour => match input.behaviour {
+                None => k.byte(0),
+                Some(b) => {
+                    k.byte(1);
+                    k.u64(b.score.into());
+                    k.u64(b.signals.bits().into());
+                    k.byte(u8::from(b.learning));
+                }
+            },
         }
     }
     // The arguments, as tags, as far as they are read.

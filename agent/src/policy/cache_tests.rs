@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
+    behaviour::{Assessment, Signal, Signals},
     config::{Policy, PolicyMode},
     vocab::{Principal, Process},
 };
@@ -60,6 +61,7 @@ struct Req {
     at: u64,
     listing: bool,
     integrity: Option<(&'static str, Vec<&'static str>)>,
+    behaviour: Option<crate::behaviour::Assessment>,
 }
 
 /// Monday 2026-11-30 10:00 UTC.
@@ -91,6 +93,7 @@ impl Req {
             at: MON_TEN,
             listing: false,
             integrity: None,
+            behaviour: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl Req {
                 .integrity
                 .as_ref()
                 .map(|(state, markers)| Standing { state, markers }),
+            behaviour: self.behaviour.as_ref(),
         }
     }
 
@@ -251,6 +255,31 @@ fn every_context_attribute_is_in_the_key_when_read() {
         clean,
         &standing("pinned", vec![]),
         &standing("pinned", vec!["shared_name"]),
+    );
+    let judged = |signals: &[Signal], learning: bool| {
+        let signals: Signals = signals.iter().copied().collect();
+        with(|r| r.behaviour = Some(Assessment::new(signals, learning, false)))
+    };
+    let calm = "context has behaviour && !context.behaviour.learning && \
+                context.behaviour.score < 30 && !context.behaviour.signals.contains(\"off_hours\")";
+    flips("behaviour: none, calm", calm, &a, &judged(&[], false));
+    flips(
+        "behaviour: learning",
+        calm,
+        &judged(&[], false),
+        &judged(&[], true),
+    );
+    flips(
+        "behaviour: score",
+        "context has behaviour && context.behaviour.score < 30",
+        &judged(&[Signal::NewTool], false),
+        &judged(&[Signal::NewTool, Signal::NewAddress], false),
+    );
+    flips(
+        "behaviour: signals, same score",
+        calm,
+        &judged(&[Signal::NewTool], false),
+        &judged(&[Signal::OffHours], false),
     );
     // Context read whole.
     flips(
@@ -484,6 +513,7 @@ fn the_key_knows_every_context_attribute() {
             cgroup_id: 4,
         });
         r.integrity = Some(("pinned", vec![]));
+        r.behaviour = Some(Assessment::default());
     });
     let built: Vec<String> = context_pairs(&r.input(), 0, uid("Client", "c").unwrap())
         .unwrap()

@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Engine, Input};
-use crate::vocab::{Decision, HttpAction, Method, Principal, Process};
+use crate::{
+    behaviour::{Assessment, Signal, Signals},
+    vocab::{Decision, HttpAction, Method, Principal, Process},
+};
 
 /// A request as `moat policy test --request FILE` reads it (JSON).
 #[derive(Deserialize)]
@@ -31,6 +34,34 @@ pub struct Described {
     pub process: Option<Process>,
     /// How the tool or prompt stands against its pin (`context.integrity`).
     pub integrity: Option<DescribedIntegrity>,
+    /// How the request compares with the subject's baseline (`context.behaviour`).
+    pub behaviour: Option<DescribedBehaviour>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedBehaviour {
+    /// Signal names (see the README); the score is theirs unless given.
+    #[serde(default)]
+    pub signals: Vec<String>,
+    pub score: Option<u32>,
+    #[serde(default)]
+    pub learning: bool,
+}
+
+impl DescribedBehaviour {
+    fn assessment(&self) -> Result<Assessment, String> {
+        let signals: Signals = self
+            .signals
+            .iter()
+            .map(|n| Signal::by_name(n).ok_or_else(|| format!("no signal {n:?}")))
+            .collect::<Result<_, _>>()?;
+        let mut a = Assessment::new(signals, self.learning, false);
+        if let Some(score) = self.score {
+            a.score = score.min(100);
+        }
+        Ok(a)
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,6 +109,11 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
         .iter()
         .flat_map(|i| i.markers.iter().map(String::as_str))
         .collect();
+    let behaviour = d
+        .behaviour
+        .as_ref()
+        .map(DescribedBehaviour::assessment)
+        .transpose()?;
     Ok(engine.decide(&Input {
         server,
         action: match d.method.as_str() {
@@ -103,5 +139,6 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
             state: &i.state,
             markers: &markers,
         }),
+        behaviour: behaviour.as_ref(),
     }))
 }

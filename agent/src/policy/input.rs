@@ -7,7 +7,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::vocab::{Principal, Process, Target};
+use crate::{
+    behaviour::Assessment,
+    vocab::{Principal, Process, Target},
+};
 
 /// What is asked, by whom, from where.
 pub struct Input<'a> {
@@ -29,6 +32,9 @@ pub struct Input<'a> {
     pub listing: bool,
     /// How the tool or prompt stands against its pin, on a server with `integrity` on.
     pub integrity: Option<Standing<'a>>,
+    /// How the request compares with its subject's baseline, on a server with `behaviour` in
+    /// `enforce` mode.
+    pub behaviour: Option<&'a Assessment>,
 }
 
 /// A target's pin state (`pinned`, `changed`, `unpinned`) and the markers found in it.

@@ -5,7 +5,10 @@ use std::str::FromStr as _;
 use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
-use super::{Engine, SCHEMA};
+use super::{Engine, LocksDown, SCHEMA};
+
+/// The annotation of a `forbid` policy whose denial locks the caller down.
+const LOCKDOWN: &str = "lockdown";
 use crate::config::Policy;
 
 /// The engine for `config`, or every problem found, one per line.
@@ -15,7 +18,18 @@ pub fn load(config: &Policy) -> Result<Engine, String> {
     let (schema, _) =
         Schema::from_cedarschema_str(SCHEMA).map_err(|e| format!("the built-in schema: {e}"))?;
     let policies = parse(&path, &text, &schema)?;
+    let locks = policies
+        .policies()
+        .filter_map(|p| {
+            let who = match p.annotation(LOCKDOWN)? {
+                "client" => LocksDown::Client,
+                _ => LocksDown::Sub,
+            };
+            Some((p.id().to_string(), who))
+        })
+        .collect();
     Ok(Engine {
+        locks,
         index: super::index::Index::new(&policies, &super::actions())?,
         mode: config.mode,
         groups_claim: config.groups_claim.clone(),
@@ -43,6 +57,22 @@ pub fn parse(path: &str, text: &str, schema: &Schema) -> Result<PolicySet, Strin
             Some(id) => p.new_id(PolicyId::new(id)),
             None => p.clone(),
         };
+        if let Some(v) = p.annotation(LOCKDOWN) {
+            if p.effect() != cedar_policy::Effect::Forbid {
+                problems.push(format!(
+                    "{path}: policy `{}`: `@{LOCKDOWN}` is for `forbid` policies (what a permit \
+                     decides locks nothing down)",
+                    p.id()
+                ));
+            }
+            if !["", "sub", "client"].contains(&v) {
+                problems.push(format!(
+                    "{path}: policy `{}`: `@{LOCKDOWN}({v:?})`: expected `@{LOCKDOWN}` or \
+                     `@{LOCKDOWN}(\"sub\")` (the user) or `@{LOCKDOWN}(\"client\")` (the OAuth client)",
+                    p.id()
+                ));
+            }
+        }
         if let Err(e) = set.add(p) {
             problems.push(format!("{path}: {e}"));
         }

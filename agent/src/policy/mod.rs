@@ -55,9 +55,30 @@ pub struct Engine {
     cache: cache::Cache,
     /// The SHA-256 (hex) of the file the policies were read from, for the audit log.
     pub source_sha256: String,
+    /// The `forbid` policies annotated `@lockdown`, by id: what their denial locks down.
+    locks: Vec<(String, LocksDown)>,
+}
+
+/// What a `@lockdown` policy's denial locks down: the user (`@lockdown`,
+/// `@lockdown("sub")`) or its OAuth client (`@lockdown("client")`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocksDown {
+    Sub,
+    Client,
 }
 
 impl Engine {
+    /// The first policy of the denial `d` annotated `@lockdown`, and what it locks down.
+    pub fn locks_down<'d>(&self, d: &'d Decision) -> Option<(&'d str, LocksDown)> {
+        if d.allowed() {
+            return None;
+        }
+        d.policies.iter().find_map(|id| {
+            let (_, who) = self.locks.iter().find(|(l, _)| l == id)?;
+            Some((id.as_str(), *who))
+        })
+    }
+
     /// The decision for `input`: made by Cedar, or the one it made for the same request.
     pub fn decide(&self, input: &Input<'_>) -> Decision {
         self.decide_with(input, true)
@@ -245,6 +266,21 @@ fn context_pairs(
         ])
         .map_err(|e| e.to_string())?;
         context.push(("integrity".into(), integrity));
+    }
+    if let Some(b) = input.behaviour {
+        let behaviour = RestrictedExpression::new_record([
+            ("score".to_string(), long(u64::from(b.score))),
+            (
+                "signals".to_string(),
+                RestrictedExpression::new_set(b.signals.names().map(str_)),
+            ),
+            (
+                "learning".to_string(),
+                RestrictedExpression::new_bool(b.learning),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        context.push(("behaviour".into(), behaviour));
     }
     Ok(context)
 }

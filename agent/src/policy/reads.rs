@@ -24,10 +24,11 @@ pub enum Attr {
     Listing,
     Process,
     Integrity,
+    Behaviour,
 }
 
 /// The context attributes by name, in the order a cache key holds them.
-pub const CONTEXT: [(&str, Attr); 12] = [
+pub const CONTEXT: [(&str, Attr); 13] = [
     ("time", Attr::Time),
     ("hour", Attr::Hour),
     ("weekday", Attr::Weekday),
@@ -40,6 +41,7 @@ pub const CONTEXT: [(&str, Attr); 12] = [
     ("listing", Attr::Listing),
     ("process", Attr::Process),
     ("integrity", Attr::Integrity),
+    ("behaviour", Attr::Behaviour),
 ];
 
 const ALL_CONTEXT: u16 = (1 << CONTEXT.len()) - 1;

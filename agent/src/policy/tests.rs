@@ -85,6 +85,7 @@ fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
         now: UNIX_EPOCH + Duration::from_secs(a.at),
         listing: false,
         integrity: None,
+        behaviour: None,
     })
 }
 
@@ -449,6 +450,7 @@ fn the_time_is_the_second_the_hour_and_weekday_are_made_from() {
         now: UNIX_EPOCH - Duration::from_secs(5),
         listing: false,
         integrity: None,
+        behaviour: None,
     });
     assert!(d.allowed(), "{d:?}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -472,6 +474,7 @@ fn a_policy_reads_how_a_tool_stands_against_its_pin() {
             now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
             listing: false,
             integrity,
+            behaviour: None,
         })
     };
     let clean = Standing {
@@ -508,4 +511,74 @@ fn a_described_request_carries_its_pin_standing() {
     assert!(d(json!({"state": "pinned"})).allowed());
     assert!(!d(json!({"state": "pinned", "markers": ["bidi_control"]})).allowed());
     assert!(!d(json!({"state": "changed"})).allowed());
+}
+
+#[test]
+fn a_policy_reads_the_behaviour_signals_and_may_lock_down() {
+    let e = engine("unusual-behaviour.cedar");
+    let call = |tool: &str, behaviour: Option<&crate::behaviour::Assessment>| {
+        e.decide(&Input {
+            server: "files",
+            action: Method::ToolsCall.action(),
+            target: Some((Target::Tool, tool)),
+            arguments: None,
+            principal: &alice(&[]),
+            source_ip: "127.0.0.1".parse().unwrap(),
+            tls: None,
+            session: None,
+            process: None,
+            rate: 1,
+            now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
+            listing: false,
+            integrity: None,
+            behaviour,
+        })
+    };
+    use crate::behaviour::{Assessment, Signal};
+    let judged = |s: &[Signal]| Assessment::new(s.iter().copied().collect(), false, false);
+    assert!(call("deploy", None).allowed(), "a server without behaviour");
+    assert!(call("deploy", Some(&judged(&[]))).allowed());
+    let new_address = judged(&[Signal::NewAddress]);
+    let d = call("deploy", Some(&new_address));
+    assert_eq!(d.policies, ["no-sensitive-tools-when-unusual"]);
+    assert_eq!(e.locks_down(&d), None, "this policy locks nothing down");
+    assert!(call("read_file", Some(&new_address)).allowed());
+    let attack = judged(&[Signal::Enumeration, Signal::NewAddress, Signal::OffHours]);
+    let d = call("read_file", Some(&attack));
+    assert_eq!(d.policies, ["lock-down-attacks"]);
+    assert_eq!(
+        e.locks_down(&d),
+        Some(("lock-down-attacks", super::LocksDown::Sub))
+    );
+    // A learning baseline scores 0.
+    assert!(
+        call(
+            "deploy",
+            Some(&Assessment::new(Default::default(), true, false))
+        )
+        .allowed()
+    );
+}
+
+#[test]
+fn lockdown_annotations_are_checked_when_the_policies_load() {
+    let (schema, _) = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap();
+    let parse = |text: &str| super::load::parse("p.cedar", text, &schema);
+    let errors = parse(
+        r#"@id("p") @lockdown permit (principal, action, resource);
+           @id("f") @lockdown("everyone") forbid (principal, action, resource);"#,
+    )
+    .unwrap_err();
+    assert!(
+        errors.contains("policy `p`: `@lockdown` is for `forbid` policies"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains(r#"policy `f`: `@lockdown("everyone")`: expected"#),
+        "{errors}"
+    );
+    for ok in ["@lockdown", r#"@lockdown("sub")"#, r#"@lockdown("client")"#] {
+        let text = format!("@id(\"f\") {ok} forbid (principal, action, resource);");
+        assert!(parse(&text).is_ok(), "{ok}");
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{MON_TEN, Req, load_file, repo};
 use crate::{
+    behaviour::{Assessment, Signal},
     policy::{Engine, Target},
     vocab::{HttpAction, Process, method::METHODS},
 };
@@ -217,6 +218,25 @@ fn random_request(rng: &mut Rng) -> Req {
         3 => Some(("unpinned", vec!["shared_name", "unusual_length"])),
         _ => Some(("pinned", vec![])),
     };
+    // Mostly calm, as most requests are; sometimes no behaviour, or learning, or signals.
+    let judged = |s: &[Signal], learning| {
+        Some(Assessment::new(
+            s.iter().copied().collect(),
+            learning,
+            false,
+        ))
+    };
+    r.behaviour = match rng.next() % 8 {
+        0 => None,
+        1 => judged(&[], true),
+        2 => judged(&[Signal::NewAddress], false),
+        3 => judged(&[Signal::NewTool, Signal::OffHours], false),
+        4 => judged(
+            &[Signal::Enumeration, Signal::NewAddress, Signal::RateSpike],
+            false,
+        ),
+        _ => judged(&[], false),
+    };
     r
 }
 
@@ -225,7 +245,7 @@ fn random_request(rng: &mut Rng) -> Req {
 /// policies read but the key lacks shows as a wrong decision.
 fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
     let mut r = a.clone();
-    match rng.next() % 18 {
+    match rng.next() % 19 {
         0 => r.principal.sub = b.principal.sub.clone(),
         1 => r.principal.client_id = b.principal.client_id.clone(),
         2 => r.principal.scopes = b.principal.scopes.clone(),
@@ -257,6 +277,7 @@ fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
         14 => r.at = b.at,
         15 => r.listing = !r.listing,
         16 => r.integrity = b.integrity.clone(),
+        17 => r.behaviour = b.behaviour,
         _ => r.server = "other".into(),
     }
     r
