@@ -81,6 +81,83 @@ pub mod bench {
             (bytes, listing.tools.map_or(0, |t| t.len()))
         }
     }
+
+    /// Behaviour scoring as a request pays it: one server's monitor over a store holding the
+    /// learned baselines of many subjects.
+    pub struct Scoring {
+        monitor: crate::behaviour::Monitor,
+        principals: Vec<Principal>,
+        process: crate::vocab::Process,
+        arguments: serde_json::Value,
+    }
+
+    /// 2026-01-05, a Monday.
+    const START: u64 = 1_767_571_200;
+
+    impl Scoring {
+        /// A store in `state_dir` with the baselines of `n` subjects, each learned from 120
+        /// calls over eight days; the monitor reads each from the store when first asked.
+        pub fn new(state_dir: &std::path::Path, n: usize) -> Self {
+            use std::sync::Arc;
+            let store = Arc::new(crate::store::Store::open(state_dir).expect("a store"));
+            let config = crate::config::Behaviour {
+                mode: crate::config::BehaviourMode::Enforce,
+                ..crate::config::Behaviour::default()
+            };
+            let monitor =
+                || crate::behaviour::Monitor::new("files", config, store.clone()).expect("on");
+            let mut s = Self {
+                monitor: monitor(),
+                principals: (0..n)
+                    .map(|i| Principal {
+                        sub: format!("user-{i}@example.com"),
+                        client_id: Some(format!("client-{}", i % 50)),
+                        iss: "https://idp.example.com".into(),
+                        scopes: vec!["mcp:tools".into()],
+                        claims: serde_json::Map::new(),
+                    })
+                    .collect(),
+                process: crate::vocab::Process {
+                    pid: 4242,
+                    uid: 1000,
+                    gid: 1000,
+                    comm: "python3".into(),
+                    cgroup_id: 7,
+                },
+                arguments: serde_json::json!({"path": "/srv/data/report.txt", "limit": 20}),
+            };
+            // Every 96 minutes for eight days: every hour of the day, every weekday.
+            for k in 0..120 {
+                for i in 0..n {
+                    s.score(i, START + k * 96 * 60);
+                }
+            }
+            s.monitor.flush().expect("baselines written");
+            s.monitor = monitor();
+            s
+        }
+
+        /// Judges and settles one `tools/call` of subject `i` at `at` (seconds); its score.
+        pub fn score(&self, i: usize, at: u64) -> u32 {
+            let p = &self.principals[i % self.principals.len()];
+            let event = crate::behaviour::Event {
+                at,
+                action: "tools/call",
+                target: Some((Target::Tool, "read_file")),
+                arguments: Some(&self.arguments),
+                address: std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]),
+                process: Some(&self.process),
+            };
+            let a = self.monitor.judge(&p.sub, [event]);
+            self.monitor.settle(p, [event], &a, true);
+            a.score
+        }
+
+        /// A time after the baselines' learning, `minutes` on.
+        pub fn later(minutes: u64) -> u64 {
+            START + 9 * 86_400 + minutes * 60
+        }
+    }
 }
 
 /// Resource URI normalisation, as Moat decides on it (for the differential tests).

@@ -28,8 +28,8 @@ use super::state::AgentState;
 use crate::{
     audit::{Finished, Observer},
     auth::{AuthError, Invalid},
-    behaviour::{Signal, Signals},
     config::{BehaviourMode, Config, PolicyMode, RateLimits},
+    vocab::{Signal, Signals},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.

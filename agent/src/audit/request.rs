@@ -16,10 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
-use crate::{
-    behaviour::Assessment,
-    vocab::{Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal},
-};
+use crate::vocab::{Assessment, Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

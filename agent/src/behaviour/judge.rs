@@ -9,10 +9,9 @@ use std::{
 
 use serde_json::Value;
 
-use super::signals::{Signal, Signals};
 use crate::{
     store::baselines::{Baseline, TargetUse},
-    vocab::{Process, Target},
+    vocab::{Process, Signal, Signals, Target},
 };
 
 /// One request (one JSON-RPC message, or the HTTP request itself) as the monitor sees it.

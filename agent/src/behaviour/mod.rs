@@ -2,7 +2,6 @@
 //! from the requests permitted, kept in the store), the signals a request raises against its
 //! subject's baseline, and their score, for policies, the audit record and metrics.
 mod judge;
-mod signals;
 #[cfg(test)]
 mod tests;
 
@@ -14,10 +13,8 @@ use std::{
 use serde_json::{Value, json};
 
 use self::judge::Live;
-pub use self::{
-    judge::{Event, Learning},
-    signals::{Assessment, Signal, Signals},
-};
+pub use self::judge::{Event, Learning};
+pub use crate::vocab::{Assessment, Signals};
 use crate::{
     config::{Behaviour, BehaviourMode},
     store::{

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     store::tests::Dir,
-    vocab::{Process, Target},
+    vocab::{Process, Signal, Target},
 };
 
 /// Monday 2026-01-05 00:00 UTC.

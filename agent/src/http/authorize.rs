@@ -7,10 +7,10 @@ use serde_json::Value;
 
 use super::{Site, decode::Asked, error::ProxyError};
 use crate::{
-    behaviour::Assessment,
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
     policy::{Input, Standing},
+    vocab::Assessment,
     vocab::{Conn, Decision, Denial, Effect, HttpAction, Principal, Target},
 };
 

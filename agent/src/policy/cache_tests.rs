@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    behaviour::{Assessment, Signal, Signals},
     config::{Policy, PolicyMode},
+    vocab::{Assessment, Signal, Signals},
     vocab::{Principal, Process},
 };
 
@@ -61,7 +61,7 @@ struct Req {
     at: u64,
     listing: bool,
     integrity: Option<(&'static str, Vec<&'static str>)>,
-    behaviour: Option<crate::behaviour::Assessment>,
+    behaviour: Option<crate::vocab::Assessment>,
 }
 
 /// Monday 2026-11-30 10:00 UTC.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{Engine, Input};
 use crate::{
-    behaviour::{Assessment, Signal, Signals},
+    vocab::{Assessment, Signal, Signals},
     vocab::{Decision, HttpAction, Method, Principal, Process},
 };
 

@@ -7,10 +7,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{
-    behaviour::Assessment,
-    vocab::{Principal, Process, Target},
-};
+use crate::vocab::{Assessment, Principal, Process, Target};
 
 /// What is asked, by whom, from where.
 pub struct Input<'a> {

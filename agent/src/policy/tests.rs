@@ -516,7 +516,7 @@ fn a_described_request_carries_its_pin_standing() {
 #[test]
 fn a_policy_reads_the_behaviour_signals_and_may_lock_down() {
     let e = engine("unusual-behaviour.cedar");
-    let call = |tool: &str, behaviour: Option<&crate::behaviour::Assessment>| {
+    let call = |tool: &str, behaviour: Option<&crate::vocab::Assessment>| {
         e.decide(&Input {
             server: "files",
             action: Method::ToolsCall.action(),
@@ -534,7 +534,7 @@ fn a_policy_reads_the_behaviour_signals_and_may_lock_down() {
             behaviour,
         })
     };
-    use crate::behaviour::{Assessment, Signal};
+    use crate::vocab::{Assessment, Signal};
     let judged = |s: &[Signal]| Assessment::new(s.iter().copied().collect(), false, false);
     assert!(call("deploy", None).allowed(), "a server without behaviour");
     assert!(call("deploy", Some(&judged(&[]))).allowed());

@@ -9,6 +9,7 @@ pub(crate) mod method;
 mod pin;
 mod principal;
 mod redirect;
+mod signal;
 
 pub use conn::{Conn, Process};
 pub use decision::{Decision, Effect, Hidden, Listing};
@@ -17,3 +18,4 @@ pub use method::{Denial, HttpAction, List, Method, NOTIFICATION, Param, Target, 
 pub use pin::{PinCheck, PinState};
 pub use principal::Principal;
 pub use redirect::{redirect_uri_matches, redirect_uri_ok};
+pub use signal::{Assessment, Signal, Signals};

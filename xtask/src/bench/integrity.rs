@@ -2,38 +2,15 @@
 //! criterion bench `agent/benches/integrity.rs` (a 500-tool `tools/list` result read as Moat
 //! reads it, without and with pins, in the same run) and reports the medians, the added time
 //! per list request and per tool, and the ratio.
-use std::{path::Path, process::Command};
-
-use super::Machine;
-use crate::{Result, sh};
+use super::{Machine, median_us, run_criterion};
+use crate::Result;
 
 const GROUP: &str = "tools_list of 500 tools";
 const TOOLS: f64 = 500.0;
 
 pub fn run() -> Result {
-    sh(Command::new(env!("CARGO")).args([
-        "bench",
-        "-p",
-        "moat",
-        "--bench",
-        "integrity",
-        "--",
-        "--noplot",
-    ]))?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(GROUP);
-    let median = |id: &str| -> Result<f64> {
-        let path = root.join(id).join("new/estimates.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        v["median"]["point_estimate"]
-            .as_f64()
-            .map(|ns| ns / 1e3)
-            .ok_or_else(|| format!("{}: no median", path.display()))
-    };
+    run_criterion("integrity")?;
+    let median = |id: &str| median_us(GROUP, id);
     let (plain, pinned) = (median("without pins")?, median("with pins")?);
     let added = pinned - plain;
     println!("\ntool integrity, {} ({GROUP}, medians)", Machine::new());

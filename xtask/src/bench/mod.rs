@@ -1,22 +1,48 @@
-//! `cargo xtask bench <steer | proxy | audit | streams | integrity>`: picks the benchmark, and holds what
+//! `cargo xtask bench <steer | proxy | audit | streams | integrity | behaviour>`: picks the benchmark, and holds what
 //! they share: the machine line of their reports and the MCP request they send.
 //!
 //! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
 //! connection through the proxy), `proxy` (the proxy's throughput and cost per request),
 //! `audit` (what writing the audit log to disk costs), `streams` (what long-lived event
-//! streams cost: memory, CPU, latency, and behaviour at the connection limit) and `integrity`
-//! (what checking a list result against pins adds).
+//! streams cost: memory, CPU, latency, and behaviour at the connection limit), `integrity`
+//! (what checking a list result against pins adds) and `behaviour` (what scoring a request
+//! against its subject's baseline costs; `proxy` reports it too).
+pub mod behaviour;
 mod integrity;
 pub mod proxy;
 mod stats;
 mod steer;
 pub mod streams;
 
-use std::fmt;
+use std::{fmt, path::Path, process::Command};
 
-use crate::Result;
+use crate::{Result, sh};
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>] | integrity>";
+/// Runs the criterion bench `name` of the agent (`agent/benches/NAME.rs`).
+fn run_criterion(name: &str) -> Result {
+    sh(
+        Command::new(env!("CARGO"))
+            .args(["bench", "-p", "moat", "--bench", name, "--", "--noplot"]),
+    )
+}
+
+/// The median of criterion's last run of `id` in `group`, in µs.
+fn median_us(group: &str, id: &str) -> Result<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(group)
+        .join(id)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .map(|ns| ns / 1e3)
+        .ok_or_else(|| format!("{}: no median", path.display()))
+}
+
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>] | integrity | behaviour>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -28,6 +54,7 @@ pub fn run(args: &[String]) -> Result {
         [a] if a == "audit" => proxy::audit::run(),
         [a, rest @ ..] if a == "streams" => streams::run(rest),
         [a] if a == "integrity" => integrity::run(),
+        [a] if a == "behaviour" => behaviour::run(),
         _ => Err(USAGE.into()),
     }
 }

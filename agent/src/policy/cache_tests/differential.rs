@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use super::{MON_TEN, Req, load_file, repo};
 use crate::{
-    behaviour::{Assessment, Signal},
     policy::{Engine, Target},
+    vocab::{Assessment, Signal},
     vocab::{HttpAction, Process, method::METHODS},
 };
 

@@ -405,6 +405,8 @@ pub fn run(args: &[String]) -> Result {
     });
     drop(base);
     drop(site);
+    // What scoring a request against its subject's baseline costs (in process, criterion).
+    println!("{}", super::behaviour::line(super::behaviour::scoring()?));
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.ok)

@@ -1,5 +1,5 @@
-//! The signals a request can raise against its subject's baseline, what each means, and the
-//! score they add up to.
+//! The signals a request can raise against its subject's baseline (see `behaviour`), what each
+//! means, and the score they add up to.
 use serde::{Serialize, Serializer, ser::SerializeSeq as _};
 
 /// One way a request differs from what its subject usually does.
