@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use self::judge::Live;
 pub use self::judge::{Event, Learning};
-pub use crate::vocab::{Assessment, Signals};
+pub use crate::vocab::{Assessment, Signal, Signals};
 use crate::{
     config::{Behaviour, BehaviourMode},
     store::{
@@ -244,6 +244,10 @@ impl Monitor {
             "learning": b.requests == 0 || self.learning.is_learning(b, now),
             "learning_until": {"time": learning_until, "requests": self.learning.requests},
             "baseline": b,
+            "signals": Signal::ALL
+                .iter()
+                .map(|s| (s.name().to_string(), json!({"weight": s.weight(), "means": s.explain()})))
+                .collect::<serde_json::Map<String, Value>>(),
         })
     }
 }

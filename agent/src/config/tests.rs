@@ -780,3 +780,61 @@ fn integrity_is_read_and_its_mistakes_located() {
         "{p:?}"
     );
 }
+
+#[test]
+fn behaviour_is_read_and_its_mistakes_located() {
+    let authz = "authorization_server:\n  issuer: https://auth.f.example:8443\n  tls: {cert: /c.pem, key: /k.pem}\n";
+    let c = Config::parse("moat.yaml", &format!("{LOCAL_SERVER}{authz}")).unwrap();
+    assert_eq!(c.servers[0].behaviour, Behaviour::default());
+    assert_eq!(
+        c.servers[0].behaviour.mode,
+        BehaviourMode::Off,
+        "off unless asked for"
+    );
+    let with = |section: &str| format!("{LOCAL_SERVER}    behaviour: {section}\n{authz}");
+    let c = Config::parse("moat.yaml", &with("{}")).unwrap();
+    assert_eq!(
+        c.servers[0].behaviour,
+        Behaviour {
+            mode: BehaviourMode::Enforce,
+            learn_days: 7,
+            learn_requests: 100
+        },
+        "a section turns it on"
+    );
+    let c = Config::parse(
+        "moat.yaml",
+        &with("{mode: shadow, learn_days: 0, learn_requests: 5}"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.servers[0].behaviour,
+        Behaviour {
+            mode: BehaviourMode::Shadow,
+            learn_days: 0,
+            learn_requests: 5
+        }
+    );
+    let p = problems(&with(
+        "\n      mode: watch\n      learn_days: 366\n      learn_requests: -1\n      learn: 1",
+    ));
+    let mut found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (8, "servers[0].behaviour.mode"),
+            (9, "servers[0].behaviour.learn_days"),
+            (10, "servers[0].behaviour.learn_requests"),
+            (11, "servers[0].behaviour.learn"),
+        ],
+        "{p:?}"
+    );
+    // It is learned per subject: a server without authentication cannot have it.
+    let p = problems(
+        "servers:\n  - name: files\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\n    behaviour: {}\n",
+    );
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "servers[0].behaviour");
+    assert!(p[0].message.contains("needs `auth`"), "{p:?}");
+}
