@@ -368,9 +368,7 @@ fn a_user_signs_in_at_the_organisations_provider_and_their_groups_reach_the_poli
         "bob must not get in: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(
-        host.audit_records()
-            .iter()
-            .any(|r| r["kind"] == "auth" && r["event"] == "token_issued" && r["sub"] == "bob")
-    );
+    host.wait_audit("bob's token issued", |r| {
+        r["kind"] == "auth" && r["event"] == "token_issued" && r["sub"] == "bob"
+    });
 }
