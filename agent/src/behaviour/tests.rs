@@ -134,6 +134,15 @@ fn event<'a>(
     }
 }
 
+/// A monitor learning for `days` and `requests`, over a store of its own (removed with the
+/// directory).
+fn monitor(name: &str, days: u64, requests: u64) -> (Dir, Monitor) {
+    let dir = Dir::new(name);
+    let store = Arc::new(Store::open(&dir.state()).unwrap());
+    let m = Monitor::new("files", config(days, requests), store).unwrap();
+    (dir, m)
+}
+
 /// Judges and settles one request; its assessment.
 fn request(m: &Monitor, p: &Principal, e: Event<'_>, permitted: bool) -> Assessment {
     let a = m.judge(&p.sub, [e]);
@@ -384,9 +393,7 @@ fn normal_weeks_raise_almost_nothing_and_an_attack_raises_what_it_should() {
 
 #[test]
 fn signals_count_only_after_the_learning_period_and_requests() {
-    let dir = Dir::new("behaviour-learning");
-    let store = Arc::new(Store::open(&dir.state()).unwrap());
-    let m = Monitor::new("files", config(2, 10), store).unwrap();
+    let (_dir, m) = monitor("behaviour-learning", 2, 10);
     let p = principal("alice");
     let pr = process("python3");
     let ip: IpAddr = "10.0.0.5".parse().unwrap();
@@ -417,9 +424,7 @@ fn signals_count_only_after_the_learning_period_and_requests() {
 #[test]
 fn a_refused_request_teaches_nothing() {
     // A signal a policy refuses on must not be learned by trying again.
-    let dir = Dir::new("behaviour-refused");
-    let store = Arc::new(Store::open(&dir.state()).unwrap());
-    let m = Monitor::new("files", config(0, 1), store).unwrap();
+    let (_dir, m) = monitor("behaviour-refused", 0, 1);
     let p = principal("alice");
     let pr = process("python3");
     let ip: IpAddr = "10.0.0.5".parse().unwrap();
@@ -449,9 +454,7 @@ fn a_refused_request_teaches_nothing() {
 
 #[test]
 fn a_burst_of_denials_is_not_learned_as_normal() {
-    let dir = Dir::new("behaviour-denials");
-    let store = Arc::new(Store::open(&dir.state()).unwrap());
-    let m = Monitor::new("files", config(0, 1), store).unwrap();
+    let (_dir, m) = monitor("behaviour-denials", 0, 1);
     let p = principal("alice");
     let pr = process("python3");
     let ip: IpAddr = "10.0.0.5".parse().unwrap();

@@ -456,27 +456,35 @@ fn the_time_is_the_second_the_hour_and_weekday_are_made_from() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Alice's call of `tool` on Saturday noon, as a server with `integrity` and `behaviour` sees it.
+fn call_with(
+    e: &Engine,
+    tool: &str,
+    integrity: Option<Standing<'_>>,
+    behaviour: Option<&crate::vocab::Assessment>,
+) -> Decision {
+    e.decide(&Input {
+        server: "files",
+        action: Method::ToolsCall.action(),
+        target: Some((Target::Tool, tool)),
+        arguments: None,
+        principal: &alice(&[]),
+        source_ip: "127.0.0.1".parse().unwrap(),
+        tls: None,
+        session: None,
+        process: None,
+        rate: 1,
+        now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
+        listing: false,
+        integrity,
+        behaviour,
+    })
+}
+
 #[test]
 fn a_policy_reads_how_a_tool_stands_against_its_pin() {
     let e = engine("no-flagged-tools.cedar");
-    let call = |integrity: Option<Standing<'_>>| {
-        e.decide(&Input {
-            server: "files",
-            action: Method::ToolsCall.action(),
-            target: Some((Target::Tool, "add")),
-            arguments: None,
-            principal: &alice(&[]),
-            source_ip: "127.0.0.1".parse().unwrap(),
-            tls: None,
-            session: None,
-            process: None,
-            rate: 1,
-            now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
-            listing: false,
-            integrity,
-            behaviour: None,
-        })
-    };
+    let call = |integrity: Option<Standing<'_>>| call_with(&e, "add", integrity, None);
     let clean = Standing {
         state: "pinned",
         markers: &[],
@@ -517,22 +525,7 @@ fn a_described_request_carries_its_pin_standing() {
 fn a_policy_reads_the_behaviour_signals_and_may_lock_down() {
     let e = engine("unusual-behaviour.cedar");
     let call = |tool: &str, behaviour: Option<&crate::vocab::Assessment>| {
-        e.decide(&Input {
-            server: "files",
-            action: Method::ToolsCall.action(),
-            target: Some((Target::Tool, tool)),
-            arguments: None,
-            principal: &alice(&[]),
-            source_ip: "127.0.0.1".parse().unwrap(),
-            tls: None,
-            session: None,
-            process: None,
-            rate: 1,
-            now: UNIX_EPOCH + Duration::from_secs(SAT_NOON),
-            listing: false,
-            integrity: None,
-            behaviour,
-        })
+        call_with(&e, tool, None, behaviour)
     };
     use crate::vocab::{Assessment, Signal};
     let judged = |s: &[Signal]| Assessment::new(s.iter().copied().collect(), false, false);
