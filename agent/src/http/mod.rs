@@ -1,6 +1,6 @@
 //! The MCP-aware HTTP proxy. A request goes through its phases in order, each a module:
-//! admit (host, origin, route, header fields) -> authenticate -> session -> decode -> pins ->
-//! authorize -> forward -> respond. Each phase goes on with its output or stops the request
+//! admit (host, origin, route, header fields) -> authenticate -> session -> decode -> conduct
+//! (behaviour) -> pins -> authorize -> forward -> respond. Each phase goes on with its output or stops the request
 //! (`flow`); only a request that `authorize` permitted can be forwarded. Every request gets
 //! exactly one audit record, written when it ends, however it ends; its refusals are
 //! recorded in one place, [`Proxy::handle`].
