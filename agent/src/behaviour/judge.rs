@@ -163,10 +163,13 @@ pub fn judge(
     let target_minute = e.target.and_then(|(t, name)| {
         let known = uses_mut(b, t).get_mut(name)?;
         let counts = &mut live.targets[kind(t)];
-        if !counts.contains_key(name) && counts.len() >= MAX_TARGETS {
-            return None;
+        if !counts.contains_key(name) {
+            if counts.len() >= MAX_TARGETS {
+                return None;
+            }
+            counts.insert(name.to_string(), Minute::default());
         }
-        let m = counts.entry(name.to_string()).or_default();
+        let m = counts.get_mut(name).expect("inserted above");
         if let Some(n) = m.roll(minute) {
             known.peak_per_minute = known.peak_per_minute.max(n);
         }
@@ -276,14 +279,15 @@ fn off_hours(b: &Baseline, at: u64) -> bool {
 }
 
 fn unusual_arguments(b: &Baseline, e: &Event<'_>) -> bool {
-    let (Some((Target::Tool, name)), Some(Value::Object(args))) = (e.target, e.arguments) else {
+    let (Some((Target::Tool, name)), Some(all @ Value::Object(args))) = (e.target, e.arguments)
+    else {
         return false;
     };
     let Some(u) = b.tools.get(name).filter(|u| u.calls >= ARGS_AFTER) else {
         return false;
     };
     let new_key = u.keys.len() < MAX_KEYS && args.keys().any(|k| !u.keys.contains(k));
-    let size = approximate_size(e.arguments.expect("matched above"));
+    let size = approximate_size(all);
     new_key || size > (u.max_size.saturating_mul(SIZE_FACTOR)).max(u.max_size + SIZE_SLACK)
 }
 
@@ -321,18 +325,19 @@ pub fn learn(b: &mut Baseline, e: &Event<'_>) {
     bump(&mut b.methods, e.action, MAX_METHODS);
     if let Some((t, name)) = e.target {
         let all = uses_mut(b, t);
-        if all.len() < MAX_TARGETS || all.contains_key(name) {
-            let u = all.entry(name.to_string()).or_default();
+        // The key is made only for a target new to the baseline (no allocation per call).
+        if !all.contains_key(name) && all.len() < MAX_TARGETS {
+            all.insert(name.to_string(), TargetUse::default());
+        }
+        if let Some(u) = all.get_mut(name) {
             u.calls += 1;
-            if let Some(Value::Object(args)) = e.arguments {
+            if let Some(v @ Value::Object(args)) = e.arguments {
                 for k in args.keys() {
                     if u.keys.len() < MAX_KEYS && !u.keys.contains(k) {
                         u.keys.push(k.clone());
                     }
                 }
-                u.max_size = u
-                    .max_size
-                    .max(approximate_size(e.arguments.expect("matched")));
+                u.max_size = u.max_size.max(approximate_size(v));
             }
         }
     }
