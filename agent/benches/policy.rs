@@ -135,6 +135,7 @@ fn tool_call<'a>(
         listing: false,
         integrity: None,
         behaviour: None,
+        content: None,
     }
 }
 

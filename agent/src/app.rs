@@ -16,6 +16,7 @@ use crate::{
     error::AppError,
     events,
     http::Site,
+    inspect::Inspector,
     instance,
     integrity::Guard,
     listen::{Listening, Mode},
@@ -133,6 +134,13 @@ fn load_sites(
         if s.auth.is_some() && authenticator.is_none() || !s.plaintext && tls.is_none() {
             continue;
         }
+        let inspector = match s.inspect.as_ref().map(Inspector::new).transpose() {
+            Ok(i) => i.map(Arc::new),
+            Err(e) => {
+                auth_errors.push(format!("server `{}`: inspect: {e}", s.name));
+                continue;
+            }
+        };
         let keys = match s.upstream_auth {
             UpstreamAuth::Jwt { .. } => upstream_keys.clone(),
             _ => None,
@@ -151,6 +159,7 @@ fn load_sites(
                 )
                 .with_integrity(kept.guards.get(&s.name).cloned())
                 .with_behaviour(kept.monitors.get(&s.name).cloned())
+                .with_inspect(inspector)
                 .with_lockdowns(kept.lockdowns.clone()),
             ),
         );

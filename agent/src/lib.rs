@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 mod http;
 mod idle;
+mod inspect;
 mod instance;
 mod integrity;
 mod listen;
@@ -39,6 +40,22 @@ pub use crate::{
     listen::Mode,
     tls::selfsigned::write as write_self_signed,
 };
+
+/// The built-in rules of content inspection (`moat inspect rules`): each one's `id`, `kind`,
+/// `default` action and what it `finds`.
+pub fn inspect_rules() -> serde_json::Value {
+    vocab::RULES
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "kind": r.kind.name(),
+                "default": r.action.name(),
+                "finds": r.about,
+            })
+        })
+        .collect()
+}
 
 /// What the benchmarks measure: a policy decision and a rate count, with what they take.
 pub mod bench {

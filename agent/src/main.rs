@@ -107,6 +107,9 @@ enum Command {
     /// on, and the signals its requests raised.
     #[command(subcommand)]
     Behaviour(BehaviourCommand),
+    /// Content inspection of arguments and results (`inspect` on a server).
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Lift a lockdown.
     Unlock {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
@@ -223,6 +226,12 @@ impl ScopeArgs {
             _ => None,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// The built-in rules: id, kind, default action and what each finds (JSON).
+    Rules,
 }
 
 #[derive(Subcommand)]
@@ -568,6 +577,10 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 client,
             },
         ),
+        Command::Inspect(InspectCommand::Rules) => {
+            println!("{:#}", moat::inspect_rules());
+            Ok(())
+        }
         Command::Unlock { config, scope } => match scope.scope() {
             Some(scope) => control_print(&config, Request::Unlock { scope }),
             None => Err(AppError::NoScope),

@@ -29,7 +29,7 @@ use crate::{
     audit::{Finished, Observer},
     auth::{AuthError, Invalid},
     config::{BehaviourMode, Config, PolicyMode, RateLimits},
-    vocab::{Signal, Signals},
+    vocab::{ContentAction, ContentKind, Direction, Finding, Findings, Signal, Signals},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -178,6 +178,29 @@ struct SignalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContentLabels {
+    server: Arc<str>,
+    kind: &'static str,
+    direction: &'static str,
+    action: &'static str,
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::Request, Direction::Response];
+const ACTIONS: [ContentAction; 3] = [
+    ContentAction::Flag,
+    ContentAction::Redact,
+    ContentAction::Block,
+];
+
+/// The index of a finding's series among a server's content counters.
+fn content_index(f: &Finding) -> usize {
+    let kind = ContentKind::ALL.iter().position(|k| *k == f.kind);
+    let direction = usize::from(f.direction == Direction::Response);
+    let action = ACTIONS.iter().position(|a| *a == f.action);
+    (kind.unwrap_or(0) * DIRECTIONS.len() + direction) * ACTIONS.len() + action.unwrap_or(0)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -229,6 +252,8 @@ struct Counted {
     rate_limited: Counter,
     /// By [`Signal::ALL`].
     signals: Vec<Counter>,
+    /// By [`content_index`].
+    content: Vec<Counter>,
 }
 
 impl Counted {
@@ -285,6 +310,16 @@ impl ServerMetrics {
         }
     }
 
+    /// What content inspection found (each named finding; the ones past the record's bound
+    /// are counted in the record only).
+    pub fn content_findings(&self, found: &Findings) {
+        if let Some(c) = &self.0 {
+            for f in &found.findings {
+                c.content[content_index(f)].inc();
+            }
+        }
+    }
+
     /// The signals a request raised against its subject's baseline.
     pub fn behaviour_signals(&self, signals: Signals) {
         if let Some(c) = &self.0 {
@@ -316,6 +351,7 @@ impl Metrics {
         let policy = Family::<PolicyLabels, Counter>::default();
         let rate_limited = Family::<ServerLabels, Counter>::default();
         let signals = Family::<SignalLabels, Counter>::default();
+        let content = Family::<ContentLabels, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests to protected servers, by JSON-RPC method and whether Moat let them through",
@@ -351,6 +387,11 @@ impl Metrics {
             "behaviour_signals",
             "Signals raised by requests against their subject's baseline, by signal",
             signals.clone(),
+        );
+        registry.register(
+            "content_findings",
+            "What content inspection found, by kind, direction (request: arguments; response: results) and action",
+            content.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
         let connections = ConnectionMetrics {
@@ -454,6 +495,24 @@ impl Metrics {
                                 signals.get_or_create_owned(&SignalLabels {
                                     server: server.clone(),
                                     signal: sig.name(),
+                                })
+                            })
+                        })
+                        .collect(),
+                    content: ContentKind::ALL
+                        .iter()
+                        .flat_map(|k| DIRECTIONS.iter().map(move |d| (k, d)))
+                        .flat_map(|(k, d)| ACTIONS.iter().map(move |a| (k, d, a)))
+                        .map(|(k, d, a)| {
+                            series(s.inspect.is_some(), &|| {
+                                content.get_or_create_owned(&ContentLabels {
+                                    server: server.clone(),
+                                    kind: k.name(),
+                                    direction: match d {
+                                        Direction::Request => "request",
+                                        Direction::Response => "response",
+                                    },
+                                    action: a.name(),
                                 })
                             })
                         })

@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
-use crate::vocab::{Assessment, Conn, Decision, Effect, Hidden, Listing, PinCheck, Principal};
+use crate::vocab::{
+    Assessment, Conn, Decision, Effect, Findings, Hidden, Listing, PinCheck, Principal,
+};
 
 /// How the exchange ended, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -124,6 +126,9 @@ struct Fields {
     /// How the request compared with its subject's baseline (`behaviour` on).
     #[serde(skip_serializing_if = "Option::is_none")]
     behaviour: Option<Assessment>,
+    /// What content inspection found in the arguments and the result (never the text).
+    #[serde(skip_serializing_if = "Findings::is_empty")]
+    content: Findings,
     outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
@@ -175,6 +180,7 @@ impl RequestRecord {
                 hidden: Vec::new(),
                 pins: Vec::new(),
                 behaviour: None,
+                content: Findings::default(),
                 outcome: Outcome::Open,
                 error: None,
                 ms: 0.0,
@@ -220,6 +226,11 @@ impl RequestRecord {
     /// Notes the signals the request raised against its subject's baseline.
     pub fn assessed(&mut self, a: Assessment) {
         self.fields.behaviour = Some(a);
+    }
+
+    /// Notes what content inspection found.
+    pub fn inspected(&mut self, found: Findings) {
+        self.fields.content.merge(found);
     }
 
     /// Notes what the pins said of a call's target.

@@ -4,6 +4,7 @@ mod auth;
 mod authz;
 mod behaviour;
 mod host;
+mod inspect;
 mod integrity;
 mod policy;
 mod server;
@@ -20,6 +21,9 @@ pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
 pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
 pub use behaviour::{Behaviour, BehaviourMode};
 pub use host::HostAddrs;
+#[cfg(test)]
+pub use inspect::{Custom, ToolInspect};
+pub use inspect::{Inspect, PATTERN_SIZE, Setting, Settings};
 pub use integrity::{Integrity, IntegrityMode};
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]

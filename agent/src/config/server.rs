@@ -10,6 +10,7 @@ use super::{
     HostAddrs,
     auth::{Auth, UpstreamAuth, read_auth, read_upstream_auth},
     behaviour::{Behaviour, read_behaviour},
+    inspect::{Inspect, read_inspect},
     integrity::{Integrity, read_integrity},
     policy::{Policy, read_policy},
     values::{absolute_path, string_list, url_path},
@@ -48,6 +49,8 @@ pub struct Server {
     pub integrity: Integrity,
     /// Each subject's requests, compared with its baseline.
     pub behaviour: Behaviour,
+    /// Content inspection of arguments and results; None: off.
+    pub inspect: Option<Inspect>,
 }
 
 /// Requests per minute; None: no limit. Counted for JSON-RPC requests (not notifications).
@@ -195,6 +198,7 @@ const SERVER_KEYS: &[&str] = &[
     "rate_limits",
     "integrity",
     "behaviour",
+    "inspect",
     "dangerous",
 ];
 
@@ -330,6 +334,10 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         }
         None => Some(Behaviour::default()),
     };
+    let inspect = match m.get("inspect") {
+        Some(v) => read_inspect(v, r).map(Some),
+        None => Some(None),
+    };
     Some(Server {
         name: name?,
         port: port?,
@@ -351,6 +359,7 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
         rate_limits: rate_limits?,
         integrity: integrity?,
         behaviour: behaviour?,
+        inspect: inspect?,
     })
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::vocab::{ContentAction, ContentKind};
 
 fn problems(text: &str) -> Vec<Problem> {
     Config::parse("moat.yaml", text)
@@ -837,4 +838,71 @@ fn behaviour_is_read_and_its_mistakes_located() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].key, "servers[0].behaviour");
     assert!(p[0].message.contains("needs `auth`"), "{p:?}");
+}
+
+#[test]
+fn inspect_is_read_and_its_mistakes_located() {
+    let authz = "authorization_server:\n  issuer: https://auth.f.example:8443\n  tls: {cert: /c.pem, key: /k.pem}\n";
+    let c = Config::parse("moat.yaml", &format!("{LOCAL_SERVER}{authz}")).unwrap();
+    assert_eq!(c.servers[0].inspect, None, "off unless asked for");
+    let with = |section: &str| format!("{LOCAL_SERVER}    inspect: {section}\n{authz}");
+    let c = Config::parse("moat.yaml", &with("{}")).unwrap();
+    let i = c.servers[0]
+        .inspect
+        .as_ref()
+        .expect("a section turns it on");
+    assert!(i.arguments && i.results && i.rules.is_empty());
+    assert_eq!(i.max_size, 4 << 20);
+    let c = Config::parse(
+        "moat.yaml",
+        &with(
+            "\n      results: false\n      max_size_kib: 64\n      rules: {secret: block, email: off}\n      custom:\n        - {id: employee_id, pattern: 'EMP-[0-9]{6}', kind: personal}\n      allow: [ops@example.com]\n      tools:\n        crm_add: {rules: {personal: flag, employee_id: off}}",
+        ),
+    )
+    .unwrap();
+    let i = c.servers[0].inspect.as_ref().unwrap();
+    assert!(i.arguments && !i.results);
+    assert_eq!(i.max_size, 64 * 1024);
+    assert_eq!(i.rules["secret"], Setting::On(ContentAction::Block));
+    assert_eq!(i.rules["email"], Setting::Off);
+    assert_eq!(i.custom[0].id, "employee_id");
+    assert_eq!(i.custom[0].kind, ContentKind::Personal);
+    assert_eq!(i.custom[0].action, ContentAction::Redact, "the default");
+    assert_eq!(i.tools["crm_add"].rules["employee_id"], Setting::Off);
+    // Every mistake, located.
+    let p = problems(&with(
+        "\n      results: maybe\n      max_size_kib: 0\n      rules: {emial: block, jwt: hide}\n      custom:\n        - {id: jwt, pattern: 'x'}\n        - {id: bad, pattern: '(unclosed'}\n        - {id: empty, pattern: 'a*'}\n      tools:\n        t: {rules: {nope: off}, deny: []}\n      extra: 1",
+    ));
+    let mut found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (8, "servers[0].inspect.results"),
+            (9, "servers[0].inspect.max_size_kib"),
+            (10, "servers[0].inspect.rules.emial"),
+            (10, "servers[0].inspect.rules.jwt"),
+            (12, "servers[0].inspect.custom[0].id"),
+            (13, "servers[0].inspect.custom[1].pattern"),
+            (14, "servers[0].inspect.custom[2].pattern"),
+            (16, "servers[0].inspect.tools.t.deny"),
+            (16, "servers[0].inspect.tools.t.rules.nope"),
+            (17, "servers[0].inspect.extra"),
+        ],
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("unknown rule \"emial\"")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.message.contains("already defined")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("matches the empty text")),
+        "{p:?}"
+    );
 }

@@ -179,6 +179,23 @@ impl<'a> Node<'a> {
         })
     }
 
+    /// A mapping whose keys are names the document defines (rule ids, tool names), in
+    /// document order.
+    pub fn entries(&self, report: &mut Report) -> Vec<(String, Node<'a>)> {
+        let YamlDataOwned::Mapping(m) = self.data() else {
+            report.add(self, "expected a mapping");
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(m.len());
+        for (k, v) in m {
+            match scalar_string(k) {
+                Some(name) => out.push((name.clone(), self.child(v, &name))),
+                None => report.add(&self.child(k, "?"), "keys must be strings"),
+            }
+        }
+        out
+    }
+
     pub fn sequence(&self, report: &mut Report) -> Vec<Node<'a>> {
         match self.data() {
             YamlDataOwned::Sequence(items) => items

@@ -10,7 +10,7 @@ use crate::{
     config::{PolicyMode, RateLimits},
     mcp::Decoded,
     policy::{Input, Standing},
-    vocab::Assessment,
+    vocab::{Assessment, ContentFacts, Method},
     vocab::{Conn, Decision, Denial, Effect, HttpAction, Principal, Target},
 };
 
@@ -87,6 +87,9 @@ pub struct Caller<'a> {
     pub principal: Option<&'a Principal>,
     pub session: Option<&'a str>,
     pub behaviour: Option<&'a Assessment>,
+    /// What content inspection found in the request's tool call arguments (None: not
+    /// inspected).
+    pub content: Option<&'a ContentFacts>,
 }
 
 /// Decides what `asked` asks for the caller: the permitted request, and the decision that
@@ -158,6 +161,9 @@ fn decide<'a>(
                 markers: &p.markers,
             }),
             behaviour: caller.behaviour,
+            content: caller
+                .content
+                .filter(|_| ask.action == Method::ToolsCall.action()),
         });
         site.metrics.policy_decision(d.allowed(), engine.mode);
         if d.allowed() {

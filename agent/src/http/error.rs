@@ -1,4 +1,6 @@
 //! The one place where a refused or failed request becomes an HTTP status and a JSON-RPC error.
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
@@ -7,7 +9,7 @@ use super::body::{ProxyBody, full};
 use crate::{
     auth::AuthError,
     mcp::DecodeError,
-    vocab::{Decision, Denial, Target},
+    vocab::{ContentKind, Decision, Denial, Target},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,13 @@ pub enum ProxyError {
     LockedDown,
     #[error("rate limit: {0}")]
     RateLimited(String),
+    /// Content inspection found what a rule blocks in a call's arguments.
+    #[error("content inspection: {} ({rule}) at {path}", kind.name())]
+    ContentRefused {
+        rule: Arc<str>,
+        kind: ContentKind,
+        path: String,
+    },
     #[error("denied by policy: {}", decision.reason)]
     Denied {
         /// How the method's denial is answered.
@@ -115,6 +124,8 @@ impl ProxyError {
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable | Self::LockedDown => StatusCode::SERVICE_UNAVAILABLE,
+            // A tool call's error, as servers answer one.
+            Self::ContentRefused { .. } => StatusCode::OK,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(_) => StatusCode::OK,
                 // What a server without a stream, or one that does not let clients end
@@ -135,6 +146,7 @@ impl ProxyError {
             | Self::UpstreamUnreadable(_)
             | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
+            Self::ContentRefused { .. } => -32602,
             Self::Session(_) | Self::RateLimited(_) | Self::TooManyPending => -32001,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(Target::Tool | Target::Prompt) => -32602,
@@ -150,6 +162,10 @@ impl ProxyError {
         let message = match self {
             Self::Session(_) => "Session not found".to_string(),
             Self::LockedDown => "Locked down: an operator has stopped these requests".to_string(),
+            Self::ContentRefused { rule, kind, path } => format!(
+                "Refused: the arguments hold {} content ({rule} at {path}); remove it and call again",
+                kind.name()
+            ),
             Self::Denied {
                 denial,
                 method,

@@ -117,6 +117,7 @@ impl Lister {
             }),
             // A list entry is decided as a call to it, not as this request.
             behaviour: None,
+            content: None,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod fields;
 pub mod filter;
 pub mod flow;
 pub mod forward;
+pub mod inspect;
 pub mod judged;
 pub mod legacy;
 pub mod local;
@@ -214,14 +215,18 @@ impl Proxy {
         if let Some(a) = judged {
             record.assessed(a);
         }
-        let caller = authorize::Caller {
-            conn,
-            principal: principal.as_deref(),
-            session: admitted.fields.session.as_deref(),
-            behaviour: judged.as_ref().filter(|a| !a.shadow),
-        };
-        let decided = pins::check(site, &asked, record)
-            .and_then(|()| authorize::authorize(site, &caller, &asked));
+        let content = inspect::arguments(site, &asked, record);
+        let decided = content.and_then(|content| {
+            let caller = authorize::Caller {
+                conn,
+                principal: principal.as_deref(),
+                session: admitted.fields.session.as_deref(),
+                behaviour: judged.as_ref().filter(|a| !a.shadow),
+                content: content.as_ref(),
+            };
+            pins::check(site, &asked, record)?;
+            authorize::authorize(site, &caller, &asked)
+        });
         if let (Some(a), Some(p)) = (&judged, &principal) {
             conduct::settle(site, p, &asked, conn, at, a, decided.is_ok());
         }
@@ -324,6 +329,7 @@ fn refused(site: &Site, e: &ProxyError, status: u16, record: &mut RequestRecord)
             record.deny(e.to_string());
         }
         ProxyError::Denied { decision, .. } => record.decide(decision.clone()),
+        ProxyError::ContentRefused { .. } => record.deny(e.to_string()),
         ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout => {
             tracing::warn!(upstream = %site.server.upstream, "{e}");
             record.upstream_failed(&e.to_string());

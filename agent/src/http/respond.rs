@@ -16,6 +16,7 @@ use super::{
     error::ProxyError,
     fields::header_str,
     filter::{self, ListRead, ListStream},
+    inspect::{InspectStream, Results},
     judged::{self, Judged, JudgedStream},
     legacy,
     watch::ListChanged,
@@ -108,10 +109,12 @@ async fn read_as(
     }
     if asked.route == Route::LegacyStream {
         expect_content_type(&resp, "text/event-stream")?;
-        return Ok(Answer::streamed(
-            resp,
-            Some(site.legacy.stream(asked.owner)),
-        ));
+        let legacy = site.legacy.stream(asked.owner);
+        let reader = match Results::stream(site) {
+            Some(r) => Box::new(InspectStream::new(r, site.metrics.clone(), Some(legacy))),
+            None => legacy,
+        };
+        return Ok(Answer::streamed(resp, Some(reader)));
     }
     let messages = asked.decoded.map_or(&[][..], |d| &d.messages[..]);
     if let Some(legacy) = asked.legacy {
@@ -145,7 +148,10 @@ async fn read_as(
                 Some(Box::new(JudgedStream::new(what, guard.clone()))),
             )),
             Some("application/json") => {
-                rebuilt(site, resp, |b| judged::read_json(what, guard, b, record)).await
+                rebuilt(site, resp, filter::MAX, |b| {
+                    judged::read_json(what, guard, b, record)
+                })
+                .await
             }
             other => Err(ProxyError::UpstreamUnreadable(format!(
                 "a {} result of content type {}",
@@ -163,7 +169,31 @@ async fn read_as(
             .collect();
         let stream = content_type.as_deref() == Some("text/event-stream");
         let reader = (stream && !ids.is_empty()).then(|| Box::new(Answers::new(ids)) as _);
-        return Ok(Answer::streamed(resp, reader));
+        let Some(results) = Results::of(site, messages) else {
+            return Ok(Answer::streamed(resp, reader));
+        };
+        // A result for the client is inspected before it passes.
+        return match content_type.as_deref() {
+            Some("text/event-stream") => Ok(Answer::streamed(
+                resp,
+                Some(Box::new(InspectStream::new(
+                    results,
+                    site.metrics.clone(),
+                    reader,
+                ))),
+            )),
+            Some("application/json") => {
+                let limit = results.max_size();
+                rebuilt(site, resp, limit, |b| {
+                    results.read_json(&site.metrics, b, record)
+                })
+                .await
+            }
+            other => Err(ProxyError::UpstreamUnreadable(format!(
+                "a result to inspect of content type {}",
+                other.unwrap_or("(none)")
+            ))),
+        };
     };
     // A list result is read before it passes: filtered by the policies, and noted.
     match content_type.as_deref() {
@@ -172,7 +202,10 @@ async fn read_as(
             Some(Box::new(ListStream::new(read))),
         )),
         Some("application/json") => {
-            rebuilt(site, resp, |b| filter::read_whole(&read, b, record)).await
+            rebuilt(site, resp, filter::MAX, |b| {
+                filter::read_whole(&read, b, record)
+            })
+            .await
         }
         other => Err(ProxyError::UpstreamUnreadable(format!(
             "a {} result of content type {}",
@@ -182,14 +215,16 @@ async fn read_as(
     }
 }
 
-/// A JSON result read whole (within the upstream's time) and passed on as `read` makes it.
+/// A JSON result read whole (within `limit` bytes and the upstream's time) and passed on as
+/// `read` makes it.
 async fn rebuilt(
     site: &Site,
     resp: Response<pool::Body>,
+    limit: usize,
     read: impl FnOnce(&[u8]) -> Result<Bytes, String>,
 ) -> Result<Answer, ProxyError> {
     let (mut parts, body) = resp.into_parts();
-    let bytes = read_whole(body, site.server.limits.upstream_timeout).await?;
+    let bytes = read_whole(body, limit, site.server.limits.upstream_timeout).await?;
     let bytes = read(&bytes).map_err(ProxyError::UpstreamUnreadable)?;
     parts.headers.remove(header::CONTENT_LENGTH);
     let status = parts.status.as_u16();
@@ -228,13 +263,19 @@ fn expect_content_type(resp: &Response<pool::Body>, want: &str) -> Result<(), Pr
     }
 }
 
-/// Reads a whole upstream body Moat must read (a list result), within the list size limit and
-/// the upstream timeout.
-async fn read_whole(body: pool::Body, timeout: std::time::Duration) -> Result<Bytes, ProxyError> {
-    let collect = Limited::new(body, filter::MAX).collect();
+/// Reads a whole upstream body Moat must read (a list result, a result to inspect), within
+/// `limit` bytes and the upstream timeout.
+async fn read_whole(
+    body: pool::Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ProxyError> {
+    let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ProxyError::UpstreamTimeout),
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) => Err(ProxyError::UpstreamUnreadable(e.to_string())),
+        Ok(Err(e)) => Err(ProxyError::UpstreamUnreadable(format!(
+            "{e} (a result read whole is at most {limit} bytes)"
+        ))),
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     },
     behaviour::Monitor,
     config::Server,
+    inspect::Inspector,
     integrity::Guard,
     lockdown::Lockdowns,
     mcp,
@@ -44,6 +45,8 @@ pub struct Site {
     pub integrity: Option<Arc<Guard>>,
     /// Each subject's requests compared with its baseline; None: `behaviour` is off.
     pub behaviour: Option<Arc<Monitor>>,
+    /// The rules arguments and results are inspected with; None: `inspect` is off.
+    pub inspect: Option<Arc<Inspector>>,
     /// The operator's lockdowns (None: in tests of the proxy alone).
     pub lockdowns: Option<Arc<Lockdowns>>,
 }
@@ -77,6 +80,7 @@ impl Site {
             metrics,
             integrity: None,
             behaviour: None,
+            inspect: None,
             lockdowns: None,
         }
     }
@@ -90,6 +94,14 @@ impl Site {
     pub fn with_behaviour(self, monitor: Option<Arc<Monitor>>) -> Self {
         Self {
             behaviour: monitor,
+            ..self
+        }
+    }
+
+    /// The site, what passes inspected by `inspector`.
+    pub fn with_inspect(self, inspector: Option<Arc<Inspector>>) -> Self {
+        Self {
+            inspect: inspector,
             ..self
         }
     }

@@ -58,7 +58,7 @@ impl Marker {
 const LONG: usize = 2048;
 
 /// Lower-case phrases that address the model rather than describe a tool.
-const DIRECTIVES: &[&str] = &[
+pub(crate) const DIRECTIVES: &[&str] = &[
     "<important>",
     "</important>",
     "<system>",
@@ -195,23 +195,37 @@ fn squeeze(text: &str) -> String {
     out
 }
 
+/// Characters that render as nothing: tags, zero-width characters, invisible operators,
+/// fillers and variation selectors (inclusive ranges).
+pub(crate) const INVISIBLE: &[(char, char)] = &[
+    ('\u{E0000}', '\u{E007F}'), // tags
+    ('\u{200B}', '\u{200D}'),   // zero-width space, non-joiner, joiner
+    ('\u{2060}', '\u{2064}'),   // word joiner, invisible operators
+    ('\u{FEFF}', '\u{FEFF}'),   // zero-width no-break space
+    ('\u{180E}', '\u{180E}'),   // Mongolian vowel separator
+    ('\u{00AD}', '\u{00AD}'),   // soft hyphen
+    ('\u{034F}', '\u{034F}'),   // combining grapheme joiner
+    ('\u{115F}', '\u{1160}'),   // Hangul fillers
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FE00}', '\u{FE0F}'), // variation selectors
+    ('\u{E0100}', '\u{E01EF}'),
+];
+
+/// Bidirectional controls that reorder what is shown (inclusive ranges).
+pub(crate) const BIDI: &[(char, char)] = &[
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2066}', '\u{2069}'),
+    ('\u{200E}', '\u{200F}'),
+    ('\u{061C}', '\u{061C}'),
+];
+
 fn invisible(c: char) -> bool {
-    matches!(c,
-        '\u{E0000}'..='\u{E007F}'   // tags
-        | '\u{200B}'..='\u{200D}'   // zero-width space, non-joiner, joiner
-        | '\u{2060}'..='\u{2064}'   // word joiner, invisible operators
-        | '\u{FEFF}'                // zero-width no-break space
-        | '\u{180E}'                // Mongolian vowel separator
-        | '\u{00AD}'                // soft hyphen
-        | '\u{034F}'                // combining grapheme joiner
-        | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
-        | '\u{FE00}'..='\u{FE0F}'   // variation selectors
-        | '\u{E0100}'..='\u{E01EF}'
-    )
+    INVISIBLE.iter().any(|&(a, b)| (a..=b).contains(&c))
 }
 
 fn bidi(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    BIDI.iter().any(|&(a, b)| (a..=b).contains(&c))
 }
 
 /// Whether a name holds a character that passes for a Latin letter or digit: a name of

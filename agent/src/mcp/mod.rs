@@ -17,7 +17,7 @@ use std::fmt;
 
 pub use error::{DecodeError, error_body};
 pub use headers::{check_headers, encode_value};
-pub use jsonrpc::{Decoded, Kind, decode, tool_names};
+pub use jsonrpc::{Decoded, Kind, Message, decode, tool_names};
 
 use crate::vocab::{Method, Param, Target};
 pub use sse::SseParser;

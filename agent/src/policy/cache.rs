@@ -204,6 +204,16 @@ pub fn key_bytes(input: &Input<'_>, facts: &Facts<'_>, reads: &Reads) -> Option<
                     k.byte(u8::from(b.learning));
                 }
             },
+            Attr::Content => match input.content {
+                None => k.byte(0),
+                Some(c) => {
+                    k.byte(1);
+                    k.len(c.rules.len());
+                    c.rules.iter().for_each(|r| k.str(r));
+                    k.len(c.kinds.len());
+                    c.kinds.iter().for_each(|kind| k.str(kind.name()));
+                }
+            },
         }
     }
     // The arguments, as tags, as far as they are read.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::{
     config::{Policy, PolicyMode},
-    vocab::{Assessment, Signal, Signals},
+    vocab::{Assessment, ContentFacts, ContentKind, Signal, Signals},
     vocab::{Principal, Process},
 };
 
@@ -62,6 +62,7 @@ struct Req {
     listing: bool,
     integrity: Option<(&'static str, Vec<&'static str>)>,
     behaviour: Option<crate::vocab::Assessment>,
+    content: Option<crate::vocab::ContentFacts>,
 }
 
 /// Monday 2026-11-30 10:00 UTC.
@@ -94,6 +95,7 @@ impl Req {
             listing: false,
             integrity: None,
             behaviour: None,
+            content: None,
         }
     }
 
@@ -116,6 +118,7 @@ impl Req {
                 .as_ref()
                 .map(|(state, markers)| Standing { state, markers }),
             behaviour: self.behaviour.as_ref(),
+            content: self.content.as_ref(),
         }
     }
 
@@ -280,6 +283,36 @@ fn every_context_attribute_is_in_the_key_when_read() {
         calm,
         &judged(&[Signal::NewTool], false),
         &judged(&[Signal::OffHours], false),
+    );
+    let found = |rules: &[&str], kinds: &[ContentKind]| {
+        let rules = rules.iter().map(|r| (*r).into()).collect();
+        let kinds = kinds.to_vec();
+        with(|r| r.content = Some(ContentFacts { rules, kinds }))
+    };
+    let clean = "context has content && context.content.kinds.isEmpty()";
+    flips(
+        "content: none, inspected",
+        "context has content",
+        &a,
+        &found(&[], &[]),
+    );
+    flips(
+        "content: clean, found",
+        clean,
+        &found(&[], &[]),
+        &found(&["email"], &[ContentKind::Personal]),
+    );
+    flips(
+        "content: kinds",
+        "context has content && context.content.kinds.contains(\"secret\")",
+        &found(&["x"], &[ContentKind::Personal]),
+        &found(&["x"], &[ContentKind::Secret]),
+    );
+    flips(
+        "content: rules, same kinds",
+        "context has content && context.content.rules.contains(\"jwt\")",
+        &found(&["aws_access_key_id"], &[ContentKind::Secret]),
+        &found(&["jwt"], &[ContentKind::Secret]),
     );
     // Context read whole.
     flips(
@@ -514,6 +547,7 @@ fn the_key_knows_every_context_attribute() {
         });
         r.integrity = Some(("pinned", vec![]));
         r.behaviour = Some(Assessment::default());
+        r.content = Some(Default::default());
     });
     let built: Vec<String> = context_pairs(&r.input(), 0, uid("Client", "c").unwrap())
         .unwrap()

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{Engine, Input};
 use crate::{
-    vocab::{Assessment, Signal, Signals},
+    vocab::{Assessment, ContentFacts, ContentKind, Signal, Signals},
     vocab::{Decision, HttpAction, Method, Principal, Process},
 };
 
@@ -36,6 +36,43 @@ pub struct Described {
     pub integrity: Option<DescribedIntegrity>,
     /// How the request compares with the subject's baseline (`context.behaviour`).
     pub behaviour: Option<DescribedBehaviour>,
+    /// What content inspection found in the arguments (`context.content`).
+    pub content: Option<DescribedContent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescribedContent {
+    /// Rule ids; each built-in rule's kind is its own, another rule is a `secret` unless
+    /// `kinds` says otherwise.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub kinds: Vec<String>,
+}
+
+impl DescribedContent {
+    fn facts(&self) -> Result<ContentFacts, String> {
+        let mut kinds: Vec<ContentKind> = self
+            .kinds
+            .iter()
+            .map(|k| ContentKind::by_name(k).ok_or_else(|| format!("no kind {k:?}")))
+            .collect::<Result<_, _>>()?;
+        for r in &self.rules {
+            if let Some(b) = crate::vocab::RULES.iter().find(|b| b.id == r) {
+                kinds.push(b.kind);
+            } else if self.kinds.is_empty() {
+                kinds.push(ContentKind::Secret);
+            }
+        }
+        let mut rules: Vec<std::sync::Arc<str>> =
+            self.rules.iter().map(|r| r.as_str().into()).collect();
+        rules.sort();
+        rules.dedup();
+        kinds.sort();
+        kinds.dedup();
+        Ok(ContentFacts { rules, kinds })
+    }
 }
 
 #[derive(Deserialize)]
@@ -114,6 +151,11 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
         .as_ref()
         .map(DescribedBehaviour::assessment)
         .transpose()?;
+    let content = d
+        .content
+        .as_ref()
+        .map(DescribedContent::facts)
+        .transpose()?;
     Ok(engine.decide(&Input {
         server,
         action: match d.method.as_str() {
@@ -140,5 +182,6 @@ pub fn decide(engine: &Engine, server: &str, d: &Described) -> Result<Decision, 
             markers: &markers,
         }),
         behaviour: behaviour.as_ref(),
+        content: content.as_ref(),
     }))
 }

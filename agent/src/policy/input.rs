@@ -7,7 +7,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::vocab::{Assessment, Principal, Process, Target};
+use crate::vocab::{Assessment, ContentFacts, Principal, Process, Target};
 
 /// What is asked, by whom, from where.
 pub struct Input<'a> {
@@ -32,6 +32,8 @@ pub struct Input<'a> {
     /// How the request compares with its subject's baseline, on a server with `behaviour` in
     /// `enforce` mode.
     pub behaviour: Option<&'a Assessment>,
+    /// What content inspection found in a call's arguments, on a server with `inspect` on.
+    pub content: Option<&'a ContentFacts>,
 }
 
 /// A target's pin state (`pinned`, `changed`, `unpinned`) and the markers found in it.

@@ -282,6 +282,20 @@ fn context_pairs(
         .map_err(|e| e.to_string())?;
         context.push(("behaviour".into(), behaviour));
     }
+    if let Some(c) = input.content {
+        let content = RestrictedExpression::new_record([
+            (
+                "rules".to_string(),
+                RestrictedExpression::new_set(c.rules.iter().map(|r| str_(r))),
+            ),
+            (
+                "kinds".to_string(),
+                RestrictedExpression::new_set(c.kinds.iter().map(|k| str_(k.name()))),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        context.push(("content".into(), content));
+    }
     Ok(context)
 }
 

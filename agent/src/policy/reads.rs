@@ -25,10 +25,11 @@ pub enum Attr {
     Process,
     Integrity,
     Behaviour,
+    Content,
 }
 
 /// The context attributes by name, in the order a cache key holds them.
-pub const CONTEXT: [(&str, Attr); 13] = [
+pub const CONTEXT: [(&str, Attr); 14] = [
     ("time", Attr::Time),
     ("hour", Attr::Hour),
     ("weekday", Attr::Weekday),
@@ -42,6 +43,7 @@ pub const CONTEXT: [(&str, Attr); 13] = [
     ("process", Attr::Process),
     ("integrity", Attr::Integrity),
     ("behaviour", Attr::Behaviour),
+    ("content", Attr::Content),
 ];
 
 const ALL_CONTEXT: u16 = (1 << CONTEXT.len()) - 1;

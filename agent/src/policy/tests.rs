@@ -86,6 +86,7 @@ fn decide(e: &Engine, p: &Principal, a: Ask<'_>) -> Decision {
         listing: false,
         integrity: None,
         behaviour: None,
+        content: None,
     })
 }
 
@@ -451,6 +452,7 @@ fn the_time_is_the_second_the_hour_and_weekday_are_made_from() {
         listing: false,
         integrity: None,
         behaviour: None,
+        content: None,
     });
     assert!(d.allowed(), "{d:?}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -478,6 +480,7 @@ fn call_with(
         listing: false,
         integrity,
         behaviour,
+        content: None,
     })
 }
 
@@ -551,6 +554,36 @@ fn a_policy_reads_the_behaviour_signals_and_may_lock_down() {
         )
         .allowed()
     );
+}
+
+/// `context.content`: what inspection found in the arguments, by rule and kind; the cache
+/// keeps calls with different findings apart.
+#[test]
+fn a_policy_reads_what_content_inspection_found() {
+    let e = engine("no-secrets-out.cedar");
+    let d = |tool: &str, content: Value| {
+        let mut r = json!({"principal": {"sub": "alice"}, "method": "tools/call", "name": tool});
+        if !content.is_null() {
+            r["content"] = content;
+        }
+        explain::decide(&e, "files", &serde_json::from_value(r).unwrap()).unwrap()
+    };
+    assert!(d("search", Value::Null).allowed(), "nothing inspected");
+    assert!(d("search", json!({})).allowed(), "nothing found");
+    let secret = d("search", json!({"rules": ["aws_access_key_id"]}));
+    assert_eq!(secret.policies, ["no-secrets-in-arguments"]);
+    assert!(!d("search", json!({"rules": ["email"]})).allowed());
+    assert!(d("crm_add", json!({"rules": ["email"]})).allowed());
+    let custom = d(
+        "crm_add",
+        json!({"rules": ["employee_id"], "kinds": ["personal"]}),
+    );
+    assert!(custom.allowed(), "{custom:?}");
+    assert!(
+        !d("crm_add", json!({"rules": ["employee_id"]})).allowed(),
+        "a secret unless said"
+    );
+    assert!(d("search", json!({})).allowed(), "cached apart");
 }
 
 #[test]

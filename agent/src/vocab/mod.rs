@@ -3,6 +3,7 @@
 //! in force. A leaf: it imports nothing else of the crate, so every other module can depend on
 //! it and it on none of them.
 mod conn;
+mod content;
 mod decision;
 mod digest;
 pub(crate) mod method;
@@ -12,6 +13,7 @@ mod redirect;
 mod signal;
 
 pub use conn::{Conn, Process};
+pub use content::{ContentAction, ContentFacts, ContentKind, Direction, Finding, Findings, RULES};
 pub use decision::{Decision, Effect, Hidden, Listing};
 pub use digest::sha256_hex;
 pub use method::{Denial, HttpAction, List, Method, NOTIFICATION, Param, Target, actions};

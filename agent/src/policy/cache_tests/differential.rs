@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{MON_TEN, Req, load_file, repo};
 use crate::{
     policy::{Engine, Target},
-    vocab::{Assessment, Signal},
+    vocab::{Assessment, ContentFacts, ContentKind, Signal},
     vocab::{HttpAction, Process, method::METHODS},
 };
 
@@ -237,6 +237,23 @@ fn random_request(rng: &mut Rng) -> Req {
         ),
         _ => judged(&[], false),
     };
+    // Mostly nothing inspected or found; sometimes a secret, personal data, or both.
+    let facts = |rules: &[&str], kinds: &[ContentKind]| {
+        Some(ContentFacts {
+            rules: rules.iter().map(|r| (*r).into()).collect(),
+            kinds: kinds.to_vec(),
+        })
+    };
+    r.content = match rng.next() % 6 {
+        0 => facts(&["aws_access_key_id"], &[ContentKind::Secret]),
+        1 => facts(&["email"], &[ContentKind::Personal]),
+        2 => facts(
+            &["email", "jwt"],
+            &[ContentKind::Secret, ContentKind::Personal],
+        ),
+        3 => facts(&[], &[]),
+        _ => None,
+    };
     r
 }
 
@@ -245,7 +262,7 @@ fn random_request(rng: &mut Rng) -> Req {
 /// policies read but the key lacks shows as a wrong decision.
 fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
     let mut r = a.clone();
-    match rng.next() % 19 {
+    match rng.next() % 20 {
         0 => r.principal.sub = b.principal.sub.clone(),
         1 => r.principal.client_id = b.principal.client_id.clone(),
         2 => r.principal.scopes = b.principal.scopes.clone(),
@@ -278,6 +295,7 @@ fn vary(a: &Req, b: &Req, rng: &mut Rng) -> Req {
         15 => r.listing = !r.listing,
         16 => r.integrity = b.integrity.clone(),
         17 => r.behaviour = b.behaviour,
+        18 => r.content = b.content.clone(),
         _ => r.server = "other".into(),
     }
     r
@@ -366,7 +384,7 @@ fn cached_and_fresh_decisions_agree_on_random_requests() {
     for entry in std::fs::read_dir(repo("config/policies")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|x| x == "cedar") {
-            differential(&load_file(path.clone()), &path, 0x2545_f491_4f6c_dd1d, 12);
+            differential(&load_file(path.clone()), &path, 0x2545_f491_4f6c_dd1d, 18);
         }
     }
 }
