@@ -175,6 +175,34 @@ pub mod bench {
             START + 9 * 86_400 + minutes * 60
         }
     }
+
+    /// Content inspection as a result pays it: a server's rules with `inspect: {}` (every
+    /// built-in rule, its default action).
+    pub struct Inspecting(crate::inspect::Inspector);
+
+    impl Default for Inspecting {
+        fn default() -> Self {
+            let config = crate::config::Inspect {
+                arguments: true,
+                results: true,
+                max_size: 4 << 20,
+                rules: Default::default(),
+                custom: Vec::new(),
+                allow: Vec::new(),
+                tools: Default::default(),
+            };
+            Self(crate::inspect::Inspector::new(&config).expect("the built-in rules compile"))
+        }
+    }
+
+    impl Inspecting {
+        /// Inspects a `tools/call` result message as it passes (redacting in place); how
+        /// many findings it had.
+        pub fn result(&self, message: &mut serde_json::Value) -> usize {
+            let o = self.0.response(Some("read"), message);
+            o.found.findings.len() + o.found.more
+        }
+    }
 }
 
 /// Resource URI normalisation, as Moat decides on it (for the differential tests).

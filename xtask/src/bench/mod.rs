@@ -1,4 +1,4 @@
-//! `cargo xtask bench <steer | proxy | audit | streams | integrity | behaviour>`: picks the benchmark, and holds what
+//! `cargo xtask bench <steer | proxy | audit | streams | integrity | behaviour | inspect>`: picks the benchmark, and holds what
 //! they share: the machine line of their reports and the MCP request they send.
 //!
 //! The benchmarks: `steer` (what steering costs: new connections to other ports, and a new
@@ -6,8 +6,10 @@
 //! `audit` (what writing the audit log to disk costs), `streams` (what long-lived event
 //! streams cost: memory, CPU, latency, and behaviour at the connection limit), `integrity`
 //! (what checking a list result against pins adds) and `behaviour` (what scoring a request
-//! against its subject's baseline costs; `proxy` reports it too).
+//! against its subject's baseline costs; `proxy` reports it too) and `inspect` (what content
+//! inspection costs a result; `proxy` reports it too, against its own CPU per request).
 pub mod behaviour;
+pub mod inspect;
 mod integrity;
 pub mod proxy;
 mod stats;
@@ -42,7 +44,7 @@ fn median_us(group: &str, id: &str) -> Result<f64> {
         .ok_or_else(|| format!("{}: no median", path.display()))
 }
 
-const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>] | integrity | behaviour>";
+const USAGE: &str = "usage: cargo xtask bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [--streams <n,...>] [--targets direct,http,https] [--period-ms <ms>] [--measure-s <s>] | integrity | behaviour | inspect>";
 
 /// The MCP request both benchmarks send: a `tools/call` the proxy admits and forwards.
 const MCP_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
@@ -55,6 +57,7 @@ pub fn run(args: &[String]) -> Result {
         [a, rest @ ..] if a == "streams" => streams::run(rest),
         [a] if a == "integrity" => integrity::run(),
         [a] if a == "behaviour" => behaviour::run(),
+        [a] if a == "inspect" => inspect::run(),
         _ => Err(USAGE.into()),
     }
 }

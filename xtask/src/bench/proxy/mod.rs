@@ -379,6 +379,7 @@ pub fn run(args: &[String]) -> Result {
         ));
     }
 
+    let agent_us = super::stats::median_by(&one_agent, |u| u.cpu_us);
     report::print(&Measured {
         machine,
         wrk_version,
@@ -407,6 +408,10 @@ pub fn run(args: &[String]) -> Result {
     drop(site);
     // What scoring a request against its subject's baseline costs (in process, criterion).
     println!("{}", super::behaviour::line(super::behaviour::scoring()?));
+    // What inspecting a result costs, against the agent's CPU per request in this run.
+    for line in super::inspect::measure()?.lines(Some(agent_us)) {
+        println!("{line}");
+    }
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.ok)
