@@ -53,7 +53,7 @@ fn bytes(kind: &str) -> Result<u64> {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     v["throughput"]["Bytes"]
         .as_u64()
-        .ok_or_else(|| format!("{}: no throughput", path.display()).into())
+        .ok_or_else(|| format!("{}: no throughput", path.display()))
 }
 
 impl Measured {
