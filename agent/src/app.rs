@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::{
     admin::{self, Admin, Metrics, ServerMetrics},
+    approval::Approvals,
     audit::{self, AuditLog},
     auth::{
         self, Authenticator,
@@ -42,6 +43,8 @@ struct Kept {
     guards: HashMap<String, Arc<Guard>>,
     monitors: HashMap<String, Arc<Monitor>>,
     lockdowns: Option<Arc<Lockdowns>>,
+    /// The requests held for approval.
+    approvals: Option<Arc<Approvals>>,
 }
 
 /// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
@@ -160,7 +163,8 @@ fn load_sites(
                 .with_integrity(kept.guards.get(&s.name).cloned())
                 .with_behaviour(kept.monitors.get(&s.name).cloned())
                 .with_inspect(inspector)
-                .with_lockdowns(kept.lockdowns.clone()),
+                .with_lockdowns(kept.lockdowns.clone())
+                .with_approvals(kept.approvals.clone()),
             ),
         );
     }
@@ -182,7 +186,9 @@ fn load_sites(
 pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
     let _instance = instance::lock(&config.agent.state_dir)?;
-    let admin = Admin::new(&config);
+    let mut admin = Admin::new(&config);
+    let approvals = Arc::new(Approvals::new(&config.approvals).map_err(AppError::Approvals)?);
+    admin.approvals = Some(approvals.clone());
     // The store holds what survives restarts: lockdowns always, grants and pins when used.
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
     let authz = crate::authz::open(&config, store.clone())?;
@@ -190,6 +196,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         guards: crate::integrity::guards(&config, &store)?,
         monitors: crate::behaviour::monitors(&config, &store),
         lockdowns: Some(Arc::new(Lockdowns::open(store.clone())?)),
+        approvals: Some(approvals.clone()),
     };
     let (guards, lockdowns) = (&kept.guards, kept.lockdowns.clone().expect("opened above"));
     let local = authz.as_ref().map(|a| {
@@ -256,6 +263,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         guards: guards.clone(),
         lockdowns: lockdowns.clone(),
         monitors: kept.monitors.clone(),
+        approvals: Some(approvals),
     };
     let control_task = Some(crate::control::serve(&config.agent.state_dir, Arc::new(ctl)).await?);
     // Key fetchers and rotation run on this thread for the agent's lifetime.
@@ -438,6 +446,7 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     let c = Config::load_on(config_path, &this_host(mode)?)?;
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
     load_sites(&c, false, &Kept::default(), None, None)?;
+    Approvals::new(&c.approvals).map_err(AppError::Approvals)?;
     crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",

@@ -16,6 +16,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     Tls(String),
+    /// `approvals:` that cannot be used (its token file, its webhook).
+    #[error("{0}")]
+    Approvals(String),
     /// The authorization server cannot start: its store, keys, certificates or listener.
     #[error("authorization server: {0}")]
     Authz(String),

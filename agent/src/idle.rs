@@ -59,6 +59,14 @@ impl Activity {
 
 pub struct InFlight(Arc<Activity>);
 
+impl InFlight {
+    /// One more in flight for the same request (a part of it that outlives another).
+    pub fn also(&self) -> InFlight {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.0.clone())
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();

@@ -3,6 +3,7 @@
 //! and the integration tests use is re-exported below, and nothing else is public.
 mod admin;
 pub mod app;
+mod approval;
 mod audit;
 mod auth;
 mod authz;

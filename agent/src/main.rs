@@ -107,6 +107,9 @@ enum Command {
     /// on, and the signals its requests raised.
     #[command(subcommand)]
     Behaviour(BehaviourCommand),
+    /// Requests held for a person's approval by `@approval` policies.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Content inspection of arguments and results (`inspect` on a server).
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -226,6 +229,32 @@ impl ScopeArgs {
             _ => None,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// The approvals waiting for an answer (JSON).
+    List {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
+    /// Approves the held request ID: it is forwarded.
+    Approve {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        id: String,
+        /// The approver's name, for the audit record (with the caller's uid).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Denies the held request ID: it is refused.
+    Deny {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -575,6 +604,25 @@ fn dispatch(command: Command) -> Result<(), AppError> {
                 server,
                 sub,
                 client,
+            },
+        ),
+        Command::Approvals(ApprovalsCommand::List { config }) => {
+            control_print(&config, Request::Approvals)
+        }
+        Command::Approvals(ApprovalsCommand::Approve { config, id, by }) => control_print(
+            &config,
+            Request::ApprovalAnswer {
+                id,
+                approve: true,
+                by,
+            },
+        ),
+        Command::Approvals(ApprovalsCommand::Deny { config, id, by }) => control_print(
+            &config,
+            Request::ApprovalAnswer {
+                id,
+                approve: false,
+                by,
             },
         ),
         Command::Inspect(InspectCommand::Rules) => {

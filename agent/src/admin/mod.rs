@@ -1,5 +1,8 @@
 //! The admin listener (`agent.admin_listen`): Prometheus metrics at /metrics, liveness at
-//! /healthz and readiness at /readyz, over plain HTTP/1.1, GET and HEAD only.
+//! /healthz and readiness at /readyz, over plain HTTP/1.1, GET and HEAD only; and, with
+//! `approvals.token_file`, the approvals waiting for an answer at /approvals (GET) and their
+//! answers (POST /approvals/ID/approve or /deny), for the bearer of that token only.
+mod approvals;
 pub mod metrics;
 pub mod state;
 
@@ -36,6 +39,8 @@ pub enum AdminError {
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub state: Arc<AgentState>,
+    /// The requests held for approval (None: in tests of the other endpoints).
+    pub approvals: Option<Arc<crate::approval::Approvals>>,
 }
 
 impl Admin {
@@ -45,6 +50,7 @@ impl Admin {
         Self {
             metrics: Arc::new(Metrics::new(config, state.clone())),
             state,
+            approvals: None,
         }
     }
 }
@@ -90,7 +96,10 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = respond(&admin, req.method(), req.uri().path());
+                let resp = match approvals::answer(admin.approvals.as_deref(), &req) {
+                    Some(r) => r,
+                    None => respond(&admin, req.method(), req.uri().path()),
+                };
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

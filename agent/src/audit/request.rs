@@ -17,7 +17,8 @@ use serde_json::{Value, value::RawValue};
 
 use super::AuditLog;
 use crate::vocab::{
-    Assessment, Conn, Decision, Effect, Findings, Hidden, Listing, PinCheck, Principal,
+    ApprovalNote, Assessment, Conn, Decision, Effect, Findings, Hidden, Listing, PinCheck,
+    Principal,
 };
 
 /// How the exchange ended, from the client's side.
@@ -126,6 +127,9 @@ struct Fields {
     /// How the request compared with its subject's baseline (`behaviour` on).
     #[serde(skip_serializing_if = "Option::is_none")]
     behaviour: Option<Assessment>,
+    /// A person's approval, when an `@approval` policy asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalNote>,
     /// What content inspection found in the arguments and the result (never the text).
     #[serde(skip_serializing_if = "Findings::is_empty")]
     content: Findings,
@@ -180,6 +184,7 @@ impl RequestRecord {
                 hidden: Vec::new(),
                 pins: Vec::new(),
                 behaviour: None,
+                approval: None,
                 content: Findings::default(),
                 outcome: Outcome::Open,
                 error: None,
@@ -226,6 +231,16 @@ impl RequestRecord {
     /// Notes the signals the request raised against its subject's baseline.
     pub fn assessed(&mut self, a: Assessment) {
         self.fields.behaviour = Some(a);
+    }
+
+    /// Notes what became of the request's approval.
+    pub fn approval(&mut self, note: ApprovalNote) {
+        self.fields.approval = Some(note);
+    }
+
+    /// The first message's arguments as the record keeps them (redacted).
+    pub fn arguments_kept(&self) -> Option<&Value> {
+        self.fields.mcp.arguments.as_ref()
     }
 
     /// Notes what content inspection found.

@@ -45,12 +45,15 @@ const CAPACITY: usize = 100_000;
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, (Owner, Instant)>>,
+    /// The sessions whose client declared the elicitation capability (a person can be asked
+    /// through it).
+    elicits: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Sessions {
     /// Binds a session the upstream just issued to the principal of the request; a session
     /// already bound keeps its owner.
-    pub fn bind(&self, id: &str, p: &Principal) {
+    pub fn bind(&self, id: &str, p: &Principal, elicits: bool) {
         let Ok(mut map) = self.map.lock() else { return };
         if let Some((_, used)) = map.get_mut(id) {
             *used = Instant::now();
@@ -66,8 +69,19 @@ impl Sessions {
             {
                 map.remove(&oldest);
             }
+            if let Ok(mut e) = self.elicits.lock() {
+                e.retain(|id| map.contains_key(id));
+            }
         }
         map.insert(id.to_string(), (Owner::from(p), Instant::now()));
+        if elicits && let Ok(mut e) = self.elicits.lock() {
+            e.insert(id.to_string());
+        }
+    }
+
+    /// Whether the client of session `id` declared the elicitation capability.
+    pub fn elicits(&self, id: &str) -> bool {
+        self.elicits.lock().is_ok_and(|e| e.contains(id))
     }
 
     pub fn check(&self, id: &str, p: &Principal) -> Binding {
@@ -89,6 +103,9 @@ impl Sessions {
         if let Ok(mut map) = self.map.lock() {
             map.remove(id);
         }
+        if let Ok(mut e) = self.elicits.lock() {
+            e.remove(id);
+        }
     }
 }
 
@@ -109,7 +126,8 @@ mod tests {
     #[test]
     fn a_session_belongs_to_its_creator_only() {
         let s = Sessions::default();
-        s.bind("abc", &p("alice", "cli"));
+        s.bind("abc", &p("alice", "cli"), true);
+        assert!(s.elicits("abc") && !s.elicits("nope"));
         assert_eq!(s.check("abc", &p("alice", "cli")), Binding::Own);
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
         assert_eq!(
@@ -118,9 +136,11 @@ mod tests {
         );
         assert_eq!(s.check("nope", &p("alice", "cli")), Binding::Unknown);
         // A second bind does not change the owner.
-        s.bind("abc", &p("mallory", "cli"));
+        s.bind("abc", &p("mallory", "cli"), false);
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
+        assert!(s.elicits("abc"), "nor what its client declared");
         s.end("abc");
         assert_eq!(s.check("abc", &p("alice", "cli")), Binding::Unknown);
+        assert!(!s.elicits("abc"));
     }
 }

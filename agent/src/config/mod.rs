@@ -1,4 +1,5 @@
 //! The agent's config file: parsed into validated types, with every error reported at once.
+mod approvals;
 mod audit;
 mod auth;
 mod authz;
@@ -16,6 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use approvals::Approvals;
 pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
 pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
 pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
@@ -64,6 +66,8 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// Moat's own OAuth authorization server (the issuer of servers with `issuer: local`).
     pub authorization_server: Option<AuthorizationServer>,
+    /// How requests held for approval are asked about.
+    pub approvals: Approvals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +193,20 @@ impl Config {
 }
 
 fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option<Config> {
-    let m = root.mapping(&["agent", "audit", "servers", "authorization_server"], r)?;
+    let m = root.mapping(
+        &[
+            "agent",
+            "audit",
+            "servers",
+            "authorization_server",
+            "approvals",
+        ],
+        r,
+    )?;
+    let approvals = match m.get("approvals") {
+        Some(n) => approvals::read_approvals(n, r),
+        None => Some(Approvals::default()),
+    };
     let agent = match m.get("agent") {
         Some(n) => read_agent(n, r),
         None => Some(Agent::default()),
@@ -276,6 +293,7 @@ fn read_config(root: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Opt
         audit,
         servers,
         authorization_server,
+        approvals: approvals?,
     })
 }
 

@@ -906,3 +906,35 @@ fn inspect_is_read_and_its_mistakes_located() {
         "{p:?}"
     );
 }
+
+#[test]
+fn approvals_are_read_and_their_mistakes_located() {
+    let c = Config::parse("moat.yaml", "servers:\n  - name: files\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\n").unwrap();
+    assert_eq!(c.approvals, Approvals::default());
+    assert_eq!(c.approvals.timeout, std::time::Duration::from_secs(120));
+    let c = Config::parse(
+        "moat.yaml",
+        "servers:\n  - name: files\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\napprovals:\n  timeout_s: 30\n  webhook: https://hooks.example.com/moat\n  token_file: /etc/moat/approver.token\n",
+    )
+    .unwrap();
+    assert_eq!(c.approvals.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        c.approvals.webhook.as_deref(),
+        Some("https://hooks.example.com/moat")
+    );
+    let p = problems(
+        "servers:\n  - name: files\n    port: 8000\n    dangerous: {plaintext: true, unauthenticated: true}\napprovals:\n  timeout_s: 0\n  webhook: ftp://x\n  token_file: relative\n  other: 1\n",
+    );
+    let mut found: Vec<(usize, &str)> = p.iter().map(|p| (p.line, p.key.as_str())).collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (6, "approvals.timeout_s"),
+            (7, "approvals.webhook"),
+            (8, "approvals.token_file"),
+            (9, "approvals.other"),
+        ],
+        "{p:?}"
+    );
+}

@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use crate::{
+    approval::{Answer, Approvals},
     authz::AuthServer,
     behaviour::Monitor,
     config::Config,
@@ -25,6 +26,7 @@ use crate::{
     integrity::Guard,
     lockdown::{Lockdowns, Scope},
     store::baselines::Whose,
+    vocab::Via,
 };
 
 /// Who asked, as a lockdown's audit names them: the uid, and its user name where
@@ -112,6 +114,14 @@ pub enum Request {
         sub: Option<String>,
         client: Option<String>,
     },
+    /// The approvals waiting for an answer (`moat approvals list`).
+    Approvals,
+    /// Answers one (`moat approvals approve|deny ID`).
+    ApprovalAnswer {
+        id: String,
+        approve: bool,
+        by: Option<String>,
+    },
 }
 
 impl Request {
@@ -138,6 +148,8 @@ pub struct Control {
     pub guards: HashMap<String, Arc<Guard>>,
     pub lockdowns: Arc<Lockdowns>,
     pub monitors: HashMap<String, Arc<Monitor>>,
+    /// The requests held for approval (None: no agent runs, so none is held).
+    pub approvals: Option<Arc<Approvals>>,
 }
 
 impl Control {
@@ -173,6 +185,29 @@ pub async fn execute(ctl: &Control, req: Request, caller: &str) -> Result<Value,
         }
         Request::Unlock { scope } => ctl.lockdowns.unlock(&scope, caller).map_err(s),
         Request::Lockdowns => ctl.lockdowns.list().map_err(s),
+        Request::Approvals => Ok(Value::Array(
+            ctl.approvals.as_ref().map(|a| a.list()).unwrap_or_default(),
+        )),
+        Request::ApprovalAnswer { id, approve, by } => {
+            let approvals = ctl
+                .approvals
+                .as_ref()
+                .ok_or("no agent runs: no request is waiting for approval")?;
+            let by = match by {
+                Some(name) => format!("{name} ({caller})"),
+                None => caller.to_string(),
+            };
+            let answer = Answer {
+                approve,
+                via: Via::Cli,
+                by,
+                at: std::time::SystemTime::now(),
+            };
+            approvals
+                .answer(&id, answer, None)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"id": id, "answer": if approve { "approve" } else { "deny" }}))
+        }
         Request::Behaviour {
             server,
             sub,
@@ -369,6 +404,7 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
         guards: crate::integrity::guards(config, &store)?,
         lockdowns: Arc::new(Lockdowns::open(store.clone())?),
         monitors: crate::behaviour::monitors(config, &store),
+        approvals: None,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

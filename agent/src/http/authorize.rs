@@ -38,6 +38,22 @@ impl<T> Permitted<T> {
     }
 }
 
+impl Permitted<&Asked> {
+    /// The permission with its own copy of the request: a request held for approval is
+    /// forwarded later, from elsewhere.
+    pub fn to_owned(&self) -> Permitted<Asked> {
+        Permitted {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Permitted<Asked> {
+    pub fn as_ref(&self) -> Permitted<&Asked> {
+        Permitted { inner: &self.inner }
+    }
+}
+
 /// One thing decided: a JSON-RPC message with a method, or the HTTP request itself (a GET of
 /// the server's stream, a DELETE of a session).
 #[derive(Clone)]

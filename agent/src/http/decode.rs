@@ -21,6 +21,7 @@ use crate::{
 };
 
 /// What a request asks of the server.
+#[derive(Clone)]
 pub enum Asked {
     /// A POST: its JSON-RPC message(s).
     Messages(Decoded),

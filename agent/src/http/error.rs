@@ -9,7 +9,7 @@ use super::body::{ProxyBody, full};
 use crate::{
     auth::AuthError,
     mcp::DecodeError,
-    vocab::{ContentKind, Decision, Denial, Target},
+    vocab::{ContentKind, Decision, Denial, Target, Verdict},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,20 @@ pub enum ProxyError {
         kind: ContentKind,
         path: String,
     },
+    /// An `@approval` policy permitted the request, and it was not approved.
+    #[error("not approved: {} (approval {id})", match verdict {
+        Verdict::TimedOut => "no answer in time",
+        Verdict::Abandoned => "the client went away",
+        _ => "denied by an approver",
+    })]
+    Unapproved { id: String, verdict: Verdict },
+    /// A client's answer to an elicitation of Moat's that is not taken: nothing waits for it,
+    /// or it waits for another caller.
+    #[error("{0}")]
+    ApprovalAnswer(crate::approval::ApprovalError),
+    /// An `@approval` policy permitted the request, and no approval can be asked for it.
+    #[error("needs approval, which cannot be asked: {0}")]
+    ApprovalUnavailable(&'static str),
     #[error("denied by policy: {}", decision.reason)]
     Denied {
         /// How the method's denial is answered.
@@ -124,8 +138,14 @@ impl ProxyError {
             Self::Session(_) => StatusCode::NOT_FOUND,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable | Self::LockedDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ApprovalAnswer(crate::approval::ApprovalError::NotPending(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::ApprovalAnswer(_) => StatusCode::FORBIDDEN,
             // A tool call's error, as servers answer one.
-            Self::ContentRefused { .. } => StatusCode::OK,
+            Self::ContentRefused { .. }
+            | Self::Unapproved { .. }
+            | Self::ApprovalUnavailable(_) => StatusCode::OK,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(_) => StatusCode::OK,
                 // What a server without a stream, or one that does not let clients end
@@ -147,6 +167,7 @@ impl ProxyError {
             | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
             Self::ContentRefused { .. } => -32602,
+            Self::Unapproved { .. } | Self::ApprovalUnavailable(_) => -32001,
             Self::Session(_) | Self::RateLimited(_) | Self::TooManyPending => -32001,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(Target::Tool | Target::Prompt) => -32602,

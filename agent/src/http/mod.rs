@@ -6,16 +6,19 @@
 //! recorded in one place, [`Proxy::handle`].
 pub mod admit;
 pub mod answers;
+pub mod approve;
 pub mod authenticate;
 pub mod authorize;
 pub mod body;
 pub mod conduct;
 pub mod decode;
+pub mod deliver;
 pub mod error;
 pub mod fields;
 pub mod filter;
 pub mod flow;
 pub mod forward;
+pub mod held;
 pub mod inspect;
 pub mod judged;
 pub mod legacy;
@@ -36,7 +39,7 @@ use hyper::body::Incoming;
 pub use self::site::Site;
 use self::{
     admit::Admitted,
-    body::{Audited, ProxyBody},
+    body::ProxyBody,
     decode::drain,
     error::ProxyError,
     filter::{List, ListRead, Lister},
@@ -54,6 +57,13 @@ use crate::{
     vocab::Conn,
 };
 
+/// What the request's phases come to: an answer now, or a request held for approval whose
+/// answer comes on a stream of Moat's own.
+enum Reply {
+    Now(Answer),
+    Held(Box<held::HeldCall>),
+}
+
 /// What every request handler shares.
 pub struct Proxy {
     /// This worker's upstream connections.
@@ -67,7 +77,7 @@ impl Proxy {
     /// Serves one request; `in_flight` lives as long as its response.
     pub async fn handle(
         &self,
-        site: &Site,
+        site: &Arc<Site>,
         conn: &Conn,
         req: Request<Incoming>,
         in_flight: InFlight,
@@ -89,7 +99,16 @@ impl Proxy {
             .tag(self.proxy(site, conn, req, &mut record))
             .await;
         let answer = match flow {
-            Ok(answer) => answer,
+            Ok(Reply::Held(call)) => {
+                return Ok(held::start(
+                    site.clone(),
+                    self.client.clone(),
+                    *call,
+                    record,
+                    in_flight,
+                ));
+            }
+            Ok(Reply::Now(answer)) => answer,
             Err(Stop::Serve(resp)) => {
                 record.answered_locally(resp.status().as_u16());
                 return Ok(*resp);
@@ -104,64 +123,7 @@ impl Proxy {
                 return Ok(*resp);
             }
         };
-        Ok(match answer {
-            Answer::Whole {
-                resp,
-                upstream: status,
-            } => {
-                record.answered(status);
-                record.complete();
-                resp
-            }
-            Answer::Upstream {
-                resp,
-                reader,
-                on_end,
-            } => {
-                record.answered(resp.status().as_u16());
-                let (mut parts, body) = resp.into_parts();
-                if reader.as_ref().is_some_and(|r| r.rewrites()) {
-                    // The reader may change what passes.
-                    parts.headers.remove(header::CONTENT_LENGTH);
-                } else if http_body::Body::is_end_stream(&body) {
-                    // Nothing to send after the head (a 202, `Content-Length: 0`): hyper may
-                    // never poll such a body, and the response is complete once it is sent.
-                    record.complete();
-                }
-                let principal = record.principal_of().cloned();
-                let revoked = principal
-                    .as_ref()
-                    .and_then(|p| site.auth.as_ref()?.revoked(p));
-                // Only an event stream stays open long enough to need cutting: the rest of
-                // the answers go without the lockdown's watch (and its allocation).
-                let stream = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-                let locked = site
-                    .lockdowns
-                    .as_ref()
-                    .filter(|_| stream)
-                    .map(|l| l.cut(site.name.clone(), principal));
-                let cut: Option<crate::auth::Revoked> = match (revoked, locked) {
-                    (Some(r), Some(l)) => Some(Box::pin(async move {
-                        tokio::select! {
-                            () = r => {}
-                            () = l => {}
-                        }
-                    })),
-                    (r, l) => r.or(l),
-                };
-                let mut body = Audited::new(body, record, reader, in_flight);
-                if let Some(c) = cut {
-                    body = body.cut_when(c);
-                }
-                if let Some(f) = on_end {
-                    body = body.on_end(f);
-                }
-                Response::from_parts(parts, ProxyBody::new(body))
-            }
-        })
+        Ok(deliver::deliver(site, answer, record, in_flight))
     }
 
     /// The request's phases, in order.
@@ -171,7 +133,7 @@ impl Proxy {
         conn: &Conn,
         req: Request<Incoming>,
         record: &mut RequestRecord,
-    ) -> Flow<Answer> {
+    ) -> Flow<Reply> {
         let (parts, incoming) = req.into_parts();
         let head = async {
             // Nothing goes through unaudited.
@@ -210,6 +172,15 @@ impl Proxy {
             record,
         )
         .await?;
+        // The client's answers to Moat's own elicitations are Moat's, not the server's.
+        if let Some(stop) = held::answered(
+            site,
+            principal.as_deref(),
+            admitted.fields.session.as_deref(),
+            &asked,
+        ) {
+            return Err(stop);
+        }
         let at = conduct::now();
         let judged = conduct::judge(site, principal.as_deref(), &asked, conn, at);
         if let Some(a) = judged {
@@ -237,7 +208,34 @@ impl Proxy {
                 return Err(session.refuse(&asked, e));
             }
         };
+        let held = approve::ask(
+            site,
+            principal.as_deref(),
+            admitted.fields.session.as_deref(),
+            &asked,
+            &decision,
+            record,
+        );
         record.decide(decision);
+        if let Some(pending) = held.map_err(|e| session.refuse(&asked, e))? {
+            // Asked through the client when it can be, else out of band.
+            if let (true, Some(p)) = (held::can_ask(site, &admitted, &asked), &principal) {
+                let message =
+                    held::message(site, &asked, record.arguments_kept(), &pending.note.policy);
+                return Ok(Reply::Held(Box::new(held::HeldCall {
+                    pending,
+                    id: record.mcp_id().cloned().unwrap_or_default(),
+                    permitted: permitted.to_owned(),
+                    admitted,
+                    origin: parts.headers.contains_key(header::ORIGIN),
+                    principal: p.clone(),
+                    message,
+                })));
+            }
+            approve::wait(pending, record)
+                .await
+                .map_err(|e| session.refuse(&asked, e))?;
+        }
         let reader = |list: List| ListRead {
             list,
             lister: site
@@ -273,19 +271,21 @@ impl Proxy {
         let list = asked
             .decoded()
             .and_then(|d| d.messages.iter().find_map(|m| m.call()?.list()));
-        Ok(respond::answer(
-            site,
-            respond::Asked {
-                route: admitted.route,
-                decoded: asked.decoded(),
-                list: list.map(reader),
-                legacy: session.legacy().cloned(),
-                owner: principal.as_deref().map(Owner::from),
-            },
-            resp,
-            record,
-        )
-        .await?)
+        Ok(Reply::Now(
+            respond::answer(
+                site,
+                respond::Asked {
+                    route: admitted.route,
+                    decoded: asked.decoded(),
+                    list: list.map(reader),
+                    legacy: session.legacy().cloned(),
+                    owner: principal.as_deref().map(Owner::from),
+                },
+                resp,
+                record,
+            )
+            .await?,
+        ))
     }
 
     /// Sends the upstream request Moat builds from what it permitted, on a connection of the
@@ -329,7 +329,9 @@ fn refused(site: &Site, e: &ProxyError, status: u16, record: &mut RequestRecord)
             record.deny(e.to_string());
         }
         ProxyError::Denied { decision, .. } => record.decide(decision.clone()),
-        ProxyError::ContentRefused { .. } => record.deny(e.to_string()),
+        ProxyError::ContentRefused { .. }
+        | ProxyError::Unapproved { .. }
+        | ProxyError::ApprovalUnavailable(_) => record.deny(e.to_string()),
         ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout => {
             tracing::warn!(upstream = %site.server.upstream, "{e}");
             record.upstream_failed(&e.to_string());

@@ -156,7 +156,10 @@ impl Session {
                     return;
                 };
                 if let Some(id) = header_str(resp.headers(), "mcp-session-id") {
-                    site.sessions.bind(id, p);
+                    let elicits = asked
+                        .decoded()
+                        .is_some_and(|d| d.messages.iter().any(|m| m.elicits));
+                    site.sessions.bind(id, p, elicits);
                 } else if let (Asked::Http(HttpAction::SessionEnd), Some(id)) =
                     (asked, admitted.fields.session.as_deref())
                 {

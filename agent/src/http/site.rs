@@ -4,6 +4,7 @@ use std::sync::Arc;
 use super::legacy;
 use crate::{
     admin::ServerMetrics,
+    approval::Approvals,
     auth::{
         Authenticator,
         sessions::Sessions,
@@ -47,6 +48,9 @@ pub struct Site {
     pub behaviour: Option<Arc<Monitor>>,
     /// The rules arguments and results are inspected with; None: `inspect` is off.
     pub inspect: Option<Arc<Inspector>>,
+    /// Where requests an `@approval` policy permitted wait for an answer (None: in tests of
+    /// the proxy alone, where such a request is refused).
+    pub approvals: Option<Arc<Approvals>>,
     /// The operator's lockdowns (None: in tests of the proxy alone).
     pub lockdowns: Option<Arc<Lockdowns>>,
 }
@@ -81,6 +85,7 @@ impl Site {
             integrity: None,
             behaviour: None,
             inspect: None,
+            approvals: None,
             lockdowns: None,
         }
     }
@@ -88,6 +93,11 @@ impl Site {
     /// The site, its requests stopped by `lockdowns`.
     pub fn with_lockdowns(self, lockdowns: Option<Arc<Lockdowns>>) -> Self {
         Self { lockdowns, ..self }
+    }
+
+    /// The site, its held requests waiting in `approvals`.
+    pub fn with_approvals(self, approvals: Option<Arc<Approvals>>) -> Self {
+        Self { approvals, ..self }
     }
 
     /// The site, its requests judged by `monitor`.

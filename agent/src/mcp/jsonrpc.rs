@@ -36,6 +36,9 @@ pub struct Message {
     pub prompt: Option<String>,
     /// `initialize`: `params.protocolVersion`.
     pub protocol_version: Option<String>,
+    /// `initialize`: the client declared the elicitation capability
+    /// (`params.capabilities.elicitation`, an object).
+    pub elicits: bool,
     /// `notifications/cancelled`: `params.requestId`, the request it cancels.
     pub cancels: Option<Value>,
 }
@@ -65,6 +68,7 @@ impl Message {
             resource: None,
             prompt: None,
             protocol_version: None,
+            elicits: false,
             cancels: None,
         }
     }
@@ -275,6 +279,12 @@ fn read_params(
             format!("{method} needs params with a string \"{key}\""),
         ));
     };
+    if target.is_none() {
+        msg.elicits = params
+            .get("capabilities")
+            .and_then(|c| c.get("elicitation"))
+            .is_some_and(Value::is_object);
+    }
     let Some(Value::String(value)) = params.get_mut(key) else {
         return Err(invalid_params(
             msg.id.clone(),

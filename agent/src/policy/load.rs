@@ -5,10 +5,14 @@ use std::str::FromStr as _;
 use cedar_policy::{Authorizer, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 
-use super::{Engine, LocksDown, SCHEMA};
+use super::{Approval, Engine, LocksDown, SCHEMA};
 
 /// The annotation of a `forbid` policy whose denial locks the caller down.
 const LOCKDOWN: &str = "lockdown";
+/// The annotation of a `permit` policy whose permission waits for a person's approval.
+const APPROVAL: &str = "approval";
+/// The longest an approval may stay valid for the same call, in minutes (a day).
+const APPROVAL_MAX_MINUTES: u64 = 1440;
 use crate::config::Policy;
 
 /// The engine for `config`, or every problem found, one per line.
@@ -28,8 +32,22 @@ pub fn load(config: &Policy) -> Result<Engine, String> {
             Some((p.id().to_string(), who))
         })
         .collect();
+    let approvals = policies
+        .policies()
+        .filter_map(|p| {
+            let minutes: u64 = match p.annotation(APPROVAL)? {
+                "" => 0,
+                m => m.parse().ok()?,
+            };
+            let approval = Approval {
+                reuse: std::time::Duration::from_secs(minutes * 60),
+            };
+            Some((p.id().to_string(), approval))
+        })
+        .collect();
     Ok(Engine {
         locks,
+        approvals,
         index: super::index::Index::new(&policies, &super::actions())?,
         mode: config.mode,
         groups_claim: config.groups_claim.clone(),
@@ -69,6 +87,26 @@ pub fn parse(path: &str, text: &str, schema: &Schema) -> Result<PolicySet, Strin
                 problems.push(format!(
                     "{path}: policy `{}`: `@{LOCKDOWN}({v:?})`: expected `@{LOCKDOWN}` or \
                      `@{LOCKDOWN}(\"sub\")` (the user) or `@{LOCKDOWN}(\"client\")` (the OAuth client)",
+                    p.id()
+                ));
+            }
+        }
+        if let Some(v) = p.annotation(APPROVAL) {
+            if p.effect() != cedar_policy::Effect::Permit {
+                problems.push(format!(
+                    "{path}: policy `{}`: `@{APPROVAL}` is for `permit` policies (what it permits \
+                     waits for a person's approval)",
+                    p.id()
+                ));
+            }
+            let minutes_ok = v
+                .parse::<u64>()
+                .is_ok_and(|m| (1..=APPROVAL_MAX_MINUTES).contains(&m) && !v.starts_with('+'));
+            if !(v.is_empty() || minutes_ok) {
+                problems.push(format!(
+                    "{path}: policy `{}`: `@{APPROVAL}({v:?})`: expected `@{APPROVAL}` (each call \
+                     approved once) or `@{APPROVAL}(\"MINUTES\")`, 1 to {APPROVAL_MAX_MINUTES} \
+                     (an approval also covers the same call for that long)",
                     p.id()
                 ));
             }

@@ -57,6 +57,16 @@ pub struct Engine {
     pub source_sha256: String,
     /// The `forbid` policies annotated `@lockdown`, by id: what their denial locks down.
     locks: Vec<(String, LocksDown)>,
+    /// The `permit` policies annotated `@approval`, by id.
+    approvals: Vec<(String, Approval)>,
+}
+
+/// What a `@approval` policy asks: a person's approval before what it permits is forwarded;
+/// with `@approval("MINUTES")`, an approval also covers the same call for that long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Approval {
+    /// Zero: each call is approved once.
+    pub reuse: std::time::Duration,
 }
 
 /// What a `@lockdown` policy's denial locks down: the user (`@lockdown`,
@@ -76,6 +86,18 @@ impl Engine {
         d.policies.iter().find_map(|id| {
             let (_, who) = self.locks.iter().find(|(l, _)| l == id)?;
             Some((id.as_str(), *who))
+        })
+    }
+
+    /// The first policy of the permission `d` annotated `@approval`, and what it asks (None:
+    /// a denial, a decision in shadow mode, or no such policy among those that permitted).
+    pub fn needs_approval<'d>(&self, d: &'d Decision) -> Option<(&'d str, Approval)> {
+        if !d.allowed() || d.shadow {
+            return None;
+        }
+        d.policies.iter().find_map(|id| {
+            let (_, a) = self.approvals.iter().find(|(l, _)| l == id)?;
+            Some((id.as_str(), *a))
         })
     }
 

@@ -587,6 +587,61 @@ fn a_policy_reads_what_content_inspection_found() {
 }
 
 #[test]
+fn approval_annotations_are_checked_and_read() {
+    let (schema, _) = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap();
+    let parse = |text: &str| super::load::parse("p.cedar", text, &schema);
+    let errors = parse(
+        r#"@id("f") @approval forbid (principal, action, resource);
+           @id("m") @approval("0") permit (principal, action, resource);
+           @id("n") @approval("1441") permit (principal, action, resource);
+           @id("o") @approval("ten") permit (principal, action, resource);"#,
+    )
+    .unwrap_err();
+    assert!(
+        errors.contains("policy `f`: `@approval` is for `permit` policies"),
+        "{errors}"
+    );
+    for id in ["m", "n", "o"] {
+        assert!(
+            errors.contains(&format!("policy `{id}`: `@approval(")),
+            "{id}: {errors}"
+        );
+    }
+    for ok in ["@approval", r#"@approval("1")"#, r#"@approval("1440")"#] {
+        let text = format!("@id(\"p\") {ok} permit (principal, action, resource);");
+        assert!(parse(&text).is_ok(), "{ok}");
+    }
+    // Read: a permission by an annotated policy asks; a denial, or another policy's
+    // permission, does not.
+    let dir = std::env::temp_dir().join(format!("moat-approval-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.cedar");
+    std::fs::write(
+        &file,
+        r#"@id("all") permit (principal, action, resource);
+           @id("ask") @approval("5") permit (principal, action == Action::"tools/call", resource == Tool::"deploy");
+           @id("no-drop") forbid (principal, action == Action::"tools/call", resource == Tool::"drop");"#,
+    )
+    .unwrap();
+    let e = load(&Policy {
+        file,
+        mode: PolicyMode::Enforce,
+        groups_claim: "groups".into(),
+        claims: vec![],
+    })
+    .unwrap();
+    let asks = |tool: &str| {
+        let d = call_with(&e, tool, None, None);
+        e.needs_approval(&d)
+            .map(|(id, a)| (id.to_string(), a.reuse.as_secs()))
+    };
+    assert_eq!(asks("deploy"), Some(("ask".to_string(), 300)));
+    assert_eq!(asks("read"), None);
+    assert_eq!(asks("drop"), None, "a denial asks nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn lockdown_annotations_are_checked_when_the_policies_load() {
     let (schema, _) = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap();
     let parse = |text: &str| super::load::parse("p.cedar", text, &schema);

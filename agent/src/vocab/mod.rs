@@ -2,6 +2,7 @@
 //! method it carries and what that names, and what was decided; and how records name a file
 //! in force. A leaf: it imports nothing else of the crate, so every other module can depend on
 //! it and it on none of them.
+mod approval;
 mod conn;
 mod content;
 mod decision;
@@ -12,6 +13,7 @@ mod principal;
 mod redirect;
 mod signal;
 
+pub use approval::{ApprovalNote, Verdict, Via};
 pub use conn::{Conn, Process};
 pub use content::{ContentAction, ContentFacts, ContentKind, Direction, Finding, Findings, RULES};
 pub use decision::{Decision, Effect, Hidden, Listing};
