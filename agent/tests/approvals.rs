@@ -247,6 +247,11 @@ fn held_calls_wait_for_an_operator() {
     let late = moat(host, &["approvals", "approve", a["id"].as_str().unwrap()]);
     assert!(!late.status.success(), "a late answer finds nothing");
     assert_eq!(s.upstream.count(), before + 1);
+    let (_, metrics) = host.admin_get("/metrics");
+    for verdict in ["approved", "denied", "timed_out"] {
+        let series = format!(r#"moat_approvals_total{{server="files",verdict="{verdict}"}} 1"#);
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    }
 }
 
 #[test]
@@ -458,4 +463,102 @@ fn the_sdk_clients_are_asked_through_elicitation() {
             "not asked through the client: {r}"
         );
     });
+}
+
+/// A raw Streamable HTTP session whose client declares elicitation: its header lines.
+fn eliciting_session(host: &Host, token: &str) -> String {
+    let auth = format!("authorization: Bearer {token}\r\n");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let dst = host.addr();
+    let r = exchange(dst, &post(dst, init, &auth)).unwrap();
+    let session = r
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session id")
+        .trim()
+        .to_string();
+    let h = format!("{auth}mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    exchange(dst, &post(dst, note, &h)).unwrap();
+    h
+}
+
+/// The `data:` of the next event on a response stream.
+fn next_event(r: &mut impl std::io::BufRead) -> Value {
+    let mut data = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "the stream ended");
+        let line = line.trim_end_matches(['\r', '\n']);
+        if let Some(d) = line.strip_prefix("data: ") {
+            data.push_str(d);
+        } else if line.is_empty() && !data.is_empty() {
+            return serde_json::from_str(&data).unwrap();
+        }
+    }
+}
+
+/// Only the caller asked can answer, once: another principal, or the same one on another
+/// session, is refused, and a replayed answer finds nothing.
+#[test]
+fn an_elicitation_is_answered_only_by_whom_it_asked() {
+    let (host, alice) = serve_fastmcp();
+    let mut cmd = Command::new(MOAT);
+    cmd.args(["token", "mint", "-c"])
+        .arg(&host.config)
+        .args(["--server", "files", "--sub", "mallory"]);
+    let mallory = String::from_utf8(run(&mut cmd).stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let dst = host.addr();
+    let h = eliciting_session(&host, &alice);
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}"#;
+    let s = std::net::TcpStream::connect(dst).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (&s).write_all(&post(dst, call, &h)).unwrap();
+    let mut r = BufReader::new(&s);
+    let ask = next_event(&mut r);
+    assert_eq!(ask["method"], "elicitation/create", "{ask}");
+    let id = ask["id"].as_str().unwrap().to_string();
+    let answer = json!({"jsonrpc": "2.0", "id": id,
+                        "result": {"action": "accept", "content": {"approve": true}}})
+    .to_string();
+    let send = |headers: &str| exchange(dst, &post(dst, &answer, headers)).unwrap();
+
+    let theirs = eliciting_session(&host, &mallory);
+    assert_eq!(send(&theirs).status, 403, "another principal");
+    let other_session = eliciting_session(&host, &alice);
+    assert_eq!(
+        send(&other_session).status,
+        403,
+        "another session of the same principal"
+    );
+    assert_eq!(waiting(&host)["target"], "add", "still waiting");
+
+    let r2 = send(&h);
+    assert_eq!(r2.status, 202, "{r2:?}");
+    let result = next_event(&mut r);
+    assert_eq!(result["id"], 7, "{result}");
+    assert!(result["result"].to_string().contains('5'), "{result}");
+    assert_eq!(send(&h).status, 404, "a replayed answer finds nothing");
+    let rec = host.wait_audit("the approved call", |r| {
+        r["mcp"]["id"] == 7 && r["approval"]["verdict"] == "approved"
+    });
+    assert_eq!(rec["approval"]["via"], "elicitation");
+    // None of the answers reached the server: Moat answered each itself.
+    host.wait_audit("the replayed answer", |r| {
+        r["mcp"]["id"] == id.as_str() && r["status"] == 404
+    });
+    let answers: Vec<Value> = host
+        .request_records()
+        .into_iter()
+        .filter(|r| r["mcp"]["id"] == id.as_str())
+        .collect();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(
+        answers.iter().all(|r| r.get("upstream").is_none()),
+        "{answers:?}"
+    );
 }

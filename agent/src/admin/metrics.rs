@@ -29,7 +29,7 @@ use crate::{
     audit::{Finished, Observer},
     auth::{AuthError, Invalid},
     config::{BehaviourMode, Config, PolicyMode, RateLimits},
-    vocab::{ContentAction, ContentKind, Direction, Finding, Findings, Signal, Signals},
+    vocab::{ContentAction, ContentKind, Direction, Finding, Findings, Signal, Signals, Verdict},
 };
 
 /// The `Content-Type` of [`Metrics::encode`]'s output.
@@ -254,6 +254,22 @@ struct Counted {
     signals: Vec<Counter>,
     /// By [`content_index`].
     content: Vec<Counter>,
+    /// By [`VERDICTS`].
+    approvals: Vec<Counter>,
+}
+
+const VERDICTS: [Verdict; 5] = [
+    Verdict::Approved,
+    Verdict::Reused,
+    Verdict::Denied,
+    Verdict::TimedOut,
+    Verdict::Abandoned,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    server: Arc<str>,
+    verdict: &'static str,
 }
 
 impl Counted {
@@ -320,6 +336,15 @@ impl ServerMetrics {
         }
     }
 
+    /// What became of a request held for approval.
+    pub fn approval(&self, verdict: Verdict) {
+        if let Some(c) = &self.0
+            && let Some(i) = VERDICTS.iter().position(|v| *v == verdict)
+        {
+            c.approvals[i].inc();
+        }
+    }
+
     /// The signals a request raised against its subject's baseline.
     pub fn behaviour_signals(&self, signals: Signals) {
         if let Some(c) = &self.0 {
@@ -352,6 +377,7 @@ impl Metrics {
         let rate_limited = Family::<ServerLabels, Counter>::default();
         let signals = Family::<SignalLabels, Counter>::default();
         let content = Family::<ContentLabels, Counter>::default();
+        let approvals = Family::<VerdictLabels, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests to protected servers, by JSON-RPC method and whether Moat let them through",
@@ -392,6 +418,11 @@ impl Metrics {
             "content_findings",
             "What content inspection found, by kind, direction (request: arguments; response: results) and action",
             content.clone(),
+        );
+        registry.register(
+            "approvals",
+            "Requests an @approval policy held, by what became of them",
+            approvals.clone(),
         );
         let refused = Family::<ReasonLabels, Counter>::default();
         let connections = ConnectionMetrics {
@@ -513,6 +544,17 @@ impl Metrics {
                                         Direction::Response => "response",
                                     },
                                     action: a.name(),
+                                })
+                            })
+                        })
+                        .collect(),
+                    approvals: VERDICTS
+                        .iter()
+                        .map(|v| {
+                            series(s.policy.is_some(), &|| {
+                                approvals.get_or_create_owned(&VerdictLabels {
+                                    server: server.clone(),
+                                    verdict: v.name(),
                                 })
                             })
                         })

@@ -80,6 +80,7 @@ pub fn ask(
         )),
         Some(approval::Asked::Reused) => {
             note.verdict = Verdict::Reused;
+            site.metrics.approval(Verdict::Reused);
             record.approval(note);
             Ok(None)
         }
@@ -97,7 +98,11 @@ pub fn ask(
 
 /// Waits for the answer to `pending` (asked out of band); Ok when approved. Until it comes the
 /// record says `abandoned`, which it stays if the client goes away meanwhile.
-pub async fn wait(pending: Pending, record: &mut RequestRecord) -> Result<(), ProxyError> {
+pub async fn wait(
+    site: &Site,
+    pending: Pending,
+    record: &mut RequestRecord,
+) -> Result<(), ProxyError> {
     let Pending {
         held,
         mut note,
@@ -105,6 +110,7 @@ pub async fn wait(pending: Pending, record: &mut RequestRecord) -> Result<(), Pr
     } = pending;
     record.approval(note.clone());
     let (verdict, answer) = approvals.wait(held, std::future::pending()).await;
+    site.metrics.approval(verdict);
     settle(&mut note, verdict, answer.as_ref());
     record.approval(note.clone());
     if verdict.permits() {

@@ -172,6 +172,7 @@ async fn run(
         return;
     }
     let (verdict, answer) = approvals.wait(held, tx.closed()).await;
+    site.metrics.approval(verdict);
     approve::settle(&mut note, verdict, answer.as_ref());
     record.approval(note.clone());
     if !verdict.permits() {

@@ -232,7 +232,7 @@ impl Proxy {
                     message,
                 })));
             }
-            approve::wait(pending, record)
+            approve::wait(site, pending, record)
                 .await
                 .map_err(|e| session.refuse(&asked, e))?;
         }

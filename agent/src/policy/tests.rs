@@ -642,6 +642,23 @@ fn approval_annotations_are_checked_and_read() {
 }
 
 #[test]
+fn the_example_holds_deploys_for_approval() {
+    let e = engine("approve-deploys.cedar");
+    let d = |tool: &str, rate: u64| {
+        let r = json!({"principal": {"sub": "alice"}, "method": "tools/call", "name": tool, "rate": rate});
+        explain::decide(&e, "files", &serde_json::from_value(r).unwrap()).unwrap()
+    };
+    let deploy = d("deploy", 1);
+    assert!(deploy.allowed());
+    let (id, a) = e.needs_approval(&deploy).expect("held for approval");
+    assert_eq!((id, a.reuse.as_secs()), ("deploys-need-approval", 900));
+    assert!(e.needs_approval(&d("read_file", 1)).is_none());
+    let fast = d("deploy", 4);
+    assert_eq!(fast.policies, ["deploys-at-most-3-a-minute"]);
+    assert!(e.needs_approval(&fast).is_none(), "refused, not held");
+}
+
+#[test]
 fn lockdown_annotations_are_checked_when_the_policies_load() {
     let (schema, _) = cedar_policy::Schema::from_cedarschema_str(SCHEMA).unwrap();
     let parse = |text: &str| super::load::parse("p.cedar", text, &schema);
