@@ -232,6 +232,25 @@ fn held_calls_wait_for_an_operator() {
         "a denied call is not forwarded"
     );
 
+    // Approved, but its user was locked down meanwhile: refused all the same.
+    let reply = call(&s, 4, "deploy", json!({"env": "prod"}));
+    let a = waiting(host);
+    host.moat_json(
+        &["lockdown"],
+        &["--sub", "alice", "--reason", "investigating"],
+    );
+    host.moat_json(&["approvals", "approve"], &[a["id"].as_str().unwrap()]);
+    let r = reply.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Locked down"),
+        "{r:?}"
+    );
+    assert_eq!(s.upstream.count(), before + 1, "not forwarded");
+    host.moat_json(&["unlock"], &["--sub", "alice"]);
+
     // No answer within the timeout (3 s): denied.
     let reply = call(&s, 3, "deploy", json!({"env": "prod"}));
     let a = waiting(host);
@@ -248,8 +267,8 @@ fn held_calls_wait_for_an_operator() {
     assert!(!late.status.success(), "a late answer finds nothing");
     assert_eq!(s.upstream.count(), before + 1);
     let (_, metrics) = host.admin_get("/metrics");
-    for verdict in ["approved", "denied", "timed_out"] {
-        let series = format!(r#"moat_approvals_total{{server="files",verdict="{verdict}"}} 1"#);
+    for (verdict, n) in [("approved", 2), ("denied", 1), ("timed_out", 1)] {
+        let series = format!(r#"moat_approvals_total{{server="files",verdict="{verdict}"}} {n}"#);
         assert!(metrics.contains(&series), "{series} in\n{metrics}");
     }
 }

@@ -113,14 +113,38 @@ pub async fn wait(
     site.metrics.approval(verdict);
     settle(&mut note, verdict, answer.as_ref());
     record.approval(note.clone());
-    if verdict.permits() {
-        Ok(())
-    } else {
-        Err(ProxyError::Unapproved {
+    if !verdict.permits() {
+        return Err(ProxyError::Unapproved {
             id: note.id,
             verdict,
-        })
+        });
     }
+    record
+        .principal_of()
+        .map_or(Ok(()), |p| still_allowed(site, p))
+}
+
+/// What may have changed while a request was held: a lockdown that now stops its caller, or
+/// its grant revoked. Either refuses it, approved or not.
+pub fn still_allowed(site: &Site, principal: &Arc<Principal>) -> Result<(), ProxyError> {
+    if site
+        .lockdowns
+        .as_ref()
+        .is_some_and(|l| l.stops(&site.name, Some(principal)))
+    {
+        return Err(ProxyError::LockedDown);
+    }
+    // The revocation check runs first when the future is polled: ready now means revoked.
+    let revoked = site.auth.as_ref().and_then(|a| a.revoked(principal));
+    if let Some(mut r) = revoked {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if r.as_mut().poll(&mut cx).is_ready() {
+            return Err(ProxyError::ApprovalUnavailable(
+                "the caller's grant was revoked while the request was held",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `note` with what became of its approval.

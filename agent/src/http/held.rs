@@ -175,11 +175,15 @@ async fn run(
     site.metrics.approval(verdict);
     approve::settle(&mut note, verdict, answer.as_ref());
     record.approval(note.clone());
-    if !verdict.permits() {
-        let e = ProxyError::Unapproved {
+    let allowed = if verdict.permits() {
+        approve::still_allowed(&site, &principal)
+    } else {
+        Err(ProxyError::Unapproved {
             id: note.id,
             verdict,
-        };
+        })
+    };
+    if let Err(e) = allowed {
         refuse(&mut record, &e, &id, &tx).await;
         return;
     }
