@@ -90,9 +90,10 @@ impl Engine {
     }
 
     /// The first policy of the permission `d` annotated `@approval`, and what it asks (None:
-    /// a denial, a decision in shadow mode, or no such policy among those that permitted).
+    /// a denial, shadow mode, or no such policy among those that permitted).
     pub fn needs_approval<'d>(&self, d: &'d Decision) -> Option<(&'d str, Approval)> {
-        if !d.allowed() || d.shadow {
+        // In shadow mode the policies enforce nothing: nothing is held either.
+        if !d.allowed() || d.shadow || self.mode == PolicyMode::Shadow {
             return None;
         }
         d.policies.iter().find_map(|id| {

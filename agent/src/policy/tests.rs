@@ -656,6 +656,15 @@ fn the_example_holds_deploys_for_approval() {
     let fast = d("deploy", 4);
     assert_eq!(fast.policies, ["deploys-at-most-3-a-minute"]);
     assert!(e.needs_approval(&fast).is_none(), "refused, not held");
+    // In shadow mode nothing is enforced, nor held.
+    let shadow = load(&Policy {
+        file: example("approve-deploys.cedar"),
+        mode: PolicyMode::Shadow,
+        groups_claim: "groups".into(),
+        claims: vec![],
+    })
+    .unwrap();
+    assert!(shadow.needs_approval(&deploy).is_none());
 }
 
 #[test]

@@ -57,8 +57,8 @@ fn bytes(kind: &str) -> Result<u64> {
 }
 
 impl Measured {
-    /// The report's lines; with `agent_us` (the agent's CPU per request in a proxy run), what
-    /// inspecting every result would add to it.
+    /// The report's lines; with `agent_us` (the agent's CPU per request under load on `bench
+    /// proxy`'s full target), what inspecting every result would add to it.
     pub fn lines(&self, agent_us: Option<f64>) -> Vec<String> {
         let rates: Vec<String> = self
             .throughput
@@ -83,7 +83,8 @@ impl Measured {
                 "THE BOTTLENECK"
             };
             lines.push(format!(
-                "  against the agent's CPU per request in this run ({agent:.1} µs): {ratio:.2}x \
+                "  against the agent's CPU per request on moat full under load in this run \
+                 ({agent:.1} µs): {ratio:.2}x \
                  (inspecting every 4 KiB result would lower a CPU-bound request rate by {:.0}%: \
                  {verdict})",
                 100.0 * ratio / (1.0 + ratio)

@@ -379,7 +379,13 @@ pub fn run(args: &[String]) -> Result {
         ));
     }
 
-    let agent_us = super::stats::median_by(&one_agent, |u| u.cpu_us);
+    // The agent's CPU per request under load on the full target (TLS, auth, policy, audit):
+    // what inspecting a result adds to when the agent is the bottleneck.
+    let full_cpu: Vec<f64> = many[target::at(targets, "full")]
+        .iter()
+        .filter_map(|r| r.proxy_us)
+        .collect();
+    let agent_us = super::stats::median(&full_cpu);
     report::print(&Measured {
         machine,
         wrk_version,
