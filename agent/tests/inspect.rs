@@ -199,6 +199,44 @@ fn secrets_and_personal_data_are_found_both_ways() {
     assert_eq!(reply.status, 502, "{reply:?}");
     assert!(!reply.body.to_string().contains("xxxxxxxx"));
 
+    // On an event stream, an event larger than `max_size_kib` ends the stream before it.
+    let reply = call(
+        &host,
+        &alice,
+        11,
+        "read_page",
+        r#"{"fixture": "large", "sse": true}"#,
+    );
+    assert!(!reply.body.to_string().contains("xxxxxxxx"), "{reply:?}");
+    let r = record(&host, 11);
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("larger than"),
+        "{r}"
+    );
+
+    // A batch (2025-03-26) with a secret in its second call: refused whole.
+    let before = upstream.count();
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{{"name":"echo","arguments":{{}}}}}},
+            {{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{{"name":"echo","arguments":{{"k":"{AWS_KEY}"}}}}}}]"#
+    );
+    let dst = host.addr();
+    let raw = post(
+        dst,
+        &batch,
+        &format!("authorization: Bearer {alice}\r\nmcp-protocol-version: 2025-03-26\r\n"),
+    );
+    let reply = exchange(dst, &raw).unwrap();
+    assert!(
+        reply.body.to_string().contains("aws_access_key_id"),
+        "{reply:?}"
+    );
+    assert_eq!(upstream.count(), before, "no call of the batch forwarded");
+
     // A clean result passes as it came.
     let reply = call(&host, &alice, 10, "read_page", r#"{"fixture": "clean"}"#);
     assert_eq!(reply.body["result"]["content"][0]["text"], "nothing to see");
@@ -212,25 +250,16 @@ fn secrets_and_personal_data_are_found_both_ways() {
 
     // The metrics count the findings by kind, direction and action.
     let (_, metrics) = host.admin_get("/metrics");
-    for (series, n) in [
-        (
-            r#"moat_content_findings_total{server="files",kind="secret",direction="request",action="redact"} 2"#,
-            2,
-        ),
-        (
-            r#"moat_content_findings_total{server="files",kind="secret",direction="response",action="redact"} 4"#,
-            4,
-        ),
-        (
-            r#"moat_content_findings_total{server="files",kind="personal",direction="request",action="flag"} 2"#,
-            2,
-        ),
-        (
-            r#"moat_content_findings_total{server="files",kind="injection",direction="response",action="block"}"#,
-            0,
-        ),
+    for (kind, direction, action, n) in [
+        ("secret", "request", "redact", 3),
+        ("secret", "response", "redact", 4),
+        ("personal", "request", "flag", 2),
+        ("injection", "response", "block", 3),
     ] {
-        assert!(metrics.contains(series), "{series} ({n}) in\n{metrics}");
+        let series = format!(
+            r#"moat_content_findings_total{{server="files",kind="{kind}",direction="{direction}",action="{action}"}} {n}"#
+        );
+        assert!(metrics.contains(&series), "{series} in\n{metrics}");
     }
 }
 
@@ -254,4 +283,98 @@ fn the_rules_are_listed() {
         .unwrap();
     assert_eq!(card["kind"], "personal");
     assert_eq!(card["default"], "flag");
+}
+
+/// FastMCP behind Moat with `inspect` on results only (so a secret can be sent to `echo`);
+/// `sse`: the legacy transport.
+fn fastmcp(sse: bool) -> Host {
+    let mut host = Host::plain();
+    let legacy = if sse { "    legacy_sse: /sse\n" } else { "" };
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true, unauthenticated: true}}\n{legacy}    inspect: {{arguments: false}}\n",
+        host.upstream(),
+        port = host.port(),
+    ));
+    let port = host.upstream_port().to_string();
+    let mut args = vec![
+        script("fastmcp_server.py").to_str().unwrap().to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port,
+    ];
+    if sse {
+        args.push("--sse".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = host.command(python().to_str().unwrap(), &args);
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(host.upstream_port(), "FastMCP");
+    host.start_agent();
+    host
+}
+
+/// The Python SDK client's `echo` of `text` through Moat: the text it got back.
+fn echo(host: &Host, sse: bool, text: &str) -> String {
+    let (url, transport) = if sse {
+        (format!("http://127.0.0.1:{}/sse", host.port()), "sse")
+    } else {
+        (format!("http://127.0.0.1:{}/mcp", host.port()), "http")
+    };
+    let args = json!({ "text": text }).to_string();
+    let out = host
+        .command(
+            python().to_str().unwrap(),
+            &[
+                script("mcp_client.py").to_str().unwrap(),
+                &url,
+                "call",
+                "--transport",
+                transport,
+                "--tool",
+                "echo",
+                "--args",
+                &args,
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    r["call"].as_str().unwrap_or_default().to_string()
+}
+
+/// A real server's result, to a real client, on both transports: the secret it echoes is
+/// redacted; the rest of the text is as the server wrote it.
+#[test]
+fn an_sdk_client_gets_results_redacted_on_both_transports() {
+    for sse in [false, true] {
+        let host = fastmcp(sse);
+        let text = echo(
+            &host,
+            sse,
+            &format!("deploy key {AWS_KEY} for jane@example.com"),
+        );
+        assert_eq!(
+            text, "deploy key [REDACTED:aws_access_key_id] for jane@example.com",
+            "sse: {sse}"
+        );
+        assert_eq!(echo(&host, sse, "nothing secret"), "nothing secret");
+        // The finding is in the record of the request (Streamable HTTP) or of the stream
+        // that carried the result (legacy).
+        let r = host.wait_audit("a record with the finding", |r| {
+            r["content"]["findings"][0]["rule"] == "aws_access_key_id"
+        });
+        assert_eq!(r["content"]["findings"][0]["direction"], "response", "{r}");
+        let log = std::fs::read_to_string(&host.audit).unwrap();
+        assert!(
+            !log.contains(AWS_KEY),
+            "sse: {sse}: the audit log holds the key"
+        );
+    }
 }

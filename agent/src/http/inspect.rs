@@ -198,7 +198,11 @@ impl Reader for InspectStream {
             .push_blocks(&data)
             .map_err(|e| format!("inspecting the stream: {e}"))?;
         for block in blocks {
-            let Some(event) = block.event.as_ref().filter(|e| !e.data.is_empty()) else {
+            // Clients read messages from `message` events only (the default type); the rest
+            // (a legacy stream's `endpoint`) pass unread.
+            let Some(event) = block.event.as_ref().filter(|e| {
+                !e.data.is_empty() && e.event.as_deref().is_none_or(|t| t == "message")
+            }) else {
                 self.passed.push_back(block.raw.into());
                 continue;
             };
