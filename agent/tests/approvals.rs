@@ -68,14 +68,7 @@ fn serve() -> Setup {
     ));
     let upstream = host.start_server(host.upstream_port());
     host.start_agent();
-    let mut cmd = Command::new(MOAT);
-    cmd.args(["token", "mint", "-c"])
-        .arg(&host.config)
-        .args(["--server", "files", "--sub", "alice"]);
-    let token = String::from_utf8(run(&mut cmd).stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = host.mint("files", "alice");
     Setup {
         host,
         upstream,
@@ -341,14 +334,7 @@ fn serve_fastmcp() -> (Host, String) {
     host.spawn(server, "fastmcp.log");
     host.wait_port(host.upstream_port(), "FastMCP");
     host.start_agent();
-    let mut cmd = Command::new(MOAT);
-    cmd.args(["token", "mint", "-c"])
-        .arg(&host.config)
-        .args(["--server", "files", "--sub", "alice"]);
-    let token = String::from_utf8(run(&mut cmd).stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let token = host.mint("files", "alice");
     (host, token)
 }
 
@@ -487,20 +473,7 @@ fn the_sdk_clients_are_asked_through_elicitation() {
 /// A raw Streamable HTTP session whose client declares elicitation: its header lines.
 fn eliciting_session(host: &Host, token: &str) -> String {
     let auth = format!("authorization: Bearer {token}\r\n");
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let dst = host.addr();
-    let r = exchange(dst, &post(dst, init, &auth)).unwrap();
-    let session = r
-        .head
-        .lines()
-        .find_map(|l| l.strip_prefix("mcp-session-id: "))
-        .expect("a session id")
-        .trim()
-        .to_string();
-    let h = format!("{auth}mcp-session-id: {session}\r\nmcp-protocol-version: 2025-06-18\r\n");
-    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    exchange(dst, &post(dst, note, &h)).unwrap();
-    h
+    mcp_session_declaring(host.addr(), &auth, r#"{"elicitation":{}}"#)
 }
 
 /// The `data:` of the next event on a response stream.
@@ -523,14 +496,7 @@ fn next_event(r: &mut impl std::io::BufRead) -> Value {
 #[test]
 fn an_elicitation_is_answered_only_by_whom_it_asked() {
     let (host, alice) = serve_fastmcp();
-    let mut cmd = Command::new(MOAT);
-    cmd.args(["token", "mint", "-c"])
-        .arg(&host.config)
-        .args(["--server", "files", "--sub", "mallory"]);
-    let mallory = String::from_utf8(run(&mut cmd).stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let mallory = host.mint("files", "mallory");
     let dst = host.addr();
     let h = eliciting_session(&host, &alice);
     let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":3}}}"#;

@@ -40,17 +40,6 @@ fn serve() -> (Host, std::sync::Arc<Recorded>) {
     (host, upstream)
 }
 
-fn token(host: &Host) -> String {
-    let mut cmd = Command::new(MOAT);
-    cmd.args(["token", "mint", "-c"])
-        .arg(&host.config)
-        .args(["--server", "files", "--sub", "alice"]);
-    String::from_utf8(run(&mut cmd).stdout)
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// A tools/call of `tool` with `arguments` written as the raw JSON text `args`.
 fn call(host: &Host, token: &str, id: u64, tool: &str, args: &str) -> Reply {
     let body = format!(
@@ -87,7 +76,7 @@ fn f(rule: &str, direction: &str, path: &str, action: &str) -> (String, String, 
 #[test]
 fn secrets_and_personal_data_are_found_both_ways() {
     let (host, upstream) = serve();
-    let alice = token(&host);
+    let alice = host.mint("files", "alice");
 
     // A secret in the arguments: refused, never forwarded; the same key spelled with JSON
     // escapes (the server would read the same text) is refused too.

@@ -418,6 +418,22 @@ impl Host {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// A token of Moat's own issuer for `sub` on `server` (`moat token mint`).
+    pub fn mint(&self, server: &str, sub: &str) -> String {
+        let out = Command::new(MOAT)
+            .args(["token", "mint", "-c"])
+            .arg(&self.config)
+            .args(["--server", server, "--sub", sub])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     pub fn status(&self) -> Value {
         self.try_status().expect("moat status --json works")
     }

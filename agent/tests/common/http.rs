@@ -182,8 +182,15 @@ impl super::Host {
 /// `notifications/initialized`, each with `extra_headers`); the header lines (each ending in
 /// \r\n) that carry the session on the next requests, `extra_headers` included.
 pub fn mcp_session(addr: SocketAddr, extra_headers: &str) -> String {
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let r = exchange(addr, &post(addr, init, extra_headers)).unwrap();
+    mcp_session_declaring(addr, extra_headers, "{}")
+}
+
+/// [`mcp_session`] with a client that declares `capabilities` (a JSON object).
+pub fn mcp_session_declaring(addr: SocketAddr, extra_headers: &str, capabilities: &str) -> String {
+    let init = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{capabilities},"clientInfo":{{"name":"t","version":"1"}}}}}}"#
+    );
+    let r = exchange(addr, &post(addr, &init, extra_headers)).unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     let session = r
         .head
