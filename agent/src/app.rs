@@ -45,6 +45,8 @@ struct Kept {
     lockdowns: Option<Arc<Lockdowns>>,
     /// The requests held for approval.
     approvals: Option<Arc<Approvals>>,
+    /// Each user's third-party tokens, by server (`upstream_auth: { oauth2 }`).
+    connectors: crate::thirdparty::Connectors,
 }
 
 /// Loads each server's certificates, keys and secrets; every failure is reported. For `moat
@@ -164,7 +166,8 @@ fn load_sites(
                 .with_behaviour(kept.monitors.get(&s.name).cloned())
                 .with_inspect(inspector)
                 .with_lockdowns(kept.lockdowns.clone())
-                .with_approvals(kept.approvals.clone()),
+                .with_approvals(kept.approvals.clone())
+                .with_connector(kept.connectors.get(&s.name).cloned()),
             ),
         );
     }
@@ -192,11 +195,16 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     // The store holds what survives restarts: lockdowns always, grants and pins when used.
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
     let authz = crate::authz::open(&config, store.clone())?;
+    let (vault, connectors) = crate::thirdparty::open(&config, &store).map_err(AppError::Auth)?;
+    if let Some(a) = &authz {
+        a.set_connectors(vault.clone(), connectors.clone());
+    }
     let kept = Kept {
         guards: crate::integrity::guards(&config, &store)?,
         monitors: crate::behaviour::monitors(&config, &store),
         lockdowns: Some(Arc::new(Lockdowns::open(store.clone())?)),
         approvals: Some(approvals.clone()),
+        connectors: connectors.clone(),
     };
     let (guards, lockdowns) = (&kept.guards, kept.lockdowns.clone().expect("opened above"));
     let local = authz.as_ref().map(|a| {
@@ -447,6 +455,7 @@ pub fn check(config_path: &Path, mode: Mode) -> Result<String, AppError> {
     // Certificates, CA files and secrets must load too, as they will when the agent starts.
     load_sites(&c, false, &Kept::default(), None, None)?;
     Approvals::new(&c.approvals).map_err(AppError::Approvals)?;
+    crate::thirdparty::check(&c).map_err(AppError::Auth)?;
     crate::authz::check(&c)?;
     let mut out = format!(
         "{}: ok, {} server(s)\n",

@@ -28,8 +28,10 @@ mod serve;
 pub mod status;
 mod steer;
 mod store;
+mod thirdparty;
 mod tls;
 mod upstream;
+mod vault;
 mod vocab;
 
 pub use crate::{

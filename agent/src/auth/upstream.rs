@@ -39,7 +39,8 @@ impl Credential {
         keys: Option<&Arc<UpstreamKeys>>,
     ) -> Result<Self, String> {
         Ok(match config {
-            UpstreamAuth::None => Self::None,
+            // Each user's own token comes from the server's connector (`thirdparty`).
+            UpstreamAuth::None | UpstreamAuth::OAuth2(_) => Self::None,
             UpstreamAuth::Header { name, secret_file } => {
                 let text = std::fs::read_to_string(secret_file)
                     .map_err(|e| format!("{}: {e}", secret_file.display()))?;

@@ -158,7 +158,12 @@ impl AuthServer {
                        "scopes": f.scopes, "created": f.created.0, "revoked": f.revoked.map(|r| r.reason.to_string())})
             })
             .collect();
-        Ok(json!(families))
+        // A user's grants, then the third parties they connected (entries with `upstream`).
+        let mut all = families;
+        if let Some(s) = sub {
+            all.extend(self.upstream_connected(s));
+        }
+        Ok(json!(all))
     }
 
     /// `moat grants revoke --client Y`: what users granted Y ends (its refresh tokens, its
@@ -194,11 +199,12 @@ impl AuthServer {
         for (client, _) in self.store.consents().by_subject(sub)? {
             self.store.consents().withdraw(sub, &client)?;
         }
+        let upstream = self.upstream_revoke(sub).await;
         self.event(
             "revoked",
             json!({"sub": sub, "by": "operator", "what": "user", "reason": why}),
         )
         .await;
-        Ok(json!({"sub": sub, "revoked": true}))
+        Ok(json!({"sub": sub, "revoked": true, "upstream_tokens_deleted": upstream}))
     }
 }

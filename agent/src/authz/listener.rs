@@ -178,6 +178,8 @@ impl AuthServer {
                 Err(e) => reply::error_page(&e),
             },
             ("callback", &Method::GET) => self.callback(query, h).await,
+            ("upstream/connect", &Method::GET) => self.upstream_connect(query, h),
+            ("upstream/callback", &Method::GET) => self.upstream_callback(query, h).await,
             ("consent", &Method::GET) => self.consent_page(query, h).await,
             ("consent", &Method::POST) => match form::form(h, body).await {
                 Ok(f) => self.consent_post(h, f).await,
@@ -197,7 +199,10 @@ impl AuthServer {
             },
             ("token" | "revoke" | "register" | "jwks.json", &Method::OPTIONS) => preflight(),
             ("token" | "revoke" | "register", _) => not_allowed("POST"),
-            ("authorize" | "jwks.json" | "callback", _) => not_allowed("GET"),
+            (
+                "authorize" | "jwks.json" | "callback" | "upstream/connect" | "upstream/callback",
+                _,
+            ) => not_allowed("GET"),
             ("login" | "consent", _) => not_allowed("GET, POST"),
             _ => not_found(),
         };

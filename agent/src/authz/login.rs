@@ -19,6 +19,13 @@ impl AuthServer {
         self.sessions.get(value)
     }
 
+    /// The browser's session (its cookie value) and who is signed in there.
+    pub(super) fn session_of(&self, headers: &HeaderMap) -> Option<(String, Identity)> {
+        let value = cookie(headers, &self.cookie_name("session"))?;
+        let identity = self.sessions.get(value)?;
+        Some((value.to_string(), identity))
+    }
+
     /// Sends the browser to sign in for request `id`: Moat's form, or the provider.
     pub(super) async fn begin_login(&self, id: &str) -> Reply {
         match &self.config.login {

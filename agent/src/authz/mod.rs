@@ -40,6 +40,7 @@ pub mod revocation;
 pub mod signer;
 mod token;
 mod ttl;
+mod upstream;
 
 use std::{sync::Arc, time::Duration};
 
@@ -133,6 +134,10 @@ pub struct AuthServer {
     registrations: limits::Budget,
     /// Password checks running at once (argon2id: memory and CPU bound).
     hashing: tokio::sync::Semaphore,
+    /// The third parties users connect here (`upstream_auth: { oauth2 }`), once set.
+    upstream: std::sync::OnceLock<crate::thirdparty::Upstream>,
+    /// Connections to a third party under way, by their `state`.
+    connecting: TtlMap<crate::thirdparty::Connecting>,
 }
 
 impl AuthServer {
@@ -194,6 +199,8 @@ impl AuthServer {
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),
+            upstream: std::sync::OnceLock::new(),
+            connecting: TtlMap::new(REQUEST_TTL, MAX_PENDING),
         }))
     }
 

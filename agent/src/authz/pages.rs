@@ -105,6 +105,19 @@ pub fn consent(v: &ConsentView<'_>) -> String {
     )
 }
 
+pub fn connected(server: &str, provider: &str) -> String {
+    page(
+        "Connected",
+        &format!(
+            "<h1>Connected</h1><p>Moat keeps your access to <code>{}</code> for the server \
+             <code>{}</code>; your MCP client never sees it.</p><p>You can go back to the \
+             application.</p>",
+            esc(provider),
+            esc(server)
+        ),
+    )
+}
+
 pub fn error(code: &str, description: &str) -> String {
     page(
         "Error",

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use jsonwebtoken::Algorithm;
 
 use super::{
-    values::{absolute_path, string_list, url_authority},
+    values::{absolute_path, fetch_url, scopes, string_list},
     yaml::{Node, Report},
 };
 
@@ -75,6 +75,8 @@ pub enum UpstreamAuth {
     /// A short-lived JWT minted by Moat for each caller (aud, sub, client_id), sent as
     /// `Authorization: Bearer`; its keys are published as a JWKS.
     Jwt { audience: String, ttl: Duration },
+    /// Each user's own token at a third party, obtained and kept by Moat.
+    OAuth2(Box<super::oauth2::OAuth2>),
 }
 
 const AUTH_KEYS: &[&str] = &[
@@ -194,7 +196,14 @@ pub(super) fn read_upstream_auth(
     upstream: Option<std::net::SocketAddr>,
     r: &mut Report,
 ) -> Option<UpstreamAuth> {
-    let m = n.mapping(&["header", "secret_file", "jwt"], r)?;
+    let m = n.mapping(&["header", "secret_file", "jwt", "oauth2"], r)?;
+    if let Some(o) = m.get("oauth2") {
+        if m.get("header").is_some() || m.get("jwt").is_some() {
+            r.add(&m.at, "use one of `header`, `jwt` or `oauth2`");
+            return None;
+        }
+        return super::oauth2::read_oauth2(o, r).map(|o| UpstreamAuth::OAuth2(Box::new(o)));
+    }
     match (m.get("header"), m.get("jwt")) {
         (Some(h), None) => {
             let name = h.string(r)?;
@@ -255,58 +264,6 @@ fn introspection(v: &Node<'_>, r: &mut Report) -> Option<Introspection> {
         client_id: client_id?,
         client_secret_file: secret?,
     })
-}
-
-/// A URL Moat fetches keys or token information from: HTTPS, or plain HTTP to a loopback
-/// address (an issuer on the same host).
-fn fetch_url(v: &Node<'_>, r: &mut Report) -> Option<String> {
-    let s = v.string(r)?;
-    let ok = match s.strip_prefix("http://") {
-        Some(rest) => {
-            let host = url_authority(&s)
-                .map(|a| a.rsplit_once(':').map_or(a, |(h, _)| h))
-                .unwrap_or_default();
-            !rest.is_empty()
-                && (host == "localhost"
-                    || host
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback()))
-        }
-        None => s.strip_prefix("https://").is_some_and(|rest| {
-            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
-        }),
-    };
-    if !ok {
-        r.add(
-            v,
-            format!("expected an https:// URL (http:// only to a loopback address), found {s:?}"),
-        );
-        return None;
-    }
-    Some(s)
-}
-
-fn scopes(v: Option<&Node<'_>>, r: &mut Report) -> Option<Vec<String>> {
-    let list = string_list(v, r)?;
-    let mut ok = true;
-    if let Some(v) = v {
-        for s in &list {
-            if !scope_token(s) {
-                r.add(v, format!("{s:?} is not a valid scope"));
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(list)
-}
-
-/// RFC 6749 scope-token: printable ASCII except space, `"` and `\`.
-pub fn scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b > 0x20 && b < 0x7f && b != b'"' && b != b'\\')
 }
 
 fn algorithms(v: &Node<'_>, r: &mut Report) -> Option<Vec<Algorithm>> {

@@ -3,8 +3,8 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use super::{
-    auth::scope_token,
     server::{Tls, read_tls},
+    values::scope_token,
     values::{absolute_path, string_list, url_authority},
     yaml::{Mapping, Node, Report},
 };

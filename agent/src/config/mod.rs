@@ -7,6 +7,7 @@ mod behaviour;
 mod host;
 mod inspect;
 mod integrity;
+mod oauth2;
 mod policy;
 mod server;
 mod values;
@@ -19,7 +20,7 @@ use std::{
 
 pub use approvals::Approvals;
 pub use audit::{Audit, FileSink, Fsync, OnFailure, Sink as AuditSink};
-pub use auth::{Auth, Introspection, Issuer, UpstreamAuth, scope_token};
+pub use auth::{Auth, Introspection, Issuer, UpstreamAuth};
 pub use authz::{AuthorizationServer, ConfiguredClient, Dynamic, Login, OidcLoginConfig};
 pub use behaviour::{Behaviour, BehaviourMode};
 pub use host::HostAddrs;
@@ -27,11 +28,13 @@ pub use host::HostAddrs;
 pub use inspect::{Custom, ToolInspect};
 pub use inspect::{Inspect, PATTERN_SIZE, Setting, Settings};
 pub use integrity::{Integrity, IntegrityMode};
+pub use oauth2::OAuth2;
 pub use policy::{Policy, PolicyMode};
 #[cfg(test)]
 pub use server::Limits;
 pub use server::{RateLimits, Server, TlsCert};
 use values::absolute_path;
+pub use values::scope_token;
 pub use values::url_authority as server_url_authority;
 #[cfg(test)]
 use yaml::Problem;

@@ -308,6 +308,17 @@ fn read_server(n: &Node<'_>, host: Option<&HostAddrs>, r: &mut Report) -> Option
             "`upstream_auth: { jwt }` names the caller, which needs `auth`",
         );
     }
+    if let Some(UpstreamAuth::OAuth2(_)) = &upstream_auth {
+        let local =
+            matches!(&auth, Some(Some(a)) if matches!(a.issuer, super::auth::Issuer::Local(_)));
+        if !local {
+            r.add(
+                m.get("upstream_auth").unwrap_or(&m.at),
+                "`upstream_auth: { oauth2 }` keeps tokens for the users of Moat's own \
+                 authorization server: it needs `auth: { issuer: local }`",
+            );
+        }
+    }
     let policy = match m.get("policy") {
         Some(v) => {
             if auth.as_ref().is_some_and(Option::is_none) {

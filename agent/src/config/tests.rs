@@ -938,3 +938,47 @@ fn approvals_are_read_and_their_mistakes_located() {
         "{p:?}"
     );
 }
+
+#[test]
+fn upstream_oauth2_is_read_and_needs_moats_own_issuer() {
+    let authz = "authorization_server:\n  issuer: https://auth.f.example:8443\n  tls: {cert: /c.pem, key: /k.pem}\n";
+    let with = |auth: &str, oauth2: &str| {
+        format!(
+            "servers:\n  - name: files\n    port: 8000\n    public_url: https://f.example/mcp\n    tls: {{cert: /c.pem, key: /k.pem}}\n    auth: {auth}\n    upstream_auth:\n      oauth2: {oauth2}\n{authz}"
+        )
+    };
+    let good = "{authorization_endpoint: https://gh.example/authorize, token_endpoint: https://gh.example/token, client_id: moat, client_secret_file: /etc/moat/gh.secret, scopes: [repo], header: X-Token}";
+    let c = Config::parse("moat.yaml", &with("{issuer: local}", good)).unwrap();
+    let UpstreamAuth::OAuth2(o) = &c.servers[0].upstream_auth else {
+        panic!("{:?}", c.servers[0].upstream_auth)
+    };
+    assert_eq!(o.client_id, "moat");
+    assert_eq!(o.scopes, ["repo"]);
+    assert_eq!(o.header.as_str(), "x-token");
+    assert_eq!(o.revocation_endpoint, None);
+    // Every mistake located; and it needs Moat's own issuer.
+    let p = problems(&with(
+        "{issuer: https://idp.example, jwks_uri: https://idp.example/jwks}",
+        "{authorization_endpoint: http://gh.example/a, client_id: moat, client_secret_file: rel, scopes: [\"a b\"]}",
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "servers[0].upstream_auth.oauth2",
+        "servers[0].upstream_auth.oauth2.authorization_endpoint",
+        "servers[0].upstream_auth.oauth2.client_secret_file",
+        "servers[0].upstream_auth.oauth2.scopes",
+    ] {
+        assert!(keys.contains(&k), "{k} in {p:?}");
+    }
+    assert!(
+        p.iter().any(|p| p.message.contains("token_endpoint")),
+        "{p:?}"
+    );
+    let p = problems(&with(
+        "{issuer: https://idp.example, jwks_uri: https://idp.example/jwks}",
+        good,
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "servers[0].upstream_auth");
+    assert!(p[0].message.contains("auth: { issuer: local }"), "{p:?}");
+}

@@ -406,6 +406,11 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
         monitors: crate::behaviour::monitors(config, &store),
         approvals: None,
     };
+    if let Some(a) = &ctl.authz {
+        let (vault, connectors) =
+            crate::thirdparty::open(config, &store).map_err(AppError::Auth)?;
+        a.set_connectors(vault, connectors);
+    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -90,6 +90,10 @@ pub enum ProxyError {
         _ => "denied by an approver",
     })]
     Unapproved { id: String, verdict: Verdict },
+    /// The server acts for each user at a third party, and this user has not connected it
+    /// (or the token can no longer be refreshed): they must open `url`.
+    #[error("connect your account at {provider} first: open {url}")]
+    NotConnected { provider: String, url: String },
     /// A client's answer to an elicitation of Moat's that is not taken: nothing waits for it,
     /// or it waits for another caller.
     #[error("{0}")]
@@ -144,6 +148,7 @@ impl ProxyError {
             Self::ApprovalAnswer(_) => StatusCode::FORBIDDEN,
             // A tool call's error, as servers answer one.
             Self::ContentRefused { .. }
+            | Self::NotConnected { .. }
             | Self::Unapproved { .. }
             | Self::ApprovalUnavailable(_) => StatusCode::OK,
             Self::Denied { denial, .. } => match denial {
@@ -167,7 +172,9 @@ impl ProxyError {
             | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
             Self::ContentRefused { .. } => -32602,
-            Self::Unapproved { .. } | Self::ApprovalUnavailable(_) => -32001,
+            Self::Unapproved { .. } | Self::ApprovalUnavailable(_) | Self::NotConnected { .. } => {
+                -32001
+            }
             Self::Session(_) | Self::RateLimited(_) | Self::TooManyPending => -32001,
             Self::Denied { denial, .. } => match denial {
                 Denial::Unknown(Target::Tool | Target::Prompt) => -32602,

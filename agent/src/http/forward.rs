@@ -150,6 +150,30 @@ pub async fn send(
     }
 }
 
+/// What the upstream gets instead of the client's token: the server's own credential, or, on a
+/// server that acts for each user at a third party, the caller's token there.
+pub async fn credential(
+    site: &super::Site,
+    principal: Option<&crate::vocab::Principal>,
+) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
+    match (&site.connector, principal) {
+        (Some(c), Some(p)) => match c.header(&p.sub).await {
+            Ok(h) => Ok(Some(h)),
+            Err(crate::thirdparty::ThirdPartyError::NotConnected { url }) => {
+                Err(ProxyError::NotConnected {
+                    provider: c.provider.origin().to_string(),
+                    url,
+                })
+            }
+            Err(e) => Err(ProxyError::UpstreamConnect(e.to_string())),
+        },
+        (Some(_), None) => Err(ProxyError::UpstreamConnect(
+            "a server that acts for each user needs a caller".into(),
+        )),
+        (None, _) => Ok(site.credential.header(principal)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt as _;

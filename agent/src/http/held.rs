@@ -188,13 +188,20 @@ async fn run(
         return;
     }
     let server = &site.server;
+    let credential = match forward::credential(&site, Some(&principal)).await {
+        Ok(c) => c,
+        Err(e) => {
+            refuse(&mut record, &e, &id, &tx).await;
+            return;
+        }
+    };
     let up = forward::upstream_request(
         &Outgoing {
             asked: &permitted.as_ref(),
             target: &admitted.target,
             fields: &admitted.fields,
             origin,
-            credential: site.credential.header(Some(&principal)),
+            credential,
         },
         server.upstream,
     );

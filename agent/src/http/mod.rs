@@ -299,13 +299,14 @@ impl Proxy {
         permitted: &authorize::Permitted<&decode::Asked>,
     ) -> Result<Response<pool::Body>, ProxyError> {
         let server = &site.server;
+        let credential = forward::credential(site, principal).await?;
         let up = forward::upstream_request(
             &Outgoing {
                 asked: permitted,
                 target: &admitted.target,
                 fields: &admitted.fields,
                 origin: parts.headers.contains_key(header::ORIGIN),
-                credential: site.credential.header(principal),
+                credential,
             },
             server.upstream,
         );

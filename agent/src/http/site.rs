@@ -17,6 +17,7 @@ use crate::{
     lockdown::Lockdowns,
     mcp,
     policy::{Live, Rates},
+    thirdparty::Connector,
     tls::ServerTls,
 };
 
@@ -51,6 +52,8 @@ pub struct Site {
     /// Where requests an `@approval` policy permitted wait for an answer (None: in tests of
     /// the proxy alone, where such a request is refused).
     pub approvals: Option<Arc<Approvals>>,
+    /// Each user's token at the third party the server acts at (`upstream_auth: { oauth2 }`).
+    pub connector: Option<Arc<Connector>>,
     /// The operator's lockdowns (None: in tests of the proxy alone).
     pub lockdowns: Option<Arc<Lockdowns>>,
 }
@@ -86,6 +89,7 @@ impl Site {
             behaviour: None,
             inspect: None,
             approvals: None,
+            connector: None,
             lockdowns: None,
         }
     }
@@ -98,6 +102,11 @@ impl Site {
     /// The site, its held requests waiting in `approvals`.
     pub fn with_approvals(self, approvals: Option<Arc<Approvals>>) -> Self {
         Self { approvals, ..self }
+    }
+
+    /// The site, its upstream given each user's token by `connector`.
+    pub fn with_connector(self, connector: Option<Arc<Connector>>) -> Self {
+        Self { connector, ..self }
     }
 
     /// The site, its requests judged by `monitor`.

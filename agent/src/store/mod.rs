@@ -18,13 +18,14 @@
 //! | `pins` | `server/kind/name` | [`pins::Pin`] | [`pins`] |
 //! | `lockdowns` | `all`, `server/NAME`, `sub/SUB`, `client/ID` | [`lockdowns::Lockdown`] | [`lockdowns`] |
 //! | `baselines` | `server/sub/SUB`, `server/client/ID` | [`baselines::Baseline`] | [`baselines`] |
+//! | `upstream_tokens` | `server/SUB` | [`upstream_tokens::UpstreamToken`] (tokens sealed) | [`upstream_tokens`] |
 //!
 //! Values are versioned JSON records (see [`record`]). Secret tokens are never stored: only
 //! their SHA-256 ([`record::TokenHash`]); passwords only as argon2id hashes.
 //!
 //! The file is private: created 0600, its directory 0700 when Moat creates it. It holds the
-//! signing keys' private keys as they are (see [`keys`]); the users' upstream tokens, when Moat
-//! keeps them, go in a table of their own, sealed under a key-encryption key ([`sealed`]).
+//! signing keys' private keys as they are (see [`keys`]); the users' upstream tokens are in a
+//! table of their own, sealed under a key-encryption key kept outside it ([`sealed`]).
 //!
 //! Every open checks the whole file (redb's integrity check: the checksum of every page), so a
 //! damaged or foreign file is a [`StoreError`], never a panic or a silent misread.
@@ -62,6 +63,7 @@ pub mod pins;
 pub mod record;
 pub mod revocations;
 pub mod sealed;
+pub mod upstream_tokens;
 pub mod users;
 
 #[cfg(test)]
@@ -180,6 +182,7 @@ impl Store {
             pins::init(w)?;
             lockdowns::init(w)?;
             baselines::init(w)?;
+            upstream_tokens::init(w)?;
             keys::init(w)
         })
     }

@@ -2,8 +2,8 @@
 //! secrets stores in place of the secret, sealed by a key-encryption key ([`Kek`]) that lives
 //! outside the store and is bound to the record it belongs to.
 //!
-//! No table uses it yet: the signing keys are stored as they are (see [`super::keys`]). The
-//! users' upstream tokens, when Moat keeps them, will be stored sealed, in a `secrets` table.
+//! The users' upstream tokens are stored sealed ([`super::upstream_tokens`]); the signing keys
+//! are stored as they are (see [`super::keys`]).
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
