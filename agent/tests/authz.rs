@@ -72,131 +72,6 @@ fn moat(host: &Host, args: &[&str], stdin: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// An HTTP answer of the authorization server.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The query parameters of the redirect this answer is.
-    fn redirect_params(&self) -> HashMap<String, String> {
-        let loc = self
-            .header("location")
-            .unwrap_or_else(|| panic!("no redirect: {self:?}"));
-        let url = url::Url::parse(loc).unwrap();
-        url.query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-}
-
-/// A browser: a cookie jar and forms; it never follows redirects by itself.
-struct Browser {
-    addr: SocketAddr,
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    fn new(host: &Host) -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], host.authz_port())),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn send(&mut self, method: &str, target: &str, extra: &str, body: &str) -> Answer {
-        let target = target
-            .strip_prefix(&format!("http://{}", self.addr))
-            .unwrap_or(target);
-        let cookie = if self.cookies.is_empty() {
-            String::new()
-        } else {
-            let c: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            format!("cookie: {}\r\n", c.join("; "))
-        };
-        let raw = format!(
-            "{method} {target} HTTP/1.1\r\nhost: {}\r\n{cookie}{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        let r = exchange(self.addr, raw.as_bytes()).unwrap();
-        let headers: Vec<(String, String)> = r
-            .head
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        for (k, v) in &headers {
-            if k.eq_ignore_ascii_case("set-cookie")
-                && let Some((name, rest)) = v.split_once('=')
-            {
-                self.cookies.insert(
-                    name.to_string(),
-                    rest.split(';').next().unwrap().to_string(),
-                );
-            }
-        }
-        let body = match r.body {
-            Value::String(s) => s,
-            v => v.to_string(),
-        };
-        Answer {
-            status: r.status,
-            headers,
-            body,
-        }
-    }
-
-    fn get(&mut self, target: &str) -> Answer {
-        self.send("GET", target, "", "")
-    }
-
-    fn post_form(&mut self, target: &str, fields: &[(&str, &str)], origin: Option<&str>) -> Answer {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        let origin = origin.map_or(String::new(), |o| format!("origin: {o}\r\n"));
-        self.send(
-            "POST",
-            target,
-            &format!("{origin}content-type: application/x-www-form-urlencoded\r\n"),
-            &body,
-        )
-    }
-
-    fn post_json(&mut self, target: &str, v: &Value) -> Answer {
-        self.send(
-            "POST",
-            target,
-            "content-type: application/json\r\n",
-            &v.to_string(),
-        )
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
 /// The value of hidden input `name` in a page.
 fn hidden(page: &str, name: &str) -> String {
     let at = page
@@ -389,9 +264,9 @@ fn a_client_registers_a_user_signs_in_and_consents_and_the_token_opens_the_serve
     assert_eq!(r.status, 200);
     assert!(r.body.contains("Wrong user name or password"), "{}", r.body);
     assert!(
-        !b.cookies.keys().any(|k| k.contains("session")),
+        !b.cookies().keys().any(|k| k.contains("session")),
         "{:?}",
-        b.cookies
+        b.cookies()
     );
 
     let params = log_in(&mut b, &client, &resource);
@@ -610,8 +485,8 @@ fn the_authorization_request_cannot_be_bent() {
         "no csrf: {r:?}"
     );
     let mut other_browser = Browser::new(&host);
-    other_browser.cookies = b
-        .cookies
+    *other_browser.cookies() = b
+        .cookies()
         .iter()
         .filter(|(k, _)| k.contains("session"))
         .map(|(k, v)| (k.clone(), v.clone()))

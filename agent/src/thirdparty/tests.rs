@@ -22,10 +22,10 @@ fn config(dir: &std::path::Path) -> OAuth2 {
 
 #[test]
 fn pkce_is_rfc_7636_s256() {
-    // base64url(SHA-256(verifier)) without padding, as Python's hashlib and base64 compute it.
+    // RFC 7636, appendix B.
     assert_eq!(
-        challenge("dBjftJeZ4CVP-mJ92K9QqSq-LuL_aR4TvbNWNd96fxQ"),
-        "mVws-pBe1d59cA0e4VQ34N2-OznEflWykucxbLPcdSc"
+        challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
     );
     let (a, b) = (Pkce::new().unwrap(), Pkce::new().unwrap());
     assert_ne!(a.verifier, b.verifier);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod audit;
+mod browser;
 mod fixtures;
 mod host;
 mod http;
@@ -15,7 +16,7 @@ mod upstream;
 
 #[allow(unused_imports)]
 pub use self::{
-    audit::*, fixtures::*, host::*, http::*, netns::*, ports::*, tmpfs::*, upstream::*,
+    audit::*, browser::*, fixtures::*, host::*, http::*, netns::*, ports::*, tmpfs::*, upstream::*,
 };
 
 pub const MOAT: &str = env!("CARGO_BIN_EXE_moat");

