@@ -177,6 +177,64 @@ fn sign_in(b: &mut Browser, host: &Host, user: &str) {
     assert_eq!(r.status, 303, "signed in: {r:?}");
 }
 
+/// Alice's tokens as the vault keeps them, opened from outside with the key file (the agent
+/// stopped): what must appear nowhere else.
+fn kept_tokens(host: &Host) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let state = host.dir.join("state");
+    let keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("upstream-tokens.keys")).unwrap())
+            .unwrap();
+    use redb::ReadableDatabase as _;
+    let db = redb::Database::open(state.join("moat.redb")).unwrap();
+    let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("upstream_tokens");
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(table).unwrap();
+    let record: Value =
+        serde_json::from_slice(t.get("files/alice").unwrap().unwrap().value()).unwrap();
+    let kek = record["sealed"]["kek"].as_str().unwrap();
+    let key = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == kek)
+        .unwrap();
+    let key = b64.decode(key["key"].as_str().unwrap()).unwrap();
+    let sealed = b64
+        .decode(record["sealed"]["ciphertext"].as_str().unwrap())
+        .unwrap();
+    let (nonce, ct) = sealed.split_at(12);
+    let k = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &key).unwrap(),
+    );
+    let mut buf = ct.to_vec();
+    let plain = k
+        .open_in_place(
+            ring::aead::Nonce::try_assume_unique_for_key(nonce).unwrap(),
+            ring::aead::Aad::from(b"upstream_tokens\0files/alice"),
+            &mut buf,
+        )
+        .unwrap();
+    let secret: Value = serde_json::from_slice(plain).unwrap();
+    ["access_token", "refresh_token"]
+        .iter()
+        .filter_map(|k| secret[*k].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every file under `dir`, as bytes.
+fn files_under(dir: &std::path::Path, out: &mut Vec<u8>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.extend(b);
+        }
+    }
+}
+
 fn grants(host: &Host) -> Value {
     host.moat_json(&["grants", "list"], &["--sub", "alice"])
 }
@@ -221,6 +279,10 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
     let (ok, r) = whoami(host, &alice);
     assert!(ok, "{r}\n{}", host.agent_log());
     assert_eq!(r["call"], "acting for alice", "{r}");
+    let rec = host.wait_audit("a call with alice's token", |r| {
+        r["mcp"]["tool"] == "whoami" && r["third_party"]["provider"] == provider.as_str()
+    });
+    assert_eq!(rec["principal"]["sub"], "alice", "{rec}");
     let (ok, r) = whoami(host, &host.mint("files", "bob"));
     assert!(
         !ok && r["error"].as_str().unwrap_or_default().contains(&connect),
@@ -238,8 +300,23 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
     assert_eq!(up["upstream"]["provider"], provider.as_str());
     assert_eq!(up["upstream"]["refreshable"], true);
 
-    // Kept across a restart; refreshed once it has under 60 s left (it lives 62 s).
+    // The token never reaches the client, Moat's log or audit, or the state directory in
+    // the clear.
     host.stop_agent();
+    let tokens = kept_tokens(host);
+    assert_eq!(tokens.len(), 2, "an access and a refresh token");
+    let mut seen = r.to_string().into_bytes();
+    seen.extend(host.agent_log().into_bytes());
+    seen.extend(std::fs::read(&host.audit).unwrap());
+    files_under(&host.dir.join("state"), &mut seen);
+    for t in &tokens {
+        assert!(
+            !seen.windows(t.len()).any(|w| w == t.as_bytes()),
+            "a token leaked"
+        );
+    }
+
+    // Kept across a restart; refreshed once it has under 60 s left (it lives 62 s).
     std::thread::sleep(Duration::from_secs(3));
     host.start_agent();
     host.wait_port(host.authz_port(), "authorization server");
@@ -254,6 +331,9 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
         .find(|e| e.get("upstream").is_some())
         .unwrap();
     assert!(up["upstream"]["refreshed"].is_u64(), "refreshed: {g}");
+    host.wait_audit("the call that refreshed the token", |r| {
+        r["principal"]["sub"] == "alice" && r["third_party"]["refreshed"].is_u64()
+    });
 
     // Revoked with the user's grants: deleted (and revoked at the provider); the next call
     // asks again.

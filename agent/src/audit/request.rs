@@ -18,7 +18,7 @@ use serde_json::{Value, value::RawValue};
 use super::AuditLog;
 use crate::vocab::{
     ApprovalNote, Assessment, Conn, Decision, Effect, Findings, Hidden, Listing, PinCheck,
-    Principal,
+    Principal, ThirdParty,
 };
 
 /// How the exchange ended, from the client's side.
@@ -127,6 +127,9 @@ struct Fields {
     /// How the request compared with its subject's baseline (`behaviour` on).
     #[serde(skip_serializing_if = "Option::is_none")]
     behaviour: Option<Assessment>,
+    /// The caller's own third-party token the upstream got (`upstream_auth: { oauth2 }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    third_party: Option<ThirdParty>,
     /// A person's approval, when an `@approval` policy asked for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<ApprovalNote>,
@@ -184,6 +187,7 @@ impl RequestRecord {
                 hidden: Vec::new(),
                 pins: Vec::new(),
                 behaviour: None,
+                third_party: None,
                 approval: None,
                 content: Findings::default(),
                 outcome: Outcome::Open,
@@ -231,6 +235,11 @@ impl RequestRecord {
     /// Notes the signals the request raised against its subject's baseline.
     pub fn assessed(&mut self, a: Assessment) {
         self.fields.behaviour = Some(a);
+    }
+
+    /// Notes that the upstream got the caller's own token at a third party.
+    pub fn third_party(&mut self, t: ThirdParty) {
+        self.fields.third_party = Some(t);
     }
 
     /// Notes what became of the request's approval.

@@ -151,14 +151,22 @@ pub async fn send(
 }
 
 /// What the upstream gets instead of the client's token: the server's own credential, or, on a
-/// server that acts for each user at a third party, the caller's token there.
+/// server that acts for each user at a third party, the caller's token there (the record
+/// notes the provider, and a refresh made now).
 pub async fn credential(
     site: &super::Site,
     principal: Option<&crate::vocab::Principal>,
+    record: &mut crate::audit::RequestRecord,
 ) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
     match (&site.connector, principal) {
         (Some(c), Some(p)) => match c.header(&p.sub).await {
-            Ok(h) => Ok(Some(h)),
+            Ok((name, value, refreshed)) => {
+                record.third_party(crate::vocab::ThirdParty {
+                    provider: c.provider.origin().to_string(),
+                    refreshed,
+                });
+                Ok(Some((name, value)))
+            }
             Err(crate::thirdparty::ThirdPartyError::NotConnected { url }) => {
                 Err(ProxyError::NotConnected {
                     provider: c.provider.origin().to_string(),

@@ -188,7 +188,7 @@ async fn run(
         return;
     }
     let server = &site.server;
-    let credential = match forward::credential(&site, Some(&principal)).await {
+    let credential = match forward::credential(&site, Some(&principal), &mut record).await {
         Ok(c) => c,
         Err(e) => {
             refuse(&mut record, &e, &id, &tx).await;

@@ -257,7 +257,14 @@ impl Proxy {
         // On a legacy session the answers come on the stream: note what is expected there.
         let expected = session.expect(&asked, reader)?;
         let resp = self
-            .forward(site, &admitted, &parts, principal.as_deref(), &permitted)
+            .forward(
+                site,
+                &admitted,
+                &parts,
+                principal.as_deref(),
+                &permitted,
+                record,
+            )
             .await
             .inspect_err(|_| session.failed(&expected))?;
         session.answered(
@@ -297,9 +304,10 @@ impl Proxy {
         parts: &http::request::Parts,
         principal: Option<&crate::vocab::Principal>,
         permitted: &authorize::Permitted<&decode::Asked>,
+        record: &mut RequestRecord,
     ) -> Result<Response<pool::Body>, ProxyError> {
         let server = &site.server;
-        let credential = forward::credential(site, principal).await?;
+        let credential = forward::credential(site, principal, record).await?;
         let up = forward::upstream_request(
             &Outgoing {
                 asked: permitted,

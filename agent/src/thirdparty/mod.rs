@@ -77,13 +77,17 @@ impl Connector {
         &self.connect_url
     }
 
-    /// The header carrying `sub`'s token: cached, read from the vault, or refreshed first.
-    pub async fn header(&self, sub: &str) -> Result<(HeaderName, HeaderValue), ThirdPartyError> {
+    /// The header carrying `sub`'s token (cached, read from the vault, or refreshed first),
+    /// and when it was refreshed if that was now.
+    pub async fn header(
+        &self,
+        sub: &str,
+    ) -> Result<(HeaderName, HeaderValue, Option<u64>), ThirdPartyError> {
         let now = now();
         if let Some((v, until)) = self.cache.lock().ok().and_then(|c| c.get(sub).cloned())
             && until > now + REFRESH_BEFORE.as_secs()
         {
-            return Ok((self.header.clone(), v));
+            return Ok((self.header.clone(), v, None));
         }
         let _one = self.refreshing.lock().await;
         let Some((secret, record)) = self.vault.get(&self.server, sub)? else {
@@ -92,8 +96,8 @@ impl Connector {
         let fresh = record
             .expires
             .is_none_or(|e| e > now + REFRESH_BEFORE.as_secs());
-        let (secret, record) = if fresh {
-            (secret, record)
+        let (secret, record, refreshed) = if fresh {
+            (secret, record, None)
         } else {
             let Some(refresh) = &secret.refresh_token else {
                 self.forget(sub);
@@ -114,7 +118,7 @@ impl Connector {
                     }
                     self.vault.put(&self.server, sub, &secret, record.clone())?;
                     tracing::info!(server = %self.server, sub, "upstream token refreshed");
-                    (secret, record)
+                    (secret, record, Some(now))
                 }
                 Err(e) => {
                     tracing::warn!(server = %self.server, sub, "refreshing the upstream token failed: {e}");
@@ -128,7 +132,7 @@ impl Connector {
         if let Ok(mut c) = self.cache.lock() {
             c.insert(sub.to_string(), (value.clone(), until));
         }
-        Ok((self.header.clone(), value))
+        Ok((self.header.clone(), value, refreshed))
     }
 
     fn value(&self, token: &str) -> Result<HeaderValue, ThirdPartyError> {

@@ -45,6 +45,16 @@ pub enum Via {
     Admin,
 }
 
+/// A user's own token at a third party, given to the upstream for them (never the token).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ThirdParty {
+    /// The provider (its token endpoint's origin).
+    pub provider: String,
+    /// Refreshed for this request (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<u64>,
+}
+
 /// One request's approval, in its audit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApprovalNote {

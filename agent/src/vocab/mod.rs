@@ -13,7 +13,7 @@ mod principal;
 mod redirect;
 mod signal;
 
-pub use approval::{ApprovalNote, Verdict, Via};
+pub use approval::{ApprovalNote, ThirdParty, Verdict, Via};
 pub use conn::{Conn, Process};
 pub use content::{ContentAction, ContentFacts, ContentKind, Direction, Finding, Findings, RULES};
 pub use decision::{Decision, Effect, Hidden, Listing};
