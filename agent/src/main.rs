@@ -198,6 +198,11 @@ enum GrantsCommand {
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
+    /// Re-seal the users' third-party tokens under a new key (upstream_auth: { oauth2 }).
+    RotateKey {
+        #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
+        config: PathBuf,
+    },
 }
 
 /// What a lockdown stops: one of these.
@@ -586,6 +591,9 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             sub,
             client,
         }) => control_print(&config, Request::GrantsRevoke { sub, client }),
+        Command::Grants(GrantsCommand::RotateKey { config }) => {
+            control_print(&config, Request::UpstreamRotateKey)
+        }
         Command::Lockdown {
             config,
             scope,

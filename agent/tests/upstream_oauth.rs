@@ -335,10 +335,37 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
         r["principal"]["sub"] == "alice" && r["third_party"]["refreshed"].is_u64()
     });
 
+    // The key rotated: every token re-sealed under a new one, and still good.
+    let out = host.moat_json(&["grants", "rotate-key"], &[]);
+    assert_eq!(out["resealed"], 1, "{out}");
+    let (ok, r) = whoami(host, &alice);
+    assert!(ok && r["call"] == "acting for alice", "{r}");
+
     // Revoked with the user's grants: deleted (and revoked at the provider); the next call
     // asks again.
+    host.stop_agent();
+    let refreshed = kept_tokens(host).remove(0);
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+    let active = |token: &str| {
+        use base64::Engine as _;
+        let addr: std::net::SocketAddr = provider.trim_start_matches("http://").parse().unwrap();
+        let body = format!("token={token}");
+        let basic = base64::engine::general_purpose::STANDARD.encode("rs:rs-secret-123");
+        let raw = format!(
+            "POST /token/introspection HTTP/1.1\r\nhost: {addr}\r\nauthorization: Basic {basic}\r\n\
+             content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(addr, raw.as_bytes()).unwrap().body["active"] == true
+    };
+    assert!(
+        active(&refreshed),
+        "alice's token works at the provider until revoked"
+    );
     let out = host.moat_json(&["grants", "revoke"], &["--sub", "alice"]);
     assert_eq!(out["upstream_tokens_deleted"], json!(["files"]), "{out}");
+    assert!(!active(&refreshed), "revoked at the provider too");
     std::thread::sleep(Duration::from_millis(1100));
     let (ok, r) = whoami(host, &host.mint("files", "alice"));
     assert!(

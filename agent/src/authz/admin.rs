@@ -202,7 +202,8 @@ impl AuthServer {
         let upstream = self.upstream_revoke(sub).await;
         self.event(
             "revoked",
-            json!({"sub": sub, "by": "operator", "what": "user", "reason": why}),
+            json!({"sub": sub, "by": "operator", "what": "user", "reason": why,
+                   "upstream_tokens_deleted": upstream}),
         )
         .await;
         Ok(json!({"sub": sub, "revoked": true, "upstream_tokens_deleted": upstream}))

@@ -146,6 +146,25 @@ impl AuthServer {
             .collect()
     }
 
+    /// Re-seals every user's tokens under a new key (`moat grants rotate-key`).
+    pub async fn upstream_rotate_key(&self) -> Result<serde_json::Value, OAuthError> {
+        let vault = self
+            .upstream()
+            .and_then(|u| u.vault.as_ref())
+            .ok_or_else(|| {
+                OAuthError::InvalidRequest(
+                    "no server has `upstream_auth: { oauth2 }`: there are no tokens to re-seal"
+                        .into(),
+                )
+            })?;
+        let n = vault
+            .rotate()
+            .map_err(|e| OAuthError::Server(e.to_string()))?;
+        self.event("upstream_key_rotated", json!({"resealed": n}))
+            .await;
+        Ok(json!({"resealed": n}))
+    }
+
     /// Deletes `sub`'s upstream tokens and revokes them at their providers; the servers.
     pub(super) async fn upstream_revoke(&self, sub: &str) -> Vec<String> {
         let Some(u) = self.upstream() else {

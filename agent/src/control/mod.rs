@@ -82,6 +82,8 @@ pub enum Request {
         sub: Option<String>,
         client: Option<String>,
     },
+    /// Re-seals the users' third-party tokens under a new key.
+    UpstreamRotateKey,
     /// A server's entries, pinned or seen, and how each stands.
     ToolsDiff {
         server: String,
@@ -138,6 +140,7 @@ impl Request {
                 | Request::ClientRevoke { .. }
                 | Request::Grants { .. }
                 | Request::GrantsRevoke { .. }
+                | Request::UpstreamRotateKey
         )
     }
 }
@@ -306,6 +309,7 @@ async fn authz(server: &AuthServer, req: Request) -> Result<Value, String> {
             (None, Some(c)) => server.revoke_client_grants(&c).await.map_err(e),
             _ => Err("give exactly one of --sub and --client".into()),
         },
+        Request::UpstreamRotateKey => server.upstream_rotate_key().await.map_err(e),
         _ => unreachable!("pins and lockdowns are answered by `execute`"),
     }
 }
