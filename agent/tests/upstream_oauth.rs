@@ -109,21 +109,26 @@ fn setup() -> Setup {
 
 /// The Python SDK client calling `whoami` as `token`: (succeeded, its JSON line).
 fn whoami(host: &Host, token: &str) -> (bool, Value) {
+    whoami_with(host, token, &[])
+}
+
+/// [`whoami`] with more arguments for the client.
+fn whoami_with(host: &Host, token: &str, extra: &[&str]) -> (bool, Value) {
     let url = format!("http://127.0.0.1:{}/mcp", host.port());
     let header = format!("Authorization: Bearer {token}");
+    let script = script("mcp_client.py");
+    let mut args = vec![
+        script.to_str().unwrap(),
+        &url,
+        "call",
+        "--tool",
+        "whoami",
+        "--header",
+        &header,
+    ];
+    args.extend_from_slice(extra);
     let out = host
-        .command(
-            python().to_str().unwrap(),
-            &[
-                script("mcp_client.py").to_str().unwrap(),
-                &url,
-                "call",
-                "--tool",
-                "whoami",
-                "--header",
-                &header,
-            ],
-        )
+        .command(python().to_str().unwrap(), &args)
         .output()
         .unwrap();
     let text = if out.status.success() {
@@ -258,6 +263,10 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
         "{r}"
     );
     assert_eq!(r["code"], -32001, "{r}");
+    // A client that declared elicitation's URL mode gets MCP's URL elicitation error.
+    let (ok, r) = whoami_with(host, &alice, &["--elicit", "accept"]);
+    assert!(!ok, "{r}");
+    assert_eq!(r["code"], -32042, "{r}");
 
     // Opened without signing in: refused. Signed in: off to the provider and back.
     let mut b = Browser::new(&*host);

@@ -48,12 +48,14 @@ pub struct Sessions {
     /// The sessions whose client declared the elicitation capability (a person can be asked
     /// through it).
     elicits: Mutex<std::collections::HashSet<String>>,
+    /// ... and its URL mode.
+    elicits_url: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Sessions {
     /// Binds a session the upstream just issued to the principal of the request; a session
     /// already bound keeps its owner.
-    pub fn bind(&self, id: &str, p: &Principal, elicits: bool) {
+    pub fn bind(&self, id: &str, p: &Principal, elicits: bool, elicits_url: bool) {
         let Ok(mut map) = self.map.lock() else { return };
         if let Some((_, used)) = map.get_mut(id) {
             *used = Instant::now();
@@ -72,9 +74,15 @@ impl Sessions {
             if let Ok(mut e) = self.elicits.lock() {
                 e.retain(|id| map.contains_key(id));
             }
+            if let Ok(mut e) = self.elicits_url.lock() {
+                e.retain(|id| map.contains_key(id));
+            }
         }
         map.insert(id.to_string(), (Owner::from(p), Instant::now()));
         if elicits && let Ok(mut e) = self.elicits.lock() {
+            e.insert(id.to_string());
+        }
+        if elicits_url && let Ok(mut e) = self.elicits_url.lock() {
             e.insert(id.to_string());
         }
     }
@@ -82,6 +90,11 @@ impl Sessions {
     /// Whether the client of session `id` declared the elicitation capability.
     pub fn elicits(&self, id: &str) -> bool {
         self.elicits.lock().is_ok_and(|e| e.contains(id))
+    }
+
+    /// Whether it declared elicitation's URL mode.
+    pub fn elicits_url(&self, id: &str) -> bool {
+        self.elicits_url.lock().is_ok_and(|e| e.contains(id))
     }
 
     pub fn check(&self, id: &str, p: &Principal) -> Binding {
@@ -106,6 +119,9 @@ impl Sessions {
         if let Ok(mut e) = self.elicits.lock() {
             e.remove(id);
         }
+        if let Ok(mut e) = self.elicits_url.lock() {
+            e.remove(id);
+        }
     }
 }
 
@@ -126,7 +142,7 @@ mod tests {
     #[test]
     fn a_session_belongs_to_its_creator_only() {
         let s = Sessions::default();
-        s.bind("abc", &p("alice", "cli"), true);
+        s.bind("abc", &p("alice", "cli"), true, false);
         assert!(s.elicits("abc") && !s.elicits("nope"));
         assert_eq!(s.check("abc", &p("alice", "cli")), Binding::Own);
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
@@ -136,7 +152,7 @@ mod tests {
         );
         assert_eq!(s.check("nope", &p("alice", "cli")), Binding::Unknown);
         // A second bind does not change the owner.
-        s.bind("abc", &p("mallory", "cli"), false);
+        s.bind("abc", &p("mallory", "cli"), false, false);
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
         assert!(s.elicits("abc"), "nor what its client declared");
         s.end("abc");

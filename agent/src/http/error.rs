@@ -93,7 +93,13 @@ pub enum ProxyError {
     /// The server acts for each user at a third party, and this user has not connected it
     /// (or the token can no longer be refreshed): they must open `url`.
     #[error("connect your account at {provider} first: open {url}")]
-    NotConnected { provider: String, url: String },
+    NotConnected {
+        provider: String,
+        url: String,
+        /// The client declared elicitation's URL mode: the error is MCP's
+        /// URLElicitationRequiredError (-32042), the URL in its data.
+        url_mode: bool,
+    },
     /// A client's answer to an elicitation of Moat's that is not taken: nothing waits for it,
     /// or it waits for another caller.
     #[error("{0}")]
@@ -172,6 +178,7 @@ impl ProxyError {
             | Self::AuditUnavailable => -32603,
             Self::Auth { .. } => -32001,
             Self::ContentRefused { .. } => -32602,
+            Self::NotConnected { url_mode: true, .. } => -32042,
             Self::Unapproved { .. } | Self::ApprovalUnavailable(_) | Self::NotConnected { .. } => {
                 -32001
             }
@@ -215,7 +222,22 @@ impl ProxyError {
             } => "cannot validate access tokens now; try again later".to_string(),
             _ => self.to_string(),
         };
-        crate::mcp::error_body(id, self.jsonrpc_code(), &message)
+        let mut body = crate::mcp::error_body(id, self.jsonrpc_code(), &message);
+        if let Self::NotConnected {
+            url,
+            provider,
+            url_mode: true,
+        } = self
+        {
+            // The connection is named by the URL: asking twice shows one thing to do.
+            body["error"]["data"] = serde_json::json!({"elicitations": [{
+                "mode": "url",
+                "elicitationId": crate::vocab::sha256_hex(url.as_bytes()),
+                "url": url,
+                "message": format!("Connect your account at {provider}: Moat keeps the token for you."),
+            }]});
+        }
+        body
     }
 
     /// The response the client gets: the status, and a JSON-RPC error it can read.

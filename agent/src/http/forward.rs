@@ -152,10 +152,12 @@ pub async fn send(
 
 /// What the upstream gets instead of the client's token: the server's own credential, or, on a
 /// server that acts for each user at a third party, the caller's token there (the record
-/// notes the provider, and a refresh made now).
+/// notes the provider, and a refresh made now). `url_mode`: the client declared elicitation's
+/// URL mode (a missing connection is then MCP's URL elicitation error).
 pub async fn credential(
     site: &super::Site,
     principal: Option<&crate::vocab::Principal>,
+    url_mode: bool,
     record: &mut crate::audit::RequestRecord,
 ) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
     match (&site.connector, principal) {
@@ -171,6 +173,7 @@ pub async fn credential(
                 Err(ProxyError::NotConnected {
                     provider: c.provider.origin().to_string(),
                     url,
+                    url_mode,
                 })
             }
             Err(e) => Err(ProxyError::UpstreamConnect(e.to_string())),

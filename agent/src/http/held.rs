@@ -188,7 +188,13 @@ async fn run(
         return;
     }
     let server = &site.server;
-    let credential = match forward::credential(&site, Some(&principal), &mut record).await {
+    let url_mode = admitted
+        .fields
+        .session
+        .as_deref()
+        .is_some_and(|s| site.sessions.elicits_url(s));
+    let credential = match forward::credential(&site, Some(&principal), url_mode, &mut record).await
+    {
         Ok(c) => c,
         Err(e) => {
             refuse(&mut record, &e, &id, &tx).await;

@@ -156,10 +156,11 @@ impl Session {
                     return;
                 };
                 if let Some(id) = header_str(resp.headers(), "mcp-session-id") {
-                    let elicits = asked
-                        .decoded()
-                        .is_some_and(|d| d.messages.iter().any(|m| m.elicits));
-                    site.sessions.bind(id, p, elicits);
+                    let declared = |f: fn(&crate::mcp::Message) -> bool| {
+                        asked.decoded().is_some_and(|d| d.messages.iter().any(f))
+                    };
+                    site.sessions
+                        .bind(id, p, declared(|m| m.elicits), declared(|m| m.elicits_url));
                 } else if let (Asked::Http(HttpAction::SessionEnd), Some(id)) =
                     (asked, admitted.fields.session.as_deref())
                 {

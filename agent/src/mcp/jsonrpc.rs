@@ -39,6 +39,9 @@ pub struct Message {
     /// `initialize`: the client declared the elicitation capability
     /// (`params.capabilities.elicitation`, an object).
     pub elicits: bool,
+    /// `initialize`: ... and its URL mode (`params.capabilities.elicitation.url`, MCP
+    /// 2025-11-25).
+    pub elicits_url: bool,
     /// `notifications/cancelled`: `params.requestId`, the request it cancels.
     pub cancels: Option<Value>,
 }
@@ -69,6 +72,7 @@ impl Message {
             prompt: None,
             protocol_version: None,
             elicits: false,
+            elicits_url: false,
             cancels: None,
         }
     }
@@ -280,9 +284,13 @@ fn read_params(
         ));
     };
     if target.is_none() {
-        msg.elicits = params
+        let elicitation = params
             .get("capabilities")
             .and_then(|c| c.get("elicitation"))
+            .filter(|e| e.is_object());
+        msg.elicits = elicitation.is_some();
+        msg.elicits_url = elicitation
+            .and_then(|e| e.get("url"))
             .is_some_and(Value::is_object);
     }
     let Some(Value::String(value)) = params.get_mut(key) else {
