@@ -195,7 +195,9 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
     // The store holds what survives restarts: lockdowns always, grants and pins when used.
     let store = Arc::new(Store::open(&config.agent.state_dir)?);
     let authz = crate::authz::open(&config, store.clone())?;
-    let (vault, connectors) = crate::thirdparty::open(&config, &store).map_err(AppError::Auth)?;
+    let (vault, connectors) = crate::thirdparty::open(&config, &store)
+        .await
+        .map_err(AppError::Auth)?;
     if let Some(a) = &authz {
         a.set_connectors(vault.clone(), connectors.clone());
     }

@@ -385,7 +385,8 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
 
 /// The third party's consent as part of the user's first login: the Python SDK's OAuth client
 /// logs in through Moat in chromium (sign-in, Moat's consent), the browser goes on to the
-/// provider and back, and the client's first call already carries the user's own token.
+/// provider (its endpoints read from its metadata) and back, and the client's first call
+/// already carries the user's own token.
 #[test]
 fn the_third_party_is_connected_during_the_users_login() {
     let mut host = Host::plain();
@@ -436,7 +437,7 @@ fn the_third_party_is_connected_during_the_users_login() {
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: https://localhost:{port}/mcp\n    \
          tls: {{cert: {cert}, key: {key}}}\n    auth: {{issuer: local, scopes_supported: [mcp:tools]}}\n    upstream_auth:\n      oauth2:\n        \
-         authorization_endpoint: {provider}/auth\n        token_endpoint: {provider}/token\n        \
+         issuer: {provider}\n        metadata_url: {provider}/.well-known/openid-configuration\n        \
          client_id: moat\n        client_secret_file: {}\n        scopes: [mcp:tools]\n        resource: {resource}\n\
          authorization_server:\n  issuer: {issuer}\n  listen: 127.0.0.1:{authz}\n  tls: {{cert: {cert}, key: {key}}}\n  \
          login: local\n  registration: {{dynamic: open}}\n",

@@ -10,8 +10,12 @@ use super::{
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuth2 {
+    /// Given, or read from the provider's metadata (see `discovery`) when the agent starts.
     pub authorization_endpoint: String,
     pub token_endpoint: String,
+    /// The provider's issuer and the URL of its metadata (RFC 8414 or OpenID discovery),
+    /// instead of the endpoints.
+    pub discovery: Option<(String, String)>,
     /// RFC 7009; tokens are revoked there when a user's grants are revoked.
     pub revocation_endpoint: Option<String>,
     pub client_id: String,
@@ -31,6 +35,8 @@ pub(super) fn read_oauth2(n: &Node<'_>, r: &mut Report) -> Option<OAuth2> {
         &[
             "authorization_endpoint",
             "token_endpoint",
+            "issuer",
+            "metadata_url",
             "revocation_endpoint",
             "client_id",
             "client_secret_file",
@@ -42,8 +48,35 @@ pub(super) fn read_oauth2(n: &Node<'_>, r: &mut Report) -> Option<OAuth2> {
         r,
     )?;
     let url = |key: &str, r: &mut Report| m.require(key, r).and_then(|v| fetch_url(v, r));
-    let authorization_endpoint = url("authorization_endpoint", r);
-    let token_endpoint = url("token_endpoint", r);
+    let discovery = match (m.get("metadata_url"), m.get("issuer")) {
+        (None, None) => Some(None),
+        (Some(u), Some(i)) => {
+            for k in [
+                "authorization_endpoint",
+                "token_endpoint",
+                "revocation_endpoint",
+            ] {
+                if let Some(v) = m.get(k) {
+                    r.add(
+                        v,
+                        "read from `metadata_url`: give either the endpoints or it",
+                    );
+                }
+            }
+            match (fetch_url(i, r), fetch_url(u, r)) {
+                (Some(i), Some(u)) => Some(Some((i, u))),
+                _ => None,
+            }
+        }
+        _ => {
+            r.add(&m.at, "`metadata_url` and `issuer` go together");
+            None
+        }
+    };
+    let (authorization_endpoint, token_endpoint) = match &discovery {
+        Some(Some(_)) => (Some(String::new()), Some(String::new())),
+        _ => (url("authorization_endpoint", r), url("token_endpoint", r)),
+    };
     let revocation_endpoint = match m.get("revocation_endpoint") {
         Some(v) => fetch_url(v, r).map(Some),
         None => Some(None),
@@ -76,6 +109,7 @@ pub(super) fn read_oauth2(n: &Node<'_>, r: &mut Report) -> Option<OAuth2> {
     Some(OAuth2 {
         authorization_endpoint: authorization_endpoint?,
         token_endpoint: token_endpoint?,
+        discovery: discovery?,
         revocation_endpoint: revocation_endpoint?,
         client_id: client_id?,
         client_secret_file: client_secret_file?,

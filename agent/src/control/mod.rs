@@ -410,11 +410,6 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
         monitors: crate::behaviour::monitors(config, &store),
         approvals: None,
     };
-    if let Some(a) = &ctl.authz {
-        let (vault, connectors) =
-            crate::thirdparty::open(config, &store).map_err(AppError::Auth)?;
-        a.set_connectors(vault, connectors);
-    }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -429,6 +424,10 @@ fn offline(config: &Config, req: Request) -> Result<Value, AppError> {
                 crate::audit::AuditLog::open(&config.audit, &config.agent.state_dir, redactor)?;
             if let Some(a) = &ctl.authz {
                 a.set_audit(audit.clone());
+                let (vault, connectors) = crate::thirdparty::open(config, &store)
+                    .await
+                    .map_err(AppError::Auth)?;
+                a.set_connectors(vault, connectors);
             }
             for g in ctl.guards.values() {
                 g.set_audit(audit.clone());

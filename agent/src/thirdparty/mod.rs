@@ -239,8 +239,8 @@ pub async fn revoke_sub(vault: &Vault, connectors: &Connectors, sub: &str) -> Ve
 mod tests;
 
 /// The vault and a connector for each server with `upstream_auth: { oauth2 }` (none of either
-/// when no server has it: no keys file is made).
-pub fn open(
+/// when no server has it: no keys file is made); endpoints given by metadata are read first.
+pub async fn open(
     config: &crate::config::Config,
     store: &Arc<crate::store::Store>,
 ) -> Result<(Option<Arc<Vault>>, Connectors), String> {
@@ -253,8 +253,11 @@ pub fn open(
         Arc::new(Vault::open(&config.agent.state_dir, store.clone()).map_err(|e| e.to_string())?);
     let mut connectors = Connectors::new();
     for (name, o) in servers {
-        let c = Connector::new(name, o, vault.clone(), &issuer)
-            .map_err(|e| format!("server `{name}`: upstream_auth.oauth2: {e}"))?;
+        let c = match provider::discover(o).await {
+            Ok(o) => Connector::new(name, &o, vault.clone(), &issuer),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| format!("server `{name}`: upstream_auth.oauth2: {e}"))?;
         connectors.insert(name.to_string(), Arc::new(c));
     }
     Ok((Some(vault), connectors))
@@ -264,7 +267,15 @@ pub fn open(
 pub fn check(config: &crate::config::Config) -> Result<(), String> {
     for (name, o) in oauth2_servers(config) {
         let issuer = issuer(config)?;
-        Provider::new(o, &format!("{issuer}/upstream/callback"))
+        let o = OAuth2 {
+            // Read from the metadata when the agent starts; checked then.
+            token_endpoint: o
+                .discovery
+                .as_ref()
+                .map_or(o.token_endpoint.clone(), |(i, _)| i.clone()),
+            ..o.clone()
+        };
+        Provider::new(&o, &format!("{issuer}/upstream/callback"))
             .map_err(|e| format!("server `{name}`: upstream_auth.oauth2: {e}"))?;
     }
     Ok(())

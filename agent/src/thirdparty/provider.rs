@@ -188,3 +188,58 @@ impl Provider {
         }
     }
 }
+
+/// `config` with its endpoints read from the provider's metadata, when it names one: the
+/// document at the configured URL (fetched by Moat, never from a URL a client gave), whose
+/// `issuer` must be the configured one (RFC 8414, section 3.3), and whose endpoints must be
+/// URLs Moat fetches (https, or http to a loopback address).
+pub async fn discover(config: &OAuth2) -> Result<OAuth2, String> {
+    let Some((issuer, metadata_url)) = &config.discovery else {
+        return Ok(config.clone());
+    };
+    let client = crate::auth::fetch::client(config.ca_file.as_deref())?;
+    let resp = client
+        .get(metadata_url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("{metadata_url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("{metadata_url}: answered {}", resp.status()));
+    }
+    let m: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("{metadata_url}: {e}"))?;
+    if m["issuer"].as_str() != Some(issuer.as_str()) {
+        return Err(format!(
+            "{metadata_url}: its issuer is {}, not {issuer}",
+            m["issuer"]
+        ));
+    }
+    let endpoint = |key: &str| -> Result<Option<String>, String> {
+        let Some(u) = m[key].as_str() else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(u).map_err(|e| format!("{metadata_url}: {key}: {e}"))?;
+        let loopback = parsed.host_str().is_some_and(|h| {
+            h == "localhost"
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+        match parsed.scheme() {
+            "https" => Ok(Some(u.to_string())),
+            "http" if loopback => Ok(Some(u.to_string())),
+            _ => Err(format!("{metadata_url}: {key} {u:?} is not https")),
+        }
+    };
+    let need = |key: &str| endpoint(key)?.ok_or_else(|| format!("{metadata_url}: no {key}"));
+    Ok(OAuth2 {
+        authorization_endpoint: need("authorization_endpoint")?,
+        token_endpoint: need("token_endpoint")?,
+        revocation_endpoint: endpoint("revocation_endpoint")?,
+        ..config.clone()
+    })
+}

@@ -10,6 +10,7 @@ fn config(dir: &std::path::Path) -> OAuth2 {
     OAuth2 {
         authorization_endpoint: "https://idp.example/authorize?tenant=a".into(),
         token_endpoint: "https://idp.example:8443/token".into(),
+        discovery: None,
         revocation_endpoint: None,
         client_id: "moat".into(),
         client_secret_file: secret,
