@@ -383,10 +383,11 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
     );
 }
 
-/// The third party's consent as part of the user's first login: the Python SDK's OAuth client
-/// logs in through Moat in chromium (sign-in, Moat's consent), the browser goes on to the
-/// provider (its endpoints read from its metadata) and back, and the client's first call
-/// already carries the user's own token.
+/// The third party's consent as part of the user's login: the Python SDK's OAuth client logs
+/// in through Moat in chromium (sign-in, Moat's consent), the browser goes on to the provider
+/// (its endpoints read from its metadata) and back, and the client's first call already
+/// carries the user's own token; after a revocation, the TypeScript SDK's OAuth client does
+/// the same.
 #[test]
 fn the_third_party_is_connected_during_the_users_login() {
     let mut host = Host::plain();
@@ -505,4 +506,56 @@ fn the_third_party_is_connected_during_the_users_login() {
     host.wait_audit("the connection during sign-in", |r| {
         r["event"] == "upstream_connected" && r["sub"] == "alice"
     });
+
+    // Revoked, then the TypeScript SDK's OAuth client logs in: connected again on the way.
+    let out = host.moat_json(&["grants", "revoke"], &["--sub", "alice"]);
+    assert_eq!(out["upstream_tokens_deleted"], json!(["files"]), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let url = format!("https://localhost:{}/mcp", host.port());
+    let password = format!("password={PASSWORD}");
+    let out = node_script(
+        &host,
+        "ts_oauth_client.mjs",
+        &[
+            &url,
+            "--redirect-uri",
+            "http://127.0.0.1:1/callback",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--ignore-https-errors",
+            "--fill",
+            "username=alice",
+            "--fill",
+            &password,
+            "--click",
+            "Sign in",
+            "--click",
+            "Allow",
+            "--tool",
+            "whoami",
+            "--timeout",
+            "60",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        host.agent_log()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["call"], "acting for alice", "{r}");
+    let connected = |host: &Host| {
+        host.audit_records()
+            .iter()
+            .filter(|r| r["event"] == "upstream_connected" && r["sub"] == "alice")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while connected(&host) < 2 {
+        assert!(std::time::Instant::now() < deadline, "connected once only");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
