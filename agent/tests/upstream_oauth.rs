@@ -274,6 +274,20 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
     assert_eq!(page.status, 400, "{page:?}");
     assert!(page.body.contains("sign in first"), "{}", page.body);
     sign_in(&mut b, &*host, "alice");
+    // The callback of a connection started in this browser, from another: refused.
+    let to_provider = b.get(&connect).header("location").unwrap().to_string();
+    let state = url::Url::parse(&to_provider)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let mut other = Browser::new(&*host);
+    sign_in(&mut other, &*host, "alice");
+    let r = other.get(&format!("/upstream/callback?state={state}&code=stolen"));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("another browser session"), "{}", r.body);
     let (page, at) = b.follow(&connect, 15);
     assert_eq!(page.status, 200, "{at}: {page:?}");
     assert!(page.body.contains("Connected"), "{}", page.body);
