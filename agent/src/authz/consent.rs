@@ -158,9 +158,9 @@ impl AuthServer {
         }
     }
 
-    /// Sends the client its authorization code (with `state` and RFC 9207 `iss`): at once, or,
-    /// for a server that acts for its users at a third party the user has not connected, by
-    /// way of the third party's consent first.
+    /// Sends the client its authorization code: at once, or, for a server that acts for its
+    /// users at a third party the user has not connected, once the browser is back from the
+    /// third party's consent (the code is made then, so its lifetime is the client's).
     async fn issue_code(
         &self,
         p: Pending,
@@ -168,6 +168,24 @@ impl AuthServer {
         how: &str,
         headers: &HeaderMap,
     ) -> Reply {
+        if let Some((url, state)) = self.detour(&identity.sub, &p.resource.name, headers) {
+            let resume = super::Resume {
+                pending: p,
+                identity,
+                how: how.to_string(),
+            };
+            if self.resuming.insert(state, resume) {
+                return reply::redirect(&url);
+            }
+            return reply::error_page(&OAuthError::TemporarilyUnavailable(
+                "too many sign-ins under way".into(),
+            ));
+        }
+        self.issue_code_now(p, identity, how).await
+    }
+
+    /// Sends the client its authorization code (with `state` and RFC 9207 `iss`).
+    pub(super) async fn issue_code_now(&self, p: Pending, identity: Identity, how: &str) -> Reply {
         let back = |e: OAuthError| {
             reply::error_redirect(&e, &p.redirect_uri, p.state.as_deref(), self.issuer())
         };
@@ -199,8 +217,7 @@ impl AuthServer {
             params.push(("state", s.clone()));
         }
         params.push(("iss", self.issuer().to_string()));
-        let to_client = reply::with_query(&p.redirect_uri, &params);
-        reply::redirect(&self.after_code(&sub, &p.resource.name, headers, to_client))
+        reply::redirect(&reply::with_query(&p.redirect_uri, &params))
     }
 }
 

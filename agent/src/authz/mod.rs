@@ -138,6 +138,16 @@ pub struct AuthServer {
     upstream: std::sync::OnceLock<crate::thirdparty::Upstream>,
     /// Connections to a third party under way, by their `state`.
     connecting: TtlMap<crate::thirdparty::Connecting>,
+    /// Sign-ins waiting for such a connection before their code is issued, by its `state`.
+    resuming: TtlMap<Resume>,
+}
+
+/// A sign-in whose code is issued when the browser is back from the third party.
+#[derive(Clone)]
+struct Resume {
+    pending: Pending,
+    identity: Identity,
+    how: String,
 }
 
 impl AuthServer {
@@ -201,6 +211,7 @@ impl AuthServer {
             ),
             upstream: std::sync::OnceLock::new(),
             connecting: TtlMap::new(REQUEST_TTL, MAX_PENDING),
+            resuming: TtlMap::new(REQUEST_TTL, MAX_PENDING),
         }))
     }
 

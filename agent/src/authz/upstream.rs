@@ -59,7 +59,6 @@ impl AuthServer {
                     server,
                     verifier: pkce.verifier,
                     session,
-                    then: None,
                 },
             );
             Ok::<_, OAuthError>(c.provider.authorize_url(&state, &pkce.challenge))
@@ -70,39 +69,29 @@ impl AuthServer {
         }
     }
 
-    /// Where the browser goes once a code is issued for `server`: to the client (`to_client`),
-    /// or, when the server acts for its users at a third party that `sub` has not connected,
-    /// to that third party first (and from its callback on to the client).
-    pub(super) fn after_code(
+    /// When `server` acts for its users at a third party that `sub` has not connected: where
+    /// the browser goes first (the provider), and the `state` that brings it back.
+    pub(super) fn detour(
         &self,
         sub: &str,
         server: &str,
         headers: &HeaderMap,
-        to_client: String,
-    ) -> String {
-        let Some(c) = self.upstream().and_then(|u| u.connectors.get(server)) else {
-            return to_client;
-        };
-        let Some((session, _)) = self.session_of(headers) else {
-            return to_client;
-        };
+    ) -> Option<(String, String)> {
+        let c = self.upstream().and_then(|u| u.connectors.get(server))?;
+        let (session, _) = self.session_of(headers)?;
         if c.connected(sub) {
-            return to_client;
+            return None;
         }
-        let (Ok(pkce), Ok(state)) = (Pkce::new(), random()) else {
-            return to_client;
-        };
+        let (pkce, state) = (Pkce::new().ok()?, random().ok()?);
         let connecting = Connecting {
             sub: sub.to_string(),
             server: server.to_string(),
             verifier: pkce.verifier,
             session,
-            then: Some(to_client.clone()),
         };
-        if !self.connecting.insert(state.clone(), connecting) {
-            return to_client;
-        }
-        c.provider.authorize_url(&state, &pkce.challenge)
+        self.connecting
+            .insert(state.clone(), connecting)
+            .then(|| (c.provider.authorize_url(&state, &pkce.challenge), state))
     }
 
     /// `GET /upstream/callback?code=..&state=..` (or `error=..`)
@@ -111,22 +100,24 @@ impl AuthServer {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Reply {
-        let then = Params::parse(query.unwrap_or_default().as_bytes())
+        let state = Params::parse(query.unwrap_or_default().as_bytes())
             .ok()
             .and_then(|p| p.get("state").map(str::to_string))
-            .and_then(|s| self.connecting.get(&s))
-            .and_then(|c| c.then);
-        match (self.connected(query, headers).await, then) {
-            // During the user's sign-in: on to the client, connected or not (a call asks again).
-            (Ok(_), Some(then)) => reply::redirect(&then),
-            (Err(e), Some(then)) => {
+            .unwrap_or_default();
+        let connected = self.connected(query, headers).await;
+        // During a sign-in: the client gets its code now, connected or not (the user may have
+        // declined; a call asks again).
+        if let Some(r) = self.resuming.take(&state) {
+            if let Err(e) = &connected {
                 tracing::warn!("connecting a third party during sign-in: {e}");
-                reply::redirect(&then)
             }
-            (Ok((server, provider)), None) => {
+            return self.issue_code_now(r.pending, r.identity, &r.how).await;
+        }
+        match connected {
+            Ok((server, provider)) => {
                 reply::html(http::StatusCode::OK, pages::connected(&server, &provider))
             }
-            (Err(e), None) => reply::error_page(&e),
+            Err(e) => reply::error_page(&e),
         }
     }
 

@@ -198,8 +198,6 @@ pub struct Connecting {
     pub verifier: String,
     /// The browser session it was started from.
     pub session: String,
-    /// Where the browser goes afterwards (the client, when connecting during sign-in).
-    pub then: Option<String>,
 }
 
 /// What connecting needs: the vault and each server's connector.
