@@ -338,22 +338,6 @@ fn serve_fastmcp() -> (Host, String) {
     (host, token)
 }
 
-/// A client fixture's JSON line: stdout on success, stderr on failure.
-fn outcome(out: &std::process::Output) -> (bool, Value) {
-    let text = if out.status.success() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let line = String::from_utf8_lossy(text);
-    let v = line
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON line in {line}"));
-    (out.status.success(), v)
-}
-
 /// The Python SDK client calling `add` with `--elicit answer` (None: no elicitation).
 fn python_call(host: &Host, token: &str, elicit: Option<&str>) -> std::process::Output {
     let url = format!("http://127.0.0.1:{}/mcp", host.port());

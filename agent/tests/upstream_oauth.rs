@@ -156,22 +156,12 @@ fn whoami_with(host: &Host, token: &str, extra: &[&str]) -> (bool, Value) {
         &header,
     ];
     args.extend_from_slice(extra);
-    let out = host
-        .command(python().to_str().unwrap(), &args)
-        .output()
-        .unwrap();
-    let text = if out.status.success() {
-        &out.stdout
-    } else {
-        &out.stderr
-    };
-    let line = String::from_utf8_lossy(text);
-    let v = line
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON line in {line}"));
-    (out.status.success(), v)
+    outcome(
+        &host
+            .command(python().to_str().unwrap(), &args)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// Signs `user` in at Moat's authorization server in `b` (through an authorization request of

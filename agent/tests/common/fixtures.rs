@@ -137,3 +137,20 @@ pub fn serve_client_document(
     host.wait_port(port, "the client metadata document server");
     (url, ca)
 }
+
+/// A client fixture's outcome: whether it succeeded, and its JSON line (stdout on success,
+/// stderr on failure).
+pub fn outcome(out: &std::process::Output) -> (bool, serde_json::Value) {
+    let text = if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let line = String::from_utf8_lossy(text);
+    let v = line
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON line in {line}"));
+    (out.status.success(), v)
+}
