@@ -90,7 +90,15 @@ impl Connector {
             return Ok((self.header.clone(), v, None));
         }
         let _one = self.refreshing.lock().await;
-        let Some((secret, record)) = self.vault.get(&self.server, sub)? else {
+        let kept = match self.vault.get(&self.server, sub) {
+            Ok(k) => k,
+            // A token that does not open (its key gone): the user connects again.
+            Err(e) => {
+                tracing::error!(server = %self.server, sub, "the user's upstream token: {e}");
+                None
+            }
+        };
+        let Some((secret, record)) = kept else {
             return Err(self.not_connected());
         };
         let fresh = record
