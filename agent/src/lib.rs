@@ -12,6 +12,7 @@ mod behaviour;
 mod config;
 mod conn_limits;
 pub mod control;
+pub mod doctor;
 pub mod error;
 mod events;
 mod http;

@@ -57,6 +57,14 @@ enum Command {
         #[arg(long)]
         unprotected: bool,
     },
+    /// Check the kernel and the host for what Moat needs, and what the config names; print
+    /// what is missing and how to fix it (exit status 1 when something is).
+    Doctor {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show attached programs, protected ports, counters and the proxy socket (works while the agent is down).
     Status {
         #[arg(short, long)]
@@ -494,6 +502,27 @@ fn dispatch(command: Command) -> Result<(), AppError> {
             unprotected,
         } => {
             print!("{}", app::check(&config, mode(unprotected))?);
+            Ok(())
+        }
+        Command::Doctor { config, json } => {
+            let config = config.map(|p| Config::load(&p)).transpose()?;
+            moat::install_crypto();
+            let checks = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(AppError::io("starting the runtime"))?
+                .block_on(moat::doctor::run(config.as_ref()));
+            if json {
+                println!("{}", serde_json::to_string(&checks).unwrap_or_default());
+            } else {
+                print!("{}", moat::doctor::text(&checks));
+            }
+            if checks
+                .iter()
+                .any(|c| c.outcome == moat::doctor::Outcome::Missing)
+            {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Status {
