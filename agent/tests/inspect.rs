@@ -226,6 +226,20 @@ fn secrets_and_personal_data_are_found_both_ways() {
     );
     assert_eq!(upstream.count(), before, "no call of the batch forwarded");
 
+    // A batch whose call's result would come with a list's (read for another purpose): refused,
+    // so the call's result cannot pass uninspected.
+    let batch = r#"[{"jsonrpc":"2.0","id":14,"method":"tools/list"},
+        {"jsonrpc":"2.0","id":15,"method":"tools/call","params":{"name":"read_config","arguments":{"fixture":"secret"}}}]"#;
+    let raw = post(
+        dst,
+        batch,
+        &format!("authorization: Bearer {alice}\r\nmcp-protocol-version: 2025-03-26\r\n"),
+    );
+    let reply = exchange(dst, &raw).unwrap();
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(!reply.body.to_string().contains(AWS_KEY));
+    assert_eq!(upstream.count(), before, "not forwarded");
+
     // A clean result passes as it came.
     let reply = call(&host, &alice, 10, "read_page", r#"{"fixture": "clean"}"#);
     assert_eq!(reply.body["result"]["content"][0]["text"], "nothing to see");

@@ -100,6 +100,9 @@ pub enum ProxyError {
         /// URLElicitationRequiredError (-32042), the URL in its data.
         url_mode: bool,
     },
+    /// A request whose answer content inspection could not read whole.
+    #[error("{0}")]
+    Uninspectable(&'static str),
     /// A client's answer to an elicitation of Moat's that is not taken: nothing waits for it,
     /// or it waits for another caller.
     #[error("{0}")]
@@ -130,6 +133,7 @@ impl ProxyError {
             Self::ClientBody(_)
             | Self::BadProtocolVersion(_)
             | Self::BadHeader { .. }
+            | Self::Uninspectable(_)
             | Self::BodyNotAllowed(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreadable(_) => StatusCode::BAD_GATEWAY,
             Self::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
@@ -171,7 +175,10 @@ impl ProxyError {
         match self {
             Self::Decode(e) => e.jsonrpc_code(),
             Self::BadProtocolVersion(_) => -32022,
-            Self::BodyTooLarge(_) | Self::BadHeader { .. } | Self::BodyNotAllowed(_) => -32600,
+            Self::BodyTooLarge(_)
+            | Self::BadHeader { .. }
+            | Self::BodyNotAllowed(_)
+            | Self::Uninspectable(_) => -32600,
             Self::UpstreamConnect(_)
             | Self::UpstreamTimeout
             | Self::UpstreamUnreadable(_)

@@ -28,6 +28,27 @@ pub fn arguments(
     let (Some(inspector), Asked::Messages(d)) = (&site.inspect, asked) else {
         return Ok(None);
     };
+    // A result read for something else (a list, `initialize`) would pass uninspected with the
+    // call's in the same response: such a batch is refused.
+    let reads_results = |m: &Message| {
+        matches!(
+            m.call(),
+            Some(Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet)
+        )
+    };
+    let read_otherwise = |m: &Message| {
+        m.call().is_some_and(|c| {
+            c.list().is_some() || matches!(c, Method::Initialize | Method::ResourcesTemplatesList)
+        })
+    };
+    if inspector.results
+        && d.messages.iter().any(reads_results)
+        && d.messages.iter().any(read_otherwise)
+    {
+        return Err(ProxyError::Uninspectable(
+            "with content inspection, a batch may not mix calls with lists or initialize: send them apart",
+        ));
+    }
     if !inspector.arguments {
         return Ok(None);
     }

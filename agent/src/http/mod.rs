@@ -348,6 +348,7 @@ fn refused(site: &Site, e: &ProxyError, status: u16, record: &mut RequestRecord)
         }
         ProxyError::Denied { decision, .. } => record.decide(decision.clone()),
         ProxyError::ContentRefused { .. }
+        | ProxyError::Uninspectable(_)
         | ProxyError::Unapproved { .. }
         | ProxyError::ApprovalUnavailable(_) => record.deny(e.to_string()),
         ProxyError::UpstreamConnect(_) | ProxyError::UpstreamTimeout => {
