@@ -240,6 +240,19 @@ fn secrets_and_personal_data_are_found_both_ways() {
     assert!(!reply.body.to_string().contains(AWS_KEY));
     assert_eq!(upstream.count(), before, "not forwarded");
 
+    // The server's own stream (a GET): its messages are inspected as they pass.
+    let raw = format!(
+        "GET /mcp HTTP/1.1\r\nhost: {dst}\r\naccept: text/event-stream\r\nlast-event-id: fixture-secret\r\n\
+         authorization: Bearer {alice}\r\n\r\n"
+    );
+    let reply = exchange(dst, raw.as_bytes()).unwrap();
+    let text = reply.body.to_string();
+    assert!(text.contains("notifications/message"), "{reply:?}");
+    assert!(
+        !text.contains(AWS_KEY) && text.contains("[REDACTED:aws_access_key_id]"),
+        "{text}"
+    );
+
     // A clean result passes as it came.
     let reply = call(&host, &alice, 10, "read_page", r#"{"fixture": "clean"}"#);
     assert_eq!(reply.body["result"]["content"][0]["text"], "nothing to see");
@@ -255,7 +268,7 @@ fn secrets_and_personal_data_are_found_both_ways() {
     let (_, metrics) = host.admin_get("/metrics");
     for (kind, direction, action, n) in [
         ("secret", "request", "redact", 3),
-        ("secret", "response", "redact", 4),
+        ("secret", "response", "redact", 6),
         ("personal", "request", "flag", 2),
         ("injection", "response", "block", 3),
     ] {

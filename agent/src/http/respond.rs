@@ -169,6 +169,14 @@ async fn read_as(
             .collect();
         let stream = content_type.as_deref() == Some("text/event-stream");
         let reader = (stream && !ids.is_empty()).then(|| Box::new(Answers::new(ids)) as _);
+        // The server's own stream (a GET): what it sends there is inspected too.
+        let own_stream = (stream && asked.decoded.is_none())
+            .then(|| Results::stream(site))
+            .flatten();
+        if let Some(results) = own_stream {
+            let inspect = InspectStream::new(results, site.metrics.clone(), reader);
+            return Ok(Answer::streamed(resp, Some(Box::new(inspect))));
+        }
         let Some(results) = Results::of(site, messages) else {
             return Ok(Answer::streamed(resp, reader));
         };

@@ -122,6 +122,24 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             .push((head.clone(), String::from_utf8_lossy(&body).into_owned()));
         let msg = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
         let id = msg["id"].clone();
+        if head.starts_with("GET ")
+            && head
+                .to_ascii_lowercase()
+                .contains("last-event-id: fixture-secret")
+        {
+            // The server's own stream, carrying a log message with a secret in it.
+            let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "data": fixture("secret")}});
+            let event = format!("event: message\ndata: {note}\n\n");
+            let _ = w.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
+                    event.len()
+                )
+                .as_bytes(),
+            );
+            continue;
+        }
         if msg["method"] == "stream" {
             let _ = w.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
             for i in 0..600 {
