@@ -320,19 +320,7 @@ fn serve_fastmcp() -> (Host, String) {
         policy.display(),
         port = host.port(),
     ));
-    let port = host.upstream_port().to_string();
-    let server = host.command(
-        python().to_str().unwrap(),
-        &[
-            script("fastmcp_server.py").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ],
-    );
-    host.spawn(server, "fastmcp.log");
-    host.wait_port(host.upstream_port(), "FastMCP");
+    start_fastmcp(&mut host, &[]);
     host.start_agent();
     let token = host.mint("files", "alice");
     (host, token)

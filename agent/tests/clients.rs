@@ -45,25 +45,6 @@ fn sdk_client(host: &Host, url: &str, scenario: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// The FastMCP fixture on 127.0.0.1 and the host's upstream port (its Host and Origin checks
-/// on).
-fn start_fastmcp(host: &mut Host, extra: &[&str]) {
-    let (script, port) = (
-        script("fastmcp_server.py"),
-        host.upstream_port().to_string(),
-    );
-    let mut args = vec![
-        script.to_str().unwrap(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-    ];
-    args.extend_from_slice(extra);
-    let server = host.command(python().to_str().unwrap(), &args);
-    host.spawn(server, "fastmcp.log");
-}
-
 #[test]
 fn the_python_sdk_reaches_fastmcp_through_moat_over_tls() {
     let mut host = Host::plain();

@@ -312,21 +312,7 @@ fn fastmcp(sse: bool) -> Host {
         host.upstream(),
         port = host.port(),
     ));
-    let port = host.upstream_port().to_string();
-    let mut args = vec![
-        script("fastmcp_server.py").to_str().unwrap().to_string(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port,
-    ];
-    if sse {
-        args.push("--sse".into());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = host.command(python().to_str().unwrap(), &args);
-    host.spawn(server, "fastmcp.log");
-    host.wait_port(host.upstream_port(), "FastMCP");
+    start_fastmcp(&mut host, if sse { &["--sse"] } else { &[] });
     host.start_agent();
     host
 }

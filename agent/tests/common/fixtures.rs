@@ -154,3 +154,23 @@ pub fn outcome(out: &std::process::Output) -> (bool, serde_json::Value) {
         .unwrap_or_else(|| panic!("no JSON line in {line}"));
     (out.status.success(), v)
 }
+
+/// Starts the FastMCP fixture on 127.0.0.1 and the host's upstream port, with `extra`
+/// arguments, and waits until it listens.
+pub fn start_fastmcp(host: &mut Host, extra: &[&str]) {
+    let (script, port) = (
+        script("fastmcp_server.py"),
+        host.upstream_port().to_string(),
+    );
+    let mut args = vec![
+        script.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let server = host.command(python().to_str().unwrap(), &args);
+    host.spawn(server, "fastmcp.log");
+    host.wait_port(host.upstream_port(), "FastMCP");
+}
