@@ -251,8 +251,15 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<u8>) {
     }
 }
 
-fn grants(host: &Host) -> Value {
-    host.moat_json(&["grants", "list"], &["--sub", "alice"])
+/// Alice's connection to the third party, as `moat grants list --sub alice` shows it.
+fn connection(host: &Host) -> Value {
+    let g = host.moat_json(&["grants", "list"], &["--sub", "alice"]);
+    g.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("upstream").is_some())
+        .cloned()
+        .unwrap_or_else(|| panic!("no upstream entry in {g}"))
 }
 
 #[test]
@@ -322,14 +329,7 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
         !ok && r["error"].as_str().unwrap_or_default().contains(&connect),
         "{r}"
     );
-    let g = grants(host);
-    let up = g
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e.get("upstream").is_some())
-        .cloned();
-    let up = up.unwrap_or_else(|| panic!("no upstream entry in {g}"));
+    let up = connection(host);
     assert_eq!(up["server"], "files");
     assert_eq!(up["upstream"]["provider"], provider.as_str());
     assert_eq!(up["upstream"]["refreshable"], true);
@@ -357,14 +357,8 @@ fn a_users_third_party_token_is_kept_used_refreshed_and_revoked_by_moat() {
     let (ok, r) = whoami(host, &alice);
     assert!(ok, "{r}");
     assert_eq!(r["call"], "acting for alice");
-    let g = grants(host);
-    let up = g
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e.get("upstream").is_some())
-        .unwrap();
-    assert!(up["upstream"]["refreshed"].is_u64(), "refreshed: {g}");
+    let up = connection(host);
+    assert!(up["upstream"]["refreshed"].is_u64(), "refreshed: {up}");
     host.wait_audit("the call that refreshed the token", |r| {
         r["principal"]["sub"] == "alice" && r["third_party"]["refreshed"].is_u64()
     });

@@ -42,59 +42,62 @@ const IDLE: Duration = Duration::from_secs(24 * 3600);
 /// At most this many sessions per server; beyond, the least recently used is forgotten.
 const CAPACITY: usize = 100_000;
 
+/// One session: its owner, when it was last used, and what its client declared it can do.
+struct Entry {
+    owner: Owner,
+    used: Instant,
+    elicits: Elicits,
+}
+
+/// What a session's client declared of elicitation in `initialize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Elicits {
+    /// The capability (a person can be asked through the client).
+    pub form: bool,
+    /// Its URL mode (MCP 2025-11-25).
+    pub url: bool,
+}
+
 #[derive(Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, (Owner, Instant)>>,
-    /// The sessions whose client declared the elicitation capability (a person can be asked
-    /// through it).
-    elicits: Mutex<std::collections::HashSet<String>>,
-    /// ... and its URL mode.
-    elicits_url: Mutex<std::collections::HashSet<String>>,
+    map: Mutex<HashMap<String, Entry>>,
 }
 
 impl Sessions {
-    /// Binds a session the upstream just issued to the principal of the request; a session
-    /// already bound keeps its owner.
-    pub fn bind(&self, id: &str, p: &Principal, elicits: bool, elicits_url: bool) {
+    /// Binds a session the upstream just issued to the principal of the request, with what
+    /// its client declared; a session already bound keeps its owner.
+    pub fn bind(&self, id: &str, p: &Principal, elicits: Elicits) {
         let Ok(mut map) = self.map.lock() else { return };
-        if let Some((_, used)) = map.get_mut(id) {
-            *used = Instant::now();
+        if let Some(e) = map.get_mut(id) {
+            e.used = Instant::now();
             return;
         }
         if map.len() >= CAPACITY {
-            map.retain(|_, (_, used)| used.elapsed() < IDLE);
+            map.retain(|_, e| e.used.elapsed() < IDLE);
             if map.len() >= CAPACITY
                 && let Some(oldest) = map
                     .iter()
-                    .min_by_key(|(_, (_, used))| *used)
+                    .min_by_key(|(_, e)| e.used)
                     .map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
             }
-            if let Ok(mut e) = self.elicits.lock() {
-                e.retain(|id| map.contains_key(id));
-            }
-            if let Ok(mut e) = self.elicits_url.lock() {
-                e.retain(|id| map.contains_key(id));
-            }
         }
-        map.insert(id.to_string(), (Owner::from(p), Instant::now()));
-        if elicits && let Ok(mut e) = self.elicits.lock() {
-            e.insert(id.to_string());
-        }
-        if elicits_url && let Ok(mut e) = self.elicits_url.lock() {
-            e.insert(id.to_string());
-        }
+        let entry = Entry {
+            owner: Owner::from(p),
+            used: Instant::now(),
+            elicits,
+        };
+        map.insert(id.to_string(), entry);
     }
 
-    /// Whether the client of session `id` declared the elicitation capability.
-    pub fn elicits(&self, id: &str) -> bool {
-        self.elicits.lock().is_ok_and(|e| e.contains(id))
-    }
-
-    /// Whether it declared elicitation's URL mode.
-    pub fn elicits_url(&self, id: &str) -> bool {
-        self.elicits_url.lock().is_ok_and(|e| e.contains(id))
+    /// What the client of session `id` declared of elicitation (nothing for an unknown one).
+    pub fn elicits(&self, id: &str) -> Elicits {
+        self.map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).map(|e| e.elicits))
+            .unwrap_or_default()
     }
 
     pub fn check(&self, id: &str, p: &Principal) -> Binding {
@@ -102,8 +105,8 @@ impl Sessions {
             return Binding::Unknown;
         };
         match map.get_mut(id) {
-            Some((owner, used)) if *owner == Owner::from(p) => {
-                *used = Instant::now();
+            Some(e) if e.owner == Owner::from(p) => {
+                e.used = Instant::now();
                 Binding::Own
             }
             Some(_) => Binding::Foreign,
@@ -115,12 +118,6 @@ impl Sessions {
     pub fn end(&self, id: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(id);
-        }
-        if let Ok(mut e) = self.elicits.lock() {
-            e.remove(id);
-        }
-        if let Ok(mut e) = self.elicits_url.lock() {
-            e.remove(id);
         }
     }
 }
@@ -142,8 +139,13 @@ mod tests {
     #[test]
     fn a_session_belongs_to_its_creator_only() {
         let s = Sessions::default();
-        s.bind("abc", &p("alice", "cli"), true, false);
-        assert!(s.elicits("abc") && !s.elicits("nope"));
+        let form = Elicits {
+            form: true,
+            url: false,
+        };
+        s.bind("abc", &p("alice", "cli"), form);
+        assert_eq!(s.elicits("abc"), form);
+        assert_eq!(s.elicits("nope"), Elicits::default());
         assert_eq!(s.check("abc", &p("alice", "cli")), Binding::Own);
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
         assert_eq!(
@@ -152,11 +154,11 @@ mod tests {
         );
         assert_eq!(s.check("nope", &p("alice", "cli")), Binding::Unknown);
         // A second bind does not change the owner.
-        s.bind("abc", &p("mallory", "cli"), false, false);
+        s.bind("abc", &p("mallory", "cli"), Elicits::default());
         assert_eq!(s.check("abc", &p("mallory", "cli")), Binding::Foreign);
-        assert!(s.elicits("abc"), "nor what its client declared");
+        assert_eq!(s.elicits("abc"), form, "nor what its client declared");
         s.end("abc");
         assert_eq!(s.check("abc", &p("alice", "cli")), Binding::Unknown);
-        assert!(!s.elicits("abc"));
+        assert_eq!(s.elicits("abc"), Elicits::default());
     }
 }

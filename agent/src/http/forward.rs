@@ -157,7 +157,7 @@ pub async fn send(
 pub async fn credential(
     site: &super::Site,
     principal: Option<&crate::vocab::Principal>,
-    url_mode: bool,
+    url_mode: impl FnOnce() -> bool,
     record: &mut crate::audit::RequestRecord,
 ) -> Result<Option<(HeaderName, HeaderValue)>, ProxyError> {
     match (&site.connector, principal) {
@@ -173,7 +173,7 @@ pub async fn credential(
                 Err(ProxyError::NotConnected {
                     provider: c.provider.origin().to_string(),
                     url,
-                    url_mode,
+                    url_mode: url_mode(),
                 })
             }
             Err(e) => Err(ProxyError::UpstreamConnect(e.to_string())),

@@ -69,7 +69,7 @@ pub fn can_ask(site: &Site, admitted: &Admitted, asked: &Asked) -> bool {
     });
     admitted.route == super::admit::Route::Streamable
         && one_request
-        && site.sessions.elicits(session)
+        && site.sessions.elicits(session).form
 }
 
 /// What the person is asked.
@@ -188,11 +188,13 @@ async fn run(
         return;
     }
     let server = &site.server;
-    let url_mode = admitted
-        .fields
-        .session
-        .as_deref()
-        .is_some_and(|s| site.sessions.elicits_url(s));
+    let url_mode = || {
+        admitted
+            .fields
+            .session
+            .as_deref()
+            .is_some_and(|s| site.sessions.elicits(s).url)
+    };
     let credential = match forward::credential(&site, Some(&principal), url_mode, &mut record).await
     {
         Ok(c) => c,

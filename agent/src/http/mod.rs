@@ -307,15 +307,18 @@ impl Proxy {
         record: &mut RequestRecord,
     ) -> Result<Response<pool::Body>, ProxyError> {
         let server = &site.server;
-        let url_mode = admitted
-            .fields
-            .session
-            .as_deref()
-            .is_some_and(|s| site.sessions.elicits_url(s))
-            || permitted
-                .get()
-                .decoded()
-                .is_some_and(|d| d.messages.iter().any(|m| m.elicits_url));
+        // Asked only when the caller has no third-party token to give.
+        let url_mode = || {
+            admitted
+                .fields
+                .session
+                .as_deref()
+                .is_some_and(|s| site.sessions.elicits(s).url)
+                || permitted
+                    .get()
+                    .decoded()
+                    .is_some_and(|d| d.messages.iter().any(|m| m.elicits_url))
+        };
         let credential = forward::credential(site, principal, url_mode, record).await?;
         let up = forward::upstream_request(
             &Outgoing {

@@ -159,8 +159,11 @@ impl Session {
                     let declared = |f: fn(&crate::mcp::Message) -> bool| {
                         asked.decoded().is_some_and(|d| d.messages.iter().any(f))
                     };
-                    site.sessions
-                        .bind(id, p, declared(|m| m.elicits), declared(|m| m.elicits_url));
+                    let elicits = crate::auth::sessions::Elicits {
+                        form: declared(|m| m.elicits),
+                        url: declared(|m| m.elicits_url),
+                    };
+                    site.sessions.bind(id, p, elicits);
                 } else if let (Asked::Http(HttpAction::SessionEnd), Some(id)) =
                     (asked, admitted.fields.session.as_deref())
                 {
