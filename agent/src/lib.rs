@@ -15,6 +15,8 @@ pub mod control;
 pub mod doctor;
 pub mod error;
 mod events;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 mod http;
 mod idle;
 mod inspect;

@@ -1,15 +1,16 @@
-//! `cargo xtask`: set up the toolchain, run the demo, check the module graph, run the tests and
-//! the benchmarks.
+//! `cargo xtask`: set up the toolchain, run the demo, check the module graph, run the tests,
+//! the benchmarks and the fuzz targets.
 mod bench;
 mod demo;
 mod deps;
 mod fixtures;
+mod fuzz;
 mod host;
 mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]>>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]> | fuzz [TARGET] [--time S]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
             .and_then(|()| setup::run())
             .and_then(|()| test(&args[1..])),
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
+        Some("fuzz") => fuzz::run(&args[1..]),
         // Internal: the upstream server and the latency client of `bench proxy`, which runs
         // them (release build).
         Some(bench::proxy::UPSTREAM_CMD) => bench::proxy::serve_upstream(&args[1..]),

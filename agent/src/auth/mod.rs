@@ -164,7 +164,7 @@ fn iat(p: &Principal) -> u64 {
 
 /// The bearer token of a request: exactly one `Authorization: Bearer` header, and none in the
 /// URL (RFC 6750 section 2.3 is forbidden by the MCP authorization spec).
-fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, AuthError> {
+pub(crate) fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, AuthError> {
     let in_query = uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
             let key = kv.split('=').next().unwrap_or_default();
