@@ -185,10 +185,22 @@ fn load_sites(
     })
 }
 
-/// Runs the agent until SIGINT or SIGTERM, taking its connections as `mode` says.
-pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
+/// Runs the agent until SIGINT or SIGTERM, taking its connections as `mode` says. With
+/// `take_over`, an agent of the same instance that is running is replaced: this version's
+/// kernel programs go in through the links and this agent's socket into the sockmap, then the
+/// other agent is asked to stop; new connections wait in this agent's queue while it drains.
+pub async fn run(config_path: &Path, mode: Mode, take_over: bool) -> Result<(), AppError> {
     let config = Arc::new(Config::load_on(config_path, &this_host(mode)?)?);
-    let _instance = instance::lock(&config.agent.state_dir)?;
+    let (_instance, prepared) = match instance::lock(&config.agent.state_dir) {
+        Ok(lock) => (lock, None),
+        Err(AppError::AlreadyRunning { pid, .. }) if take_over => {
+            let prepared = Listening::prepare(mode, &config)?;
+            let wait = serve::DRAIN + std::time::Duration::from_secs(10);
+            let lock = instance::take_over(&config.agent.state_dir, &pid, wait).await?;
+            (lock, prepared)
+        }
+        Err(e) => return Err(e),
+    };
     let mut admin = Admin::new(&config);
     let approvals = Arc::new(Approvals::new(&config.approvals).map_err(AppError::Approvals)?);
     admin.approvals = Some(approvals.clone());
@@ -290,7 +302,7 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         .chain(upstream_keys.map(|k| tokio::spawn(background::rotate_upstream_keys(k))))
         .collect();
 
-    let mut listening = Listening::open(mode, &config)?;
+    let mut listening = Listening::open(mode, &config, prepared)?;
     let servers: Vec<Value> = config
         .servers
         .iter()
@@ -342,18 +354,23 @@ pub async fn run(config_path: &Path, mode: Mode) -> Result<(), AppError> {
         admin.metrics.connections(),
         Some(audit.clone()),
     );
+    let mut accepting = tokio::spawn(serve::accept(listeners, handoff, limits, stopped.clone()));
     let workers_failed = tokio::select! {
         () = shutdown_signal() => {
             match mode {
-                Mode::Steered => tracing::info!("stopping; protected ports stay closed until the agent is back"),
-                Mode::Unprotected => tracing::info!("stopping"),
+                Mode::Steered => tracing::info!("stopping: draining the requests in flight; protected ports stay closed until an agent is back"),
+                Mode::Unprotected => tracing::info!("stopping: draining the requests in flight"),
             }
             false
         }
-        () = serve::accept(listeners, handoff, limits) => true,
+        _ = &mut accepting => true,
     };
     admin.state.stop();
     let _ = stop.send(true);
+    if !workers_failed {
+        // What is already in the queue is still taken, then the listeners close.
+        let _ = accepting.await;
+    }
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
     if let Some(t) = events_task {

@@ -35,11 +35,16 @@ pub enum AppError {
     Expectation(String),
     #[error(transparent)]
     Cert(#[from] crate::tls::selfsigned::CertError),
-    #[error("another agent (pid {pid}) holds {path}: one agent per instance")]
+    #[error(
+        "another agent (pid {pid}) holds {path}: one agent per instance (`moat run --take-over` \
+         replaces it without closing the ports)"
+    )]
     AlreadyRunning {
         path: std::path::PathBuf,
         pid: String,
     },
+    #[error("taking over from agent pid {pid}: {why}")]
+    TakeOver { pid: String, why: String },
     #[error("give the pin directory with -c CONFIG or --bpffs DIR")]
     NoBpffs,
     #[error("moat unlock: give --all, --server NAME, --sub SUB or --client ID")]

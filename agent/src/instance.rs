@@ -41,6 +41,46 @@ pub fn lock(state_dir: &Path) -> Result<InstanceLock, AppError> {
     Ok(InstanceLock { _file: file })
 }
 
+/// Asks the agent `pid` that holds the lock to stop (SIGTERM: it drains), and takes the lock
+/// once it is gone, waiting at most `wait`.
+pub async fn take_over(
+    state_dir: &Path,
+    pid: &str,
+    wait: std::time::Duration,
+) -> Result<InstanceLock, AppError> {
+    let fail = |why: String| AppError::TakeOver {
+        pid: pid.to_string(),
+        why,
+    };
+    let n: libc::pid_t = pid
+        .parse()
+        .map_err(|_| fail("the lock file names no process".into()))?;
+    // SAFETY: kill takes no pointers.
+    if unsafe { libc::kill(n, libc::SIGTERM) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(fail(format!("signalling it: {e}")));
+        }
+    }
+    tracing::info!(
+        pid = n,
+        "asked the running agent to stop; waiting while it drains"
+    );
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match lock(state_dir) {
+            Ok(l) => return Ok(l),
+            Err(AppError::AlreadyRunning { .. }) if std::time::Instant::now() < until => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(AppError::AlreadyRunning { .. }) => {
+                return Err(fail(format!("it still runs after {wait:?}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Raises the open-file limit to its hard maximum: each client connection and its upstream
 /// connection take a descriptor, and the default soft limit (often 1024) is soon reached.
 /// Returns the limit in effect.

@@ -39,7 +39,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: attach (or adopt) the kernel programs and serve the protected ports.
+    /// Run the agent: attach (or adopt, upgrading them in place) the kernel programs and
+    /// serve the protected ports.
     Run {
         #[arg(short, long, default_value = "/etc/moat/moat.yaml")]
         config: PathBuf,
@@ -48,6 +49,11 @@ enum Command {
         /// reach the upstreams directly. For tests, and hosts without eBPF.
         #[arg(long)]
         unprotected: bool,
+        /// Replace the agent of this instance that is running: this version's kernel programs
+        /// go in through the pinned links and this agent's socket into the sockmap, then the
+        /// running agent drains and stops; the ports never open. For upgrades and restarts.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file.
     Check {
@@ -489,13 +495,14 @@ fn dispatch(command: Command) -> Result<(), AppError> {
         Command::Run {
             config,
             unprotected,
+            take_over,
         } => {
             return_memory();
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(AppError::io("starting the runtime"))?
-                .block_on(app::run(&config, mode(unprotected)))
+                .block_on(app::run(&config, mode(unprotected), take_over))
         }
         Command::Check {
             config,

@@ -4,6 +4,10 @@
 //! A connection that has not sent its first request's headers within `header_timeout` (after
 //! its TLS handshake, which has the same limit), or has no request in flight for
 //! `idle_timeout`, is closed.
+//!
+//! Stopping drains: every connection already in the listener's queue is still accepted, each
+//! connection finishes the requests it has in flight (HTTP/1.1 closes when idle, HTTP/2 sends
+//! GOAWAY), and only what is still running after [`DRAIN`] is cut.
 use std::{
     collections::HashMap,
     io,
@@ -38,6 +42,10 @@ use crate::{
     vocab::Conn,
 };
 
+/// How long a stopping agent lets requests in flight finish (a held stream may last longer:
+/// it is cut, and its client reconnects).
+pub const DRAIN: Duration = Duration::from_secs(20);
+
 pub struct Sites {
     pub by_port: HashMap<u16, Arc<Site>>,
 }
@@ -53,9 +61,10 @@ pub struct Workers {
 
 /// Starts `n` worker threads, each with its own single-threaded runtime and upstream pool: a
 /// connection, its requests and its upstream exchanges stay on one thread, with no wake-ups
-/// across threads. Each
-/// thread stops when `stop` changes or its channel closes; dropping its runtime ends the
-/// requests in flight, whose audit records are still written.
+/// across threads. When `stop` changes, every connection is asked to finish; each thread
+/// ends once its channel closes (nothing more is accepted) and its connections are done, or
+/// after [`DRAIN`]: dropping its runtime ends what is left, whose audit records are still
+/// written.
 pub fn spawn_workers(
     n: usize,
     sites: &Arc<Sites>,
@@ -91,15 +100,23 @@ pub fn spawn_workers(
                         audit: audit.clone(),
                         identity,
                     });
+                    let mut conns = tokio::task::JoinSet::new();
+                    let mut stopping = false;
                     loop {
                         // The permit goes with the connection's task, and is given back when
                         // the task ends (or is dropped with the runtime).
                         let (stream, permit) = tokio::select! {
                             s = rx.recv() => match s {
                                 Some(s) => s,
-                                None => return,
+                                None => break,
                             },
-                            _ = stop.changed() => return,
+                            Some(_) = conns.join_next() => continue,
+                            r = stop.changed(), if !stopping => {
+                                // Also when the sender is gone: the agent is stopping.
+                                let _ = r;
+                                stopping = true;
+                                continue;
+                            }
                         };
                         let stream = match TcpStream::from_std(stream) {
                             Ok(s) => s,
@@ -108,11 +125,25 @@ pub fn spawn_workers(
                                 continue;
                             }
                         };
-                        let (sites, proxy, audit) = (sites.clone(), proxy.clone(), audit.clone());
-                        tokio::spawn(async move {
-                            connection(stream, &sites, proxy, &audit).await;
+                        let (sites, proxy, audit, stop) =
+                            (sites.clone(), proxy.clone(), audit.clone(), stop.clone());
+                        conns.spawn(async move {
+                            connection(stream, &sites, proxy, &audit, stop).await;
                             drop(permit);
                         });
+                    }
+                    let left = conns.len();
+                    let drained = tokio::time::timeout(DRAIN, async {
+                        while conns.join_next().await.is_some() {}
+                    });
+                    if drained.await.is_err() {
+                        tracing::warn!(
+                            worker = i,
+                            connections = conns.len(),
+                            "cutting connections still busy after the drain"
+                        );
+                    } else if left > 0 {
+                        tracing::debug!(worker = i, connections = left, "drained");
                     }
                 });
             })?;
@@ -126,33 +157,71 @@ pub fn spawn_workers(
 }
 
 /// Accepts connections from every listener (one when steered; one per server when
-/// unprotected), with the same workers and limits. Returns when every worker is gone.
+/// unprotected), with the same workers and limits. When `stop` changes, takes what is
+/// already in each listener's queue, closes the listeners and returns true; returns false
+/// when every worker is gone.
 pub async fn accept(
     listeners: Vec<TcpListener>,
     workers: Vec<mpsc::Sender<Accepted>>,
     limits: Arc<Limiter>,
-) {
+    stop: watch::Receiver<bool>,
+) -> bool {
     let mut each = tokio::task::JoinSet::new();
     for listener in listeners {
-        each.spawn(accept_on(listener, workers.clone(), limits.clone()));
+        each.spawn(accept_on(
+            listener,
+            workers.clone(),
+            limits.clone(),
+            stop.clone(),
+        ));
     }
-    // Each ends only when the workers are gone; dropping the set ends the others.
-    let _ = each.join_next().await;
+    drop(workers);
+    // Each ends when stopped (all do) or when the workers are gone (then dropping the set
+    // ends the others).
+    let mut stopped = true;
+    while let Some(r) = each.join_next().await {
+        if !matches!(r, Ok(true)) {
+            stopped = false;
+            break;
+        }
+    }
+    stopped
 }
+
+/// How long a stopping agent keeps taking connections from its queue after the last one
+/// came: those whose handshake was under way when it stopped.
+const QUEUE_GRACE: Duration = Duration::from_millis(100);
 
 /// Accepts connections and hands them to the workers in turn (the kernel would wake
 /// whichever worker is idle, and one worker would end up with nearly every connection).
 /// A connection beyond the `limits` is closed at once, with a reset (no lingering socket
-/// state), before anything is read from it. Returns when every worker is gone.
+/// state), before anything is read from it. Returns false when every worker is gone, true
+/// when stopped (once the queue is empty).
 async fn accept_on(
     listener: TcpListener,
     workers: Vec<mpsc::Sender<Accepted>>,
     limits: Arc<Limiter>,
-) {
+    mut stop: watch::Receiver<bool>,
+) -> bool {
     let mut next = 0usize;
     let mut spare = Spare::open();
+    let mut stopping = *stop.borrow();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = if stopping {
+            match tokio::time::timeout(QUEUE_GRACE, listener.accept()).await {
+                Ok(a) => a,
+                Err(_) => return true,
+            }
+        } else {
+            tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.changed() => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) if is_out_of_descriptors(&e) => {
                 // Out of descriptors after all (something else holds many): refuse the
@@ -191,12 +260,18 @@ async fn accept_on(
             }
         }
         if !handed {
-            return;
+            return false;
         }
     }
 }
 
-async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: &AuditLog) {
+async fn connection(
+    stream: TcpStream,
+    sites: &Sites,
+    proxy: Arc<Proxy>,
+    audit: &AuditLog,
+    stop: watch::Receiver<bool>,
+) {
     let (Ok(peer), Ok(dst)) = (stream.peer_addr(), stream.local_addr()) else {
         return;
     };
@@ -228,6 +303,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                 activity,
                 p.clone(),
                 proxy,
+                stop,
                 Conn {
                     peer,
                     dst,
@@ -256,7 +332,7 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
                         process,
                         serialized: Default::default(),
                     };
-                    http(tls_stream, activity, p.clone(), proxy, conn).await;
+                    http(tls_stream, activity, p.clone(), proxy, stop, conn).await;
                 }
                 Ok(Err(e)) => {
                     let mut r = conn_record(format!("TLS handshake: {e}"));
@@ -273,8 +349,14 @@ async fn connection(stream: TcpStream, sites: &Sites, proxy: Arc<Proxy>, audit: 
     }
 }
 
-async fn http<I>(mut io: I, activity: Arc<Activity>, p: Arc<Site>, proxy: Arc<Proxy>, conn: Conn)
-where
+async fn http<I>(
+    mut io: I,
+    activity: Arc<Activity>,
+    p: Arc<Site>,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+    conn: Conn,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = p.server.limits;
@@ -325,8 +407,21 @@ where
     let serving = builder.serve_connection(TokioIo::new(Prefixed { first, io }), service);
     tokio::pin!(serving);
     let mut waiting_first = true;
+    // Stopping: finish what is in flight and take no new request, once the connection's first
+    // request came (a connection taken from the queue while stopping is still served).
+    let mut stopping = *stop.borrow();
+    let mut shut = false;
     loop {
+        if stopping && !shut && activity.any_request() {
+            serving.as_mut().graceful_shutdown();
+            shut = true;
+        }
         tokio::select! {
+            r = stop.changed(), if !stopping => {
+                let _ = r;
+                stopping = true;
+            }
+            () = tokio::time::sleep(Duration::from_millis(10)), if stopping && !shut => {}
             r = &mut serving => {
                 if let Err(e) = r {
                     tracing::debug!("connection ended: {e}");

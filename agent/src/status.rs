@@ -57,6 +57,7 @@ fn kernel_status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppErro
         Err(e) => return Err(e.into()),
     };
     let settings = kernel.settings()?;
+    let programs = kernel.verify();
     let agent_running =
         settings.agent_tgid != 0 && Path::new(&format!("/proc/{}", settings.agent_tgid)).exists();
     let host = kernel.counters(HOST_COUNTERS);
@@ -92,6 +93,8 @@ fn kernel_status(bpffs: &Path, config: Option<&Config>) -> Result<Value, AppErro
         "bpffs": bpffs.display().to_string(),
         "attached": links.values().all(|v| v == &Value::Bool(true)),
         "links": links,
+        "programs": programs,
+        "tampered": programs.iter().filter_map(steer::verify::LinkCheck::problem).collect::<Vec<_>>(),
         "proxy_socket": kernel.proxy_socket()?,
         "agent_pid": settings.agent_tgid,
         "agent_running": agent_running,
@@ -156,6 +159,13 @@ fn kernel_status_text(s: &Value) -> String {
         "PARTIALLY attached (run `moat detach`, then `moat run`)"
     };
     out.push_str(&format!("programs: {attached}\n"));
+    let tampered = s["tampered"].as_array().map_or(&[][..], Vec::as_slice);
+    if tampered.is_empty() && s["programs"].as_array().is_some_and(|p| !p.is_empty()) {
+        out.push_str("program check: every link is attached and runs Moat's pinned program\n");
+    }
+    for t in tampered {
+        out.push_str(&format!("TAMPERED: {}\n", t.as_str().unwrap_or("?")));
+    }
     out.push_str(&match s["proxy_socket"].as_u64() {
         Some(c) => {
             format!("proxy socket: present (cookie {c}), connections are steered to the agent\n")

@@ -378,7 +378,7 @@ fn an_upstream_on_another_host_or_on_no_address_is_refused() {
 }
 
 #[test]
-fn pins_of_an_earlier_version_without_the_sealed_map_are_refused_and_stay_closed() {
+fn pins_of_an_earlier_version_without_the_sealed_map_are_upgraded_in_place() {
     if !privileged() {
         return;
     }
@@ -390,44 +390,25 @@ fn pins_of_an_earlier_version_without_the_sealed_map_are_refused_and_stay_closed
     // What an earlier version left: the same pins without the sealed-port map.
     std::fs::remove_file(host.bpffs.join("map_sealed")).unwrap();
 
-    let mut agent = host
-        .command(MOAT, &["run", "-c", host.config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agent.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = agent.kill();
-            panic!("the agent started on outdated pins");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = agent.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("earlier Moat") && err.contains("moat detach"),
-        "{err}"
-    );
-    // The old programs still hold the protected port closed.
+    // While no agent runs, the old programs hold the protected port closed.
     assert!(
         host.in_ns(false, || fetch(addr("127.0.0.1", PROTECTED), None))
             .is_err()
     );
     assert_eq!(server.count(), 0);
 
-    let out = host.detach();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The next agent adds the map and puts programs that use it in through the links.
     host.start_agent();
+    assert!(host.bpffs.join("map_sealed").exists());
     assert!(in_reserved(
         host.in_ns(false, || fetch(addr("127.0.0.1", PROTECTED), None))
             .unwrap()
     ));
+    let started = host.wait_audit("the upgrade", |r| {
+        r["event"] == "started" && r["adopted_pins"] == true
+    });
+    let programs = started["programs"].as_array().unwrap();
+    assert!(programs.iter().all(|p| p["how"] == "replaced"), "{started}");
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct KernelFacts {
     pub sockmap: Result<Option<u64>, String>,
     /// The cookie of the agent's own listening socket.
     pub proxy_cookie: u64,
+    /// The first link that is detached or runs another program than the agent's.
+    pub tampered: Option<String>,
 }
 
 /// Why the agent is not ready, as /readyz says it.
@@ -84,6 +86,8 @@ pub enum NotReady {
     Detached,
     #[error("the proxy socket is not in the sockmap: protected ports are closed")]
     ProxySocketAbsent,
+    #[error("the kernel programs were tampered with: {0}")]
+    Tampered(String),
     #[error("another socket than the agent's is in the sockmap")]
     ProxySocketForeign,
     #[error("cannot read the sockmap: {0}")]
@@ -111,6 +115,9 @@ pub fn verdict(f: &Facts) -> Result<(), NotReady> {
     };
     if !k.attached {
         return Err(NotReady::Detached);
+    }
+    if let Some(t) = &k.tampered {
+        return Err(NotReady::Tampered(t.clone()));
     }
     match &k.sockmap {
         Err(e) => return Err(NotReady::Sockmap(e.clone())),
@@ -175,9 +182,19 @@ impl AgentState {
         }
     }
 
-    /// The agent is shutting down: no longer ready.
+    /// The agent is shutting down: no longer ready, and no longer the socket new connections
+    /// go to (unless another agent already took the sockmap).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        if let Some((kernel, cookie)) = self.kernel() {
+            match kernel.release_proxy(cookie) {
+                Ok(true) => tracing::info!(
+                    "new connections to protected ports are dropped until an agent is back"
+                ),
+                Ok(false) => tracing::info!("another agent takes the new connections"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
     }
 
     /// Looks at the agent as it is now.
@@ -189,6 +206,7 @@ impl AgentState {
                 attached: links_pinned(&kernel.dir),
                 sockmap: kernel.proxy_socket().map_err(|e| e.to_string()),
                 proxy_cookie,
+                tampered: kernel.verify().iter().find_map(|c| c.problem()),
             }),
             unprotected: self.unprotected(),
         }
@@ -237,6 +255,7 @@ mod tests {
                 attached: true,
                 sockmap: Ok(Some(7)),
                 proxy_cookie: 7,
+                tampered: None,
             }),
             unprotected: false,
         }
@@ -266,6 +285,10 @@ mod tests {
         );
         assert_eq!(not_ready(|f| f.kernel = None), NotReady::NotAttached);
         assert_eq!(kernel_not_ready(|k| k.attached = false), NotReady::Detached);
+        assert_eq!(
+            kernel_not_ready(|k| k.tampered = Some("link_steer was detached".into())),
+            NotReady::Tampered("link_steer was detached".into())
+        );
         assert_eq!(
             kernel_not_ready(|k| k.sockmap = Ok(None)),
             NotReady::ProxySocketAbsent

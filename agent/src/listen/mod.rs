@@ -31,12 +31,27 @@ pub struct Listening {
 }
 
 impl Listening {
-    /// Opens the sockets for `mode`: for [`Mode::Steered`], attaches the kernel programs too.
-    pub fn open(mode: Mode, config: &Config) -> Result<Self, AppError> {
+    /// For `moat run --take-over`, before the running agent is asked to stop: this version's
+    /// kernel programs and this agent's socket in the sockmap (steered only; plain listeners
+    /// can only be opened once the other agent has closed them).
+    pub fn prepare(mode: Mode, config: &Config) -> Result<Option<steered::Attached>, AppError> {
+        match mode {
+            Mode::Steered => steered::attach(config).map(Some),
+            Mode::Unprotected => Ok(None),
+        }
+    }
+
+    /// Opens the sockets for `mode`: for [`Mode::Steered`], attaches the kernel programs too
+    /// (unless [`Listening::prepare`] did).
+    pub fn open(
+        mode: Mode,
+        config: &Config,
+        prepared: Option<steered::Attached>,
+    ) -> Result<Self, AppError> {
         plain::clear_marker(&config.agent.state_dir);
         Ok(match mode {
             Mode::Steered => {
-                let (socket, steered) = steered::open(config)?;
+                let (socket, steered) = steered::open(config, prepared)?;
                 Self {
                     sockets: vec![socket],
                     steered: Some(steered),
@@ -65,6 +80,7 @@ impl Listening {
             Some(s) => json!({
                 "protection": "kernel",
                 "adopted_pins": s.kernel.adopted,
+                "programs": s.kernel.upgraded,
                 "sealed_ports": s.sealed,
             }),
             None => json!({"protection": "none", "listeners": self.addrs()}),

@@ -27,21 +27,52 @@ pub struct Steered {
     pub identity: Option<Arc<Identity>>,
 }
 
-/// Reserves the upstream ports, attaches (or adopts) the programs, puts a new proxy socket in
-/// the sockmap and makes the kernel's protected and sealed ports those of `config`.
-pub fn open(config: &Config) -> Result<(TcpListener, Steered), AppError> {
+/// This version's programs attached (or the pinned ones upgraded to them) and a new proxy
+/// socket in the sockmap: from then on new connections wait in its queue.
+pub struct Attached {
+    listener: TcpListener,
+    kernel: Kernel,
+}
+
+/// Attaches (or adopts and upgrades) the programs and puts a new proxy socket in the sockmap.
+/// Safe while another agent of the instance still runs (`moat run --take-over`): the maps
+/// are shared, and the programs are replaced atomically through their links.
+pub fn attach(config: &Config) -> Result<Attached, AppError> {
     let cgroup = match &config.agent.cgroup {
         Cgroup::Auto => steer::cgroup2_root().map_err(AppError::io("finding the cgroup2 root"))?,
         Cgroup::Path(p) => p.clone(),
     };
-    upstream::reserve_ports(config.agent.upstream_ports).map_err(AppError::io(
-        "reserving the upstream ports in net.ipv4.ip_local_reserved_ports",
-    ))?;
     let hooks = Hooks {
         netns: "/proc/self/ns/net".into(),
         cgroup,
     };
-    let mut kernel = Kernel::attach_or_adopt(&config.agent.bpffs, &hooks)?;
+    let kernel = Kernel::attach_or_adopt(&config.agent.bpffs, &hooks)?;
+    for u in &kernel.upgraded {
+        tracing::info!(program = u.program, old_tag = ?u.old_tag, new_tag = %u.new_tag, how = u.how, "kernel program");
+    }
+    let listener = proxy_listener().map_err(AppError::io("creating the proxy listener"))?;
+    kernel.set_proxy(listener.as_fd())?;
+    Ok(Attached { listener, kernel })
+}
+
+/// Reserves the upstream ports, attaches the programs (unless `attached`), makes this agent
+/// the one the bind guard lets through, puts the proxy socket in the sockmap (again, after a
+/// take-over: the agent that stopped may have emptied it) and makes the kernel's protected
+/// and sealed ports those of `config`.
+pub fn open(
+    config: &Config,
+    attached: Option<Attached>,
+) -> Result<(TcpListener, Steered), AppError> {
+    upstream::reserve_ports(config.agent.upstream_ports).map_err(AppError::io(
+        "reserving the upstream ports in net.ipv4.ip_local_reserved_ports",
+    ))?;
+    let Attached {
+        listener,
+        mut kernel,
+    } = match attached {
+        Some(a) => a,
+        None => attach(config)?,
+    };
     kernel.set_settings(Settings {
         upstream_port_lo: config.agent.upstream_ports.lo.into(),
         upstream_port_hi: config.agent.upstream_ports.hi.into(),
@@ -51,7 +82,6 @@ pub fn open(config: &Config) -> Result<(TcpListener, Steered), AppError> {
             .map_err(AppError::io("finding the agent's own cgroup"))?,
     })?;
 
-    let listener = proxy_listener().map_err(AppError::io("creating the proxy listener"))?;
     kernel.set_proxy(listener.as_fd())?;
     let wanted: Vec<(u16, u32)> = config
         .servers

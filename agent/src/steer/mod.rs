@@ -6,7 +6,10 @@
 //! the steering program drops every connection to a protected port (fail closed), and sealed
 //! upstream ports stay sealed. Only [`detach`] removes them.
 pub mod identity;
+mod load;
 pub mod sys;
+pub mod upgrade;
+pub mod verify;
 
 use std::{
     fs::File,
@@ -16,7 +19,7 @@ use std::{
 };
 
 use agent_common::{
-    Counters, HOST_COUNTERS, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED,
+    Counters, HOST_COUNTERS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED,
     MAP_SETTINGS, PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry,
     Settings,
 };
@@ -25,87 +28,21 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
 };
+use load::{Context as _, MAPS, io_err, missing, object, program};
+pub use load::{Hooks, SteerError};
 
-/// Pinned map files, by map name.
-const MAPS: [(&str, &str); 7] = [
-    (MAP_PORTS, "map_ports"),
-    (MAP_SEALED, "map_sealed"),
-    (MAP_PROXY, "map_proxy"),
-    (MAP_COUNTERS, "map_counters"),
-    (MAP_SETTINGS, "map_settings"),
-    (MAP_EVENTS, "map_events"),
-    (MAP_CONNS, "map_conns"),
-];
 /// Pinned links; removing them (and detaching) is what opens the ports again.
 pub const LINKS: [&str; 4] = ["link_steer", "link_bind4", "link_bind6", "link_connect"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum SteerError {
-    #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
-    NotBpffs { path: PathBuf },
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("{what}: {source}")]
-    Bpf {
-        what: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("nothing is attached: {path} does not exist")]
-    NotAttached { path: PathBuf },
-    #[error(
-        "{path} holds the programs of an earlier Moat, which cannot seal upstream ports (no {missing}); \
-         they stay attached and keep the protected ports closed: run `moat detach --bpffs {path}` \
-         and start the agent again to load the current ones"
-    )]
-    Outdated {
-        path: PathBuf,
-        missing: &'static str,
-    },
-}
-
-/// Adds what was being done to a bpf error.
-trait Context<T> {
-    fn context(self, what: impl Into<String>) -> Result<T, SteerError>;
-}
-
-impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Context<T> for Result<T, E> {
-    fn context(self, what: impl Into<String>) -> Result<T, SteerError> {
-        self.map_err(|e| SteerError::Bpf {
-            what: what.into(),
-            source: e.into(),
-        })
-    }
-}
-
-fn missing(what: String) -> SteerError {
-    SteerError::Bpf {
-        what,
-        source: "missing from the object".into(),
-    }
-}
-
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SteerError {
-    let path = path.to_owned();
-    move |source| SteerError::Io { what, path, source }
-}
-
-/// Where the programs attach.
-pub struct Hooks {
-    /// A network namespace file, e.g. /proc/self/ns/net.
-    pub netns: PathBuf,
-    /// A cgroup2 directory.
-    pub cgroup: PathBuf,
-}
 
 /// Open handles on the pinned maps of one instance.
 pub struct Kernel {
     pub dir: PathBuf,
     /// True when the pins existed before this process started.
     pub adopted: bool,
+    /// What adopting did to each pinned program (empty when this process attached them).
+    pub upgraded: Vec<upgrade::Replaced>,
+    /// Moat's programs as pinned when opened: what the links must run.
+    programs: Vec<verify::Program>,
     ports: HashMap<MapData, u32, PortEntry>,
     sealed: HashMap<MapData, u32, PortEntry>,
     counters: PerCpuHashMap<MapData, u32, Counters>,
@@ -115,11 +52,18 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Adopts the pins in `dir`, or loads, attaches and pins the programs if there are none.
+    /// Adopts the pins in `dir`, replacing their programs with this binary's through their
+    /// links ([`upgrade::upgrade`]), or loads, attaches and pins the programs if there are none.
     pub fn attach_or_adopt(dir: &Path, hooks: &Hooks) -> Result<Self, SteerError> {
         check_bpffs(dir)?;
         if dir.exists() {
-            return Self::open(dir, true);
+            let upgraded = upgrade::upgrade(dir, hooks)?;
+            // Loading parsed the kernel's BTF: see below.
+            // SAFETY: mi_collect takes no pointers; it only purges memory already freed.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+            let mut k = Self::open(dir, true)?;
+            k.upgraded = upgraded;
+            return Ok(k);
         }
         load_and_pin(dir, hooks)?;
         // Loading parsed the kernel's BTF (tens of MiB, freed now): give those pages back to
@@ -164,6 +108,8 @@ impl Kernel {
         Ok(Self {
             dir: dir.to_owned(),
             adopted,
+            upgraded: Vec::new(),
+            programs: verify::pinned(dir),
             ports,
             sealed,
             counters,
@@ -185,6 +131,18 @@ impl Kernel {
     pub fn set_proxy(&self, listener: BorrowedFd<'_>) -> Result<(), SteerError> {
         sys::sockmap_set(self.proxy.fd().as_fd(), PROXY_SLOT, listener)
             .context("putting the proxy socket in the sockmap")
+    }
+
+    /// Takes the proxy socket out of the sockmap if it is still the one with `cookie` (a
+    /// stopping agent: new connections are dropped from now on, not queued at a socket that
+    /// will not take them; an agent that took over has already put its own there).
+    pub fn release_proxy(&self, cookie: u64) -> Result<bool, SteerError> {
+        if self.proxy_socket()? != Some(cookie) {
+            return Ok(false);
+        }
+        sys::sockmap_clear(self.proxy.fd().as_fd(), PROXY_SLOT)
+            .context("taking the proxy socket out of the sockmap")?;
+        Ok(true)
     }
 
     /// The cookie of the proxy socket, or None when no agent is serving (connections are dropped).
@@ -270,6 +228,12 @@ impl Kernel {
         total
     }
 
+    /// Whether each link is attached and runs the program that was pinned when this was
+    /// opened.
+    pub fn verify(&self) -> Vec<verify::LinkCheck> {
+        verify::check(&self.dir, &self.programs)
+    }
+
     /// Hands the event ring buffer to its reader (once).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
@@ -324,11 +288,7 @@ fn load_and_pin(dir: &Path, hooks: &Hooks) -> Result<(), SteerError> {
 }
 
 fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
-    let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-        env!("OUT_DIR"),
-        "/moat-ebpf"
-    )))
-    .context("loading the kernel programs")?;
+    let mut ebpf = Ebpf::load(object()).context("loading the kernel programs")?;
     for (name, file) in MAPS {
         let map = ebpf
             .map(name)
@@ -390,16 +350,6 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
     p.pin(tmp.join("prog_connect"))
         .context(format!("pinning {PROG_CONNECT}"))?;
     Ok(())
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SteerError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| missing(format!("program {name}")))?
-        .try_into()
-        .context(format!("program {name}"))
 }
 
 /// Detaches every pinned link of the instance in `dir` (for all holders, also a running agent)

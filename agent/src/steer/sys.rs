@@ -1,5 +1,6 @@
 //! The few bpf(2) and statfs(2) calls aya does not offer for our maps: 8-byte sockmap values,
-//! forced link detach, opening a pinned object.
+//! forced link detach, replacing a link's program, what a link is attached to, opening a
+//! pinned object.
 use std::{
     ffi::CString,
     io,
@@ -10,7 +11,10 @@ use std::{
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 const BPF_ANY: u64 = 0;
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -39,6 +43,36 @@ struct ObjGetAttr {
 #[derive(Default)]
 struct LinkDetachAttr {
     link_fd: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct LinkUpdateAttr {
+    link_fd: u32,
+    new_prog_fd: u32,
+    flags: u32,
+    old_prog_fd: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The head of `struct bpf_link_info`: type, ids, and the first word of the per-type union
+/// (a cgroup link's cgroup id; a netns link's namespace inode in its low half).
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfoHead {
+    _kind: u32,
+    _id: u32,
+    prog_id: u32,
+    _pad: u32,
+    target: u64,
+    _rest: [u64; 6],
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
@@ -71,6 +105,20 @@ pub fn sockmap_set(map: BorrowedFd<'_>, key: u32, socket: BorrowedFd<'_>) -> io:
         ..Default::default()
     };
     bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Empties slot `key` of a sockmap (nothing when it is empty).
+pub fn sockmap_clear(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: std::ptr::from_ref(&key) as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The cookie of the socket in slot `key`, or None when the slot is empty.
@@ -108,6 +156,42 @@ pub fn link_detach(link: impl AsFd) -> io::Result<()> {
         link_fd: link.as_fd().as_raw_fd() as u32,
     };
     bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+}
+
+/// Makes `link` run `new` instead of whatever it runs, atomically: the hook is never empty.
+pub fn link_update(link: BorrowedFd<'_>, new: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: new.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// What a link is: its program's id, and what it is attached to (a cgroup id or a network
+/// namespace inode; 0 once the link was detached).
+pub struct LinkState {
+    pub prog_id: u32,
+    pub target: u64,
+}
+
+/// Reads `link`'s state from the kernel.
+pub fn link_state(link: BorrowedFd<'_>, netns: bool) -> io::Result<LinkState> {
+    let mut info = LinkInfoHead::default();
+    let mut attr = InfoAttr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfoHead>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(LinkState {
+        prog_id: info.prog_id,
+        target: if netns {
+            info.target & 0xffff_ffff
+        } else {
+            info.target
+        },
+    })
 }
 
 /// True when `path` is on a bpf filesystem.

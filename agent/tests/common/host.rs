@@ -359,6 +359,53 @@ impl Host {
         }
     }
 
+    /// `moat run --take-over` beside the running agent: returns once the old agent has exited
+    /// (its exit status) and the new one serves; the new one's log goes to `agent-2.log`.
+    pub fn take_over_agent(&mut self) -> std::process::ExitStatus {
+        let mut old = self.agent.take().expect("agent running");
+        let log = File::create(self.dir.join("agent-2.log")).unwrap();
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.out"))
+            .unwrap();
+        let child = self
+            .command(
+                MOAT,
+                &["run", "-c", self.config.to_str().unwrap(), "--take-over"],
+            )
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.agent = Some(child);
+        let status = old.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let serving = self.try_status().is_some_and(|s| {
+                s["proxy_socket"].is_u64() && s["agent_running"] == true && s["agent_pid"] == pid
+            });
+            if serving {
+                return status;
+            }
+            if let Some(st) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the new agent exited ({st}): {}", self.log("agent-2.log"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "new agent not serving: {}",
+                self.log("agent-2.log")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A log file of the test's directory.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }

@@ -1,0 +1,108 @@
+//! The kernel object and what loading it takes: its maps by name and pin file, where its
+//! programs attach, and the errors of loading, attaching and pinning.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use agent_common::{
+    MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED, MAP_SETTINGS,
+};
+use aya::Ebpf;
+
+/// Pinned map files, by map name.
+pub const MAPS: [(&str, &str); 7] = [
+    (MAP_PORTS, "map_ports"),
+    (MAP_SEALED, "map_sealed"),
+    (MAP_PROXY, "map_proxy"),
+    (MAP_COUNTERS, "map_counters"),
+    (MAP_SETTINGS, "map_settings"),
+    (MAP_EVENTS, "map_events"),
+    (MAP_CONNS, "map_conns"),
+];
+#[derive(Debug, thiserror::Error)]
+pub enum SteerError {
+    #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs { path: PathBuf },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "{path} holds the programs of a Moat whose map {map} has another layout ({why}); \
+         they stay attached and keep the protected ports closed: run `moat detach --bpffs {path}` \
+         and start the agent again to load the current ones"
+    )]
+    Incompatible {
+        path: PathBuf,
+        map: &'static str,
+        why: String,
+    },
+    #[error("nothing is attached: {path} does not exist")]
+    NotAttached { path: PathBuf },
+    #[error(
+        "{path} holds the programs of an earlier Moat, which cannot seal upstream ports (no {missing}); \
+         they stay attached and keep the protected ports closed: run `moat detach --bpffs {path}` \
+         and start the agent again to load the current ones"
+    )]
+    Outdated {
+        path: PathBuf,
+        missing: &'static str,
+    },
+}
+
+/// Adds what was being done to a bpf error.
+pub trait Context<T> {
+    fn context(self, what: impl Into<String>) -> Result<T, SteerError>;
+}
+
+impl<T, E: Into<Box<dyn std::error::Error + Send + Sync>>> Context<T> for Result<T, E> {
+    fn context(self, what: impl Into<String>) -> Result<T, SteerError> {
+        self.map_err(|e| SteerError::Bpf {
+            what: what.into(),
+            source: e.into(),
+        })
+    }
+}
+
+pub fn missing(what: String) -> SteerError {
+    SteerError::Bpf {
+        what,
+        source: "missing from the object".into(),
+    }
+}
+
+pub fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SteerError {
+    let path = path.to_owned();
+    move |source| SteerError::Io { what, path, source }
+}
+
+/// Where the programs attach.
+pub struct Hooks {
+    /// A network namespace file, e.g. /proc/self/ns/net.
+    pub netns: PathBuf,
+    /// A cgroup2 directory.
+    pub cgroup: PathBuf,
+}
+
+/// The kernel programs' object, built with the agent.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-ebpf"))
+}
+
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, SteerError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| missing(format!("program {name}")))?
+        .try_into()
+        .context(format!("program {name}"))
+}

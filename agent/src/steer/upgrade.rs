@@ -1,0 +1,218 @@
+//! Upgrade in place: this binary's programs replace the pinned ones through the pinned links
+//! (BPF_LINK_UPDATE, as Cloudflare's tubular does), on the pinned maps, so a hook never goes
+//! empty and the maps keep their entries and counters. A map whose layout this version changed
+//! cannot be reused: the upgrade is refused and the pinned programs stay attached (the ports
+//! stay closed) until the operator detaches.
+use std::{
+    fs::File,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use agent_common::{PROG_CONNECT, PROG_STEER};
+use aya::{
+    EbpfLoader,
+    maps::MapInfo,
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramInfo, SkLookup, SockOps, links::FdLink},
+};
+
+use super::{
+    load::{Context as _, Hooks, MAPS, SteerError, io_err, missing, object, program},
+    sys,
+    verify::{PROGRAMS, tag_hex},
+};
+
+/// What happened to one program.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Replaced {
+    pub program: &'static str,
+    /// The pinned program's tag before, when there was one.
+    pub old_tag: Option<String>,
+    pub new_tag: String,
+    /// `kept` (its link runs the pinned program, which has this version's instructions),
+    /// `replaced` (through its link), `reattached` (its link had been detached) or `attached`
+    /// (the pins had no link for it).
+    pub how: &'static str,
+}
+
+/// Replaces the programs pinned in `dir` with this binary's, reusing (and, for maps this
+/// version adds, creating) the pinned maps. A link that runs the pinned program with this
+/// version's tag is left as it is; one that runs anything else (an older version, or a
+/// program someone swapped in) gets this version's; a detached one is attached again.
+pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
+    let object = object();
+    check_maps(dir, object)?;
+    // A map this version adds is created below: the pinned programs cannot be using it, so
+    // none of them is kept, whatever its tag.
+    let adds_maps = MAPS.iter().any(|(_, f)| !dir.join(f).exists());
+    let mut loader = EbpfLoader::new();
+    let paths: Vec<(&str, PathBuf)> = MAPS.iter().map(|(n, f)| (*n, dir.join(f))).collect();
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(object)
+        .context("loading the kernel programs on the pinned maps")?;
+    let mut done = Vec::new();
+    for (name, file) in PROGRAMS {
+        let (link_path, prog_path) = (
+            dir.join(format!("link_{file}")),
+            dir.join(format!("prog_{file}")),
+        );
+        let new_tag = {
+            let loaded = match name {
+                PROG_STEER => program::<SkLookup>(&mut ebpf, name)?.load(),
+                PROG_CONNECT => program::<SockOps>(&mut ebpf, name)?.load(),
+                _ => program::<CgroupSockAddr>(&mut ebpf, name)?.load(),
+            };
+            loaded.context(format!("loading {name}"))?;
+            let prog = ebpf
+                .program(name)
+                .ok_or_else(|| missing(format!("program {name}")))?;
+            prog.info().context(format!("reading {name}"))?.tag()
+        };
+        let pinned = ProgramInfo::from_pin(&prog_path).ok();
+        let old_tag = pinned.as_ref().map(ProgramInfo::tag);
+        let link = match sys::obj_get(&link_path) {
+            Ok(fd) => Some(fd),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("opening", &link_path)(e)),
+        };
+        let state = link
+            .as_ref()
+            .map(|l| sys::link_state(l.as_fd(), file == "steer"))
+            .transpose()
+            .map_err(io_err("reading", &link_path))?;
+        let how = match (&link, state) {
+            (Some(_), Some(s))
+                if s.target != 0
+                    && !adds_maps
+                    && old_tag == Some(new_tag)
+                    && pinned.as_ref().map(ProgramInfo::id) == Some(s.prog_id) =>
+            {
+                "kept"
+            }
+            (Some(l), Some(s)) if s.target != 0 => {
+                let prog = ebpf
+                    .program(name)
+                    .ok_or_else(|| missing(format!("program {name}")))?;
+                let new = prog.fd().context(name.to_string())?;
+                sys::link_update(l.as_fd(), new.as_fd())
+                    .map_err(io_err("replacing the program of", &link_path))?;
+                "replaced"
+            }
+            (Some(_), _) => {
+                // Detached (by someone): a new link, pinned over the dead one.
+                let fresh = dir.join(format!("link_{file}_new"));
+                let _ = std::fs::remove_file(&fresh);
+                attach(&mut ebpf, name, file, hooks, &fresh)?;
+                std::fs::rename(&fresh, &link_path)
+                    .map_err(io_err("renaming into place", &link_path))?;
+                "reattached"
+            }
+            (None, _) => {
+                attach(&mut ebpf, name, file, hooks, &link_path)?;
+                "attached"
+            }
+        };
+        if how != "kept" {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| missing(format!("program {name}")))?;
+            // Pinned beside, then renamed over the old pin: the file never goes missing.
+            let fresh = dir.join(format!("prog_{file}_new"));
+            let _ = std::fs::remove_file(&fresh);
+            prog.pin(&fresh).context(format!("pinning {name}"))?;
+            std::fs::rename(&fresh, &prog_path)
+                .map_err(io_err("renaming into place", &prog_path))?;
+        }
+        done.push(Replaced {
+            program: name,
+            old_tag: old_tag.map(tag_hex),
+            new_tag: tag_hex(new_tag),
+            how,
+        });
+    }
+    Ok(done)
+}
+
+/// Attaches a program the pins lack (they predate it) and pins its link.
+fn attach(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    file: &str,
+    hooks: &Hooks,
+    link_path: &Path,
+) -> Result<(), SteerError> {
+    let link: FdLink = if name == PROG_STEER {
+        let netns =
+            File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
+        let p: &mut SkLookup = program(ebpf, name)?;
+        let id = p.attach(&netns).context(format!("attaching {name}"))?;
+        p.take_link(id)
+            .context(format!("taking the {name} link"))?
+            .into()
+    } else {
+        let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
+        if name == PROG_CONNECT {
+            let p: &mut SockOps = program(ebpf, name)?;
+            let id = p
+                .attach(&cgroup, CgroupAttachMode::default())
+                .context(format!("attaching {name}"))?;
+            p.take_link(id)
+                .context(format!("taking the {name} link"))?
+                .try_into()
+                .context(format!("{name} link"))?
+        } else {
+            let p: &mut CgroupSockAddr = program(ebpf, name)?;
+            let id = p
+                .attach(&cgroup, CgroupAttachMode::default())
+                .context(format!("attaching {name}"))?;
+            p.take_link(id)
+                .context(format!("taking the {name} link"))?
+                .try_into()
+                .context(format!("{name} link"))?
+        }
+    };
+    link.pin(link_path)
+        .context(format!("pinning the {name} link ({file})"))?;
+    Ok(())
+}
+
+/// Refuses pinned maps whose type, key, value or size differ from this version's.
+fn check_maps(dir: &Path, object: &[u8]) -> Result<(), SteerError> {
+    let obj = aya_obj::Object::parse(object).context("reading the kernel programs' object")?;
+    for (name, file) in MAPS {
+        let path = dir.join(file);
+        if !path.exists() {
+            continue;
+        }
+        let def = obj
+            .maps
+            .get(name)
+            .ok_or_else(|| missing(format!("map {name}")))?;
+        let pinned = MapInfo::from_pin(&path).context(format!("reading {}", path.display()))?;
+        let kind = pinned.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let same = kind == def.map_type()
+            && pinned.key_size() == def.key_size()
+            && pinned.value_size() == def.value_size()
+            && pinned.max_entries() == def.max_entries();
+        if !same {
+            return Err(SteerError::Incompatible {
+                path: dir.to_owned(),
+                map: file,
+                why: format!(
+                    "pinned: type {kind}, key {} B, value {} B, {} entries; this version: type {}, key {} B, value {} B, {} entries",
+                    pinned.key_size(),
+                    pinned.value_size(),
+                    pinned.max_entries(),
+                    def.map_type(),
+                    def.key_size(),
+                    def.value_size(),
+                    def.max_entries()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
