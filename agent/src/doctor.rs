@@ -1,6 +1,6 @@
 //! `moat doctor`: checks the kernel and the host for everything Moat needs (kernel version and
-//! BTF, cgroup2 and bpffs, the privileges to load its programs, the upstream ports kept out of
-//! automatic choice, a synchronised clock) and, with a config, what it names (certificates, the
+//! BTF, cgroup2 and bpffs, the privileges to load its programs, each program through the
+//! kernel's verifier, the upstream ports kept out of automatic choice, a synchronised clock) and, with a config, what it names (certificates, the
 //! reachability of each server's token issuer); prints what is missing and how to fix it.
 use std::{path::Path, time::Duration};
 
@@ -51,6 +51,7 @@ pub async fn run(config: Option<&Config>) -> Vec<Check> {
         privileges(),
         clock(),
     ];
+    out.extend(programs());
     if let Some(c) = config {
         out.push(reserved_ports(c));
         out.extend(certificates(c));
@@ -143,6 +144,26 @@ fn bpffs(config: Option<&Config>) -> Check {
 /// Moat loads programs (CAP_BPF or CAP_SYS_ADMIN), attaches to cgroups and changes network
 /// settings (CAP_NET_ADMIN), and names local processes (CAP_PERFMON or CAP_SYS_ADMIN).
 fn privileges() -> Check {
+    let lacking = lacking_capabilities();
+    if lacking.is_empty() {
+        check(
+            "privileges",
+            Outcome::Ok,
+            "may load and attach Moat's programs",
+            None,
+        )
+    } else {
+        check(
+            "privileges",
+            Outcome::Missing,
+            format!("this process lacks {}", lacking.join(", ")),
+            Some("run `moat run` as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
+        )
+    }
+}
+
+/// The capabilities Moat needs that this process's effective set lacks.
+fn lacking_capabilities() -> Vec<&'static str> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let caps = status
         .lines()
@@ -161,21 +182,39 @@ fn privileges() -> Check {
     if !(perfmon || sys_admin) {
         lacking.push("CAP_PERFMON");
     }
-    if lacking.is_empty() {
-        check(
-            "privileges",
-            Outcome::Ok,
-            "may load and attach Moat's programs",
-            None,
-        )
-    } else {
-        check(
-            "privileges",
-            Outcome::Missing,
-            format!("this process lacks {}", lacking.join(", ")),
-            Some("run `moat run` as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
-        )
+    lacking
+}
+
+fn privileged() -> bool {
+    lacking_capabilities().is_empty()
+}
+
+/// Each of Moat's programs loaded through the kernel's verifier (not attached): proof that
+/// this kernel has the program types and helpers they use, beyond what its version says.
+fn programs() -> Vec<Check> {
+    if !privileged() {
+        return vec![check(
+            "programs",
+            Outcome::Warn,
+            "not checked: loading them needs the privileges above",
+            Some("run `moat doctor` as root"),
+        )];
     }
+    crate::steer::probe()
+        .into_iter()
+        .map(|(name, kind, loaded)| {
+            let name = format!("program {name} ({kind})");
+            match loaded {
+                Ok(()) => check(&name, Outcome::Ok, "the kernel accepts it (loaded, not attached)", None),
+                Err(e) => check(
+                    &name,
+                    Outcome::Missing,
+                    format!("the kernel refuses it: {e}"),
+                    Some("a kernel with sk_lookup, cgroup bind hooks and sock_ops (5.9 or later, with BTF), bpf not restricted by lockdown"),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Token lifetimes (`exp`, `nbf`) and audit timestamps need the right time.

@@ -85,6 +85,20 @@ fn the_doctor_checks_the_host_and_what_the_config_names() {
             assert!(c["fix"].is_string(), "a fix is named: {c}");
         }
     }
+    // As root (in CI), each program goes through this kernel's verifier.
+    if privileged() {
+        for p in [
+            "program moat_steer (sk_lookup)",
+            "program moat_bind4 (cgroup/bind)",
+            "program moat_bind6 (cgroup/bind)",
+            "program moat_connect (sock_ops)",
+        ] {
+            let c = find(&checks, p);
+            assert_eq!(c["outcome"], "ok", "{c}");
+        }
+    } else {
+        assert_eq!(find(&checks, "programs")["outcome"], "warn");
+    }
     assert_eq!(find(&checks, "certificates files")["outcome"], "ok");
     let issuer = find(&checks, "issuer files");
     assert_eq!(issuer["outcome"], "ok", "{issuer}");

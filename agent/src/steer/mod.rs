@@ -352,6 +352,51 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
     Ok(())
 }
 
+/// Loads each of Moat's programs into the kernel, through its verifier, without attaching or
+/// pinning anything (`moat doctor`): the program's name and type, and why the kernel refused it.
+pub fn probe() -> Vec<(&'static str, &'static str, Result<(), String>)> {
+    let mut ebpf = match Ebpf::load(object()) {
+        Ok(e) => e,
+        Err(e) => {
+            let why = format!("loading the object: {e}");
+            return verify::PROGRAMS
+                .iter()
+                .map(|(name, _)| (*name, kind(name), Err(why.clone())))
+                .collect();
+        }
+    };
+    verify::PROGRAMS
+        .iter()
+        .map(|(name, _)| {
+            let loaded = match *name {
+                PROG_STEER => {
+                    program::<SkLookup>(&mut ebpf, name).and_then(|p| p.load().context(*name))
+                }
+                PROG_CONNECT => {
+                    program::<SockOps>(&mut ebpf, name).and_then(|p| p.load().context(*name))
+                }
+                _ => {
+                    program::<CgroupSockAddr>(&mut ebpf, name).and_then(|p| p.load().context(*name))
+                }
+            };
+            let why = loaded.map_err(|e| match e {
+                SteerError::Bpf { source, .. } => format!("{source}"),
+                other => other.to_string(),
+            });
+            (*name, kind(name), why)
+        })
+        .collect()
+}
+
+/// The program type of each of Moat's programs, as the kernel names it.
+fn kind(name: &str) -> &'static str {
+    match name {
+        PROG_STEER => "sk_lookup",
+        PROG_CONNECT => "sock_ops",
+        _ => "cgroup/bind",
+    }
+}
+
 /// Detaches every pinned link of the instance in `dir` (for all holders, also a running agent)
 /// and removes the directory. This is the only way the protected ports open again.
 pub fn detach(dir: &Path) -> Result<(), SteerError> {
