@@ -1,5 +1,5 @@
 //! Installs what building and testing Moat needs, when it is missing: LLVM 22, rust-src,
-//! bpf-linker, a mounted bpffs, the real MCP clients and servers of the tests (`fixtures`).
+//! bpf-linker, cargo-deb, a mounted bpffs, the real MCP clients and servers of the tests (`fixtures`).
 //! Fast when everything is present.
 use std::{path::Path, process::Command};
 
@@ -27,6 +27,7 @@ pub fn run() -> Result {
     apt()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     bpffs()?;
     crate::fixtures::install()
 }
@@ -89,6 +90,28 @@ fn bpf_linker() -> Result {
             "llvm-22",
         ])
         .env("LLVM_PREFIX", LLVM))
+}
+
+/// cargo-deb, which the package test builds the Debian package with (a pinned version: the
+/// test builds it from the dev profile's binary).
+fn cargo_deb() -> Result {
+    let ok = Command::new(env!("CARGO"))
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask setup: building cargo-deb (about a minute)");
+    sh(
+        Command::new(env!("CARGO")).args([
+            "install",
+            "cargo-deb",
+            "--version",
+            "3.8.0",
+            "--locked",
+        ]),
+    )
 }
 
 fn bpffs() -> Result {
