@@ -16,6 +16,8 @@ pub struct Activity {
     /// Milliseconds since `start` when the last request ended.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    /// Of those, the ones answered with an event stream (which has no end to wait for).
+    streams: AtomicUsize,
     /// Requests begun so far.
     begun: AtomicU64,
 }
@@ -26,6 +28,7 @@ impl Activity {
             start: Instant::now(),
             last: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             begun: AtomicU64::new(0),
         })
     }
@@ -49,28 +52,55 @@ impl Activity {
         self.begun.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether every request in flight (if any) is an event stream: a stopping agent cuts
+    /// those rather than wait for an end they may not have.
+    pub fn only_streams(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) <= self.streams.load(Ordering::Relaxed)
+    }
+
     /// Marks a request in flight until the guard is dropped (with its response body).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight {
+            activity: self.clone(),
+            stream: false,
+        }
     }
 }
 
-pub struct InFlight(Arc<Activity>);
+pub struct InFlight {
+    activity: Arc<Activity>,
+    stream: bool,
+}
 
 impl InFlight {
     /// One more in flight for the same request (a part of it that outlives another).
     pub fn also(&self) -> InFlight {
-        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.0.clone())
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            activity: self.activity.clone(),
+            stream: false,
+        }
+    }
+
+    /// The request is answered with an event stream.
+    pub fn into_stream(mut self) -> InFlight {
+        if !self.stream {
+            self.activity.streams.fetch_add(1, Ordering::Relaxed);
+            self.stream = true;
+        }
+        self
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch();
+        if self.stream {
+            self.activity.streams.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,5 +126,24 @@ mod tests {
             a.idle_for() < Duration::from_millis(20),
             "idle from its end"
         );
+    }
+
+    #[test]
+    fn only_event_streams_in_flight_is_told_apart_from_a_request_in_flight() {
+        let a = Activity::new();
+        assert!(a.only_streams(), "nothing in flight");
+        let r = a.request();
+        assert!(!a.only_streams());
+        let s = a.request().into_stream();
+        assert!(!a.only_streams(), "a plain request is still in flight");
+        drop(r);
+        assert!(a.only_streams());
+        let part = s.also();
+        assert!(!a.only_streams(), "a part of it that is no stream");
+        drop(part);
+        drop(s);
+        assert!(a.only_streams());
+        assert_eq!(a.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(a.streams.load(Ordering::Relaxed), 0);
     }
 }

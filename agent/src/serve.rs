@@ -7,7 +7,8 @@
 //!
 //! Stopping drains: every connection already in the listener's queue is still accepted, each
 //! connection finishes the requests it has in flight (HTTP/1.1 closes when idle, HTTP/2 sends
-//! GOAWAY), and only what is still running after [`DRAIN`] is cut.
+//! GOAWAY), and only what is still running after [`DRAIN`] is cut. Event streams have no end
+//! to wait for: a connection with nothing else in flight is closed after [`STREAM_GRACE`].
 use std::{
     collections::HashMap,
     io,
@@ -42,9 +43,13 @@ use crate::{
     vocab::Conn,
 };
 
-/// How long a stopping agent lets requests in flight finish (a held stream may last longer:
-/// it is cut, and its client reconnects).
+/// How long a stopping agent lets requests in flight finish.
 pub const DRAIN: Duration = Duration::from_secs(20);
+
+/// How long a stopping agent lets a connection whose requests in flight are all event streams
+/// (no end to wait for) go on before it cuts them; their clients reconnect (resuming with
+/// `Last-Event-ID` where the server keeps its events).
+const STREAM_GRACE: Duration = Duration::from_secs(1);
 
 pub struct Sites {
     pub by_port: HashMap<u16, Arc<Site>>,
@@ -409,19 +414,26 @@ async fn http<I>(
     let mut waiting_first = true;
     // Stopping: finish what is in flight and take no new request, once the connection's first
     // request came (a connection taken from the queue while stopping is still served).
-    let mut stopping = *stop.borrow();
+    let mut stopping = stop.borrow().then(tokio::time::Instant::now);
     let mut shut = false;
     loop {
-        if stopping && !shut && activity.any_request() {
-            serving.as_mut().graceful_shutdown();
-            shut = true;
+        if let Some(since) = stopping {
+            if !shut && activity.any_request() {
+                serving.as_mut().graceful_shutdown();
+                shut = true;
+            }
+            if shut && since.elapsed() >= STREAM_GRACE && activity.only_streams() {
+                return tracing::debug!(
+                    "stopping: closing a connection with only event streams open"
+                );
+            }
         }
         tokio::select! {
-            r = stop.changed(), if !stopping => {
+            r = stop.changed(), if stopping.is_none() => {
                 let _ = r;
-                stopping = true;
+                stopping = Some(tokio::time::Instant::now());
             }
-            () = tokio::time::sleep(Duration::from_millis(10)), if stopping && !shut => {}
+            () = tokio::time::sleep(Duration::from_millis(10)), if stopping.is_some() => {}
             r = &mut serving => {
                 if let Err(e) = r {
                     tracing::debug!("connection ended: {e}");

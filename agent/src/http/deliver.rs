@@ -67,6 +67,11 @@ pub fn deliver(
                 })),
                 (r, l) => r.or(l),
             };
+            let in_flight = if stream {
+                in_flight.into_stream()
+            } else {
+                in_flight
+            };
             let mut body = Audited::new(body, record, reader, in_flight);
             if let Some(c) = cut {
                 body = body.cut_when(c);

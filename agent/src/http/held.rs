@@ -117,7 +117,7 @@ pub fn start(
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(site, pool, held, record, in_flight, tx));
+    tokio::spawn(run(site, pool, held, record, in_flight.into_stream(), tx));
     let mut resp = Response::new(ProxyBody::new(Channel(rx)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

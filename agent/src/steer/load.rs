@@ -5,10 +5,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::fs::File;
+
 use agent_common::{
     MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED, MAP_SETTINGS,
+    PROG_CONNECT, PROG_STEER,
 };
-use aya::Ebpf;
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
+};
 
 /// Pinned map files, by map name.
 pub const MAPS: [(&str, &str); 7] = [
@@ -105,4 +111,57 @@ where
         .ok_or_else(|| missing(format!("program {name}")))?
         .try_into()
         .context(format!("program {name}"))
+}
+
+/// Loads program `name` into the kernel, as its type.
+pub fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), SteerError> {
+    match name {
+        PROG_STEER => program::<SkLookup>(ebpf, name)?.load(),
+        PROG_CONNECT => program::<SockOps>(ebpf, name)?.load(),
+        _ => program::<CgroupSockAddr>(ebpf, name)?.load(),
+    }
+    .context(format!("loading {name}"))
+}
+
+/// Attaches loaded program `name` to its hook (sk_lookup: the network namespace; the others:
+/// the cgroup) and pins its link at `link_path`.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    name: &str,
+    hooks: &Hooks,
+    link_path: &Path,
+) -> Result<(), SteerError> {
+    let link: FdLink = if name == PROG_STEER {
+        let netns =
+            File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
+        let p: &mut SkLookup = program(ebpf, name)?;
+        let id = p.attach(&netns).context(format!("attaching {name}"))?;
+        p.take_link(id)
+            .context(format!("taking the {name} link"))?
+            .into()
+    } else {
+        let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
+        if name == PROG_CONNECT {
+            let p: &mut SockOps = program(ebpf, name)?;
+            let id = p
+                .attach(&cgroup, CgroupAttachMode::default())
+                .context(format!("attaching {name}"))?;
+            p.take_link(id)
+                .context(format!("taking the {name} link"))?
+                .try_into()
+                .context(format!("{name} link"))?
+        } else {
+            let p: &mut CgroupSockAddr = program(ebpf, name)?;
+            let id = p
+                .attach(&cgroup, CgroupAttachMode::default())
+                .context(format!("attaching {name}"))?;
+            p.take_link(id)
+                .context(format!("taking the {name} link"))?
+                .try_into()
+                .context(format!("{name} link"))?
+        }
+    };
+    link.pin(link_path)
+        .context(format!("pinning the {name} link"))?;
+    Ok(())
 }

@@ -12,7 +12,6 @@ pub mod upgrade;
 pub mod verify;
 
 use std::{
-    fs::File,
     io,
     os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
@@ -20,15 +19,13 @@ use std::{
 
 use agent_common::{
     Counters, HOST_COUNTERS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED,
-    MAP_SETTINGS, PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry,
-    Settings,
+    MAP_SETTINGS, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry, Settings,
 };
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
 };
-use load::{Context as _, MAPS, io_err, missing, object, program};
+use load::{Context as _, MAPS, attach, io_err, load_program, missing, object};
 pub use load::{Hooks, SteerError};
 
 /// Pinned links; removing them (and detaching) is what opens the ports again.
@@ -296,59 +293,14 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
         map.pin(tmp.join(file))
             .context(format!("pinning map {name}"))?;
     }
-
-    let netns =
-        File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
-    let steer: &mut SkLookup = program(&mut ebpf, PROG_STEER)?;
-    steer.load().context("loading the steering program")?;
-    let id = steer
-        .attach(&netns)
-        .context("attaching sk_lookup to the network namespace")?;
-    let link: FdLink = steer
-        .take_link(id)
-        .context("taking the sk_lookup link")?
-        .into();
-    link.pin(tmp.join("link_steer"))
-        .context("pinning the sk_lookup link")?;
-    steer
-        .pin(tmp.join("prog_steer"))
-        .context("pinning the sk_lookup program")?;
-
-    let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
-    for (prog, file) in [(PROG_BIND4, "bind4"), (PROG_BIND6, "bind6")] {
-        let p: &mut CgroupSockAddr = program(&mut ebpf, prog)?;
-        p.load().context(format!("loading {prog}"))?;
-        let id = p
-            .attach(&cgroup, CgroupAttachMode::default())
-            .context(format!("attaching {prog} to {}", hooks.cgroup.display()))?;
-        let link: FdLink = p
-            .take_link(id)
-            .context(format!("taking the {prog} link"))?
-            .try_into()
-            .context(format!("{prog} link"))?;
-        link.pin(tmp.join(format!("link_{file}")))
-            .context(format!("pinning the {prog} link"))?;
-        p.pin(tmp.join(format!("prog_{file}")))
-            .context(format!("pinning {prog}"))?;
+    for (name, file) in verify::PROGRAMS {
+        load_program(&mut ebpf, name)?;
+        attach(&mut ebpf, name, hooks, &tmp.join(format!("link_{file}")))?;
+        ebpf.program_mut(name)
+            .ok_or_else(|| missing(format!("program {name}")))?
+            .pin(tmp.join(format!("prog_{file}")))
+            .context(format!("pinning {name}"))?;
     }
-
-    let p: &mut SockOps = program(&mut ebpf, PROG_CONNECT)?;
-    p.load().context(format!("loading {PROG_CONNECT}"))?;
-    let id = p
-        .attach(&cgroup, CgroupAttachMode::default())
-        .context(format!(
-            "attaching {PROG_CONNECT} to {}",
-            hooks.cgroup.display()
-        ))?;
-    let link: FdLink = p
-        .take_link(id)
-        .context(format!("taking the {PROG_CONNECT} link"))?
-        .try_into()
-        .context(format!("{PROG_CONNECT} link"))?;
-    link.pin(tmp.join("link_connect"))
-        .context(format!("pinning the {PROG_CONNECT} link"))?;
-    p.pin(tmp.join("prog_connect"))
-        .context(format!("pinning {PROG_CONNECT}"))?;
     Ok(())
 }
 
@@ -368,17 +320,7 @@ pub fn probe() -> Vec<(&'static str, &'static str, Result<(), String>)> {
     verify::PROGRAMS
         .iter()
         .map(|(name, _)| {
-            let loaded = match *name {
-                PROG_STEER => {
-                    program::<SkLookup>(&mut ebpf, name).and_then(|p| p.load().context(*name))
-                }
-                PROG_CONNECT => {
-                    program::<SockOps>(&mut ebpf, name).and_then(|p| p.load().context(*name))
-                }
-                _ => {
-                    program::<CgroupSockAddr>(&mut ebpf, name).and_then(|p| p.load().context(*name))
-                }
-            };
+            let loaded = load_program(&mut ebpf, name);
             let why = loaded.map_err(|e| match e {
                 SteerError::Bpf { source, .. } => format!("{source}"),
                 other => other.to_string(),

@@ -4,20 +4,14 @@
 //! cannot be reused: the upgrade is refused and the pinned programs stay attached (the ports
 //! stay closed) until the operator detaches.
 use std::{
-    fs::File,
     os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
-use agent_common::{PROG_CONNECT, PROG_STEER};
-use aya::{
-    EbpfLoader,
-    maps::MapInfo,
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramInfo, SkLookup, SockOps, links::FdLink},
-};
+use aya::{EbpfLoader, maps::MapInfo, programs::ProgramInfo};
 
 use super::{
-    load::{Context as _, Hooks, MAPS, SteerError, io_err, missing, object, program},
+    load::{Context as _, Hooks, MAPS, SteerError, attach, io_err, load_program, missing, object},
     sys,
     verify::{PROGRAMS, tag_hex},
 };
@@ -60,12 +54,7 @@ pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
             dir.join(format!("prog_{file}")),
         );
         let new_tag = {
-            let loaded = match name {
-                PROG_STEER => program::<SkLookup>(&mut ebpf, name)?.load(),
-                PROG_CONNECT => program::<SockOps>(&mut ebpf, name)?.load(),
-                _ => program::<CgroupSockAddr>(&mut ebpf, name)?.load(),
-            };
-            loaded.context(format!("loading {name}"))?;
+            load_program(&mut ebpf, name)?;
             let prog = ebpf
                 .program(name)
                 .ok_or_else(|| missing(format!("program {name}")))?;
@@ -105,13 +94,13 @@ pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
                 // Detached (by someone): a new link, pinned over the dead one.
                 let fresh = dir.join(format!("link_{file}_new"));
                 let _ = std::fs::remove_file(&fresh);
-                attach(&mut ebpf, name, file, hooks, &fresh)?;
+                attach(&mut ebpf, name, hooks, &fresh)?;
                 std::fs::rename(&fresh, &link_path)
                     .map_err(io_err("renaming into place", &link_path))?;
                 "reattached"
             }
             (None, _) => {
-                attach(&mut ebpf, name, file, hooks, &link_path)?;
+                attach(&mut ebpf, name, hooks, &link_path)?;
                 "attached"
             }
         };
@@ -134,49 +123,6 @@ pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
         });
     }
     Ok(done)
-}
-
-/// Attaches a program the pins lack (they predate it) and pins its link.
-fn attach(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    file: &str,
-    hooks: &Hooks,
-    link_path: &Path,
-) -> Result<(), SteerError> {
-    let link: FdLink = if name == PROG_STEER {
-        let netns =
-            File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
-        let p: &mut SkLookup = program(ebpf, name)?;
-        let id = p.attach(&netns).context(format!("attaching {name}"))?;
-        p.take_link(id)
-            .context(format!("taking the {name} link"))?
-            .into()
-    } else {
-        let cgroup = File::open(&hooks.cgroup).map_err(io_err("opening cgroup", &hooks.cgroup))?;
-        if name == PROG_CONNECT {
-            let p: &mut SockOps = program(ebpf, name)?;
-            let id = p
-                .attach(&cgroup, CgroupAttachMode::default())
-                .context(format!("attaching {name}"))?;
-            p.take_link(id)
-                .context(format!("taking the {name} link"))?
-                .try_into()
-                .context(format!("{name} link"))?
-        } else {
-            let p: &mut CgroupSockAddr = program(ebpf, name)?;
-            let id = p
-                .attach(&cgroup, CgroupAttachMode::default())
-                .context(format!("attaching {name}"))?;
-            p.take_link(id)
-                .context(format!("taking the {name} link"))?
-                .try_into()
-                .context(format!("{name} link"))?
-        }
-    };
-    link.pin(link_path)
-        .context(format!("pinning the {name} link ({file})"))?;
-    Ok(())
 }
 
 /// Refuses pinned maps whose type, key, value or size differ from this version's.
