@@ -11,6 +11,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
+use aya_log_ebpf::debug;
 
 use crate::maps::{count, in_upstream_range, report, settings};
 
@@ -63,6 +64,10 @@ fn guard(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
     }
 
     count(HOST_COUNTERS, |c| &mut c.bind_denied);
+    debug!(
+        ctx,
+        "guard: bind of upstream port {} by pid {} denied", port, tgid
+    );
     let e = Event {
         kind: EventKind::BindDenied as u32,
         family,

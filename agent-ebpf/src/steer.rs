@@ -13,6 +13,7 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
+use aya_log_ebpf::debug;
 
 use crate::{
     identity::{mapped, words},
@@ -152,6 +153,10 @@ pub fn moat_steer(ctx: SkLookupContext) -> u32 {
         && (l.ingress_ifindex == LOOPBACK_IFINDEX || l.same_address())
     {
         count(port, |c| &mut c.passed);
+        debug!(
+            &ctx,
+            "steer: port {} passed: the agent's own connection from port {}", port, l.remote_port
+        );
         return SK_PASS;
     }
 
@@ -159,16 +164,25 @@ pub fn moat_steer(ctx: SkLookupContext) -> u32 {
         // A sealed upstream port: nobody but the agent reaches the server behind it, whether
         // the agent runs or not.
         count(port, |c| &mut c.blocked);
+        debug!(
+            &ctx,
+            "steer: sealed port {} blocked a connection from port {}", port, l.remote_port
+        );
         report(&l.blocked_event());
         return SK_DROP;
     }
     if assign_proxy(&ctx) {
         count(port, |c| &mut c.steered);
+        debug!(&ctx, "steer: port {} steered to the proxy", port);
         report(&l.event(EventKind::Steered));
         SK_PASS
     } else {
         // No proxy socket (agent down): fail closed.
         count(port, |c| &mut c.dropped);
+        debug!(
+            &ctx,
+            "steer: port {} dropped: no proxy socket (fail closed)", port
+        );
         report(&l.event(EventKind::Dropped));
         SK_DROP
     }

@@ -328,6 +328,9 @@ pub async fn run(config_path: &Path, mode: Mode, take_over: bool) -> Result<(), 
         .record("config", audit::agent_event("started", started))
         .await;
 
+    let kernel_log_task = listening
+        .take_kernel_log()
+        .map(|l| tokio::spawn(crate::steer::diagnostics::forward(l)));
     let events_task = listening.take_events().map(|ring| {
         let (config, audit) = (config.clone(), audit.clone());
         tokio::spawn(async move { events::forward(ring, &config, audit).await })
@@ -373,7 +376,7 @@ pub async fn run(config_path: &Path, mode: Mode, take_over: bool) -> Result<(), 
     }
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|w| drop(w.join()))).await;
-    if let Some(t) = events_task {
+    for t in events_task.iter().chain(&kernel_log_task) {
         t.abort();
     }
     reload_task.abort();

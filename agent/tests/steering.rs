@@ -450,3 +450,64 @@ fn a_second_agent_for_the_same_instance_is_refused_and_the_first_keeps_serving()
             .unwrap()
     ));
 }
+
+/// The verified size of each program, as `moat status` shows it.
+fn xlated(host: &Host) -> Vec<u64> {
+    host.status()["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["xlated_bytes"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn kernel_diagnostics_cost_nothing_when_off_and_show_in_the_agent_log_when_asked() {
+    if !privileged() {
+        return;
+    }
+    let mut host = Host::new();
+    host.start_server(PORT);
+    host.start_agent();
+    host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+        .unwrap();
+    let off = xlated(&host);
+    host.stop_agent();
+    assert!(
+        !host.agent_log().contains("moat::kernel"),
+        "{}",
+        host.agent_log()
+    );
+
+    let config = std::fs::read_to_string(&host.config).unwrap();
+    std::fs::write(
+        &host.config,
+        config.replacen("agent:\n", "agent:\n  kernel_log: debug\n", 1),
+    )
+    .unwrap();
+    host.start_agent();
+    host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !host
+        .agent_log()
+        .contains(&format!("steer: port {PORT} steered to the proxy"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no kernel diagnostics in the agent log: {}",
+            host.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let debug = xlated(&host);
+    // Off, the verifier pruned the logging from every program that has any.
+    assert!(debug[0] > off[0], "steer: {debug:?} vs {off:?}");
+    assert!(debug[1] > off[1], "bind4: {debug:?} vs {off:?}");
+
+    // Back off: the programs are replaced again (the same tag, another size).
+    host.stop_agent();
+    std::fs::write(&host.config, config).unwrap();
+    host.start_agent();
+    assert_eq!(xlated(&host), off);
+}

@@ -86,6 +86,37 @@ pub struct Agent {
     /// Connections to protected ports open at once, in all and from one address.
     pub max_connections: usize,
     pub max_connections_per_source: usize,
+    /// The kernel programs' own diagnostics, shown in the agent's log (off: compiled out of
+    /// the loaded programs by the verifier).
+    pub kernel_log: KernelLog,
+}
+
+/// Which of the kernel programs' diagnostics are loaded (`agent.kernel_log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelLog {
+    #[default]
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl KernelLog {
+    const NAMES: [(&str, KernelLog); 6] = [
+        ("off", KernelLog::Off),
+        ("error", KernelLog::Error),
+        ("warn", KernelLog::Warn),
+        ("info", KernelLog::Info),
+        ("debug", KernelLog::Debug),
+        ("trace", KernelLog::Trace),
+    ];
+
+    /// The most verbose level loaded: 0 for none, then aya-log's levels (error = 1 .. trace = 5).
+    pub fn level(self) -> u8 {
+        self as u8
+    }
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -349,6 +380,7 @@ impl Default for Agent {
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            kernel_log: KernelLog::Off,
         }
     }
 }
@@ -361,6 +393,7 @@ const AGENT_KEYS: &[&str] = &[
     "admin_listen",
     "max_connections",
     "max_connections_per_source",
+    "kernel_log",
 ];
 
 fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
@@ -385,6 +418,19 @@ fn read_agent(n: &Node<'_>, r: &mut Report) -> Option<Agent> {
     }
     if let Some(v) = m.get("admin_listen") {
         a.admin_listen = admin_listen(v, r)?;
+    }
+    if let Some(v) = m.get("kernel_log") {
+        let s = v.string(r)?;
+        match KernelLog::NAMES.iter().find(|(n, _)| *n == s) {
+            Some((_, l)) => a.kernel_log = *l,
+            None => {
+                r.add(
+                    v,
+                    format!("expected off, error, warn, info, debug or trace, found {s:?}"),
+                );
+                return None;
+            }
+        }
     }
     let count = |key: &str, r: &mut Report| -> Option<Option<usize>> {
         let Some(v) = m.get(key) else {

@@ -982,3 +982,29 @@ fn upstream_oauth2_is_read_and_needs_moats_own_issuer() {
     assert_eq!(p[0].key, "servers[0].upstream_auth");
     assert!(p[0].message.contains("auth: { issuer: local }"), "{p:?}");
 }
+
+#[test]
+fn the_kernel_log_level_is_read_and_an_unknown_one_located() {
+    let with = |lines: &str| {
+        format!(
+            "agent:\n{lines}servers:\n  - {{name: a, port: 8000, dangerous: {{plaintext: true, unauthenticated: true}}}}\n"
+        )
+    };
+    let level = |lines: &str| Config::parse("moat.yaml", &with(lines)).map(|c| c.agent.kernel_log);
+    assert_eq!(level(""), Ok(KernelLog::Off), "off unless asked for");
+    assert_eq!(level("  kernel_log: debug\n"), Ok(KernelLog::Debug));
+    assert_eq!(KernelLog::Debug.level(), 4, "aya-log's debug");
+    assert_eq!(KernelLog::Off.level(), 0);
+    let p = problems(&with("  kernel_log: loud\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0].key.as_str(), p[0].line, p[0].col),
+        ("agent.kernel_log", 2, 15)
+    );
+    assert!(
+        p[0].message
+            .contains("expected off, error, warn, info, debug or trace, found \"loud\""),
+        "{}",
+        p[0].message
+    );
+}

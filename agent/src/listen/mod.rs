@@ -92,6 +92,12 @@ impl Listening {
         self.steered.as_mut()?.kernel.take_events()
     }
 
+    /// The reader of the kernel programs' diagnostics (steered, with `agent.kernel_log` on;
+    /// once).
+    pub fn take_kernel_log(&mut self) -> Option<crate::steer::diagnostics::KernelLogger> {
+        self.steered.as_mut()?.kernel.log.take()
+    }
+
     /// Which local process opened a connection (steered only).
     pub fn identity(&self) -> Option<Arc<Identity>> {
         self.steered.as_ref()?.identity.clone()

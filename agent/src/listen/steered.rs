@@ -46,7 +46,8 @@ pub fn attach(config: &Config) -> Result<Attached, AppError> {
         netns: "/proc/self/ns/net".into(),
         cgroup,
     };
-    let kernel = Kernel::attach_or_adopt(&config.agent.bpffs, &hooks)?;
+    let kernel =
+        Kernel::attach_or_adopt(&config.agent.bpffs, &hooks, config.agent.kernel_log.level())?;
     for u in &kernel.upgraded {
         tracing::info!(program = u.program, old_tag = ?u.old_tag, new_tag = %u.new_tag, how = u.how, "kernel program");
     }

@@ -5,6 +5,7 @@
 //! The pins keep the programs attached when the agent dies; with no proxy socket in the sockmap,
 //! the steering program drops every connection to a protected port (fail closed), and sealed
 //! upstream ports stay sealed. Only [`detach`] removes them.
+pub mod diagnostics;
 pub mod identity;
 mod load;
 pub mod sys;
@@ -40,6 +41,8 @@ pub struct Kernel {
     pub upgraded: Vec<upgrade::Replaced>,
     /// Moat's programs as pinned when opened: what the links must run.
     programs: Vec<verify::Program>,
+    /// The reader of the programs' diagnostics, when this process loaded them with some.
+    pub log: Option<diagnostics::KernelLogger>,
     ports: HashMap<MapData, u32, PortEntry>,
     sealed: HashMap<MapData, u32, PortEntry>,
     counters: PerCpuHashMap<MapData, u32, Counters>,
@@ -51,23 +54,27 @@ pub struct Kernel {
 impl Kernel {
     /// Adopts the pins in `dir`, replacing their programs with this binary's through their
     /// links ([`upgrade::upgrade`]), or loads, attaches and pins the programs if there are none.
-    pub fn attach_or_adopt(dir: &Path, hooks: &Hooks) -> Result<Self, SteerError> {
+    /// `log_level`: the diagnostics loaded into the programs (see [`diagnostics`]).
+    pub fn attach_or_adopt(dir: &Path, hooks: &Hooks, log_level: u8) -> Result<Self, SteerError> {
         check_bpffs(dir)?;
         if dir.exists() {
-            let upgraded = upgrade::upgrade(dir, hooks)?;
+            let (upgraded, log) = upgrade::upgrade(dir, hooks, log_level)?;
             // Loading parsed the kernel's BTF: see below.
             // SAFETY: mi_collect takes no pointers; it only purges memory already freed.
             unsafe { libmimalloc_sys::mi_collect(true) };
             let mut k = Self::open(dir, true)?;
             k.upgraded = upgraded;
+            k.log = log;
             return Ok(k);
         }
-        load_and_pin(dir, hooks)?;
+        let log = load_and_pin(dir, hooks, log_level)?;
         // Loading parsed the kernel's BTF (tens of MiB, freed now): give those pages back to
         // the system rather than keep them in the allocator's heap for the agent's lifetime.
         // SAFETY: mi_collect takes no pointers; it only purges memory already freed.
         unsafe { libmimalloc_sys::mi_collect(true) };
-        Self::open(dir, false)
+        let mut k = Self::open(dir, false)?;
+        k.log = log;
+        Ok(k)
     }
 
     /// Opens the pins of `dir` without attaching anything (status, detach, restart). Pins made
@@ -107,6 +114,7 @@ impl Kernel {
             adopted,
             upgraded: Vec::new(),
             programs: verify::pinned(dir),
+            log: None,
             ports,
             sealed,
             counters,
@@ -271,21 +279,31 @@ fn check_bpffs(dir: &Path) -> Result<(), SteerError> {
 
 /// Loads the programs, attaches them to `hooks`, pins everything in a temporary directory and
 /// renames it to `dir`. On error nothing is left behind.
-fn load_and_pin(dir: &Path, hooks: &Hooks) -> Result<(), SteerError> {
+fn load_and_pin(
+    dir: &Path,
+    hooks: &Hooks,
+    log_level: u8,
+) -> Result<Option<diagnostics::KernelLogger>, SteerError> {
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("moat");
     // bpffs refuses names with a dot.
     let tmp = dir.with_file_name(format!("{name}-tmp-{}", std::process::id()));
     std::fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
-    let result = pin_into(&tmp, hooks)
-        .and_then(|()| std::fs::rename(&tmp, dir).map_err(io_err("renaming into place", dir)));
+    let result = pin_into(&tmp, hooks, log_level).and_then(|log| {
+        std::fs::rename(&tmp, dir).map_err(io_err("renaming into place", dir))?;
+        Ok(log)
+    });
     if result.is_err() {
         remove_pins(&tmp);
     }
     result
 }
 
-fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
-    let mut ebpf = Ebpf::load(object()).context("loading the kernel programs")?;
+fn pin_into(
+    tmp: &Path,
+    hooks: &Hooks,
+    log_level: u8,
+) -> Result<Option<diagnostics::KernelLogger>, SteerError> {
+    let mut ebpf = diagnostics::load(aya::EbpfLoader::new(), object(), &log_level)?;
     for (name, file) in MAPS {
         let map = ebpf
             .map(name)
@@ -301,7 +319,7 @@ fn pin_into(tmp: &Path, hooks: &Hooks) -> Result<(), SteerError> {
             .pin(tmp.join(format!("prog_{file}")))
             .context(format!("pinning {name}"))?;
     }
-    Ok(())
+    diagnostics::logger(&mut ebpf, log_level)
 }
 
 /// Loads each of Moat's programs into the kernel, through its verifier, without attaching or

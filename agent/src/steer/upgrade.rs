@@ -11,6 +11,7 @@ use std::{
 use aya::{EbpfLoader, maps::MapInfo, programs::ProgramInfo};
 
 use super::{
+    diagnostics,
     load::{Context as _, Hooks, MAPS, SteerError, attach, io_err, load_program, missing, object},
     sys,
     verify::{PROGRAMS, tag_hex},
@@ -31,35 +32,41 @@ pub struct Replaced {
 
 /// Replaces the programs pinned in `dir` with this binary's, reusing (and, for maps this
 /// version adds, creating) the pinned maps. A link that runs the pinned program with this
-/// version's tag is left as it is; one that runs anything else (an older version, or a
-/// program someone swapped in) gets this version's; a detached one is attached again.
-pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
+/// version's tag and the same verified size (the same diagnostics level: the verifier prunes
+/// what is off) is left as it is, unless diagnostics are asked for (their reader needs this
+/// load's ring buffer); one that runs anything else (an older version, or a program someone
+/// swapped in) gets this version's; a detached one is attached again.
+pub fn upgrade(
+    dir: &Path,
+    hooks: &Hooks,
+    log_level: u8,
+) -> Result<(Vec<Replaced>, Option<diagnostics::KernelLogger>), SteerError> {
     let object = object();
     check_maps(dir, object)?;
     // A map this version adds is created below: the pinned programs cannot be using it, so
     // none of them is kept, whatever its tag.
     let adds_maps = MAPS.iter().any(|(_, f)| !dir.join(f).exists());
+    let may_keep = !adds_maps && log_level == 0;
     let mut loader = EbpfLoader::new();
     let paths: Vec<(&str, PathBuf)> = MAPS.iter().map(|(n, f)| (*n, dir.join(f))).collect();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    let mut ebpf = loader
-        .load(object)
-        .context("loading the kernel programs on the pinned maps")?;
+    let mut ebpf = diagnostics::load(loader, object, &log_level)?;
     let mut done = Vec::new();
     for (name, file) in PROGRAMS {
         let (link_path, prog_path) = (
             dir.join(format!("link_{file}")),
             dir.join(format!("prog_{file}")),
         );
-        let new_tag = {
+        let new = {
             load_program(&mut ebpf, name)?;
             let prog = ebpf
                 .program(name)
                 .ok_or_else(|| missing(format!("program {name}")))?;
-            prog.info().context(format!("reading {name}"))?.tag()
+            prog.info().context(format!("reading {name}"))?
         };
+        let new_tag = new.tag();
         let pinned = ProgramInfo::from_pin(&prog_path).ok();
         let old_tag = pinned.as_ref().map(ProgramInfo::tag);
         let link = match sys::obj_get(&link_path) {
@@ -75,8 +82,10 @@ pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
         let how = match (&link, state) {
             (Some(_), Some(s))
                 if s.target != 0
-                    && !adds_maps
+                    && may_keep
                     && old_tag == Some(new_tag)
+                    && pinned.as_ref().and_then(ProgramInfo::size_translated)
+                        == new.size_translated()
                     && pinned.as_ref().map(ProgramInfo::id) == Some(s.prog_id) =>
             {
                 "kept"
@@ -122,7 +131,8 @@ pub fn upgrade(dir: &Path, hooks: &Hooks) -> Result<Vec<Replaced>, SteerError> {
             how,
         });
     }
-    Ok(done)
+    let log = diagnostics::logger(&mut ebpf, log_level)?;
+    Ok((done, log))
 }
 
 /// Refuses pinned maps whose type, key, value or size differ from this version's.

@@ -29,6 +29,8 @@ pub struct Program {
     pub file: &'static str,
     pub id: u32,
     pub tag: u64,
+    /// Its size after the verifier (which prunes diagnostics that are off).
+    pub xlated: u32,
 }
 
 /// The pinned programs of `dir` (those it has).
@@ -41,6 +43,7 @@ pub fn pinned(dir: &Path) -> Vec<Program> {
                 file,
                 id: info.id(),
                 tag: info.tag(),
+                xlated: info.size_translated().unwrap_or(0),
             })
         })
         .collect()
@@ -58,6 +61,8 @@ pub struct LinkCheck {
     /// Moat's program: the one expected.
     pub expected_id: u32,
     pub expected_tag: String,
+    /// The expected program's size after the verifier, in bytes.
+    pub xlated_bytes: u32,
 }
 
 impl LinkCheck {
@@ -107,6 +112,7 @@ pub fn check(dir: &Path, expected: &[Program]) -> Vec<LinkCheck> {
                 tag,
                 expected_id: p.id,
                 expected_tag: tag_hex(p.tag),
+                xlated_bytes: p.xlated,
             }
         })
         .collect()
