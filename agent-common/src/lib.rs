@@ -28,6 +28,9 @@ pub const PROG_STEER: &str = "moat_steer";
 pub const PROG_BIND4: &str = "moat_bind4";
 pub const PROG_BIND6: &str = "moat_bind6";
 pub const PROG_CONNECT: &str = "moat_connect";
+/// The BPF LSM program (`lsm/bpf`) that reports bpf(2) calls able to detach or replace programs,
+/// made by any process but the agent; attached where the kernel has the BPF LSM.
+pub const PROG_TAMPER: &str = "moat_tamper";
 
 pub const PROXY_SLOT: u32 = 0;
 /// Counters key for events that belong to no protected port (bind guard, lost events).
@@ -56,7 +59,9 @@ pub struct Settings {
     pub upstream_port_hi: u32,
     /// Thread group id of the running agent (0 while no agent has started).
     pub agent_tgid: u32,
-    pub _pad: u32,
+    /// Thread group id of an agent replacing the programs before it is the running agent (a
+    /// restart, a take-over): its bpf(2) calls are not reported as tampering.
+    pub manager_tgid: u32,
     /// cgroup v2 id of the running agent: a process that reuses the agent's pid while the
     /// agent is down is still refused unless it also sits in the agent's cgroup.
     pub agent_cgroup_id: u64,
@@ -101,6 +106,9 @@ pub enum EventKind {
     BindDenied = 4,
     /// A connection to a sealed port from anyone but the agent, dropped.
     Blocked = 5,
+    /// A bpf(2) call by a process other than the agent that can detach or replace programs
+    /// (`src_port` holds the command).
+    Tamper = 6,
 }
 
 impl EventKind {
@@ -111,6 +119,7 @@ impl EventKind {
             3 => Some(Self::Passed),
             4 => Some(Self::BindDenied),
             5 => Some(Self::Blocked),
+            6 => Some(Self::Tamper),
             _ => None,
         }
     }
@@ -122,6 +131,7 @@ impl EventKind {
             Self::Passed => "passed",
             Self::BindDenied => "bind_denied",
             Self::Blocked => "blocked",
+            Self::Tamper => "tamper",
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Moat's kernel programs: steer protected ports to the proxy (sk_lookup), guard the upstream identity (bind4/6), name the local process behind each connection (sock_ops).
+//! Moat's kernel programs: steer protected ports to the proxy (sk_lookup), guard the upstream identity (bind4/6), name the local process behind each connection (sock_ops), report tampering with the programs (lsm/bpf).
 #![no_std]
 #![no_main]
 
@@ -6,6 +6,7 @@ mod guard;
 mod identity;
 mod maps;
 mod steer;
+mod tamper;
 
 #[cfg(not(test))]
 #[panic_handler]

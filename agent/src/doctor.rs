@@ -52,6 +52,7 @@ pub async fn run(config: Option<&Config>) -> Vec<Check> {
         clock(),
     ];
     out.extend(programs());
+    out.push(bpf_lsm());
     if let Some(c) = config {
         out.push(reserved_ports(c));
         out.extend(certificates(c));
@@ -202,10 +203,16 @@ fn programs() -> Vec<Check> {
     }
     crate::steer::probe()
         .into_iter()
-        .map(|(name, kind, loaded)| {
-            let name = format!("program {name} ({kind})");
+        .map(|(program, kind, loaded)| {
+            let name = format!("program {program} ({kind})");
             match loaded {
                 Ok(()) => check(&name, Outcome::Ok, "the kernel accepts it (loaded, not attached)", None),
+                Err(e) if crate::steer::optional(program) => check(
+                    &name,
+                    Outcome::Warn,
+                    format!("the kernel refuses it: {e}; tampering with the links is then seen by `moat status` and /readyz only"),
+                    Some("a kernel with CONFIG_BPF_LSM and `bpf` among its LSMs (lsm=...,bpf on the kernel command line)"),
+                ),
                 Err(e) => check(
                     &name,
                     Outcome::Missing,
@@ -215,6 +222,35 @@ fn programs() -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// The BPF LSM, which records attempts to detach or replace Moat's programs.
+fn bpf_lsm() -> Check {
+    let fix =
+        Some("boot with `bpf` among the LSMs (kernel command line lsm=...,bpf; CONFIG_BPF_LSM)");
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => check(
+            "bpf lsm",
+            Outcome::Ok,
+            format!("active ({})", list.trim()),
+            None,
+        ),
+        Ok(list) => check(
+            "bpf lsm",
+            Outcome::Warn,
+            format!(
+                "not among the active LSMs ({}): tampering with the links is seen by `moat status` and /readyz only",
+                list.trim()
+            ),
+            fix,
+        ),
+        Err(e) => check(
+            "bpf lsm",
+            Outcome::Warn,
+            format!("cannot tell (/sys/kernel/security/lsm: {e}; securityfs not mounted?)"),
+            Some("mount -t securityfs securityfs /sys/kernel/security"),
+        ),
+    }
 }
 
 /// Token lifetimes (`exp`, `nbf`) and audit timestamps need the right time.

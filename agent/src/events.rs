@@ -55,6 +55,18 @@ pub fn record(e: &Event, config: &Config) -> Value {
     let src = SocketAddr::new(ip(e.family, &e.src_addr), e.src_port as u16);
     let ts = humantime::format_rfc3339_micros(wall_clock(e.ktime_ns)).to_string();
     match EventKind::from_u32(e.kind) {
+        // Which bpf(2) command another process made, with the process (the BPF LSM program).
+        Some(EventKind::Tamper) => json!({
+            "event": kind,
+            "event_ts": ts,
+            "command": match e.src_port {
+                9 => "prog_detach".to_string(),
+                29 => "link_update".to_string(),
+                34 => "link_detach".to_string(),
+                other => format!("bpf command {other}"),
+            },
+            "process": process(e),
+        }),
         Some(EventKind::BindDenied) => json!({
             "event": kind,
             "event_ts": ts,
@@ -225,5 +237,34 @@ mod tests {
             r["process"],
             json!({"pid": 4242, "uid": 1000, "comm": "python3", "cgroup_id": 7})
         );
+    }
+
+    #[test]
+    fn a_tamper_event_names_the_command_and_the_process() {
+        let mut comm = [0u8; 16];
+        comm[..7].copy_from_slice(b"bpftool");
+        let e = |cmd| Event {
+            kind: EventKind::Tamper as u32,
+            family: 0,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: cmd,
+            dst_port: 0,
+            pid: 99,
+            uid: 0,
+            cgroup_id: 3,
+            ktime_ns: 0,
+            comm,
+        };
+        let r = record(&e(34), &config());
+        assert_eq!(r["event"], "tamper");
+        assert_eq!(r["command"], "link_detach");
+        assert_eq!(
+            r["process"],
+            json!({"pid": 99, "uid": 0, "comm": "bpftool", "cgroup_id": 3})
+        );
+        assert_eq!(record(&e(29), &config())["command"], "link_update");
+        assert_eq!(record(&e(9), &config())["command"], "prog_detach");
+        assert_eq!(record(&e(77), &config())["command"], "bpf command 77");
     }
 }

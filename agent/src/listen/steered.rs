@@ -78,7 +78,7 @@ pub fn open(
         upstream_port_lo: config.agent.upstream_ports.lo.into(),
         upstream_port_hi: config.agent.upstream_ports.hi.into(),
         agent_tgid: std::process::id(),
-        _pad: 0,
+        manager_tgid: 0,
         agent_cgroup_id: steer::own_cgroup_id()
             .map_err(AppError::io("finding the agent's own cgroup"))?,
     })?;

@@ -1,19 +1,18 @@
 //! The kernel object and what loading it takes: its maps by name and pin file, where its
 //! programs attach, and the errors of loading, attaching and pinning.
 use std::{
+    fs::File,
     io,
     path::{Path, PathBuf},
 };
 
-use std::fs::File;
-
 use agent_common::{
     MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED, MAP_SETTINGS,
-    PROG_CONNECT, PROG_STEER,
+    PROG_CONNECT, PROG_STEER, PROG_TAMPER,
 };
 use aya::{
-    Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps, links::FdLink},
+    Btf, Ebpf,
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, SkLookup, SockOps, links::FdLink},
 };
 
 /// Pinned map files, by map name.
@@ -118,20 +117,36 @@ pub fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), SteerError> {
     match name {
         PROG_STEER => program::<SkLookup>(ebpf, name)?.load(),
         PROG_CONNECT => program::<SockOps>(ebpf, name)?.load(),
+        PROG_TAMPER => {
+            let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+            program::<Lsm>(ebpf, name)?.load("bpf", &btf)
+        }
         _ => program::<CgroupSockAddr>(ebpf, name)?.load(),
     }
     .context(format!("loading {name}"))
 }
 
-/// Attaches loaded program `name` to its hook (sk_lookup: the network namespace; the others:
-/// the cgroup) and pins its link at `link_path`.
+/// Whether program `name` may be missing: the BPF LSM program, on kernels without the BPF
+/// LSM active (the links are then checked from userspace only).
+pub fn optional(name: &str) -> bool {
+    name == PROG_TAMPER
+}
+
+/// Attaches loaded program `name` to its hook (sk_lookup: the network namespace; the LSM
+/// program: the kernel's bpf hook; the others: the cgroup) and pins its link at `link_path`.
 pub fn attach(
     ebpf: &mut Ebpf,
     name: &str,
     hooks: &Hooks,
     link_path: &Path,
 ) -> Result<(), SteerError> {
-    let link: FdLink = if name == PROG_STEER {
+    let link: FdLink = if name == PROG_TAMPER {
+        let p: &mut Lsm = program(ebpf, name)?;
+        let id = p.attach().context(format!("attaching {name}"))?;
+        p.take_link(id)
+            .context(format!("taking the {name} link"))?
+            .into()
+    } else if name == PROG_STEER {
         let netns =
             File::open(&hooks.netns).map_err(io_err("opening network namespace", &hooks.netns))?;
         let p: &mut SkLookup = program(ebpf, name)?;

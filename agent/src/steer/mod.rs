@@ -20,14 +20,14 @@ use std::{
 
 use agent_common::{
     Counters, HOST_COUNTERS, MAP_COUNTERS, MAP_EVENTS, MAP_PORTS, MAP_PROXY, MAP_SEALED,
-    MAP_SETTINGS, PROG_CONNECT, PROG_STEER, PROXY_SLOT, PortEntry, Settings,
+    MAP_SETTINGS, PROG_CONNECT, PROG_STEER, PROG_TAMPER, PROXY_SLOT, PortEntry, Settings,
 };
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues, RingBuf},
 };
 use load::{Context as _, MAPS, attach, io_err, load_program, missing, object};
-pub use load::{Hooks, SteerError};
+pub use load::{Hooks, SteerError, optional};
 
 /// Pinned links; removing them (and detaching) is what opens the ports again.
 pub const LINKS: [&str; 4] = ["link_steer", "link_bind4", "link_bind6", "link_connect"];
@@ -312,8 +312,15 @@ fn pin_into(
             .context(format!("pinning map {name}"))?;
     }
     for (name, file) in verify::PROGRAMS {
-        load_program(&mut ebpf, name)?;
-        attach(&mut ebpf, name, hooks, &tmp.join(format!("link_{file}")))?;
+        let loaded = load_program(&mut ebpf, name)
+            .and_then(|()| attach(&mut ebpf, name, hooks, &tmp.join(format!("link_{file}"))));
+        match loaded {
+            Err(e) if optional(name) => {
+                unavailable(name, &e);
+                continue;
+            }
+            r => r?,
+        }
         ebpf.program_mut(name)
             .ok_or_else(|| missing(format!("program {name}")))?
             .pin(tmp.join(format!("prog_{file}")))
@@ -353,8 +360,19 @@ fn kind(name: &str) -> &'static str {
     match name {
         PROG_STEER => "sk_lookup",
         PROG_CONNECT => "sock_ops",
+        PROG_TAMPER => "lsm/bpf",
         _ => "cgroup/bind",
     }
+}
+
+/// Says that an optional program (the BPF LSM's) could not be loaded or attached.
+fn unavailable(name: &str, e: &SteerError) {
+    tracing::warn!(
+        program = name,
+        "not attached ({e}): without the BPF LSM (`bpf` in /sys/kernel/security/lsm, kernel \
+         option lsm=...,bpf) tampering with the links is not recorded by the kernel; `moat \
+         status` and /readyz still check them"
+    );
 }
 
 /// Detaches every pinned link of the instance in `dir` (for all holders, also a running agent)

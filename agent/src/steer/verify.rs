@@ -6,16 +6,17 @@ use std::{os::fd::AsFd as _, path::Path};
 use aya::programs::{ProgramInfo, loaded_programs};
 use serde::Serialize;
 
-use agent_common::{PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER};
+use agent_common::{PROG_BIND4, PROG_BIND6, PROG_CONNECT, PROG_STEER, PROG_TAMPER};
 
 use super::sys;
 
 /// Each program: its name in the object, and the suffix of its pinned link and program files.
-pub const PROGRAMS: [(&str, &str); 4] = [
+pub const PROGRAMS: [(&str, &str); 5] = [
     (PROG_STEER, "steer"),
     (PROG_BIND4, "bind4"),
     (PROG_BIND6, "bind6"),
     (PROG_CONNECT, "connect"),
+    (PROG_TAMPER, "tamper"),
 ];
 
 /// The tag of a program, as `bpftool` prints it.

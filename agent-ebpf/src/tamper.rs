@@ -1,0 +1,52 @@
+//! lsm/bpf: a bpf(2) call that can take Moat's programs off their hooks or put others in their
+//! place (detaching or updating a link, detaching a program), made by any process but the agent
+//! (or an agent that is replacing the programs), is reported with the process. Nothing is
+//! refused: the agent's status checks say whether the links still run Moat's programs.
+use agent_common::{Event, EventKind};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
+    macros::lsm,
+    programs::LsmContext,
+};
+use aya_log_ebpf::debug;
+
+use crate::maps::{report, settings};
+
+const BPF_PROG_DETACH: i32 = 9;
+const BPF_LINK_UPDATE: i32 = 29;
+const BPF_LINK_DETACH: i32 = 34;
+
+#[lsm(hook = "bpf")]
+pub fn moat_tamper(ctx: LsmContext) -> i32 {
+    let cmd: i32 = ctx.arg(0);
+    if cmd != BPF_LINK_DETACH && cmd != BPF_LINK_UPDATE && cmd != BPF_PROG_DETACH {
+        return 0;
+    }
+    let s = settings();
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: helper without arguments.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    let agent = s.agent_tgid != 0 && tgid == s.agent_tgid && cgroup_id == s.agent_cgroup_id;
+    if agent || (s.manager_tgid != 0 && tgid == s.manager_tgid) {
+        return 0;
+    }
+    debug!(&ctx, "tamper: bpf command {} by pid {}", cmd, tgid);
+    report(&Event {
+        kind: EventKind::Tamper as u32,
+        family: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: cmd as u32,
+        dst_port: 0,
+        pid: tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        cgroup_id,
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+    0
+}
