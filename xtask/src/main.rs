@@ -10,7 +10,7 @@ mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]> | fuzz [TARGET] [--time S]>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]> | fuzz [TARGET] [--time S] | soak [--minutes N]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             .and_then(|()| test(&args[1..])),
         Some("bench") => setup::run().and_then(|()| bench::run(&args[1..])),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => setup::run().and_then(|()| bench::proxy::soak::run(&args[1..])),
         // Internal: the upstream server and the latency client of `bench proxy`, which runs
         // them (release build).
         Some(bench::proxy::UPSTREAM_CMD) => bench::proxy::serve_upstream(&args[1..]),

@@ -64,6 +64,7 @@ mod load;
 mod profile;
 mod report;
 mod site;
+pub mod soak;
 mod target;
 mod upstream;
 mod usage;

@@ -167,6 +167,11 @@ impl Audit {
         );
     }
 
+    /// Records of `kind: request` counted so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     pub fn finish(&self, path: &Path) -> AuditTotal {
         self.collect(path);
         let _ = std::fs::remove_file(path);
