@@ -42,7 +42,9 @@ pub fn lock(state_dir: &Path) -> Result<InstanceLock, AppError> {
 }
 
 /// Asks the agent `pid` that holds the lock to stop (SIGTERM: it drains), and takes the lock
-/// once it is gone, waiting at most `wait`.
+/// once it is gone. An agent still there after `wait` is killed (SIGKILL, as systemd does
+/// after its stop timeout): it no longer gets connections (this agent's socket is in the
+/// sockmap), so waiting longer would only keep the ports closed.
 pub async fn take_over(
     state_dir: &Path,
     pid: &str,
@@ -66,16 +68,34 @@ pub async fn take_over(
         pid = n,
         "asked the running agent to stop; waiting while it drains"
     );
+    if let Some(l) = wait_lock(state_dir, wait).await? {
+        return Ok(l);
+    }
+    tracing::warn!(
+        pid = n,
+        ?wait,
+        "the running agent has not stopped: killing it"
+    );
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(n, libc::SIGKILL) };
+    wait_lock(state_dir, std::time::Duration::from_secs(5))
+        .await?
+        .ok_or_else(|| fail(format!("it still runs after {wait:?} and SIGKILL")))
+}
+
+/// The instance lock, once its holder is gone; None if it is still held after `wait`.
+async fn wait_lock(
+    state_dir: &Path,
+    wait: std::time::Duration,
+) -> Result<Option<InstanceLock>, AppError> {
     let until = std::time::Instant::now() + wait;
     loop {
         match lock(state_dir) {
-            Ok(l) => return Ok(l),
+            Ok(l) => return Ok(Some(l)),
             Err(AppError::AlreadyRunning { .. }) if std::time::Instant::now() < until => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            Err(AppError::AlreadyRunning { .. }) => {
-                return Err(fail(format!("it still runs after {wait:?}")));
-            }
+            Err(AppError::AlreadyRunning { .. }) => return Ok(None),
             Err(e) => return Err(e),
         }
     }

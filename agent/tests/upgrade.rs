@@ -341,3 +341,27 @@ fn pins_whose_maps_have_another_layout_are_refused_and_stay_closed() {
             .unwrap()
     ));
 }
+
+#[test]
+fn a_running_agent_that_does_not_stop_is_killed_by_the_one_taking_over() {
+    if !privileged() {
+        return;
+    }
+    let mut host = Host::new();
+    host.start_server(PORT);
+    host.start_agent();
+    let old = host.agent_pid();
+    // Stopped: SIGTERM stays pending, as for an agent that hangs.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), nix::sys::signal::SIGSTOP).unwrap();
+    let status = host.take_over_agent();
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(9), "killed: {status}");
+    assert!(
+        host.log("agent-2.log")
+            .contains("the running agent has not stopped: killing it")
+    );
+    assert!(in_reserved(
+        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
+            .unwrap()
+    ));
+}
