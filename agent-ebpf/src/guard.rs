@@ -4,16 +4,13 @@ use core::ptr::{addr_of, read_volatile};
 use agent_common::{Event, EventKind, HOST_COUNTERS};
 use aya_ebpf::{
     bindings::bpf_sock_addr,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id},
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use aya_log_ebpf::debug;
 
-use crate::maps::{count, in_upstream_range, report, settings};
+use crate::maps::{by_current, count, in_upstream_range, report, settings};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -68,20 +65,11 @@ fn guard(ctx: &SockAddrContext, addr: [u8; 16]) -> i32 {
         ctx,
         "guard: bind of upstream port {} by pid {} denied", port, tgid
     );
-    let e = Event {
-        kind: EventKind::BindDenied as u32,
+    report(&Event {
         family,
         src_addr: addr,
-        dst_addr: [0; 16],
         src_port: port,
-        dst_port: 0,
-        pid: tgid,
-        uid: bpf_get_current_uid_gid() as u32,
-        cgroup_id,
-        // SAFETY: helper without arguments.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or_default(),
-    };
-    report(&e);
+        ..by_current(EventKind::BindDenied, tgid, cgroup_id)
+    });
     DENY
 }

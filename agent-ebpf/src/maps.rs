@@ -2,11 +2,12 @@
 use core::cell::UnsafeCell;
 
 use agent_common::{
-    ConnKey, ConnProcess, Counters, EVENTS_BYTES, Event, HOST_COUNTERS, MAX_CONNS, MAX_COUNTERS,
-    MAX_PORTS, PortEntry, Settings,
+    ConnKey, ConnProcess, Counters, EVENTS_BYTES, Event, EventKind, HOST_COUNTERS, MAX_CONNS,
+    MAX_COUNTERS, MAX_PORTS, PortEntry, Settings,
 };
 use aya_ebpf::{
     bindings::{bpf_map_def, bpf_map_type::BPF_MAP_TYPE_SOCKMAP},
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_ktime_get_ns},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuHashMap, RingBuf},
 };
@@ -77,6 +78,25 @@ pub fn count(key: u32, field: impl FnOnce(&mut Counters) -> &mut u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it while the program runs.
         unsafe { *field(&mut *c) += 1 };
+    }
+}
+
+/// An event of `kind` made by the current process (`tgid` in `cgroup_id`): its uid, name and
+/// the time filled in, the addresses and ports left for the caller.
+pub fn by_current(kind: EventKind, tgid: u32, cgroup_id: u64) -> Event {
+    Event {
+        kind: kind as u32,
+        family: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        pid: tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        cgroup_id,
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or_default(),
     }
 }
 

@@ -4,16 +4,13 @@
 //! refused: the agent's status checks say whether the links still run Moat's programs.
 use agent_common::{Event, EventKind};
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id},
     macros::lsm,
     programs::LsmContext,
 };
 use aya_log_ebpf::debug;
 
-use crate::maps::{report, settings};
+use crate::maps::{by_current, report, settings};
 
 const BPF_PROG_DETACH: i32 = 9;
 const BPF_LINK_UPDATE: i32 = 29;
@@ -35,18 +32,8 @@ pub fn moat_tamper(ctx: LsmContext) -> i32 {
     }
     debug!(&ctx, "tamper: bpf command {} by pid {}", cmd, tgid);
     report(&Event {
-        kind: EventKind::Tamper as u32,
-        family: 0,
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
         src_port: cmd as u32,
-        dst_port: 0,
-        pid: tgid,
-        uid: bpf_get_current_uid_gid() as u32,
-        cgroup_id,
-        // SAFETY: helper without arguments.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        ..by_current(EventKind::Tamper, tgid, cgroup_id)
     });
     0
 }

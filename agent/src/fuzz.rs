@@ -37,13 +37,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("cedar", cedar),
 ];
 
-const REVISIONS: [Revision; 5] = [
-    Revision::V2024_11_05,
-    Revision::V2025_03_26,
-    Revision::V2025_06_18,
-    Revision::V2025_11_25,
-    Revision::V2026_07_28,
-];
+const REVISIONS: [Revision; 5] = Revision::ALL;
 
 const LIMITS: Limits = Limits {
     max_body: 1 << 20,

@@ -33,19 +33,21 @@ pub enum Revision {
 }
 
 impl Revision {
+    /// Every revision Moat knows, oldest first.
+    pub const ALL: [Revision; 5] = [
+        Revision::V2024_11_05,
+        Revision::V2025_03_26,
+        Revision::V2025_06_18,
+        Revision::V2025_11_25,
+        Revision::V2026_07_28,
+    ];
+
     /// What applies to a request without an `MCP-Protocol-Version` header (the transport spec).
     pub const WITHOUT_HEADER: Revision = Revision::V2025_03_26;
 
     /// Parses an `MCP-Protocol-Version` header value; `None` for a revision Moat does not know.
     pub fn from_header(value: &str) -> Option<Revision> {
-        Some(match value {
-            "2024-11-05" => Revision::V2024_11_05,
-            "2025-03-26" => Revision::V2025_03_26,
-            "2025-06-18" => Revision::V2025_06_18,
-            "2025-11-25" => Revision::V2025_11_25,
-            "2026-07-28" => Revision::V2026_07_28,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -228,14 +228,7 @@ fn error_messages_quote_keys_briefly() {
 
 #[test]
 fn revisions() {
-    let all = [
-        Revision::V2024_11_05,
-        Revision::V2025_03_26,
-        Revision::V2025_06_18,
-        Revision::V2025_11_25,
-        Revision::V2026_07_28,
-    ];
-    for r in all {
+    for r in Revision::ALL {
         assert_eq!(Revision::from_header(r.as_str()), Some(r));
         assert_eq!(r.to_string(), r.as_str());
     }
@@ -250,9 +243,12 @@ fn revisions() {
         assert_eq!(Revision::from_header(bad), None, "{bad:?}");
     }
     assert_eq!(Revision::WITHOUT_HEADER, Revision::V2025_03_26);
-    let batches: Vec<bool> = all.iter().map(|r| r.allows_batch()).collect();
+    let batches: Vec<bool> = Revision::ALL.iter().map(|r| r.allows_batch()).collect();
     assert_eq!(batches, [true, true, false, false, false]);
-    let headers: Vec<bool> = all.iter().map(|r| r.requires_standard_headers()).collect();
+    let headers: Vec<bool> = Revision::ALL
+        .iter()
+        .map(|r| r.requires_standard_headers())
+        .collect();
     assert_eq!(headers, [false, false, false, false, true]);
 }
 

@@ -4,13 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::mcp::{Limits, Revision, SseParser, decode, sse::SseEvent};
 
-const REVISIONS: [Revision; 5] = [
-    Revision::V2024_11_05,
-    Revision::V2025_03_26,
-    Revision::V2025_06_18,
-    Revision::V2025_11_25,
-    Revision::V2026_07_28,
-];
+const REVISIONS: [Revision; 5] = Revision::ALL;
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
