@@ -1,7 +1,7 @@
-//! `cargo xtask fuzz [TARGET] [--time S]`: runs the fuzz targets (fuzz/, libFuzzer through
-//! cargo-fuzz on the nightly toolchain) one after another, each for S seconds (default 60),
-//! from its seeds and the corpus grown by earlier runs, and reports executions and coverage.
-//! A crash stops the run and names the input that caused it.
+//! `cargo xtask fuzz [TARGET] [--time S] [--jobs N]`: runs the fuzz targets (fuzz/, libFuzzer
+//! through cargo-fuzz on the nightly toolchain), N at a time (default 1), each for S seconds
+//! (default 60), from its seeds and the corpus grown by earlier runs, and reports executions
+//! and coverage. A crash fails the run and names the input that caused it.
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -22,6 +22,7 @@ const TARGETS: [&str; 8] = [
 
 pub fn run(args: &[String]) -> Result {
     let mut time = 60u64;
+    let mut jobs = 1usize;
     let mut only = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -31,6 +32,13 @@ pub fn run(args: &[String]) -> Result {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or("--time needs a number of seconds")?;
+            }
+            "--jobs" => {
+                jobs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--jobs needs a number of targets at a time")?;
             }
             t if TARGETS.contains(&t) => only = Some(t),
             other => {
@@ -44,37 +52,35 @@ pub fn run(args: &[String]) -> Result {
     tools()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let fuzz = root.join("fuzz");
-    let mut report = Vec::new();
-    for target in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
-        let corpus = fuzz.join("corpus").join(target);
-        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
-        let artifacts = fuzz.join("artifacts").join(target);
-        std::fs::create_dir_all(&artifacts).map_err(|e| format!("{}: {e}", artifacts.display()))?;
-        let out = Command::new("cargo")
-            .current_dir(&root)
-            .args(["+nightly", "fuzz", "run", "-O", target])
-            .arg(&corpus)
-            .arg(fuzz.join("seeds").join(target))
-            .arg("--")
-            .arg(format!("-max_total_time={time}"))
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .args(["-print_final_stats=1", "-max_len=65536", "-timeout=10"])
-            .output()
-            .map_err(|e| format!("running cargo fuzz: {e}"))?;
-        let log = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!(
-                "fuzz target {target} failed:\n{}\nthe input is in {}: add it to fuzz/regressions/{target}/ with the fix",
-                tail.join("\n"),
-                artifacts.display()
-            ));
+    let targets: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| only.is_none_or(|o| o == *t))
+        .collect();
+    let queue = std::sync::Mutex::new(targets.into_iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                while let Some(t) = queue.lock().unwrap().next() {
+                    let r = one(&root, &fuzz, t, time);
+                    if let Ok(stats) = &r {
+                        println!("{t}: {stats}");
+                    }
+                    results.lock().unwrap().push((t, r));
+                }
+            });
         }
-        let stats = Stats::read(&log, corpus);
-        println!("{target}: {stats}");
-        report.push((target, stats));
+    });
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for (t, r) in results.into_inner().unwrap() {
+        match r {
+            Ok(stats) => report.push((t, stats)),
+            Err(e) => failed.push(e),
+        }
     }
+    report.sort_by_key(|(t, _)| TARGETS.iter().position(|x| x == t));
     println!("\ntarget        executions  per second  coverage  features  corpus");
     for (t, s) in &report {
         println!(
@@ -82,7 +88,41 @@ pub fn run(args: &[String]) -> Result {
             s.executions, s.per_second, s.coverage, s.features, s.corpus
         );
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("\n\n"))
+    }
+}
+
+/// Runs one target for `time` seconds.
+fn one(root: &Path, fuzz: &Path, target: &str, time: u64) -> Result<Stats> {
+    let corpus = fuzz.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+    let artifacts = fuzz.join("artifacts").join(target);
+    std::fs::create_dir_all(&artifacts).map_err(|e| format!("{}: {e}", artifacts.display()))?;
+    let out = Command::new("cargo")
+        .current_dir(root)
+        .args(["+nightly", "fuzz", "run", "-O", target])
+        .arg(&corpus)
+        .arg(fuzz.join("seeds").join(target))
+        .arg("--")
+        .arg(format!("-max_total_time={time}"))
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .args(["-print_final_stats=1", "-max_len=65536", "-timeout=10"])
+        .output()
+        .map_err(|e| format!("running cargo fuzz: {e}"))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(format!(
+            "fuzz target {target} failed:\n{}\nthe input is in {}: add it to fuzz/regressions/{target}/ with the fix",
+            tail.join("\n"),
+            artifacts.display()
+        ));
+    }
+    Ok(Stats::read(&log, corpus))
 }
 
 /// Installs the nightly toolchain and cargo-fuzz when they are missing.

@@ -10,7 +10,7 @@ mod setup;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]> | fuzz [TARGET] [--time S] | soak [--minutes N]>";
+const USAGE: &str = "usage: cargo xtask <setup | demo | deps | test [cargo test args] | bench <steer | proxy [--baseline <git ref>] [--rounds <n>] [--profile] | audit | streams [...]> | fuzz [TARGET] [--time S] [--jobs N] | soak [--minutes N]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
