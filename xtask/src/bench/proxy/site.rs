@@ -229,7 +229,7 @@ fn tokens(lab: &Lab, issuer: Issuer) -> Result<Tokens> {
 }
 
 /// `moat token mint -c CONFIG --scope mcp:tools ARGS`: its output, trimmed.
-fn mint(lab: &Lab, args: &[&str]) -> Result<String> {
+pub fn mint(lab: &Lab, args: &[&str]) -> Result<String> {
     let out = Command::new(&lab.moat)
         .args(["token", "mint", "-c"])
         .arg(&lab.config)

@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     CONNS, FULL, LAB, load,
-    site::Site,
+    site::{self, Site},
     target::{self, Target},
     usage::proc_status_kib,
 };
@@ -85,8 +85,26 @@ pub fn run(args: &[String]) -> Result {
         return Err(format!("{}: {}", c.what, c.detail));
     }
     let full = &site.targets[target::at(&site.targets, "full")];
-    let token_script = std::fs::read_to_string(full.script.as_ref().ok_or("no full script")?)
-        .map_err(|e| e.to_string())?;
+    // The bench's tokens last an hour: the soak's lasts the whole run (and a margin).
+    let ttl = (u64::from(minutes) + 15) * 60;
+    let token = site::mint(
+        &site.lab,
+        &[
+            "--server",
+            "full",
+            "--sub",
+            "soak",
+            "--claim",
+            r#"groups=["engineering","staff","oncall"]"#,
+            "--claim",
+            "department=platform",
+            "--ttl",
+            &ttl.to_string(),
+        ],
+    )?;
+    let token_script =
+        std::fs::read_to_string(load::write_token_script(&site.lab, "soak", &token)?)
+            .map_err(|e| e.to_string())?;
     let script = |delay_ms: u64| -> Result<Target> {
         let path = site.lab.dir.join(format!("soak-{delay_ms}.lua"));
         let lua = token_script.clone() + &MIXED_LUA.replace("__DELAY__", &delay_ms.to_string());
