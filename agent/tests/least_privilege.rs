@@ -3,8 +3,6 @@
 //! steers, seals, upgrades through the links and drains; nothing it does needs more.
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 
 /// The unit's `CapabilityBoundingSet`, as setpriv takes it (`-all,+bpf,...`).
@@ -44,8 +42,7 @@ fn the_agent_needs_no_more_than_its_unit_grants() {
         .unwrap();
     assert_eq!(eff & (1 << 21), 0, "no CAP_SYS_ADMIN: {status}");
 
-    let target: SocketAddr = ([127, 0, 0, 1], PORT).into();
-    let seen = host.in_ns(false, move || fetch(target, None)).unwrap();
+    let seen = host.ping_local().unwrap();
     assert!(in_reserved(seen), "steered and forwarded: {seen}");
     assert_eq!(server.count(), 1);
     assert_eq!(host.status()["tampered"], serde_json::json!([]));
@@ -54,7 +51,7 @@ fn the_agent_needs_no_more_than_its_unit_grants() {
     // Restarting under the same privileges adopts and checks the pins, and drains on stop.
     host.stop_agent();
     host.start_agent_under(&wrapper, &[]);
-    let seen = host.in_ns(false, move || fetch(target, None)).unwrap();
+    let seen = host.ping_local().unwrap();
     assert!(in_reserved(seen));
     let started = host.wait_audit("the restart", |r| {
         r["event"] == "started" && r["adopted_pins"] == true

@@ -4,7 +4,7 @@
 //! purging detaches the programs and removes everything.
 mod common;
 
-use std::{net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, process::Command};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
 use common::*;
 
@@ -106,24 +106,17 @@ fn the_package_installs_runs_upgrades_and_purges_detaching() {
     let exec = format!("shift; exec {} \"$@\"", installed.display());
     let wrapper = ["sh", "-c", exec.as_str(), "sh"];
     host.start_agent_under(&wrapper, &[]);
-    let target: SocketAddr = ([127, 0, 0, 1], PORT).into();
-    assert!(in_reserved(
-        host.in_ns(false, move || fetch(target, None)).unwrap()
-    ));
+    assert!(in_reserved(host.ping_local().unwrap()));
 
     // An upgrade while the agent runs: the edited config stays, the ports stay protected.
     let edited = std::fs::read_to_string(&config).unwrap();
     dpkg(&host, &root, &["-i", v2.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
-    assert!(in_reserved(
-        host.in_ns(false, move || fetch(target, None)).unwrap()
-    ));
+    assert!(in_reserved(host.ping_local().unwrap()));
     // What `systemctl try-restart` does: the agent drains, the new binary adopts the pins.
     host.stop_agent();
     host.start_agent_under(&wrapper, &[]);
-    assert!(in_reserved(
-        host.in_ns(false, move || fetch(target, None)).unwrap()
-    ));
+    assert!(in_reserved(host.ping_local().unwrap()));
     let answered = server.count();
 
     // Purge (after `systemctl stop`): the programs are detached and everything is gone.
@@ -134,7 +127,7 @@ fn the_package_installs_runs_upgrades_and_purges_detaching() {
         "{said}"
     );
     assert!(!host.bpffs.exists(), "the pins are gone");
-    let direct = host.in_ns(false, move || fetch(target, None)).unwrap();
+    let direct = host.ping_local().unwrap();
     assert!(
         !in_reserved(direct),
         "the server is reached directly: {direct}"

@@ -469,8 +469,7 @@ fn kernel_diagnostics_cost_nothing_when_off_and_show_in_the_agent_log_when_asked
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();
-    host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-        .unwrap();
+    host.ping_local().unwrap();
     let off = xlated(&host);
     host.stop_agent();
     assert!(
@@ -486,8 +485,7 @@ fn kernel_diagnostics_cost_nothing_when_off_and_show_in_the_agent_log_when_asked
     )
     .unwrap();
     host.start_agent();
-    host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-        .unwrap();
+    host.ping_local().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !host
         .agent_log()

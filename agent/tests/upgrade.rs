@@ -212,8 +212,7 @@ fn a_swapped_or_detached_link_is_reported_and_the_next_start_mends_it() {
     let mut host = Host::new();
     host.start_server(PORT);
     host.start_agent();
-    host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-        .unwrap();
+    host.ping_local().unwrap();
     assert_eq!(host.status()["tampered"], serde_json::json!([]));
     assert_eq!(host.admin_get("/readyz").0, 200);
 
@@ -226,9 +225,7 @@ fn a_swapped_or_detached_link_is_reported_and_the_next_start_mends_it() {
     // And detaches the IPv4 bind guard.
     let bind4 = pinned(&host.bpffs.join("link_bind4"));
     bpf(34, &mut [bind4.as_raw_fd() as u32]).expect("BPF_LINK_DETACH");
-    let past = host
-        .in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-        .unwrap();
+    let past = host.ping_local().unwrap();
     assert!(!in_reserved(past), "the swapped program steers nothing");
     let s = host.status();
     let tampered: Vec<&str> = s["tampered"]
@@ -254,9 +251,7 @@ fn a_swapped_or_detached_link_is_reported_and_the_next_start_mends_it() {
     // The next start puts Moat's programs back through the pins, keeping the maps.
     host.stop_agent();
     host.start_agent();
-    let seen = host
-        .in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-        .unwrap();
+    let seen = host.ping_local().unwrap();
     assert!(in_reserved(seen));
     assert_eq!(host.status()["tampered"], serde_json::json!([]));
     assert_eq!(host.admin_get("/readyz").0, 200);
@@ -328,18 +323,12 @@ fn pins_whose_maps_have_another_layout_are_refused_and_stay_closed() {
         "{err}"
     );
     // The pinned programs still hold the protected port closed.
-    assert!(
-        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-            .is_err()
-    );
+    assert!(host.ping_local().is_err());
     assert_eq!(server.count(), 0);
     let out = host.detach();
     assert!(out.status.success());
     host.start_agent();
-    assert!(in_reserved(
-        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-            .unwrap()
-    ));
+    assert!(in_reserved(host.ping_local().unwrap()));
 }
 
 #[test]
@@ -360,8 +349,5 @@ fn a_running_agent_that_does_not_stop_is_killed_by_the_one_taking_over() {
         host.log("agent-2.log")
             .contains("the running agent has not stopped: killing it")
     );
-    assert!(in_reserved(
-        host.in_ns(false, || fetch(addr("127.0.0.1", PORT), None))
-            .unwrap()
-    ));
+    assert!(in_reserved(host.ping_local().unwrap()));
 }

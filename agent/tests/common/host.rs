@@ -401,6 +401,13 @@ impl Host {
         }
     }
 
+    /// A ping from 127.0.0.1 in the host namespace to the protected [`PORT`]: the peer the
+    /// server saw (in the reserved ports when the agent forwarded it), or why it failed.
+    pub fn ping_local(&self) -> std::io::Result<SocketAddr> {
+        let target = SocketAddr::from(([127, 0, 0, 1], PORT));
+        self.in_ns(false, move || super::fetch(target, None))
+    }
+
     /// A log file of the test's directory.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
