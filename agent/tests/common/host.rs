@@ -307,12 +307,7 @@ impl Host {
         } else {
             &[]
         };
-        let log = File::create(self.dir.join("agent.log")).unwrap();
-        let out = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("agent.out"))
-            .unwrap();
+        let (log, out) = self.agent_output("agent.log");
         let (program, before): (&str, &[&str]) = match wrapper {
             [] => (MOAT, &[]),
             [program, rest @ ..] => (program, rest),
@@ -359,16 +354,23 @@ impl Host {
         }
     }
 
-    /// `moat run --take-over` beside the running agent: returns once the old agent has exited
-    /// (its exit status) and the new one serves; the new one's log goes to `agent-2.log`.
-    pub fn take_over_agent(&mut self) -> std::process::ExitStatus {
-        let mut old = self.agent.take().expect("agent running");
-        let log = File::create(self.dir.join("agent-2.log")).unwrap();
+    /// Where an agent writes: its log (`log`, new) and its standard output (`agent.out`,
+    /// appended to across restarts).
+    fn agent_output(&self, log: &str) -> (File, File) {
+        let log = File::create(self.dir.join(log)).unwrap();
         let out = File::options()
             .create(true)
             .append(true)
             .open(self.dir.join("agent.out"))
             .unwrap();
+        (log, out)
+    }
+
+    /// `moat run --take-over` beside the running agent: returns once the old agent has exited
+    /// (its exit status) and the new one serves; the new one's log goes to `agent-2.log`.
+    pub fn take_over_agent(&mut self) -> std::process::ExitStatus {
+        let mut old = self.agent.take().expect("agent running");
+        let (log, out) = self.agent_output("agent-2.log");
         let child = self
             .command(
                 MOAT,

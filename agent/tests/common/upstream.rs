@@ -131,13 +131,7 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             let note = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/message",
                 "params": {"level": "info", "data": fixture("secret")}});
             let event = format!("event: message\ndata: {note}\n\n");
-            let _ = w.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
-                    event.len()
-                )
-                .as_bytes(),
-            );
+            write_sse(&mut w, &event);
             continue;
         }
         if msg["method"] == "stream" {
@@ -192,13 +186,7 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
                 {"name": "echo", "inputSchema": {}}, {"name": "add", "inputSchema": {}}]}});
             // After a priming event (an id and empty data), as the SDK servers send first.
             let event = format!("id: p0\ndata: \n\nid: e1\nevent: message\ndata: {event}\n\n");
-            let _ = w.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
-                    event.len()
-                )
-                .as_bytes(),
-            );
+            write_sse(&mut w, &event);
             continue;
         }
         if let Some(name) = msg["params"]["arguments"]["fixture"].as_str() {
@@ -257,4 +245,15 @@ fn serve_http(s: TcpStream, peer: SocketAddr, requests: &Recorded) {
             return;
         }
     }
+}
+
+/// A 200 answer whose body is the SSE text `event`, with its length.
+fn write_sse(w: &mut impl std::io::Write, event: &str) {
+    let _ = w.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{event}",
+            event.len()
+        )
+        .as_bytes(),
+    );
 }
