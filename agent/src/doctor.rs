@@ -211,7 +211,7 @@ fn programs() -> Vec<Check> {
                     &name,
                     Outcome::Warn,
                     format!("the kernel refuses it: {e}; tampering with the links is then seen by `moat status` and /readyz only"),
-                    Some("a kernel with CONFIG_BPF_LSM and `bpf` among its LSMs (lsm=...,bpf on the kernel command line)"),
+                    Some(lsm_fix(&e, lsm_active())),
                 ),
                 Err(e) => check(
                     &name,
@@ -222,6 +222,26 @@ fn programs() -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// What to do when the kernel refuses the BPF LSM program. A refusal with EPERM to a process
+/// that may load programs, with `bpf` among the LSMs, comes before the verifier: such kernels
+/// refuse every program attached through BTF (lsm, tracing, ext), a restriction of their
+/// build or host that no setting changes.
+fn lsm_fix(error: &str, active: Option<bool>) -> &'static str {
+    if error.contains("os error 1)") && active == Some(true) {
+        "none on this host: its kernel refuses every BTF-attached program type (lsm, tracing, \
+         ext) even to root, before verifying it (`bpftool feature probe kernel` says `lsm is NOT \
+         available`); a kernel without that restriction records tampering"
+    } else {
+        "a kernel with CONFIG_BPF_LSM and `bpf` among its LSMs (lsm=...,bpf on the kernel command line)"
+    }
+}
+
+/// Whether `bpf` is among the active LSMs; `None` when securityfs cannot be read.
+fn lsm_active() -> Option<bool> {
+    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
+    Some(list.trim().split(',').any(|l| l == "bpf"))
 }
 
 /// The BPF LSM, which records attempts to detach or replace Moat's programs.
@@ -374,4 +394,30 @@ pub fn text(checks: &[Check]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lsm_fix;
+
+    const EPERM: &str = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)";
+
+    #[test]
+    fn a_refusal_with_the_bpf_lsm_active_is_the_kernels_own_restriction() {
+        assert!(lsm_fix(EPERM, Some(true)).starts_with("none on this host"));
+    }
+
+    #[test]
+    fn otherwise_the_fix_is_to_enable_the_bpf_lsm() {
+        for (error, active) in [
+            (EPERM, Some(false)),
+            (EPERM, None),
+            ("Invalid argument (os error 22)", Some(true)),
+        ] {
+            assert!(
+                lsm_fix(error, active).contains("lsm=...,bpf"),
+                "{error} {active:?}"
+            );
+        }
+    }
 }
