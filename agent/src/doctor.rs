@@ -210,13 +210,13 @@ fn programs() -> Vec<Check> {
                 Err(e) if crate::steer::optional(program) => check(
                     &name,
                     Outcome::Warn,
-                    format!("the kernel refuses it: {e}; tampering with the links is then seen by `moat status` and /readyz only"),
+                    format!("not loadable: {e}; tampering with the links is then seen by `moat status` and /readyz only"),
                     Some(lsm_fix(&e, lsm_active())),
                 ),
                 Err(e) => check(
                     &name,
                     Outcome::Missing,
-                    format!("the kernel refuses it: {e}"),
+                    format!("not loadable: {e}"),
                     Some("a kernel with sk_lookup, cgroup bind hooks and sock_ops (5.9 or later, with BTF), bpf not restricted by lockdown"),
                 ),
             }
@@ -400,7 +400,8 @@ pub fn text(checks: &[Check]) -> String {
 mod tests {
     use super::lsm_fix;
 
-    const EPERM: &str = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)";
+    const EPERM: &str =
+        "the kernel refused it before verifying it (Operation not permitted (os error 1))";
 
     #[test]
     fn a_refusal_with_the_bpf_lsm_active_is_the_kernels_own_restriction() {

@@ -12,7 +12,9 @@ use agent_common::{
 };
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, SkLookup, SockOps, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, Lsm, ProgramError, SkLookup, SockOps, links::FdLink,
+    },
 };
 
 /// Pinned map files, by map name.
@@ -123,7 +125,27 @@ pub fn load_program(ebpf: &mut Ebpf, name: &str) -> Result<(), SteerError> {
         }
         _ => program::<CgroupSockAddr>(ebpf, name)?.load(),
     }
+    .map_err(refusal)
     .context(format!("loading {name}"))
+}
+
+/// The kernel's refusal of a program: the error of BPF_PROG_LOAD, with the verifier's log
+/// when it wrote one (a kernel that refuses a program type writes none).
+fn refusal(e: ProgramError) -> Box<dyn std::error::Error + Send + Sync> {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            if log.trim().is_empty() {
+                format!("the kernel refused it before verifying it ({io_error})").into()
+            } else {
+                format!("the verifier refused it ({io_error}):\n{}", log.trim_end()).into()
+            }
+        }
+        other => other.into(),
+    }
 }
 
 /// Whether program `name` may be missing: the BPF LSM program, on kernels without the BPF
