@@ -328,6 +328,10 @@ fn a_client_registers_a_user_signs_in_and_consents_and_the_token_opens_the_serve
         "the family is revoked"
     );
 
+    // Records are written after the answers; the reuse is the last of those asserted on.
+    host.wait_audit("the refresh token's reuse", |r| {
+        r["event"] == "refresh_reuse"
+    });
     let events: Vec<String> = host
         .audit_records()
         .iter()
