@@ -240,27 +240,31 @@ fn lsm_fix(error: &str, active: Option<bool>) -> &'static str {
 
 /// Whether `bpf` is among the active LSMs; `None` when securityfs cannot be read.
 fn lsm_active() -> Option<bool> {
-    let list = std::fs::read_to_string("/sys/kernel/security/lsm").ok()?;
-    Some(list.trim().split(',').any(|l| l == "bpf"))
+    active_lsms().ok().map(|list| has_bpf(&list))
+}
+
+/// The kernel's active LSMs, comma-separated.
+fn active_lsms() -> std::io::Result<String> {
+    std::fs::read_to_string("/sys/kernel/security/lsm").map(|l| l.trim().to_string())
+}
+
+fn has_bpf(list: &str) -> bool {
+    list.split(',').any(|l| l == "bpf")
 }
 
 /// The BPF LSM, which records attempts to detach or replace Moat's programs.
 fn bpf_lsm() -> Check {
     let fix =
         Some("boot with `bpf` among the LSMs (kernel command line lsm=...,bpf; CONFIG_BPF_LSM)");
-    match std::fs::read_to_string("/sys/kernel/security/lsm") {
-        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => check(
-            "bpf lsm",
-            Outcome::Ok,
-            format!("active ({})", list.trim()),
-            None,
-        ),
+    match active_lsms() {
+        Ok(list) if has_bpf(&list) => {
+            check("bpf lsm", Outcome::Ok, format!("active ({list})"), None)
+        }
         Ok(list) => check(
             "bpf lsm",
             Outcome::Warn,
             format!(
-                "not among the active LSMs ({}): tampering with the links is seen by `moat status` and /readyz only",
-                list.trim()
+                "not among the active LSMs ({list}): tampering with the links is seen by `moat status` and /readyz only"
             ),
             fix,
         ),
